@@ -1,0 +1,154 @@
+//! The process-wide event bus. A published event is allocated once, as an `Arc`, and
+//! shared by every subscriber; the channel is bounded, so a slow subscriber lags (and
+//! is told how many events it missed) instead of making memory grow.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::id::{StepId, TaskId};
+use crate::time::Timestamp;
+
+/// What happened. The names (`Kind::name`) are listed in `docs/events.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    TaskCreated,
+    TaskStarted,
+    TaskCompleted,
+    TaskFailed,
+    TaskCancelled,
+    StepStarted,
+    StepCompleted,
+    StepRetrying,
+    StepFailed,
+    StepDeadLettered,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::TaskCreated => "task.created",
+            EventKind::TaskStarted => "task.started",
+            EventKind::TaskCompleted => "task.completed",
+            EventKind::TaskFailed => "task.failed",
+            EventKind::TaskCancelled => "task.cancelled",
+            EventKind::StepStarted => "step.started",
+            EventKind::StepCompleted => "step.completed",
+            EventKind::StepRetrying => "step.retrying",
+            EventKind::StepFailed => "step.failed",
+            EventKind::StepDeadLettered => "step.dead_lettered",
+        }
+    }
+}
+
+/// One lifecycle event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub task_id: TaskId,
+    pub step_id: Option<StepId>,
+    /// The step's name, shared with the rest of the process rather than copied.
+    pub step_name: Option<Arc<str>>,
+    pub attempt: u32,
+    pub at: Timestamp,
+}
+
+/// Why [`Subscription::recv`] returned no event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    #[error("subscriber lagged: {0} events were dropped")]
+    Lagged(u64),
+    #[error("the event bus is closed")]
+    Closed,
+}
+
+/// Publishes events to every current subscriber.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl EventBus {
+    /// A bus whose subscribers may fall `capacity` events behind before they lag.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            tx: broadcast::channel(capacity.max(1)).0,
+        }
+    }
+
+    /// Publishes `event`; returns how many subscribers will see it.
+    pub fn publish(&self, event: Event) -> usize {
+        self.tx.send(Arc::new(event)).unwrap_or(0)
+    }
+
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            rx: self.tx.subscribe(),
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+/// A stream of events from one bus.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Event>>,
+}
+
+impl Subscription {
+    /// The next event, or how many were missed if this subscriber fell behind.
+    pub async fn recv(&mut self) -> Result<Arc<Event>, RecvError> {
+        self.rx.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
+            broadcast::error::RecvError::Closed => RecvError::Closed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            kind,
+            task_id: TaskId::new(),
+            step_id: None,
+            step_name: None,
+            attempt: 0,
+            at: Timestamp::now(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_subscriber_shares_one_allocation() {
+        let bus = EventBus::new(8);
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        assert_eq!(bus.publish(event(EventKind::TaskStarted)), 2);
+        let ea = a.recv().await.unwrap();
+        let eb = b.recv().await.unwrap();
+        assert!(Arc::ptr_eq(&ea, &eb));
+        assert_eq!(ea.kind.name(), "task.started");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_subscriber_lags_and_is_told() {
+        let bus = EventBus::new(2);
+        let mut slow = bus.subscribe();
+        for _ in 0..5 {
+            bus.publish(event(EventKind::StepCompleted));
+        }
+        assert_eq!(slow.recv().await.unwrap_err(), RecvError::Lagged(3));
+        assert!(slow.recv().await.is_ok());
+    }
+}

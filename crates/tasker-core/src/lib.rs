@@ -1,0 +1,28 @@
+//! # tasker-core
+//!
+//! The domain of Tasker, with no I/O beyond reading template files: everything here is
+//! shared by both stores, the engine, the CLI and the Ruby bindings.
+//!
+//! - [`template`]: YAML templates, validated into a DAG of steps with their defaults.
+//! - [`state`]: the task and step state machines; illegal transitions are errors.
+//! - [`readiness`]: which steps may run now — a pure function of one task's states.
+//! - [`backoff`]: retry decisions and exponential backoff with jitter.
+//! - [`message`]: what travels on the queues, decoded without copying.
+//! - [`store`]: the [`Store`](store::Store) trait, the one seam between the engine and a database.
+//! - [`event`]: the process-wide event bus.
+
+pub mod backoff;
+pub mod duration;
+pub mod event;
+pub mod id;
+pub mod message;
+pub mod names;
+pub mod readiness;
+pub mod state;
+pub mod store;
+pub mod template;
+pub mod time;
+
+pub use id::{StepId, TaskId};
+pub use state::{StepState, TaskState};
+pub use time::Timestamp;

@@ -1,0 +1,377 @@
+//! The [`Store`] trait: the one seam between the engine and a database.
+//!
+//! The engine is written against this trait and never names a backend; the SQLite and
+//! PostgreSQL backends live in `tasker-store` and pass the same conformance suite
+//! (`tasker-storetest`). Methods are named noun-first (`task_…`, `step_…`, `queue_…`).
+//!
+//! Each state-changing method is one transaction: the compare-and-set of the row, the
+//! append to the transitions table and the queue operations it implies commit together
+//! or not at all. Methods that change a task serialize on that task, and evaluate
+//! [`readiness`](crate::readiness) inside the transaction.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+
+use crate::backoff::RetryPolicy;
+use crate::id::{StepId, TaskId};
+use crate::message::TASK_QUEUE;
+use crate::state::{IllegalTransition, StepState, TaskState};
+use crate::template::TaskTemplate;
+use crate::time::Timestamp;
+
+/// Errors that mean the same on every backend; each backend maps its native errors here.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("database error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A task to create from a validated template.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskCreateParams<'a> {
+    pub template: &'a TaskTemplate,
+    /// The task context, already checked against the template's schema.
+    pub context: &'a RawValue,
+    /// Submitting twice with the same key returns the first task.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// The outcome of [`Store::task_create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskCreated {
+    pub task_id: TaskId,
+    /// False when the idempotency key named an existing task.
+    pub created: bool,
+}
+
+/// What [`Store::template_register`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    Registered,
+    /// The same content was already registered under this version.
+    Unchanged,
+}
+
+/// A message read from a queue, invisible to other readers until its visibility timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub msg_id: i64,
+    /// How many times it has been read, this time included.
+    pub read_ct: i32,
+    pub enqueued_at: Timestamp,
+    /// The message's JSON, decoded by borrowing from this buffer.
+    pub body: String,
+}
+
+/// A message moved to the dead letters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub queue: String,
+    pub msg_id: i64,
+    pub read_ct: i32,
+    pub body: String,
+    pub reason: String,
+    pub archived_at: Timestamp,
+}
+
+/// Start a submitted task: the message that carried it, and the task.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskStartParams {
+    pub msg_id: i64,
+    pub task_id: TaskId,
+}
+
+/// The outcome of [`Store::task_start`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskStarted {
+    /// False when the task was not pending (already started, or cancelled).
+    pub started: bool,
+    /// Steps put on their queues.
+    pub enqueued: usize,
+    pub state: TaskState,
+}
+
+/// Claim a step for execution from the message a worker read.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStartParams<'a> {
+    pub queue: &'a str,
+    pub msg_id: i64,
+    pub step_id: StepId,
+    /// Added to the step's timeout to give its message's visibility timeout.
+    pub grace: Duration,
+}
+
+/// The outcome of [`Store::step_start`].
+#[derive(Debug)]
+pub enum StepStart {
+    /// Run the handler with this.
+    Run(Box<StepExecution>),
+    /// Nothing to run (the step was cancelled, or already done); the message is gone.
+    Skipped { state: StepState },
+    /// The message came back more often than the step's attempts allow: it is in the
+    /// dead letters and the step in error.
+    DeadLettered { attempts: u32 },
+}
+
+/// Everything a handler is given, loaded in one query.
+#[derive(Clone, Debug)]
+pub struct StepExecution {
+    pub task_id: TaskId,
+    pub step_id: StepId,
+    /// 1 for the first execution.
+    pub attempt: u32,
+    pub namespace: String,
+    pub task_name: String,
+    pub task_version: String,
+    pub step_name: String,
+    pub handler: String,
+    pub config: Box<RawValue>,
+    pub context: Box<RawValue>,
+    /// The results of the step's parents, by parent name, in template order.
+    pub parents: Vec<(String, Box<RawValue>)>,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+}
+
+/// How an attempt ended, as decided by the engine.
+#[derive(Clone, Copy, Debug)]
+pub enum StepOutcome<'a> {
+    Succeeded {
+        results: &'a RawValue,
+    },
+    /// Retry after `delay`.
+    Retry {
+        error: &'a str,
+        delay: Duration,
+    },
+    Failed {
+        error: &'a str,
+    },
+}
+
+/// Record the end of an attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct StepFinishParams<'a> {
+    pub queue: &'a str,
+    pub msg_id: i64,
+    pub step_id: StepId,
+    pub attempt: u32,
+    pub outcome: StepOutcome<'a>,
+}
+
+/// The outcome of [`Store::step_finish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepFinished {
+    Applied {
+        step_state: StepState,
+        /// Children put on their queues.
+        enqueued: usize,
+        task_state: TaskState,
+    },
+    /// The step was no longer running this attempt (cancelled, or reclaimed by another
+    /// worker after a visibility timeout): nothing changed.
+    Stale { state: StepState },
+}
+
+/// A task row.
+#[derive(Clone, Debug)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    pub state: TaskState,
+    pub context: Box<RawValue>,
+    pub idempotency_key: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A step row.
+#[derive(Clone, Debug)]
+pub struct StepRecord {
+    pub id: StepId,
+    pub task_id: TaskId,
+    pub position: u32,
+    pub name: String,
+    pub handler: String,
+    pub queue: String,
+    pub depends_on: Vec<String>,
+    pub state: StepState,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub results: Option<Box<RawValue>>,
+    pub error: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+/// A task with its steps in template order.
+#[derive(Clone, Debug)]
+pub struct TaskDetail {
+    pub task: TaskRecord,
+    pub steps: Vec<StepRecord>,
+}
+
+/// Which tasks [`Store::task_list`] returns, newest first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskListParams<'a> {
+    pub state: Option<TaskState>,
+    pub namespace: Option<&'a str>,
+    /// Tasks older than this one (cursor pagination).
+    pub before: Option<TaskId>,
+    pub limit: u32,
+}
+
+/// One row of the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransitionRecord {
+    pub task_id: TaskId,
+    /// `None` for a transition of the task itself.
+    pub step_id: Option<StepId>,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// In-process wake-ups. A backend signals them when work becomes visible (after the
+/// commit that sent it, or on a database notification); loops register interest with
+/// `Notified::enable` *before* reading a queue, so a signal between an empty read and
+/// the wait is never lost.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    /// Step messages were sent to some queue.
+    pub steps: Notify,
+    /// Task requests were sent.
+    pub tasks: Notify,
+}
+
+impl Wakeups {
+    /// Wakes whoever reads `queue`.
+    pub fn queue_sent(&self, queue: &str) {
+        if queue == TASK_QUEUE {
+            self.tasks.notify_waiters();
+        } else {
+            self.steps.notify_waiters();
+        }
+    }
+}
+
+/// A database that holds tasks, steps, transitions and queues. See the module docs.
+pub trait Store: Send + Sync + 'static {
+    /// Records a template under its (namespace, name, version). Registering different
+    /// content under an existing version is a [`StoreError::Conflict`].
+    fn template_register(
+        &self,
+        template: &TaskTemplate,
+    ) -> impl Future<Output = StoreResult<Registration>> + Send;
+
+    /// Creates a pending task with its steps and edges and sends its start request.
+    fn task_create(
+        &self,
+        params: TaskCreateParams<'_>,
+    ) -> impl Future<Output = StoreResult<TaskCreated>> + Send;
+
+    /// Starts a pending task: enqueues its root steps and deletes the request message.
+    fn task_start(
+        &self,
+        params: TaskStartParams,
+    ) -> impl Future<Output = StoreResult<TaskStarted>> + Send;
+
+    /// Cancels a task and every step that has not finished. Returns the task's state.
+    fn task_cancel(
+        &self,
+        task_id: TaskId,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<TaskState>> + Send;
+
+    /// Re-runs the failed steps of a task in error with fresh attempts; returns how
+    /// many steps were enqueued.
+    fn task_retry(&self, task_id: TaskId) -> impl Future<Output = StoreResult<usize>> + Send;
+
+    fn task_get(&self, task_id: TaskId) -> impl Future<Output = StoreResult<TaskDetail>> + Send;
+
+    fn task_list(
+        &self,
+        params: TaskListParams<'_>,
+    ) -> impl Future<Output = StoreResult<Vec<TaskRecord>>> + Send;
+
+    /// Tasks that are pending or in progress, oldest first.
+    fn task_list_unfinished(&self) -> impl Future<Output = StoreResult<Vec<TaskId>>> + Send;
+
+    /// Claims a step from its message (see [`StepStart`]) and sets the message's
+    /// visibility timeout to the step's timeout plus `grace`.
+    fn step_start(
+        &self,
+        params: StepStartParams<'_>,
+    ) -> impl Future<Output = StoreResult<StepStart>> + Send;
+
+    /// Records the end of an attempt, enqueues the children it unblocks, settles the
+    /// task if it is finished, and deletes the message — in one transaction.
+    fn step_finish(
+        &self,
+        params: StepFinishParams<'_>,
+    ) -> impl Future<Output = StoreResult<StepFinished>> + Send;
+
+    /// An operator marks a failed step done with `results`; its children proceed.
+    fn step_resolve(
+        &self,
+        step_id: StepId,
+        results: &RawValue,
+    ) -> impl Future<Output = StoreResult<TaskState>> + Send;
+
+    /// The audit trail of a task, oldest first.
+    fn transition_list(
+        &self,
+        task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<Vec<TransitionRecord>>> + Send;
+
+    /// Reads up to `limit` visible messages, hiding them for `visibility`.
+    fn queue_read(
+        &self,
+        queue: &str,
+        visibility: Duration,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<QueueMessage>>> + Send;
+
+    /// When the next hidden message of `queue` becomes visible, if there is one: a
+    /// worker sleeps until then instead of polling.
+    fn queue_next_visible(
+        &self,
+        queue: &str,
+    ) -> impl Future<Output = StoreResult<Option<Timestamp>>> + Send;
+
+    /// Moves a message to the dead letters (for example, one that does not parse).
+    fn queue_dead_letter(
+        &self,
+        queue: &str,
+        msg_id: i64,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The dead letters of `queue`, oldest first.
+    fn queue_dead_letters(
+        &self,
+        queue: &str,
+    ) -> impl Future<Output = StoreResult<Vec<DeadLetter>>> + Send;
+
+    /// Wake-ups for this process's readers.
+    fn wakeups(&self) -> &Wakeups;
+}

@@ -1,0 +1,222 @@
+//! Task templates: a named, versioned DAG of steps, written in YAML.
+//!
+//! [`parse_template`] and [`load_path`] turn YAML into a validated [`TaskTemplate`] or
+//! into [`TemplateErrors`] that name the file, the step and the problem, with the line
+//! and column where they are known. Defaults (retry, timeout, queue) are resolved here,
+//! once, so a template's steps carry everything a worker needs.
+
+mod error;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::backoff::RetryPolicy;
+use crate::duration::serde_human;
+
+pub use error::{ContextError, TemplateError, TemplateErrors};
+
+/// A step timeout when neither the step nor its template sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A validated template.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskTemplate {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_schema: Option<ContextSchema>,
+    pub steps: Vec<StepTemplate>,
+}
+
+/// One step of a template, with its defaults resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepTemplate {
+    pub name: String,
+    pub handler: String,
+    pub depends_on: Vec<String>,
+    /// The queue that carries this step to workers (the namespace unless set).
+    pub queue: String,
+    pub config: Value,
+    pub retry: RetryPolicy,
+    #[serde(with = "serde_human")]
+    pub timeout: Duration,
+}
+
+/// A compiled JSON Schema for the task context.
+#[derive(Clone)]
+pub struct ContextSchema {
+    schema: Value,
+    validator: Arc<jsonschema::Validator>,
+}
+
+impl fmt::Debug for ContextSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.schema.fmt(f)
+    }
+}
+
+impl Serialize for ContextSchema {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.schema.serialize(s)
+    }
+}
+
+impl ContextSchema {
+    fn compile(schema: Value) -> Result<Self, String> {
+        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        Ok(Self {
+            schema,
+            validator: Arc::new(validator),
+        })
+    }
+}
+
+/// How a template is named: `namespace/name@version`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TemplateKey<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub version: &'a str,
+}
+
+impl fmt::Display for TemplateKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", self.namespace, self.name, self.version)
+    }
+}
+
+impl TaskTemplate {
+    pub fn key(&self) -> TemplateKey<'_> {
+        TemplateKey {
+            namespace: &self.namespace,
+            name: &self.name,
+            version: &self.version,
+        }
+    }
+
+    /// The template as canonical JSON: two files that mean the same produce the same
+    /// text, so a registry can tell a re-registration from a conflicting one.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a template always serializes")
+    }
+
+    /// The position of the step named `name`.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// `(parent, child)` pairs of step positions.
+    pub fn edges(&self) -> Vec<(usize, usize)> {
+        let mut edges = Vec::new();
+        for (child, step) in self.steps.iter().enumerate() {
+            for dep in &step.depends_on {
+                if let Some(parent) = self.step_index(dep) {
+                    edges.push((parent, child));
+                }
+            }
+        }
+        edges
+    }
+
+    /// Checks a submitted context against the template's `context_schema`, if any.
+    pub fn check_context(&self, context: &Value) -> Result<(), ContextError> {
+        let Some(schema) = &self.context_schema else {
+            return Ok(());
+        };
+        let problems: Vec<String> = schema
+            .validator
+            .iter_errors(context)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                let at = if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                };
+                format!("at {at}: {e}")
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ContextError {
+                template: self.key().to_string(),
+                problems,
+            })
+        }
+    }
+}
+
+/// Parses and validates one template. `file` names the source in errors.
+pub fn parse_template(source: &str, file: &str) -> Result<TaskTemplate, TemplateErrors> {
+    let raw: raw::RawTemplate = serde_norway::from_str(source)
+        .map_err(|e| TemplateErrors::one(TemplateError::from_yaml(file, &e)))?;
+    validate::validate(raw, source, file)
+}
+
+/// Loads a template file, or every `*.yaml` / `*.yml` file of a directory (sorted by
+/// name). All problems of all files are reported together.
+pub fn load_path(path: &Path) -> Result<Vec<TaskTemplate>, TemplateErrors> {
+    let file_name = path.display().to_string();
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path)
+            .map_err(|e| TemplateErrors::one(TemplateError::io(&file_name, &e)))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| TemplateErrors::one(TemplateError::io(&file_name, &e)))?;
+            let p = entry.path();
+            if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                files.push(p);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(TemplateErrors::one(TemplateError::file(
+                &file_name,
+                "the directory holds no *.yaml or *.yml template".into(),
+            )));
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+
+    let mut templates: Vec<TaskTemplate> = Vec::new();
+    let mut errors = Vec::new();
+    for file in &files {
+        let name = file.display().to_string();
+        let loaded = std::fs::read_to_string(file)
+            .map_err(|e| TemplateErrors::one(TemplateError::io(&name, &e)))
+            .and_then(|source| parse_template(&source, &name));
+        match loaded {
+            Ok(t) => {
+                if templates.iter().any(|o| o.key() == t.key()) {
+                    errors.push(TemplateError::file(
+                        &name,
+                        format!("template {} is defined twice in {file_name}", t.key()),
+                    ));
+                } else {
+                    templates.push(t);
+                }
+            }
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() {
+        Ok(templates)
+    } else {
+        Err(TemplateErrors(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests;

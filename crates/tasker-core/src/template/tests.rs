@@ -1,0 +1,241 @@
+use super::*;
+use crate::backoff::Backoff;
+
+const DIAMOND: &str = "\
+namespace: demo
+name: diamond
+version: 1.0.0
+description: A fans out to B and C, which join in D.
+retry:
+  max_attempts: 5
+  backoff:
+    initial: 250ms
+timeout: 10s
+steps:
+  - name: a
+    handler: sum
+  - name: b
+    handler: sum
+    depends_on: [a]
+    queue: fast_lane
+  - name: c
+    handler: sum
+    depends_on: [a]
+    retry:
+      max_attempts: 2
+    timeout: 2s
+  - name: d
+    handler: sum
+    depends_on: [b, c]
+    config:
+      value: 10
+";
+
+fn errors(source: &str) -> Vec<String> {
+    parse_template(source, "t.yaml")
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn with_steps(steps: &str) -> String {
+    format!("namespace: demo\nname: t\nversion: 1.0.0\nsteps:\n{steps}")
+}
+
+#[test]
+fn parses_and_resolves_defaults() {
+    let t = parse_template(DIAMOND, "diamond.yaml").unwrap();
+    assert_eq!(t.key().to_string(), "demo/diamond@1.0.0");
+    assert_eq!(t.steps.len(), 4);
+    let (a, b, c, d) = (&t.steps[0], &t.steps[1], &t.steps[2], &t.steps[3]);
+    assert_eq!(a.queue, "demo");
+    assert_eq!(b.queue, "fast_lane");
+    assert_eq!(a.retry.max_attempts, 5);
+    assert_eq!(a.retry.backoff.initial, Duration::from_millis(250));
+    assert_eq!(a.retry.backoff.max, Backoff::default().max);
+    assert_eq!(c.retry.max_attempts, 2);
+    assert_eq!(
+        c.retry.backoff.initial,
+        Duration::from_millis(250),
+        "step inherits template backoff"
+    );
+    assert_eq!(a.timeout, Duration::from_secs(10));
+    assert_eq!(c.timeout, Duration::from_secs(2));
+    assert_eq!(d.config, serde_json::json!({"value": 10}));
+    assert_eq!(a.config, serde_json::json!({}));
+    assert_eq!(t.edges(), [(0, 1), (0, 2), (1, 3), (2, 3)]);
+}
+
+#[test]
+fn canonical_json_ignores_formatting() {
+    let a = parse_template(DIAMOND, "a.yaml").unwrap();
+    let reformatted = DIAMOND.replace(
+        "depends_on: [b, c]",
+        "depends_on:\n      - b\n      - c  # join",
+    );
+    let b = parse_template(&reformatted, "b.yaml").unwrap();
+    assert_eq!(a.canonical_json(), b.canonical_json());
+    let changed = parse_template(&DIAMOND.replace("value: 10", "value: 11"), "c.yaml").unwrap();
+    assert_ne!(a.canonical_json(), changed.canonical_json());
+}
+
+#[test]
+fn reports_a_cycle_with_its_path() {
+    let e = errors(&with_steps(
+        "  - name: a\n    handler: noop\n    depends_on: [c]\n  - name: b\n    handler: noop\n    depends_on: [a]\n  - name: c\n    handler: noop\n    depends_on: [b]\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.yaml:5:5: step `a`: dependency cycle: a -> c -> b -> a (each step depends on the next)"
+        ]
+    );
+}
+
+#[test]
+fn reports_unknown_self_and_duplicate() {
+    let e = errors(&with_steps(
+        "  - name: a\n    handler: noop\n    depends_on: [a, ghost]\n  - name: b\n    handler: noop\n  - name: b\n    handler: noop\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.yaml:5:5: step `a`: depends on itself",
+            "t.yaml:5:5: step `a`: depends on unknown step `ghost`",
+            "t.yaml:8:5: step `b`: duplicate step name: another step has the same name",
+        ]
+    );
+}
+
+#[test]
+fn reports_no_steps_and_bad_version() {
+    let e = errors("namespace: demo\nname: t\nversion: one\nsteps: []\n");
+    assert_eq!(e.len(), 2);
+    assert!(
+        e[0].starts_with("t.yaml:3:1: version `one` is not a semantic version"),
+        "{e:?}"
+    );
+    assert_eq!(e[1], "t.yaml:4:1: the template has no steps");
+}
+
+#[test]
+fn reports_bad_retry_values() {
+    let e = errors(&with_steps(
+        "  - name: a\n    handler: noop\n    retry:\n      max_attempts: 0\n  - name: b\n    handler: noop\n    retry:\n      backoff: {jitter: 1.5}\n  - name: c\n    handler: noop\n    retry:\n      backoff: {initial: 10m, max: 1s}\n  - name: d\n    handler: noop\n    retry:\n      backoff: {multiplier: 0.5}\n",
+    ));
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(e[0].contains("step `a`: retry: max_attempts must be between 1 and 1000"));
+    assert!(e[1].contains("step `b`: retry: backoff.jitter must be between 0 and 1, got 1.5"));
+    assert!(
+        e[2].contains("step `c`: retry: backoff.initial (10m) is longer than backoff.max (1s)")
+    );
+    assert!(e[3].contains("step `d`: retry: backoff.multiplier must be between 1 and 100"));
+}
+
+#[test]
+fn reports_unknown_fields_with_position() {
+    let e = errors(&with_steps(
+        "  - name: a\n    handler: noop\n    dependz_on: [b]\n",
+    ));
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("t.yaml:7:5: steps[0]: unknown field `dependz_on`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn reports_bad_durations_with_position() {
+    let e = errors(&with_steps(
+        "  - name: a\n    handler: noop\n    timeout: 5 minutes\n",
+    ));
+    assert!(e[0].starts_with("t.yaml:5:5: steps[0]: "), "{e:?}");
+    assert!(e[0].contains("invalid duration `5 minutes`"), "{e:?}");
+}
+
+#[test]
+fn reports_unsafe_names() {
+    let e = errors(
+        "namespace: Bad-NS\nname: t\nversion: 1.0.0\nsteps:\n  - name: a\n    handler: \"x; rm -rf\"\n    queue: \"q'\"\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].starts_with("t.yaml:1:1: namespace `Bad-NS` is not allowed"));
+    assert!(e[1].contains("step `a`: handler `x; rm -rf` is not allowed"));
+    assert!(e[2].contains("step `a`: queue `q'` is not allowed"));
+    let long = format!(
+        "namespace: {}\nname: t\nversion: 1.0.0\nsteps:\n  - {{name: a, handler: noop}}\n",
+        "n".repeat(41)
+    );
+    assert!(errors(&long)[0].contains("is longer than 40 characters"));
+}
+
+#[test]
+fn reports_yaml_syntax_errors() {
+    let e = errors("namespace: demo\nname: [unclosed\n");
+    assert!(e[0].starts_with("t.yaml:"), "{e:?}");
+}
+
+#[test]
+fn checks_context_against_schema() {
+    let src = format!(
+        "{}context_schema:\n  type: object\n  required: [order_id]\n  properties:\n    order_id: {{type: integer}}\n",
+        with_steps("  - name: a\n    handler: noop\n")
+    );
+    let t = parse_template(&src, "t.yaml").unwrap();
+    t.check_context(&serde_json::json!({"order_id": 7}))
+        .unwrap();
+    let e = t
+        .check_context(&serde_json::json!({"order_id": "x"}))
+        .unwrap_err();
+    assert_eq!(e.problems.len(), 1);
+    assert!(e.problems[0].starts_with("at /order_id:"), "{e}");
+    let e = t.check_context(&serde_json::json!({})).unwrap_err();
+    assert!(e.to_string().contains("order_id"), "{e}");
+}
+
+#[test]
+fn rejects_an_invalid_schema() {
+    let src = format!(
+        "{}context_schema:\n  type: 12\n",
+        with_steps("  - {name: a, handler: noop}\n")
+    );
+    let e = errors(&src);
+    assert!(
+        e[0].contains("context_schema is not a valid JSON Schema"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn loads_a_directory_and_reports_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), DIAMOND).unwrap();
+    std::fs::write(
+        dir.path().join("b.yml"),
+        DIAMOND.replace("name: diamond", "name: other"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let all = load_path(dir.path()).unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["diamond", "other"]
+    );
+
+    std::fs::write(dir.path().join("c.yaml"), DIAMOND).unwrap();
+    std::fs::write(dir.path().join("d.yaml"), "namespace: demo\n").unwrap();
+    let e = load_path(dir.path()).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert!(
+        e.0[0]
+            .to_string()
+            .contains("c.yaml: template demo/diamond@1.0.0 is defined twice")
+    );
+    assert!(e.0[1].to_string().contains("d.yaml"));
+    assert!(e.0[1].message.contains("missing field"), "{e}");
+
+    let missing = load_path(&dir.path().join("nope.yaml")).unwrap_err();
+    assert!(missing.to_string().contains("cannot read"));
+}

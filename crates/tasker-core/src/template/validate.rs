@@ -1,0 +1,317 @@
+//! Turns a parsed template into a validated one, collecting every problem.
+
+use std::collections::{HashMap, HashSet};
+
+use super::raw::{RawRetry, RawTemplate};
+use super::{
+    ContextSchema, DEFAULT_TIMEOUT, StepTemplate, TaskTemplate, TemplateError, TemplateErrors,
+};
+use crate::backoff::{Backoff, RetryPolicy};
+use crate::names;
+
+/// Limits on retry settings; beyond them a value is almost surely a typo.
+const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+
+struct Problems<'a> {
+    file: &'a str,
+    source: &'a str,
+    errors: Vec<TemplateError>,
+}
+
+impl Problems<'_> {
+    /// A problem with a top-level field, located at that field's key.
+    fn field(&mut self, key: &str, message: String) {
+        let location = locate(self.source, key, None, 0);
+        self.errors.push(TemplateError {
+            file: self.file.to_owned(),
+            location,
+            step: None,
+            message,
+        });
+    }
+
+    /// A problem in a step, located at its `name:` line (the first such step).
+    fn step(&mut self, step: &str, message: String) {
+        let from = self
+            .source
+            .lines()
+            .position(|l| l.starts_with("steps:"))
+            .unwrap_or(0);
+        let location = locate(self.source, "name", Some(step), from);
+        self.errors.push(TemplateError {
+            file: self.file.to_owned(),
+            location,
+            step: Some(step.to_owned()),
+            message,
+        });
+    }
+}
+
+/// Finds the first line, from line index `from`, whose key is `key` (after indentation
+/// and an optional list dash) and, if given, whose value is `value`. Best effort: the
+/// YAML parser gives no positions for values it accepted.
+fn locate(source: &str, key: &str, value: Option<&str>, from: usize) -> Option<(usize, usize)> {
+    source.lines().enumerate().skip(from).find_map(|(i, line)| {
+        let body = line.trim_start();
+        let body = body.strip_prefix("- ").map(str::trim_start).unwrap_or(body);
+        let rest = body.strip_prefix(key)?.strip_prefix(':')?;
+        if let Some(v) = value {
+            let found = rest
+                .split(" #")
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches(['"', '\'']);
+            if found != v {
+                return None;
+            }
+        }
+        Some((i + 1, line.len() - body.len() + 1))
+    })
+}
+
+pub(super) fn validate(
+    mut raw: RawTemplate,
+    source: &str,
+    file: &str,
+) -> Result<TaskTemplate, TemplateErrors> {
+    let mut p = Problems {
+        file,
+        source,
+        errors: Vec::new(),
+    };
+
+    if let Err(why) = names::check_queue_name(&raw.namespace) {
+        p.field("namespace", format!("namespace `{}` {why}", raw.namespace));
+    }
+    if let Err(why) = names::check_name(&raw.name) {
+        p.field("name", format!("name `{}` {why}", raw.name));
+    }
+    if let Err(e) = semver::Version::parse(&raw.version) {
+        p.field(
+            "version",
+            format!(
+                "version `{}` is not a semantic version like 1.2.0: {e}",
+                raw.version
+            ),
+        );
+    }
+    let context_schema = match raw.context_schema.take() {
+        None => None,
+        Some(schema) => match ContextSchema::compile(schema) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                p.field(
+                    "context_schema",
+                    format!("context_schema is not a valid JSON Schema: {e}"),
+                );
+                None
+            }
+        },
+    };
+
+    let template_retry = merge_retry(&RetryPolicy::default(), raw.retry.as_ref());
+    if let Err(why) = check_retry(&template_retry) {
+        p.field("retry", format!("retry: {why}"));
+    }
+    let template_timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    if template_timeout.is_zero() {
+        p.field("timeout", "timeout must be longer than 0ms".into());
+    }
+
+    if raw.steps.is_empty() {
+        p.field("steps", "the template has no steps".into());
+    }
+
+    let known: HashSet<&str> = raw.steps.iter().map(|s| s.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    for step in &raw.steps {
+        let name = step.name.as_str();
+        if let Err(why) = names::check_name(name) {
+            p.step(name, format!("step name {why}"));
+        }
+        if !seen.insert(name) {
+            p.step(
+                name,
+                "duplicate step name: another step has the same name".into(),
+            );
+        }
+        if let Err(why) = names::check_handler(&step.handler) {
+            p.step(name, format!("handler `{}` {why}", step.handler));
+        }
+        if let Some(Err(why)) = step.queue.as_deref().map(names::check_queue_name) {
+            p.step(
+                name,
+                format!(
+                    "queue `{}` {why}",
+                    step.queue.as_deref().unwrap_or_default()
+                ),
+            );
+        }
+        let mut deps = HashSet::new();
+        for dep in &step.depends_on {
+            if dep == name {
+                p.step(name, "depends on itself".into());
+            } else if !known.contains(dep.as_str()) {
+                p.step(name, format!("depends on unknown step `{dep}`"));
+            } else if !deps.insert(dep.as_str()) {
+                p.step(name, format!("lists `{dep}` twice in depends_on"));
+            }
+        }
+        if let Some(Err(why)) = step
+            .retry
+            .as_ref()
+            .map(|r| check_retry(&merge_retry(&template_retry, Some(r))))
+        {
+            p.step(name, format!("retry: {why}"));
+        }
+        if step.timeout.is_some_and(|t| t.is_zero()) {
+            p.step(name, "timeout must be longer than 0ms".into());
+        }
+    }
+
+    if let Some(cycle) = find_cycle(&raw) {
+        let path = cycle.join(" -> ");
+        p.step(
+            &cycle[0],
+            format!("dependency cycle: {path} (each step depends on the next)"),
+        );
+    }
+
+    if !p.errors.is_empty() {
+        return Err(TemplateErrors(p.errors));
+    }
+
+    let namespace = raw.namespace;
+    let steps = raw
+        .steps
+        .into_iter()
+        .map(|s| StepTemplate {
+            retry: merge_retry(&template_retry, s.retry.as_ref()),
+            timeout: s.timeout.unwrap_or(template_timeout),
+            queue: s.queue.unwrap_or_else(|| namespace.clone()),
+            config: s.config.unwrap_or_else(|| serde_json::json!({})),
+            name: s.name,
+            handler: s.handler,
+            depends_on: s.depends_on,
+        })
+        .collect();
+    Ok(TaskTemplate {
+        namespace,
+        name: raw.name,
+        version: raw.version,
+        description: raw.description,
+        context_schema,
+        steps,
+    })
+}
+
+/// `base` with the fields that `raw` sets replaced.
+fn merge_retry(base: &RetryPolicy, raw: Option<&RawRetry>) -> RetryPolicy {
+    let Some(raw) = raw else {
+        return base.clone();
+    };
+    let b = &raw.backoff;
+    RetryPolicy {
+        max_attempts: raw.max_attempts.unwrap_or(base.max_attempts),
+        retryable: raw.retryable.unwrap_or(base.retryable),
+        backoff: Backoff {
+            initial: b.initial.unwrap_or(base.backoff.initial),
+            max: b.max.unwrap_or(base.backoff.max),
+            multiplier: b.multiplier.unwrap_or(base.backoff.multiplier),
+            jitter: b.jitter.unwrap_or(base.backoff.jitter),
+        },
+    }
+}
+
+fn check_retry(r: &RetryPolicy) -> Result<(), String> {
+    if r.max_attempts == 0 || r.max_attempts > MAX_ATTEMPTS_LIMIT {
+        return Err(format!(
+            "max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT} (it counts executions; 1 = never retry), got {}",
+            r.max_attempts
+        ));
+    }
+    let b = &r.backoff;
+    if !(b.multiplier.is_finite() && (1.0..=100.0).contains(&b.multiplier)) {
+        return Err(format!(
+            "backoff.multiplier must be between 1 and 100, got {}",
+            b.multiplier
+        ));
+    }
+    if !(0.0..=1.0).contains(&b.jitter) {
+        return Err(format!(
+            "backoff.jitter must be between 0 and 1, got {}",
+            b.jitter
+        ));
+    }
+    if b.initial > b.max {
+        return Err(format!(
+            "backoff.initial ({}) is longer than backoff.max ({})",
+            crate::duration::HumanDuration(b.initial),
+            crate::duration::HumanDuration(b.max)
+        ));
+    }
+    Ok(())
+}
+
+/// A dependency cycle as step names, first name repeated at the end.
+fn find_cycle(raw: &RawTemplate) -> Option<Vec<String>> {
+    let index: HashMap<&str, usize> = raw
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let deps: Vec<Vec<usize>> = raw
+        .steps
+        .iter()
+        .map(|s| {
+            s.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .filter(|&d| raw.steps[d].name != s.name)
+                .collect()
+        })
+        .collect();
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut mark = vec![Mark::New; deps.len()];
+    for start in 0..deps.len() {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: (node, next dependency to visit).
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        mark[start] = Mark::OnPath;
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            if let Some(&dep) = deps[node].get(*next) {
+                *next += 1;
+                match mark[dep] {
+                    Mark::New => {
+                        mark[dep] = Mark::OnPath;
+                        path.push((dep, 0));
+                    }
+                    Mark::OnPath => {
+                        let from = path.iter().position(|&(n, _)| n == dep).unwrap_or(0);
+                        let mut cycle: Vec<String> = path[from..]
+                            .iter()
+                            .map(|&(n, _)| raw.steps[n].name.clone())
+                            .collect();
+                        cycle.push(raw.steps[dep].name.clone());
+                        return Some(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                path.pop();
+            }
+        }
+    }
+    None
+}
