@@ -343,6 +343,10 @@ pub trait Store: Send + Sync + 'static {
         task_id: TaskId,
     ) -> impl Future<Output = StoreResult<Vec<TransitionRecord>>> + Send;
 
+    /// The step queues that may hold messages (the internal task queue excluded), for
+    /// a worker that serves every queue.
+    fn queue_list(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
     /// Reads up to `limit` visible messages, hiding them for `visibility`.
     fn queue_read(
         &self,

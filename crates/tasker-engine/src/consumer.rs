@@ -1,0 +1,136 @@
+//! The loop shared by orchestrators and workers: read a queue when there is a free
+//! slot, hand each message to a task of its own, and sleep — without polling — when
+//! the queues are empty.
+//!
+//! Sleeping never misses work: the loop registers for its wake-up *before* it reads,
+//! so a message sent between an empty read and the sleep still wakes it. It sleeps
+//! until the earliest hidden message becomes visible (a delayed retry, or a message
+//! whose worker may have died), or at most `poll` as a safety net.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tasker_core::store::{QueueMessage, Store, Wakeups};
+use tasker_core::time::Timestamp;
+use tokio::sync::{Notify, Semaphore, watch};
+
+/// How long a message stays hidden after it is read, until the reader claims it for
+/// real (a step's claim sets its own timeout).
+pub(crate) const READ_VISIBILITY: Duration = Duration::from_secs(30);
+
+/// Which queues a worker serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Queues {
+    /// Every queue that has messages (the embedded engine).
+    All,
+    Named(Vec<String>),
+}
+
+pub(crate) struct Consumer<S> {
+    pub store: Arc<S>,
+    pub queues: Queues,
+    /// The wake-up this consumer sleeps on.
+    pub wakeup: fn(&Wakeups) -> &Notify,
+    pub concurrency: usize,
+    pub poll: Duration,
+}
+
+impl<S: Store> Consumer<S> {
+    /// Runs until `shutdown` turns true, then waits for in-flight messages to finish.
+    pub async fn run<F, Fut>(self, mut shutdown: watch::Receiver<bool>, process: F)
+    where
+        F: Fn(Arc<str>, QueueMessage) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut rotation = 0usize;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let first = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                _ = shutdown.changed() => break,
+            };
+            let notified = (self.wakeup)(self.store.wakeups()).notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let queues = match self.queue_names().await {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list queues; retrying");
+                    drop(first);
+                    Self::pause(self.poll, &mut shutdown).await;
+                    continue;
+                }
+            };
+            let free = slots.available_permits() as u32 + 1;
+            let mut got = None;
+            for i in 0..queues.len() {
+                let queue = &queues[(rotation + i) % queues.len()];
+                match self.store.queue_read(queue, READ_VISIBILITY, free).await {
+                    Ok(messages) if !messages.is_empty() => {
+                        rotation = rotation.wrapping_add(i + 1);
+                        got = Some((Arc::<str>::from(queue.as_str()), messages));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(queue = %queue, error = %e, "cannot read queue"),
+                }
+            }
+
+            let Some((queue, messages)) = got else {
+                drop(first);
+                let wait = self.idle_wait(&queues).await;
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => break,
+                }
+                continue;
+            };
+            let mut slot = Some(first);
+            for message in messages {
+                let slot = match slot.take() {
+                    Some(s) => s,
+                    None => slots.clone().acquire_owned().await.expect("never closed"),
+                };
+                let work = process(queue.clone(), message);
+                tokio::spawn(async move {
+                    work.await;
+                    drop(slot);
+                });
+            }
+        }
+        // Graceful stop: every slot back means every message in flight is finished.
+        let _ = slots.acquire_many(self.concurrency as u32).await;
+    }
+
+    async fn queue_names(&self) -> Result<Vec<String>, tasker_core::store::StoreError> {
+        match &self.queues {
+            Queues::Named(names) => Ok(names.clone()),
+            Queues::All => self.store.queue_list().await,
+        }
+    }
+
+    /// How long to sleep with empty queues: until the next hidden message shows, at most `poll`.
+    async fn idle_wait(&self, queues: &[String]) -> Duration {
+        let now = Timestamp::now();
+        let mut until = now.after(self.poll);
+        for queue in queues {
+            if let Ok(Some(t)) = self.store.queue_next_visible(queue).await {
+                until = until.min(t);
+            }
+        }
+        until.since(now)
+    }
+
+    async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The Rust [`Handler`] trait, what a handler is given ([`StepContext`]) and returns,
+//! and the [`HandlerRegistry`] that finds a handler by the name a template gives.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::store::StepExecution;
+
+/// What a handler returns: its result as JSON, or an error.
+pub type HandlerResult = Result<Box<RawValue>, HandlerError>;
+
+/// The future a handler returns, borrowing the handler and its step.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'a>>;
+
+/// A step's code. Delivery is at least once: make handlers idempotent on
+/// [`StepContext::step_id`].
+pub trait Handler: Send + Sync + 'static {
+    fn call<'a>(&'a self, step: &'a StepContext) -> HandlerFuture<'a>;
+}
+
+/// A handler's failure: retryable (optionally after a delay the handler asks for) or
+/// permanent. A panic counts as retryable.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    pub message: String,
+    pub retryable: bool,
+    /// A delay the handler asks for ("retry after 30 s"), replacing the backoff.
+    pub retry_after: Option<Duration>,
+}
+
+impl HandlerError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(message: impl Into<String>, delay: Duration) -> Self {
+        Self {
+            retry_after: Some(delay),
+            ..Self::retryable(message)
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// Serializes a handler's result.
+pub fn to_result<T: Serialize + ?Sized>(value: &T) -> HandlerResult {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| HandlerError::permanent(format!("result is not serializable to JSON: {e}")))
+}
+
+/// Everything a handler is given about its step.
+#[derive(Debug)]
+pub struct StepContext {
+    exec: StepExecution,
+}
+
+impl StepContext {
+    pub(crate) fn new(exec: StepExecution) -> Self {
+        Self { exec }
+    }
+
+    pub fn task_id(&self) -> TaskId {
+        self.exec.task_id
+    }
+
+    /// The step's id: the idempotency key for side effects.
+    pub fn step_id(&self) -> StepId {
+        self.exec.step_id
+    }
+
+    /// 1 for the first execution.
+    pub fn attempt(&self) -> u32 {
+        self.exec.attempt
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.exec.namespace
+    }
+
+    pub fn task_name(&self) -> &str {
+        &self.exec.task_name
+    }
+
+    pub fn task_version(&self) -> &str {
+        &self.exec.task_version
+    }
+
+    pub fn step_name(&self) -> &str {
+        &self.exec.step_name
+    }
+
+    pub fn handler(&self) -> &str {
+        &self.exec.handler
+    }
+
+    /// The step's retry policy (its `max_attempts`, say).
+    pub fn retry(&self) -> &tasker_core::backoff::RetryPolicy {
+        &self.exec.retry
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.exec.timeout
+    }
+
+    /// The task's context as submitted.
+    pub fn context(&self) -> &RawValue {
+        &self.exec.context
+    }
+
+    /// The step's `config` from the template.
+    pub fn config(&self) -> &RawValue {
+        &self.exec.config
+    }
+
+    /// The results of the parent named `name`.
+    pub fn parent(&self, name: &str) -> Option<&RawValue> {
+        self.exec
+            .parents
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| &**r)
+    }
+
+    /// Every parent's results, by name, in template order.
+    pub fn parents(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.exec.parents.iter().map(|(n, r)| (n.as_str(), &**r))
+    }
+
+    /// The config deserialized into `T`; a mismatch is a permanent error.
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        serde_json::from_str(self.exec.config.get()).map_err(|e| {
+            HandlerError::permanent(format!("config of step `{}`: {e}", self.step_name()))
+        })
+    }
+}
+
+/// Handlers by name.
+#[derive(Clone, Default)]
+pub struct HandlerRegistry {
+    handlers: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl HandlerRegistry {
+    /// An empty registry; [`HandlerRegistry::with_builtins`] for the built-in handlers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` under `name`, replacing any handler of that name.
+    pub fn register(&mut self, name: impl Into<String>, handler: impl Handler) -> &mut Self {
+        self.handlers.insert(name.into(), Arc::new(handler));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers.get(name)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// A handler from a synchronous function, for handlers that do no I/O.
+pub struct FnHandler<F>(pub F);
+
+impl<F> Handler for FnHandler<F>
+where
+    F: Fn(&StepContext) -> HandlerResult + Send + Sync + 'static,
+{
+    fn call<'a>(&'a self, step: &'a StepContext) -> HandlerFuture<'a> {
+        let result = (self.0)(step);
+        Box::pin(std::future::ready(result))
+    }
+}

@@ -1,0 +1,307 @@
+//! # tasker-engine
+//!
+//! The orchestrator and worker runtimes of Tasker, over any [`Store`]. The same code
+//! runs embedded (one process: orchestrator and workers together on SQLite) and
+//! distributed (any number of orchestrator and worker processes on PostgreSQL).
+//!
+//! - An **orchestrator** takes submitted tasks from the internal task queue and
+//!   enqueues their first steps.
+//! - A **worker** takes steps from their queues, runs their [`Handler`]s under the
+//!   step's timeout, and records the outcome; the store enqueues the children a
+//!   completion unblocks in the same transaction.
+//!
+//! Neither polls: they sleep until the store wakes them, until the next delayed
+//! message shows, or until a slow safety-net interval passes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
+//! use tasker_store::sqlite::SqliteStore;
+//!
+//! let template = tasker_core::template::parse_template(
+//!     "namespace: demo\nname: hello\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n",
+//!     "hello.yaml",
+//! )?;
+//! let store = Arc::new(SqliteStore::open(":memory:").await?);
+//! let engine = Engine::new(store, HandlerRegistry::with_builtins(), EngineConfig::embedded());
+//! let running = engine.start();
+//! let task = engine.submit(&template, "{}", None).await?;
+//! let done = engine.wait(task.task_id, |_| {}).await?;
+//! assert_eq!(done.task.state, tasker_core::TaskState::Complete);
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod builtin;
+mod catch_unwind;
+mod consumer;
+mod handler;
+mod orchestrator;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tasker_core::event::{Event, EventBus, EventKind, RecvError};
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::message::TASK_QUEUE;
+use tasker_core::store::{Store, StoreError, TaskCreateParams, TaskCreated, TaskDetail};
+use tasker_core::template::{ContextError, TaskTemplate};
+use tasker_core::time::Timestamp;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use builtin::SHELL_RETRY_EXIT;
+pub use consumer::Queues;
+pub use handler::{
+    FnHandler, Handler, HandlerError, HandlerFuture, HandlerRegistry, HandlerResult, StepContext,
+    to_result,
+};
+
+/// What the engine refuses, or what went wrong underneath it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the context is not valid JSON: {0}")]
+    ContextJson(String),
+    #[error("the context must be a JSON object, got {0}")]
+    ContextNotObject(&'static str),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The workers of a process.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub queues: Queues,
+    /// Steps run at the same time, at most.
+    pub concurrency: usize,
+}
+
+/// Which roles this process plays, and its timings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Start submitted tasks.
+    pub orchestrator: bool,
+    /// Run steps.
+    pub worker: Option<WorkerConfig>,
+    /// The safety-net interval of the wake-up loops.
+    pub poll_interval: Duration,
+    /// Added to a step's timeout for its message's visibility timeout: how long after
+    /// a worker dies its step runs again.
+    pub visibility_grace: Duration,
+}
+
+impl EngineConfig {
+    /// One process doing everything, serving every queue.
+    pub fn embedded() -> Self {
+        Self {
+            orchestrator: true,
+            worker: Some(WorkerConfig {
+                queues: Queues::All,
+                concurrency: 8,
+            }),
+            poll_interval: Duration::from_secs(5),
+            visibility_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) struct Shared<S> {
+    store: Arc<S>,
+    handlers: HandlerRegistry,
+    events: EventBus,
+    config: EngineConfig,
+}
+
+impl<S> Shared<S> {
+    /// Publishes a lifecycle event; `step` is (id, name, attempt) for step events.
+    pub(crate) fn publish(
+        &self,
+        kind: EventKind,
+        task_id: TaskId,
+        step: Option<(StepId, &str, u32)>,
+    ) {
+        self.events.publish(Event {
+            kind,
+            task_id,
+            step_id: step.map(|s| s.0),
+            step_name: step.map(|s| Arc::from(s.1)),
+            attempt: step.map_or(0, |s| s.2),
+            at: Timestamp::now(),
+        });
+    }
+}
+
+/// Tasker's runtime over one store. Cheap to clone; clones share everything.
+pub struct Engine<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The loops of a started engine.
+pub struct Running {
+    shutdown: watch::Sender<bool>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops taking work and waits for the steps in flight to finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for l in self.loops {
+            let _ = l.await;
+        }
+    }
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(store: Arc<S>, handlers: HandlerRegistry, config: EngineConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                handlers,
+                events: EventBus::default(),
+                config,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.shared.store
+    }
+
+    /// The process's event bus: task and step lifecycle events.
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    /// Validates `context` (JSON text) against the template, registers the template if
+    /// it is new, and creates the task. The same `idempotency_key` returns the same task.
+    pub async fn submit(
+        &self,
+        template: &TaskTemplate,
+        context: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<TaskCreated, EngineError> {
+        let value: serde_json::Value =
+            serde_json::from_str(context).map_err(|e| EngineError::ContextJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(EngineError::ContextNotObject(json_kind(&value)));
+        }
+        template.check_context(&value)?;
+        let raw: &RawValue =
+            serde_json::from_str(context).map_err(|e| EngineError::ContextJson(e.to_string()))?;
+        self.shared.store.template_register(template).await?;
+        let created = self
+            .shared
+            .store
+            .task_create(TaskCreateParams {
+                template,
+                context: raw,
+                idempotency_key,
+            })
+            .await?;
+        if created.created {
+            self.shared
+                .publish(EventKind::TaskCreated, created.task_id, None);
+        }
+        Ok(created)
+    }
+
+    /// Starts the orchestrator and worker loops this configuration asks for.
+    pub fn start(&self) -> Running {
+        let (shutdown, rx) = watch::channel(false);
+        let mut loops = Vec::new();
+        let config = &self.shared.config;
+        if config.orchestrator {
+            let shared = self.shared.clone();
+            let consumer = consumer::Consumer {
+                store: shared.store.clone(),
+                queues: Queues::Named(vec![TASK_QUEUE.to_owned()]),
+                wakeup: |w| &w.tasks,
+                concurrency: 4,
+                poll: config.poll_interval,
+            };
+            let rx = rx.clone();
+            loops.push(tokio::spawn(async move {
+                consumer
+                    .run(rx, |_, message| {
+                        orchestrator::start_task(shared.clone(), message)
+                    })
+                    .await
+            }));
+        }
+        if let Some(worker) = &config.worker {
+            let shared = self.shared.clone();
+            let consumer = consumer::Consumer {
+                store: shared.store.clone(),
+                queues: worker.queues.clone(),
+                wakeup: |w| &w.steps,
+                concurrency: worker.concurrency.max(1),
+                poll: config.poll_interval,
+            };
+            loops.push(tokio::spawn(async move {
+                consumer
+                    .run(rx, |queue, message| {
+                        worker::run_step(shared.clone(), queue, message)
+                    })
+                    .await
+            }));
+        }
+        Running { shutdown, loops }
+    }
+
+    /// Waits until the task is complete, in error or cancelled, calling `on_progress`
+    /// with its details each time something happened to it.
+    pub async fn wait(
+        &self,
+        task_id: TaskId,
+        mut on_progress: impl FnMut(&TaskDetail),
+    ) -> Result<TaskDetail, EngineError> {
+        let mut events = self.shared.events.subscribe();
+        loop {
+            let detail = self.shared.store.task_get(task_id).await?;
+            on_progress(&detail);
+            if detail.task.state.is_final() {
+                return Ok(detail);
+            }
+            let safety = tokio::time::sleep(self.shared.config.poll_interval);
+            tokio::pin!(safety);
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(e) if e.task_id != task_id => continue,
+                        Ok(_) | Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => {
+                            (&mut safety).await;
+                            break;
+                        }
+                    },
+                    _ = &mut safety => break,
+                }
+            }
+        }
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

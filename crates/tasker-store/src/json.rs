@@ -1,0 +1,18 @@
+//! JSON columns: text in the database, `RawValue` in memory, never a `Value` tree.
+
+use serde_json::value::RawValue;
+use tasker_core::store::StoreError;
+
+/// Wraps stored JSON text without copying it (the text is checked, not rebuilt).
+pub(crate) fn raw(text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}")))
+}
+
+/// Parses a stored name (a state, say) into its type.
+pub(crate) fn parse<T: std::str::FromStr>(text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
+}

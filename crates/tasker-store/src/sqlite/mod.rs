@@ -1,0 +1,290 @@
+//! The embedded store: SQLite through sqlx, in WAL mode, migrations embedded.
+//!
+//! **One process owns a database file.** [`SqliteStore::open`] takes an exclusive lock
+//! on `<file>-lock` for as long as the store lives, and a second engine on the same
+//! file is refused with [`StoreError::Busy`]. Owning the file is what lets `open`
+//! recover from a crash at once: any message that was being worked on when the
+//! previous owner died is made visible again immediately, instead of after its
+//! visibility timeout. [`SqliteStore::open_read_only`] is for inspection from another
+//! process while an engine runs.
+//!
+//! All statements go through one connection: SQLite has one writer anyway, and this
+//! serializes the evaluation of each task without `SQLITE_BUSY` retries. Durability is
+//! `synchronous = NORMAL`: a process crash loses nothing; a power loss may lose the
+//! last transactions.
+
+mod queue;
+mod steps;
+mod tasks;
+mod templates;
+mod transitions;
+
+use std::fs::File;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::state::TaskState;
+use tasker_core::store::*;
+use tasker_core::template::TaskTemplate;
+use tasker_core::time::Timestamp;
+
+pub(crate) type Conn = sqlx::SqliteConnection;
+
+/// The embedded [`Store`]. See the module docs for its guarantees.
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    wakeups: Wakeups,
+    /// Held, never read: the exclusive lock on `<file>-lock`.
+    _lock: Option<File>,
+}
+
+/// Which queues a transaction sent to, so their readers are woken after it commits.
+#[derive(Default)]
+pub(crate) struct Sent {
+    steps: bool,
+    tasks: bool,
+}
+
+impl Sent {
+    pub(crate) fn queue(&mut self, queue: &str) {
+        if queue == tasker_core::message::TASK_QUEUE {
+            self.tasks = true;
+        } else {
+            self.steps = true;
+        }
+    }
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database at `path`, or a private in-memory one
+    /// for `:memory:`, applies migrations, and takes ownership of the file.
+    pub async fn open(path: &str) -> StoreResult<Self> {
+        let (options, lock) = if path == ":memory:" {
+            (
+                SqliteConnectOptions::from_str("sqlite::memory:").map_err(db)?,
+                None,
+            )
+        } else {
+            let lock = lock_file(path)?;
+            let options = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+            (options, Some(lock))
+        };
+        let pool = pool(options.foreign_keys(true)).await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))?;
+        let store = Self {
+            pool,
+            wakeups: Wakeups::default(),
+            _lock: lock,
+        };
+        let reclaimed = queue::release_in_flight(&store.pool, Timestamp::now()).await?;
+        if reclaimed > 0 {
+            tracing::info!(
+                reclaimed,
+                "made in-flight messages of a previous run visible again"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing database for reading while another process may own it.
+    pub async fn open_read_only(path: &str) -> StoreResult<Self> {
+        if !Path::new(path).exists() {
+            return Err(StoreError::NotFound(format!("database file {path}")));
+        }
+        let options = SqliteConnectOptions::new().filename(path).read_only(true);
+        Ok(Self {
+            pool: pool(options).await?,
+            wakeups: Wakeups::default(),
+            _lock: None,
+        })
+    }
+
+    async fn begin(&self) -> StoreResult<sqlx::Transaction<'_, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    }
+
+    fn woken(&self, sent: Sent) {
+        if sent.steps {
+            self.wakeups.steps.notify_waiters();
+        }
+        if sent.tasks {
+            self.wakeups.tasks.notify_waiters();
+        }
+    }
+}
+
+async fn pool(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options.busy_timeout(Duration::from_secs(5)))
+        .await
+        .map_err(db)
+}
+
+fn lock_file(path: &str) -> StoreResult<File> {
+    let lock_path = format!("{path}-lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Database(format!("cannot open {lock_path}: {e}").into()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy(format!(
+            "the database {path} is in use by another Tasker process"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Database(
+            format!("cannot lock {lock_path}: {e}").into(),
+        )),
+    }
+}
+
+/// Maps sqlx errors to the store's (see style.md: the engine never sees driver errors).
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
+        other => StoreError::Database(Box::new(other)),
+    }
+}
+
+impl Store for SqliteStore {
+    async fn template_register(&self, template: &TaskTemplate) -> StoreResult<Registration> {
+        let mut tx = self.begin().await?;
+        let r = templates::register(&mut tx, template, Timestamp::now()).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(r)
+    }
+
+    async fn task_create(&self, params: TaskCreateParams<'_>) -> StoreResult<TaskCreated> {
+        let mut tx = self.begin().await?;
+        let mut sent = Sent::default();
+        let r = tasks::create(&mut tx, params, Timestamp::now(), &mut sent).await?;
+        tx.commit().await.map_err(db)?;
+        self.woken(sent);
+        Ok(r)
+    }
+
+    async fn task_start(&self, params: TaskStartParams) -> StoreResult<TaskStarted> {
+        let mut tx = self.begin().await?;
+        let mut sent = Sent::default();
+        let r = tasks::start(&mut tx, params, Timestamp::now(), &mut sent).await?;
+        tx.commit().await.map_err(db)?;
+        self.woken(sent);
+        Ok(r)
+    }
+
+    async fn task_cancel(&self, task_id: TaskId, reason: &str) -> StoreResult<TaskState> {
+        let mut tx = self.begin().await?;
+        let r = tasks::cancel(&mut tx, task_id, reason, Timestamp::now()).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(r)
+    }
+
+    async fn task_retry(&self, task_id: TaskId) -> StoreResult<usize> {
+        let mut tx = self.begin().await?;
+        let mut sent = Sent::default();
+        let r = tasks::retry(&mut tx, task_id, Timestamp::now(), &mut sent).await?;
+        tx.commit().await.map_err(db)?;
+        self.woken(sent);
+        Ok(r)
+    }
+
+    async fn task_get(&self, task_id: TaskId) -> StoreResult<TaskDetail> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        tasks::get(&mut conn, task_id).await
+    }
+
+    async fn task_list(&self, params: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        tasks::list(&mut conn, params).await
+    }
+
+    async fn task_list_unfinished(&self) -> StoreResult<Vec<TaskId>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        tasks::list_unfinished(&mut conn).await
+    }
+
+    async fn step_start(&self, params: StepStartParams<'_>) -> StoreResult<StepStart> {
+        let mut tx = self.begin().await?;
+        let mut sent = Sent::default();
+        let r = steps::start(&mut tx, params, Timestamp::now(), &mut sent).await?;
+        tx.commit().await.map_err(db)?;
+        self.woken(sent);
+        Ok(r)
+    }
+
+    async fn step_finish(&self, params: StepFinishParams<'_>) -> StoreResult<StepFinished> {
+        let mut tx = self.begin().await?;
+        let mut sent = Sent::default();
+        let r = steps::finish(&mut tx, params, Timestamp::now(), &mut sent).await?;
+        tx.commit().await.map_err(db)?;
+        self.woken(sent);
+        Ok(r)
+    }
+
+    async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<TaskState> {
+        let mut tx = self.begin().await?;
+        let mut sent = Sent::default();
+        let r = steps::resolve(&mut tx, step_id, results, Timestamp::now(), &mut sent).await?;
+        tx.commit().await.map_err(db)?;
+        self.woken(sent);
+        Ok(r)
+    }
+
+    async fn transition_list(&self, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        transitions::list(&mut conn, task_id).await
+    }
+
+    async fn queue_list(&self) -> StoreResult<Vec<String>> {
+        queue::list(&self.pool).await
+    }
+
+    async fn queue_read(
+        &self,
+        queue: &str,
+        visibility: Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<QueueMessage>> {
+        queue::read(&self.pool, queue, visibility, limit, Timestamp::now()).await
+    }
+
+    async fn queue_next_visible(&self, queue: &str) -> StoreResult<Option<Timestamp>> {
+        queue::next_visible(&self.pool, queue).await
+    }
+
+    async fn queue_dead_letter(&self, queue: &str, msg_id: i64, reason: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        queue::dead_letter(&mut tx, queue, msg_id, reason, Timestamp::now()).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn queue_dead_letters(&self, queue: &str) -> StoreResult<Vec<DeadLetter>> {
+        queue::dead_letters(&self.pool, queue).await
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+}

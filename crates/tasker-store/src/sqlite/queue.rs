@@ -1,0 +1,171 @@
+//! The `queue_messages` and `queue_dead_letters` tables: a durable queue with a
+//! visibility timeout, delayed visibility and a read count, in the shape of pgmq's.
+
+use std::time::Duration;
+
+use sqlx::{Row, SqlitePool};
+use tasker_core::store::{DeadLetter, QueueMessage, StoreResult};
+use tasker_core::time::Timestamp;
+
+use super::{Conn, Sent, db};
+
+/// Sends a message, visible after `delay`.
+pub(crate) async fn send(
+    conn: &mut Conn,
+    queue: &str,
+    body: &str,
+    delay: Duration,
+    now: Timestamp,
+    sent: &mut Sent,
+) -> StoreResult<i64> {
+    let id = sqlx::query(
+        "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message)
+         VALUES (?, 0, ?, ?, ?) RETURNING msg_id",
+    )
+    .bind(queue)
+    .bind(now.0)
+    .bind(now.after(delay).0)
+    .bind(body)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?
+    .get(0);
+    sent.queue(queue);
+    Ok(id)
+}
+
+/// Deletes a message; false if it was already gone.
+pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<bool> {
+    let done = sqlx::query("DELETE FROM queue_messages WHERE msg_id = ? AND queue = ?")
+        .bind(msg_id)
+        .bind(queue)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Hides a message until `vt`.
+pub(crate) async fn set_vt(
+    conn: &mut Conn,
+    queue: &str,
+    msg_id: i64,
+    vt: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE queue_messages SET vt = ? WHERE msg_id = ? AND queue = ?")
+        .bind(vt.0)
+        .bind(msg_id)
+        .bind(queue)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) async fn list(pool: &SqlitePool) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar("SELECT DISTINCT queue FROM queue_messages WHERE queue <> ? ORDER BY queue")
+        .bind(tasker_core::message::TASK_QUEUE)
+        .fetch_all(pool)
+        .await
+        .map_err(db)
+}
+
+pub(crate) async fn read(
+    pool: &SqlitePool,
+    queue: &str,
+    visibility: Duration,
+    limit: u32,
+    now: Timestamp,
+) -> StoreResult<Vec<QueueMessage>> {
+    let rows = sqlx::query(
+        "UPDATE queue_messages SET vt = ?, read_ct = read_ct + 1
+         WHERE msg_id IN (SELECT msg_id FROM queue_messages
+                          WHERE queue = ? AND vt <= ? ORDER BY msg_id LIMIT ?)
+         RETURNING msg_id, read_ct, enqueued_at, message",
+    )
+    .bind(now.after(visibility).0)
+    .bind(queue)
+    .bind(now.0)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    let mut messages: Vec<QueueMessage> = rows
+        .into_iter()
+        .map(|r| QueueMessage {
+            msg_id: r.get(0),
+            read_ct: r.get(1),
+            enqueued_at: Timestamp(r.get(2)),
+            body: r.get(3),
+        })
+        .collect();
+    messages.sort_unstable_by_key(|m| m.msg_id);
+    Ok(messages)
+}
+
+pub(crate) async fn next_visible(pool: &SqlitePool, queue: &str) -> StoreResult<Option<Timestamp>> {
+    let vt: Option<i64> = sqlx::query_scalar("SELECT MIN(vt) FROM queue_messages WHERE queue = ?")
+        .bind(queue)
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    Ok(vt.map(Timestamp))
+}
+
+/// Moves a message to the dead letters with the reason.
+pub(crate) async fn dead_letter(
+    conn: &mut Conn,
+    queue: &str,
+    msg_id: i64,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO queue_dead_letters (msg_id, queue, read_ct, enqueued_at, archived_at, message, reason)
+         SELECT msg_id, queue, read_ct, enqueued_at, ?, message, ? FROM queue_messages
+         WHERE msg_id = ? AND queue = ?",
+    )
+    .bind(now.0)
+    .bind(reason)
+    .bind(msg_id)
+    .bind(queue)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    delete(conn, queue, msg_id).await?;
+    Ok(())
+}
+
+pub(crate) async fn dead_letters(pool: &SqlitePool, queue: &str) -> StoreResult<Vec<DeadLetter>> {
+    let rows = sqlx::query(
+        "SELECT msg_id, read_ct, message, reason, archived_at FROM queue_dead_letters
+         WHERE queue = ? ORDER BY msg_id",
+    )
+    .bind(queue)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DeadLetter {
+            queue: queue.to_owned(),
+            msg_id: r.get(0),
+            read_ct: r.get(1),
+            body: r.get(2),
+            reason: r.get(3),
+            archived_at: Timestamp(r.get(4)),
+        })
+        .collect())
+}
+
+/// Makes every message that was read but not finished visible now. Only the owner of
+/// the file may do this (see the module docs of `sqlite`): nobody else is working.
+pub(crate) async fn release_in_flight(pool: &SqlitePool, now: Timestamp) -> StoreResult<u64> {
+    let done = sqlx::query("UPDATE queue_messages SET vt = ? WHERE read_ct > 0 AND vt > ?")
+        .bind(now.0)
+        .bind(now.0)
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected())
+}

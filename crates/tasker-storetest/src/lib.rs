@@ -1,0 +1,92 @@
+//! # tasker-storetest
+//!
+//! One suite of tests that every [`Store`] backend must pass, in two tiers:
+//!
+//! - [`store_cases`]: the trait's contract, driven by hand — transactions, state
+//!   machines, the queue's visibility, read counts and dead letters.
+//! - [`workflow_cases`]: the engine end to end on the store — the reference workflows
+//!   of `examples/`, retries, timeouts, failures, cancellation, operator actions.
+//!
+//! A backend runs the suite with [`conformance_tests!`], giving an async function
+//! that returns a fresh, isolated store (or `None`, after printing why, to skip):
+//!
+//! ```ignore
+//! async fn fresh() -> Option<tasker_storetest::Fixture<SqliteStore>> { ... }
+//! tasker_storetest::conformance_tests!(fresh);
+//! ```
+
+pub mod store_cases;
+pub mod support;
+pub mod workflow_cases;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use tasker_core::store::Store;
+
+/// A fresh store for one test, with whatever keeps it alive (a temp dir, a schema).
+pub struct Fixture<S> {
+    pub store: Arc<S>,
+    pub guard: Box<dyn Any + Send + Sync>,
+}
+
+impl<S: Store> Fixture<S> {
+    pub fn new(store: S, guard: impl Any + Send + Sync) -> Self {
+        Self {
+            store: Arc::new(store),
+            guard: Box::new(guard),
+        }
+    }
+}
+
+/// Expands to one `#[tokio::test]` per case of the suite, each on a store from `$fresh`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        $crate::conformance_tests!(@cases $fresh, store_cases: [
+            template_registration_is_immutable,
+            idempotency_key_returns_the_same_task,
+            a_task_runs_through_the_store,
+            parents_results_reach_children,
+            queue_visibility_and_read_count,
+            retry_is_delayed_and_counts_attempts,
+            a_lost_worker_is_reclaimed_then_dead_lettered,
+            a_stale_finish_changes_nothing,
+            permanent_failure_blocks_descendants_and_resolve_unblocks,
+            operator_retry_reruns_failed_steps,
+            cancel_stops_every_unfinished_step,
+            illegal_transitions_are_refused,
+            unparseable_messages_are_dead_lettered,
+            task_listing_filters_and_pages,
+        ]);
+        $crate::conformance_tests!(@cases $fresh, workflow_cases: [
+            linear_passes_values_along_the_chain,
+            diamond_joins_both_branches,
+            tree_converges_eight_steps,
+            mixed_dag_fans_out_transforms_and_fans_in,
+            order_fulfillment_runs_in_order,
+            context_is_checked_against_the_schema,
+            retry_then_succeed,
+            retries_exhausted_fails_the_task,
+            permanent_failure_blocks_only_descendants,
+            timeout_cuts_off_each_attempt,
+            requested_retry_delay_is_honoured,
+            a_panicking_handler_is_retried,
+            unknown_handler_fails_permanently,
+            cancellation_stops_a_running_task,
+            operator_resolution_lets_children_proceed,
+            concurrency_limit_is_respected,
+            many_tasks_complete_each_step_once,
+        ]);
+    };
+    (@cases $fresh:path, $module:ident: [$($case:ident),* $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(fixture) = $fresh().await else { return };
+                $crate::$module::$case(fixture.store.clone()).await;
+                drop(fixture);
+            }
+        )*
+    };
+}

@@ -1,0 +1,673 @@
+//! The store's contract, driven by hand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tasker_core::message::TASK_QUEUE;
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::store::*;
+
+use crate::support::*;
+
+const TWO_STEPS: &str = "\
+namespace: conf
+name: two_steps
+version: 1.0.0
+steps:
+  - {name: first, handler: noop, config: {k: 1}}
+  - {name: second, handler: noop, depends_on: [first]}
+";
+
+const DIAMOND: &str = "\
+namespace: conf
+name: diamond
+version: 1.0.0
+steps:
+  - {name: a, handler: noop}
+  - {name: b, handler: noop, depends_on: [a]}
+  - {name: c, handler: noop, depends_on: [a]}
+  - {name: d, handler: noop, depends_on: [b, c]}
+  - {name: e, handler: noop, depends_on: [a]}
+";
+
+pub async fn template_registration_is_immutable<S: Store>(store: Arc<S>) {
+    let t = template(TWO_STEPS);
+    assert_eq!(
+        store.template_register(&t).await.unwrap(),
+        Registration::Registered
+    );
+    assert_eq!(
+        store.template_register(&t).await.unwrap(),
+        Registration::Unchanged
+    );
+    let changed = template(&TWO_STEPS.replace("k: 1", "k: 2"));
+    let err = store.template_register(&changed).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(err.to_string().contains("conf/two_steps@1.0.0"), "{err}");
+    let next_version = template(&TWO_STEPS.replace("1.0.0", "1.1.0").replace("k: 1", "k: 2"));
+    assert_eq!(
+        store.template_register(&next_version).await.unwrap(),
+        Registration::Registered
+    );
+}
+
+pub async fn idempotency_key_returns_the_same_task<S: Store>(store: Arc<S>) {
+    let t = template(TWO_STEPS);
+    let ctx = raw("{}");
+    let params = TaskCreateParams {
+        template: &t,
+        context: &ctx,
+        idempotency_key: Some("order-7"),
+    };
+    let first = store.task_create(params).await.unwrap();
+    let again = store.task_create(params).await.unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(first.task_id, again.task_id);
+    let other = store
+        .task_create(TaskCreateParams {
+            idempotency_key: Some("order-8"),
+            ..params
+        })
+        .await
+        .unwrap();
+    assert_ne!(other.task_id, first.task_id);
+    let requests = store
+        .queue_read(TASK_QUEUE, Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(requests.len(), 2, "one start request per created task");
+}
+
+pub async fn a_task_runs_through_the_store<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let t = template(TWO_STEPS);
+    let task_id = d.create(&t, r#"{"order": 1}"#).await;
+    assert_eq!(d.detail(task_id).await.task.state, TaskState::Pending);
+    assert!(
+        store
+            .task_list_unfinished()
+            .await
+            .unwrap()
+            .contains(&task_id)
+    );
+
+    assert_eq!(d.start_tasks().await, 1, "only the root is enqueued");
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.task.state, TaskState::InProgress);
+    assert_eq!(step(&detail, "first").state, StepState::Enqueued);
+    assert_eq!(step(&detail, "second").state, StepState::Pending);
+    assert_eq!(step(&detail, "second").depends_on, ["first"]);
+
+    let c = d
+        .claim("conf")
+        .await
+        .expect("first is on the namespace queue");
+    assert_eq!(c.attempt_in_message, 1);
+    let exec = c.exec();
+    assert_eq!((exec.step_name.as_str(), exec.attempt), ("first", 1));
+    assert_eq!(exec.context.get(), r#"{"order": 1}"#);
+    assert_eq!(exec.config.get(), r#"{"k":1}"#);
+    assert_eq!(
+        (exec.namespace.as_str(), exec.task_name.as_str()),
+        ("conf", "two_steps")
+    );
+    assert!(exec.parents.is_empty());
+    assert_eq!(
+        step(&d.detail(task_id).await, "first").state,
+        StepState::InProgress
+    );
+
+    let finished = d.succeed(&c, r#"{"ok":true}"#).await;
+    assert_eq!(
+        finished,
+        StepFinished::Applied {
+            step_state: StepState::Complete,
+            enqueued: 1,
+            task_state: TaskState::InProgress
+        }
+    );
+    assert_eq!(d.run_queue("conf").await, ["second"]);
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    assert!(
+        detail
+            .steps
+            .iter()
+            .all(|s| s.state == StepState::Complete && s.attempts == 1)
+    );
+    assert_eq!(
+        step(&detail, "first").results.as_ref().unwrap().get(),
+        r#"{"ok":true}"#
+    );
+    assert!(
+        !store
+            .task_list_unfinished()
+            .await
+            .unwrap()
+            .contains(&task_id)
+    );
+    assert!(
+        store
+            .queue_read("conf", Duration::from_secs(1), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "messages deleted"
+    );
+
+    let trail: Vec<(bool, Option<String>, String)> = store
+        .transition_list(task_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.step_id.is_some(), t.from_state, t.to_state))
+        .collect();
+    let s = |x: &str| Some(x.to_owned());
+    let expected = [
+        (false, None, "pending".to_owned()),
+        (false, s("pending"), "in_progress".into()),
+        (true, s("pending"), "enqueued".into()),
+        (true, s("enqueued"), "in_progress".into()),
+        (true, s("in_progress"), "complete".into()),
+        (true, s("pending"), "enqueued".into()),
+        (true, s("enqueued"), "in_progress".into()),
+        (true, s("in_progress"), "complete".into()),
+        (false, s("in_progress"), "complete".into()),
+    ];
+    assert_eq!(trail, expected);
+}
+
+pub async fn parents_results_reach_children<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let task_id = d.create(&template(DIAMOND), "{}").await;
+    d.start_tasks().await;
+    let a = d.claim("conf").await.unwrap();
+    assert_eq!(
+        d.succeed(&a, r#"{"from":"a"}"#).await,
+        StepFinished::Applied {
+            step_state: StepState::Complete,
+            enqueued: 3,
+            task_state: TaskState::InProgress,
+        }
+    );
+    let mut d_exec = None;
+    while let Some(c) = d.claim("conf").await {
+        let name = c.exec().step_name.clone();
+        if name == "d" {
+            d_exec = Some(c.exec().clone());
+        }
+        d.succeed(&c, &format!(r#"{{"from":"{name}"}}"#)).await;
+    }
+    let exec = d_exec.expect("d ran");
+    let parents: Vec<(&str, &str)> = exec
+        .parents
+        .iter()
+        .map(|(n, r)| (n.as_str(), r.get()))
+        .collect();
+    assert_eq!(
+        parents,
+        [("b", r#"{"from":"b"}"#), ("c", r#"{"from":"c"}"#)]
+    );
+    assert_eq!(d.detail(task_id).await.task.state, TaskState::Complete);
+}
+
+pub async fn queue_visibility_and_read_count<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    d.create(&template(TWO_STEPS), "{}").await;
+    assert_eq!(
+        store.queue_list().await.unwrap(),
+        Vec::<String>::new(),
+        "the task queue is internal"
+    );
+    d.start_tasks().await;
+    assert_eq!(store.queue_list().await.unwrap(), ["conf"]);
+    let first = store
+        .queue_read("conf", Duration::from_millis(300), 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].read_ct, 1);
+    assert!(
+        store
+            .queue_read("conf", Duration::from_secs(1), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "hidden while read"
+    );
+    let shows = store
+        .queue_next_visible("conf")
+        .await
+        .unwrap()
+        .expect("a hidden message");
+    assert!(shows > tasker_core::Timestamp::now());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = store
+        .queue_read("conf", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "visible again after its visibility timeout");
+    assert_eq!((again[0].msg_id, again[0].read_ct), (first[0].msg_id, 2));
+    assert_eq!(again[0].body, first[0].body);
+    assert!(
+        store
+            .queue_next_visible("nothing_here")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+const RETRYING: &str = "\
+namespace: conf
+name: retrying
+version: 1.0.0
+steps:
+  - name: only
+    handler: flaky
+    retry: {max_attempts: 3, backoff: {initial: 10ms, max: 10ms}}
+";
+
+pub async fn retry_is_delayed_and_counts_attempts<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let task_id = d.create(&template(RETRYING), "{}").await;
+    d.start_tasks().await;
+    let c = d.claim("conf").await.unwrap();
+    let finished = d
+        .finish(
+            &c,
+            StepOutcome::Retry {
+                error: "boom",
+                delay: Duration::from_millis(400),
+            },
+        )
+        .await;
+    assert!(matches!(
+        finished,
+        StepFinished::Applied {
+            step_state: StepState::WaitingForRetry,
+            ..
+        }
+    ));
+    let s = step(&d.detail(task_id).await, "only").clone();
+    assert_eq!(
+        (s.state, s.attempts, s.error.as_deref()),
+        (StepState::WaitingForRetry, 1, Some("boom"))
+    );
+    assert!(d.claim("conf").await.is_none(), "the retry is delayed");
+    let shows = store
+        .queue_next_visible("conf")
+        .await
+        .unwrap()
+        .expect("delayed message");
+    assert!(shows > tasker_core::Timestamp::now().after(Duration::from_millis(200)));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let c = d.claim("conf").await.expect("visible after the delay");
+    assert_eq!((c.attempt_in_message, c.exec().attempt), (2, 2));
+    d.succeed(&c, "{}").await;
+    let detail = d.detail(task_id).await;
+    assert_eq!(
+        (detail.task.state, detail.steps[0].attempts),
+        (TaskState::Complete, 2)
+    );
+    let to: Vec<String> = store
+        .transition_list(task_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.step_id.is_some())
+        .map(|t| t.to_state)
+        .collect();
+    assert_eq!(
+        to,
+        [
+            "enqueued",
+            "in_progress",
+            "waiting_for_retry",
+            "enqueued",
+            "in_progress",
+            "complete"
+        ]
+    );
+}
+
+const SHORT_TIMEOUT: &str = "\
+namespace: conf
+name: short
+version: 1.0.0
+steps:
+  - name: only
+    handler: sleep
+    timeout: 100ms
+    retry: {max_attempts: 2}
+";
+
+pub async fn a_lost_worker_is_reclaimed_then_dead_lettered<S: Store>(store: Arc<S>) {
+    let mut d = Driver::new(store.clone());
+    d.grace = Duration::from_millis(50);
+    let task_id = d.create(&template(SHORT_TIMEOUT), "{}").await;
+    d.start_tasks().await;
+    let first = d.claim("conf").await.unwrap();
+    assert_eq!(first.exec().attempt, 1);
+    // The worker "dies": nothing finishes the step; its message shows again after
+    // timeout + grace.
+    assert!(d.claim("conf").await.is_none());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = d.claim("conf").await.expect("reclaimed");
+    assert_eq!((second.read_ct, second.exec().attempt), (2, 2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = d.claim("conf").await.expect("redelivered again");
+    assert!(
+        matches!(third.start, StepStart::DeadLettered { attempts: 2 }),
+        "{:?}",
+        third.start
+    );
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.task.state, TaskState::Error);
+    let s = &detail.steps[0];
+    assert_eq!(s.state, StepState::Error);
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap()
+            .contains("worker lost during attempt 2 of 2"),
+        "{:?}",
+        s.error
+    );
+    let dead = store.queue_dead_letters("conf").await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].msg_id, dead[0].read_ct), (first.msg_id, 3));
+    assert!(dead[0].reason.contains("dead letters"));
+    assert!(d.claim("conf").await.is_none());
+}
+
+pub async fn a_stale_finish_changes_nothing<S: Store>(store: Arc<S>) {
+    let mut d = Driver::new(store.clone());
+    d.grace = Duration::from_millis(20);
+    let task_id = d
+        .create(
+            &template(
+                SHORT_TIMEOUT
+                    .replace("max_attempts: 2", "max_attempts: 5")
+                    .as_str(),
+            ),
+            "{}",
+        )
+        .await;
+    d.start_tasks().await;
+    let slow = d.claim("conf").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reclaimed = d.claim("conf").await.unwrap();
+    assert_eq!(reclaimed.exec().attempt, 2);
+    let results = raw("{}");
+    let stale = d
+        .finish(&slow, StepOutcome::Succeeded { results: &results })
+        .await;
+    assert_eq!(
+        stale,
+        StepFinished::Stale {
+            state: StepState::InProgress
+        }
+    );
+    assert_eq!(
+        step(&d.detail(task_id).await, "only").state,
+        StepState::InProgress
+    );
+    d.succeed(&reclaimed, "{}").await;
+    assert_eq!(d.detail(task_id).await.task.state, TaskState::Complete);
+    assert_eq!(
+        completions(&*store, task_id).await.values().sum::<usize>(),
+        1
+    );
+}
+
+pub async fn permanent_failure_blocks_descendants_and_resolve_unblocks<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let task_id = d.create(&template(DIAMOND), "{}").await;
+    d.start_tasks().await;
+    let a = d.claim("conf").await.unwrap();
+    d.succeed(&a, "{}").await;
+    let mut b_id = None;
+    while let Some(c) = d.claim("conf").await {
+        if c.exec().step_name == "b" {
+            b_id = Some(c.step_id);
+            d.finish(
+                &c,
+                StepOutcome::Failed {
+                    error: "card declined",
+                },
+            )
+            .await;
+        } else {
+            d.succeed(&c, "{}").await;
+        }
+    }
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.task.state, TaskState::Error);
+    assert_eq!(step(&detail, "b").state, StepState::Error);
+    assert_eq!(step(&detail, "b").error.as_deref(), Some("card declined"));
+    assert_eq!(step(&detail, "c").state, StepState::Complete);
+    assert_eq!(step(&detail, "e").state, StepState::Complete);
+    assert_eq!(step(&detail, "d").state, StepState::Pending, "blocked by b");
+
+    let state = store
+        .step_resolve(b_id.unwrap(), &raw(r#"{"manual":true}"#))
+        .await
+        .unwrap();
+    assert_eq!(state, TaskState::InProgress);
+    assert_eq!(d.run_queue("conf").await, ["d"]);
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    assert_eq!(step(&detail, "b").state, StepState::ResolvedManually);
+}
+
+pub async fn operator_retry_reruns_failed_steps<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let task_id = d.create(&template(TWO_STEPS), "{}").await;
+    d.start_tasks().await;
+    let c = d.claim("conf").await.unwrap();
+    d.finish(&c, StepOutcome::Failed { error: "down" }).await;
+    assert_eq!(d.detail(task_id).await.task.state, TaskState::Error);
+    assert_eq!(store.task_retry(task_id).await.unwrap(), 1);
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.task.state, TaskState::InProgress);
+    assert_eq!(
+        (detail.steps[0].state, detail.steps[0].attempts),
+        (StepState::Enqueued, 0)
+    );
+    let again = d.claim("conf").await.unwrap();
+    assert_eq!(again.exec().attempt, 1, "fresh attempts");
+    d.succeed(&again, "{}").await;
+    d.run_queue("conf").await;
+    assert_eq!(d.detail(task_id).await.task.state, TaskState::Complete);
+    let err = store.task_retry(task_id).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only a task in error can be retried"),
+        "{err}"
+    );
+}
+
+pub async fn cancel_stops_every_unfinished_step<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let task_id = d.create(&template(DIAMOND), "{}").await;
+    d.start_tasks().await;
+    let a = d.claim("conf").await.unwrap();
+    d.succeed(&a, "{}").await;
+    let running = d.claim("conf").await.unwrap();
+    assert_eq!(
+        store.task_cancel(task_id, "customer asked").await.unwrap(),
+        TaskState::Cancelled
+    );
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.task.state, TaskState::Cancelled);
+    assert_eq!(step(&detail, "a").state, StepState::Complete);
+    for name in ["b", "c", "d", "e"] {
+        assert_eq!(step(&detail, name).state, StepState::Cancelled, "{name}");
+    }
+    let stale = d.succeed(&running, "{}").await;
+    assert_eq!(
+        stale,
+        StepFinished::Stale {
+            state: StepState::Cancelled
+        }
+    );
+    // The messages of cancelled steps are dropped when read.
+    while let Some(c) = d.claim("conf").await {
+        assert!(matches!(
+            c.start,
+            StepStart::Skipped {
+                state: StepState::Cancelled
+            }
+        ));
+    }
+    assert!(
+        store
+            .queue_read("conf", Duration::ZERO, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let reasons: Vec<String> = store
+        .transition_list(task_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.to_state == "cancelled")
+        .map(|t| t.reason)
+        .collect();
+    assert_eq!(reasons.len(), 5);
+    assert!(reasons.iter().all(|r| r == "customer asked"));
+    assert!(
+        store.task_cancel(task_id, "again").await.is_err(),
+        "a cancelled task stays cancelled"
+    );
+}
+
+pub async fn illegal_transitions_are_refused<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let task_id = d.create(&template(TWO_STEPS), "{}").await;
+    d.start_tasks().await;
+    let detail = d.detail(task_id).await;
+    let err = store
+        .step_resolve(detail.steps[0].id, &raw("{}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IllegalTransition(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "illegal step transition: `resolve` is not allowed from `enqueued`"
+    );
+    assert_eq!(
+        step(&d.detail(task_id).await, "first").state,
+        StepState::Enqueued,
+        "nothing applied"
+    );
+    let missing = store
+        .task_get(tasker_core::TaskId::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)));
+}
+
+pub async fn unparseable_messages_are_dead_lettered<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    d.create(&template(TWO_STEPS), "{}").await;
+    d.start_tasks().await;
+    let m = store
+        .queue_read("conf", Duration::from_secs(30), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .queue_dead_letter("conf", m.msg_id, "unparseable: test")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .queue_read("conf", Duration::ZERO, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = store.queue_dead_letters("conf").await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (
+            dead[0].msg_id,
+            dead[0].body.as_str(),
+            dead[0].reason.as_str()
+        ),
+        (m.msg_id, m.body.as_str(), "unparseable: test")
+    );
+}
+
+pub async fn task_listing_filters_and_pages<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let t = template(TWO_STEPS);
+    let other = template(&TWO_STEPS.replace("namespace: conf", "namespace: other"));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(d.create(&t, "{}").await);
+    }
+    ids.push(d.create(&other, "{}").await);
+    let all = store
+        .task_list(TaskListParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>(),
+        "newest first"
+    );
+    let page = store
+        .task_list(TaskListParams {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = store
+        .task_list(TaskListParams {
+            limit: 2,
+            before: Some(page[1].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ids[1], ids[0]]
+    );
+    let ns = store
+        .task_list(TaskListParams {
+            limit: 10,
+            namespace: Some("other"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ns.len(), 1);
+    d.start_tasks().await;
+    let running = store
+        .task_list(TaskListParams {
+            limit: 10,
+            state: Some(TaskState::InProgress),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 4);
+    let pending = store
+        .task_list(TaskListParams {
+            limit: 10,
+            state: Some(TaskState::Pending),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(pending.is_empty());
+}

@@ -1,0 +1,441 @@
+//! The engine end to end on a store: reference workflows and failure shapes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::store::*;
+use tasker_engine::{FnHandler, Handler, HandlerFuture, HandlerResult, StepContext, to_result};
+
+use crate::support::*;
+
+fn no_extra(_: &mut tasker_engine::HandlerRegistry) {}
+
+async fn run_example<S: Store>(store: &Arc<S>, name: &str, context: &str) -> TaskDetail {
+    let engine = engine(store.clone(), 4, no_extra);
+    let detail = run(&engine, &example(name), context).await;
+    let counts = completions(&**store, detail.task.id).await;
+    for s in &detail.steps {
+        if s.state == StepState::Complete {
+            assert_eq!(
+                counts.get(&s.id),
+                Some(&1),
+                "{} completed exactly once",
+                s.name
+            );
+        }
+    }
+    detail
+}
+
+pub async fn linear_passes_values_along_the_chain<S: Store>(store: Arc<S>) {
+    let detail = run_example(&store, "linear.yaml", r#"{"start": 10}"#).await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let values: Vec<i64> = ["first", "second", "third", "fourth"]
+        .iter()
+        .map(|n| value(&detail, n))
+        .collect();
+    assert_eq!(values, [11, 12, 13, 14]);
+    assert_parents_first(&*store, &detail).await;
+}
+
+pub async fn diamond_joins_both_branches<S: Store>(store: Arc<S>) {
+    let detail = run_example(&store, "diamond.yaml", "{}").await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    assert_eq!(
+        [
+            value(&detail, "a"),
+            value(&detail, "b"),
+            value(&detail, "c"),
+            value(&detail, "d")
+        ],
+        [1, 2, 2, 5]
+    );
+    assert_parents_first(&*store, &detail).await;
+}
+
+pub async fn tree_converges_eight_steps<S: Store>(store: Arc<S>) {
+    let detail = run_example(&store, "tree.yaml", "{}").await;
+    assert_eq!(
+        (detail.task.state, detail.steps.len()),
+        (TaskState::Complete, 8)
+    );
+    assert_eq!(value(&detail, "left_b"), 3);
+    assert_eq!(value(&detail, "converge"), 13);
+    assert_parents_first(&*store, &detail).await;
+}
+
+pub async fn mixed_dag_fans_out_transforms_and_fans_in<S: Store>(store: Arc<S>) {
+    let detail = run_example(&store, "mixed_dag.yaml", "{}").await;
+    assert_eq!(
+        (detail.task.state, detail.steps.len()),
+        (TaskState::Complete, 7)
+    );
+    assert_eq!(value(&detail, "normalize"), 111);
+    assert_eq!(value(&detail, "aggregate"), 120);
+    assert_eq!(value(&detail, "publish"), 121);
+    assert_parents_first(&*store, &detail).await;
+}
+
+pub async fn order_fulfillment_runs_in_order<S: Store>(store: Arc<S>) {
+    let ctx = r#"{"order_id": 42, "customer": "ada", "items": [{"sku": "A-1", "quantity": 2}]}"#;
+    let detail = run_example(&store, "order_fulfillment.yaml", ctx).await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let ship = step(&detail, "ship_order");
+    assert_eq!(
+        ship.results.as_ref().unwrap().get(),
+        r#"{"carrier":"ground"}"#
+    );
+    let trail = store.transition_list(detail.task.id).await.unwrap();
+    let order: Vec<&str> = trail
+        .iter()
+        .filter(|t| t.to_state == "in_progress" && t.step_id.is_some())
+        .map(|t| {
+            detail
+                .steps
+                .iter()
+                .find(|s| Some(s.id) == t.step_id)
+                .unwrap()
+                .name
+                .as_str()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "validate_order",
+            "reserve_inventory",
+            "charge_payment",
+            "ship_order"
+        ]
+    );
+}
+
+pub async fn context_is_checked_against_the_schema<S: Store>(store: Arc<S>) {
+    let engine = engine(store.clone(), 1, no_extra);
+    let t = example("order_fulfillment.yaml");
+    let err = engine
+        .submit(
+            &t,
+            r#"{"order_id": "x", "customer": "ada", "items": []}"#,
+            None,
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("fulfillment/process_order@1.0.0"), "{text}");
+    assert!(
+        text.contains("/order_id") && text.contains("/items"),
+        "{text}"
+    );
+    assert!(
+        engine
+            .submit(&t, "[1]", None)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("must be a JSON object")
+    );
+    assert!(
+        engine
+            .submit(&t, "{nope", None)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON")
+    );
+    assert!(
+        store
+            .task_list(TaskListParams {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn retry_then_succeed<S: Store>(store: Arc<S>) {
+    let detail = run_example(&store, "failures/retry_then_succeed.yaml", "{}").await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let s = step(&detail, "flaky_call");
+    assert_eq!(s.attempts, 3);
+    assert_eq!(s.results.as_ref().unwrap().get(), r#"{"attempt":3}"#);
+    let retries = store
+        .transition_list(detail.task.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.to_state == "waiting_for_retry")
+        .count();
+    assert_eq!(retries, 2);
+}
+
+pub async fn retries_exhausted_fails_the_task<S: Store>(store: Arc<S>) {
+    let detail = run_example(&store, "failures/retries_exhausted.yaml", "{}").await;
+    assert_eq!(detail.task.state, TaskState::Error);
+    let s = step(&detail, "flaky_call");
+    assert_eq!((s.state, s.attempts), (StepState::Error, 3));
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap()
+            .contains("attempts exhausted (3 of 3)"),
+        "{:?}",
+        s.error
+    );
+    assert_eq!(step(&detail, "after").state, StepState::Pending);
+}
+
+pub async fn permanent_failure_blocks_only_descendants<S: Store>(store: Arc<S>) {
+    let detail = run_example(&store, "failures/permanent_failure.yaml", "{}").await;
+    assert_eq!(detail.task.state, TaskState::Error);
+    let charge = step(&detail, "charge");
+    assert_eq!(
+        (charge.state, charge.attempts),
+        (StepState::Error, 1),
+        "no retry of a permanent error"
+    );
+    assert_eq!(
+        charge.error.as_deref(),
+        Some("card declined (permanent error)")
+    );
+    assert_eq!(step(&detail, "ship").state, StepState::Pending);
+    assert_eq!(step(&detail, "notify").state, StepState::Complete);
+}
+
+pub async fn timeout_cuts_off_each_attempt<S: Store>(store: Arc<S>) {
+    let detail = run_example(&store, "failures/timeout.yaml", "{}").await;
+    assert_eq!(detail.task.state, TaskState::Error);
+    let s = step(&detail, "slow");
+    assert_eq!((s.state, s.attempts), (StepState::Error, 2));
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap()
+            .starts_with("timed out after 200ms"),
+        "{:?}",
+        s.error
+    );
+}
+
+pub async fn requested_retry_delay_is_honoured<S: Store>(store: Arc<S>) {
+    let t = template(
+        "namespace: conf\nname: rate_limited\nversion: 1.0.0\nsteps:\n  - name: call\n    handler: flaky\n    config: {failures: 1, retry_after: 400ms}\n    retry: {max_attempts: 2, backoff: {initial: 1ms, max: 1ms}}\n",
+    );
+    let engine = engine(store.clone(), 2, no_extra);
+    let detail = run(&engine, &t, "{}").await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let trail = store.transition_list(detail.task.id).await.unwrap();
+    let at = |to: &str, nth: usize| {
+        trail
+            .iter()
+            .filter(|t| t.step_id.is_some() && t.to_state == to)
+            .nth(nth)
+            .unwrap()
+            .at
+    };
+    let waited = at("in_progress", 1).since(at("waiting_for_retry", 0));
+    assert!(
+        waited >= Duration::from_millis(400),
+        "retried after {waited:?}, asked for 400ms"
+    );
+}
+
+struct Panics;
+
+impl Handler for Panics {
+    fn call<'a>(&'a self, step: &'a StepContext) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            if step.attempt() == 1 {
+                panic!("bug in attempt one");
+            }
+            to_result(&serde_json::json!({"recovered": step.attempt()}))
+        })
+    }
+}
+
+pub async fn a_panicking_handler_is_retried<S: Store>(store: Arc<S>) {
+    let t = template(
+        "namespace: conf\nname: panics\nversion: 1.0.0\nsteps:\n  - name: buggy\n    handler: panics\n    retry: {backoff: {initial: 10ms}}\n",
+    );
+    let engine = engine(store.clone(), 2, |r| {
+        r.register("panics", Panics);
+    });
+    let detail = run(&engine, &t, "{}").await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    assert_eq!(detail.steps[0].attempts, 2);
+    let trail = store.transition_list(detail.task.id).await.unwrap();
+    let retry = trail
+        .iter()
+        .find(|t| t.to_state == "waiting_for_retry")
+        .unwrap();
+    assert!(
+        retry
+            .reason
+            .contains("handler panicked: bug in attempt one"),
+        "{}",
+        retry.reason
+    );
+}
+
+pub async fn unknown_handler_fails_permanently<S: Store>(store: Arc<S>) {
+    let t = template(
+        "namespace: conf\nname: unknown\nversion: 1.0.0\nsteps:\n  - {name: a, handler: Billing::Charge}\n",
+    );
+    let detail = run(&engine(store.clone(), 1, no_extra), &t, "{}").await;
+    assert_eq!(detail.task.state, TaskState::Error);
+    let s = &detail.steps[0];
+    assert_eq!(s.attempts, 1);
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap()
+            .starts_with("no handler named `Billing::Charge`"),
+        "{:?}",
+        s.error
+    );
+}
+
+pub async fn cancellation_stops_a_running_task<S: Store>(store: Arc<S>) {
+    let engine = engine(store.clone(), 4, no_extra);
+    let running = engine.start();
+    let task = engine
+        .submit(&example("failures/long_running.yaml"), "{}", None)
+        .await
+        .unwrap();
+    let mut events = engine.events().subscribe();
+    // Cancel once the slow steps are running.
+    let mut started = 0;
+    while started < 2 {
+        let e = events.recv().await.unwrap();
+        if e.kind == tasker_core::event::EventKind::StepStarted
+            && e.step_name.as_deref() != Some("warm_up")
+        {
+            started += 1;
+        }
+    }
+    assert_eq!(
+        store
+            .task_cancel(task.task_id, "operator cancelled")
+            .await
+            .unwrap(),
+        TaskState::Cancelled
+    );
+    let detail = engine.wait(task.task_id, |_| {}).await.unwrap();
+    running.shutdown().await;
+    assert_eq!(detail.task.state, TaskState::Cancelled);
+    for name in ["slow_a", "slow_b", "finish"] {
+        assert_eq!(step(&detail, name).state, StepState::Cancelled, "{name}");
+    }
+    assert_eq!(step(&detail, "warm_up").state, StepState::Complete);
+    let detail = store.task_get(task.task_id).await.unwrap();
+    assert_eq!(
+        step(&detail, "slow_a").state,
+        StepState::Cancelled,
+        "a late result does not revive it"
+    );
+}
+
+pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) {
+    let engine = engine(store.clone(), 2, no_extra);
+    let running = engine.start();
+    let task = engine
+        .submit(&example("failures/permanent_failure.yaml"), "{}", None)
+        .await
+        .unwrap();
+    let failed = engine.wait(task.task_id, |_| {}).await.unwrap();
+    assert_eq!(failed.task.state, TaskState::Error);
+    let charge = step(&failed, "charge").id;
+    let state = store
+        .step_resolve(charge, &raw(r#"{"charged_by":"operator"}"#))
+        .await
+        .unwrap();
+    assert_eq!(state, TaskState::InProgress);
+    let done = engine.wait(task.task_id, |_| {}).await.unwrap();
+    running.shutdown().await;
+    assert_eq!(done.task.state, TaskState::Complete);
+    assert_eq!(step(&done, "charge").state, StepState::ResolvedManually);
+    assert_eq!(step(&done, "ship").state, StepState::Complete);
+}
+
+/// Counts how many of its calls run at once.
+struct Gauge {
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Handler for Gauge {
+    fn call<'a>(&'a self, _: &'a StepContext) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            to_result(&serde_json::json!({}))
+        })
+    }
+}
+
+pub async fn concurrency_limit_is_respected<S: Store>(store: Arc<S>) {
+    let mut yaml = String::from(
+        "namespace: conf\nname: wide\nversion: 1.0.0\nsteps:\n  - {name: root, handler: noop}\n",
+    );
+    for i in 0..8 {
+        yaml.push_str(&format!(
+            "  - {{name: leaf{i}, handler: gauge, depends_on: [root]}}\n"
+        ));
+    }
+    let peak = Arc::new(AtomicUsize::new(0));
+    let gauge = Gauge {
+        now: Arc::new(AtomicUsize::new(0)),
+        peak: peak.clone(),
+    };
+    let engine = engine(store.clone(), 3, |r| {
+        r.register("gauge", gauge);
+    });
+    let detail = run(&engine, &template(&yaml), "{}").await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 3, "{peak} steps ran at once with a limit of 3");
+    assert!(peak >= 2, "parallel steps did run in parallel ({peak})");
+}
+
+pub async fn many_tasks_complete_each_step_once<S: Store>(store: Arc<S>) {
+    let engine = engine(store.clone(), 8, |r| {
+        r.register(
+            "noop_fn",
+            FnHandler(|_: &StepContext| -> HandlerResult { to_result(&serde_json::json!({})) }),
+        );
+    });
+    let running = engine.start();
+    let t = example("diamond.yaml");
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(
+            engine
+                .submit(&t, &format!(r#"{{"start": {i}}}"#), None)
+                .await
+                .unwrap()
+                .task_id,
+        );
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let detail = tokio::time::timeout(Duration::from_secs(60), engine.wait(*id, |_| {}))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(detail.task.state, TaskState::Complete);
+        assert_eq!(
+            value(&detail, "d"),
+            5 + 2 * i as i64,
+            "sums flowed within each task"
+        );
+        let counts = completions(&*store, *id).await;
+        assert_eq!(counts.len(), 4);
+        assert!(counts.values().all(|&n| n == 1));
+    }
+    running.shutdown().await;
+}
