@@ -219,6 +219,18 @@ impl<S: Store> Engine<S> {
         Ok(created)
     }
 
+    /// Cancels a task and every step that has not finished; a step's running handler
+    /// finishes, but its result is discarded.
+    pub async fn cancel(
+        &self,
+        task_id: TaskId,
+        reason: &str,
+    ) -> Result<tasker_core::TaskState, EngineError> {
+        let state = self.shared.store.task_cancel(task_id, reason).await?;
+        self.shared.publish(EventKind::TaskCancelled, task_id, None);
+        Ok(state)
+    }
+
     /// Starts the orchestrator and worker loops this configuration asks for.
     pub fn start(&self) -> Running {
         let (shutdown, rx) = watch::channel(false);

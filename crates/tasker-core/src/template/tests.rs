@@ -104,7 +104,7 @@ fn reports_unknown_self_and_duplicate() {
         [
             "t.yaml:5:5: step `a`: depends on itself",
             "t.yaml:5:5: step `a`: depends on unknown step `ghost`",
-            "t.yaml:8:5: step `b`: duplicate step name: another step has the same name",
+            "t.yaml:10:5: step `b`: duplicate step name: another step has the same name",
         ]
     );
 }

@@ -21,7 +21,7 @@ struct Problems<'a> {
 impl Problems<'_> {
     /// A problem with a top-level field, located at that field's key.
     fn field(&mut self, key: &str, message: String) {
-        let location = locate(self.source, key, None, 0);
+        let location = locate(self.source, key, None, 0).next();
         self.errors.push(TemplateError {
             file: self.file.to_owned(),
             location,
@@ -32,12 +32,17 @@ impl Problems<'_> {
 
     /// A problem in a step, located at its `name:` line (the first such step).
     fn step(&mut self, step: &str, message: String) {
+        self.step_occurrence(step, 0, message);
+    }
+
+    /// A problem in the `nth` (0-based) step of that name.
+    fn step_occurrence(&mut self, step: &str, nth: usize, message: String) {
         let from = self
             .source
             .lines()
             .position(|l| l.starts_with("steps:"))
             .unwrap_or(0);
-        let location = locate(self.source, "name", Some(step), from);
+        let location = locate(self.source, "name", Some(step), from).nth(nth);
         self.errors.push(TemplateError {
             file: self.file.to_owned(),
             location,
@@ -47,27 +52,38 @@ impl Problems<'_> {
     }
 }
 
-/// Finds the first line, from line index `from`, whose key is `key` (after indentation
-/// and an optional list dash) and, if given, whose value is `value`. Best effort: the
-/// YAML parser gives no positions for values it accepted.
-fn locate(source: &str, key: &str, value: Option<&str>, from: usize) -> Option<(usize, usize)> {
-    source.lines().enumerate().skip(from).find_map(|(i, line)| {
-        let body = line.trim_start();
-        let body = body.strip_prefix("- ").map(str::trim_start).unwrap_or(body);
-        let rest = body.strip_prefix(key)?.strip_prefix(':')?;
-        if let Some(v) = value {
-            let found = rest
-                .split(" #")
-                .next()
-                .unwrap_or("")
-                .trim()
-                .trim_matches(['"', '\'']);
-            if found != v {
-                return None;
-            }
-        }
-        Some((i + 1, line.len() - body.len() + 1))
-    })
+/// Finds the lines, from line index `from`, holding `key:` (in block style, after
+/// indentation and an optional list dash, or inside a `{...}` flow mapping) whose value,
+/// if given, is `value`. Best effort: the YAML parser gives no positions for values it
+/// accepted.
+fn locate<'a>(
+    source: &'a str,
+    key: &'a str,
+    value: Option<&'a str>,
+    from: usize,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    source
+        .lines()
+        .enumerate()
+        .skip(from)
+        .filter_map(move |(i, line)| {
+            let indent = line.len() - line.trim_start().len();
+            let body = &line[indent..];
+            let block = indent + if body.starts_with("- ") { 2 } else { 0 };
+            let flow = line.match_indices(['{', ',']).map(|(at, _)| at + 1);
+            std::iter::once(block).chain(flow).find_map(|at| {
+                let rest = &line[at..];
+                let start = at + (rest.len() - rest.trim_start().len());
+                let after = line[start..].strip_prefix(key)?.strip_prefix(':')?;
+                if let Some(v) = value {
+                    let found = after.split([',', '}', '#']).next().unwrap_or("").trim();
+                    if found.trim_matches(['"', '\'']) != v {
+                        return None;
+                    }
+                }
+                Some((i + 1, start + 1))
+            })
+        })
 }
 
 pub(super) fn validate(
@@ -125,16 +141,20 @@ pub(super) fn validate(
 
     let known: HashSet<&str> = raw.steps.iter().map(|s| s.name.as_str()).collect();
     let mut seen = HashSet::new();
-    for step in &raw.steps {
+    for (index, step) in raw.steps.iter().enumerate() {
         let name = step.name.as_str();
         if let Err(why) = names::check_name(name) {
             p.step(name, format!("step name {why}"));
         }
         if !seen.insert(name) {
-            p.step(
-                name,
-                "duplicate step name: another step has the same name".into(),
-            );
+            let earlier = raw
+                .steps
+                .iter()
+                .take(index)
+                .filter(|s| s.name == name)
+                .count();
+            let message = "duplicate step name: another step has the same name";
+            p.step_occurrence(name, earlier, message.into());
         }
         if let Err(why) = names::check_handler(&step.handler) {
             p.step(name, format!("handler `{}` {why}", step.handler));

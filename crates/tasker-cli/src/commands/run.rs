@@ -1,0 +1,148 @@
+//! `tasker run` and `tasker resume`: the embedded engine in this process.
+
+use std::sync::Arc;
+
+use tasker_core::StepState;
+use tasker_core::TaskState;
+use tasker_core::id::TaskId;
+use tasker_core::store::{Store, StoreError};
+use tasker_engine::{Engine, EngineConfig, EngineError, HandlerRegistry, Queues, WorkerConfig};
+use tasker_store::sqlite::SqliteStore;
+
+use super::{ProgressLine, load_one, stop_requested};
+use crate::cli::RunArgs;
+use crate::report;
+use crate::{CliError, Outcome};
+
+async fn open(db: &str) -> Result<Arc<SqliteStore>, CliError> {
+    SqliteStore::open(db)
+        .await
+        .map(Arc::new)
+        .map_err(|e| match e {
+            StoreError::Busy(m) => CliError::BadInput(m),
+            other => CliError::Failed(format!("cannot open {db}: {other}")),
+        })
+}
+
+fn embedded(store: Arc<SqliteStore>, concurrency: usize) -> Engine<SqliteStore> {
+    let config = EngineConfig {
+        worker: Some(WorkerConfig {
+            queues: Queues::All,
+            concurrency: concurrency.max(1),
+        }),
+        ..EngineConfig::embedded()
+    };
+    Engine::new(store, HandlerRegistry::with_builtins(), config)
+}
+
+pub async fn run(args: RunArgs) -> Result<Outcome, CliError> {
+    let template = load_one(&args.template)?;
+    let context = match (&args.context, &args.context_file) {
+        (Some(c), _) => c.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))?,
+        (None, None) => "{}".to_owned(),
+    };
+    let store = open(&args.db.db).await?;
+    let engine = embedded(store, args.concurrency);
+    let running = engine.start();
+    let task = match engine.submit(&template, &context, None).await {
+        Ok(t) => t,
+        Err(e) => {
+            running.shutdown().await;
+            return Err(match e {
+                EngineError::Store(s) => CliError::failed(s),
+                bad => CliError::bad(bad),
+            });
+        }
+    };
+    if args.db.db == ":memory:" {
+        eprintln!("task {} created ({})", task.task_id, template.key());
+    } else {
+        eprintln!(
+            "task {} created ({}); if interrupted: tasker resume --db {}",
+            task.task_id,
+            template.key(),
+            args.db.db
+        );
+    }
+    let result = follow(&engine, task.task_id, !args.json).await;
+    running.shutdown().await;
+    let Some(detail) = result? else {
+        eprintln!(
+            "interrupted: in-flight steps finished; continue with: tasker resume --db {}",
+            args.db.db
+        );
+        return Ok(Outcome::Interrupted);
+    };
+    if args.json {
+        println!("{}", report::json(&detail));
+    } else {
+        print!("{}", report::table(&detail));
+    }
+    Ok(if detail.task.state == TaskState::Complete {
+        Outcome::Success
+    } else {
+        Outcome::Unsuccessful
+    })
+}
+
+/// Waits for the task with a live progress line; `None` if the user interrupted.
+async fn follow(
+    engine: &Engine<SqliteStore>,
+    task_id: TaskId,
+    show_progress: bool,
+) -> Result<Option<tasker_core::store::TaskDetail>, CliError> {
+    let mut progress = ProgressLine::new(show_progress);
+    let waited = tokio::select! {
+        r = engine.wait(task_id, |d| progress.show(&report::progress(d))) => Some(r),
+        _ = stop_requested() => None,
+    };
+    progress.finish();
+    waited.transpose().map_err(CliError::failed)
+}
+
+pub async fn resume(db: &str, concurrency: usize) -> Result<Outcome, CliError> {
+    if db != ":memory:" && !std::path::Path::new(db).exists() {
+        return Err(CliError::BadInput(format!("no database file {db}")));
+    }
+    let store = open(db).await?;
+    let unfinished = store
+        .task_list_unfinished()
+        .await
+        .map_err(CliError::failed)?;
+    if unfinished.is_empty() {
+        eprintln!("nothing to resume in {db}");
+        return Ok(Outcome::Success);
+    }
+    eprintln!("resuming {} unfinished task(s) in {db}", unfinished.len());
+    let engine = embedded(store, concurrency);
+    let running = engine.start();
+    let mut all_complete = true;
+    for id in unfinished {
+        let Some(detail) = follow(&engine, id, true).await? else {
+            running.shutdown().await;
+            eprintln!("interrupted; run `tasker resume --db {db}` again to continue");
+            return Ok(Outcome::Interrupted);
+        };
+        let done = detail
+            .steps
+            .iter()
+            .filter(|s| s.state == StepState::Complete)
+            .count();
+        println!(
+            "{}  {:<11}  {} ({done}/{} steps complete)",
+            id,
+            detail.task.state,
+            report::template_of(&detail.task),
+            detail.steps.len()
+        );
+        all_complete &= detail.task.state == TaskState::Complete;
+    }
+    running.shutdown().await;
+    Ok(if all_complete {
+        Outcome::Success
+    } else {
+        Outcome::Unsuccessful
+    })
+}

@@ -1,0 +1,71 @@
+//! `tasker`: run workflows on the embedded store, inspect and resume them.
+
+mod cli;
+mod commands;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A failure of a command, printed as one line.
+#[derive(Debug)]
+pub enum CliError {
+    /// The user's input is wrong (exit 2).
+    BadInput(String),
+    /// Something failed while doing the work (exit 1).
+    Failed(String),
+}
+
+impl CliError {
+    pub fn failed(e: impl std::fmt::Display) -> Self {
+        Self::Failed(e.to_string())
+    }
+
+    pub fn bad(e: impl std::fmt::Display) -> Self {
+        Self::BadInput(e.to_string())
+    }
+}
+
+/// How a command ended, when it did not fail.
+pub enum Outcome {
+    Success,
+    /// The work ran but did not succeed (a task in error): exit 1, nothing more to print.
+    Unsuccessful,
+    /// Interrupted by a signal: exit 130.
+    Interrupted,
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tasker: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(args.command)) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Unsuccessful) => ExitCode::from(1),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(CliError::BadInput(message)) => {
+            eprintln!("tasker: error: {message}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(message)) => {
+            eprintln!("tasker: error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! How a task is shown: a table for people, one JSON object for programs.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tasker_core::duration::HumanDuration;
+use tasker_core::store::{TaskDetail, TaskRecord};
+
+/// `namespace/name@version`.
+pub fn template_of(task: &TaskRecord) -> String {
+    format!("{}/{}@{}", task.namespace, task.name, task.version)
+}
+
+/// The task as a table of steps, followed by the results of its final steps.
+pub fn table(detail: &TaskDetail) -> String {
+    let t = &detail.task;
+    let mut out = String::new();
+    let _ = writeln!(out, "task {} ({}): {}", t.id, template_of(t), t.state);
+    let width = detail
+        .steps
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "\n  {:<width$}  {:<17}  {:>8}  {:>9}",
+        "STEP", "STATE", "ATTEMPTS", "DURATION"
+    );
+    for s in &detail.steps {
+        let duration = match (s.started_at, s.completed_at) {
+            (Some(a), Some(b)) => HumanDuration(b.since(a)).to_string(),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:<17}  {:>8}  {:>9}",
+            s.name,
+            s.state.as_str(),
+            format!("{}/{}", s.attempts, s.max_attempts),
+            duration
+        );
+    }
+    let errors: Vec<_> = detail
+        .steps
+        .iter()
+        .filter_map(|s| Some((&s.name, s.error.as_ref()?)))
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(out, "\nerrors:");
+        for (name, error) in errors {
+            let _ = writeln!(out, "  {name}: {error}");
+        }
+    }
+    let finals: Vec<_> = detail
+        .steps
+        .iter()
+        .filter(|s| !detail.steps.iter().any(|c| c.depends_on.contains(&s.name)))
+        .filter_map(|s| Some((&s.name, s.results.as_ref()?)))
+        .collect();
+    if !finals.is_empty() {
+        let _ = writeln!(out, "\nresults:");
+        for (name, results) in finals {
+            let _ = writeln!(out, "  {name}: {}", results.get());
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonTask<'a> {
+    task_id: String,
+    state: &'a str,
+    steps: Vec<JsonStep<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonStep<'a> {
+    name: &'a str,
+    state: &'a str,
+    attempts: u32,
+    results: Option<&'a RawValue>,
+    error: Option<&'a str>,
+}
+
+/// `{"task_id", "state", "steps": [{"name", "state", "attempts", "results", "error"}]}`.
+pub fn json(detail: &TaskDetail) -> String {
+    let doc = JsonTask {
+        task_id: detail.task.id.to_string(),
+        state: detail.task.state.as_str(),
+        steps: detail
+            .steps
+            .iter()
+            .map(|s| JsonStep {
+                name: &s.name,
+                state: s.state.as_str(),
+                attempts: s.attempts,
+                results: s.results.as_deref(),
+                error: s.error.as_deref(),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&doc).expect("a report always serializes")
+}
+
+/// `done/total` and what is running, for a live progress line.
+pub fn progress(detail: &TaskDetail) -> String {
+    let done = detail.steps.iter().filter(|s| s.state.is_done()).count();
+    let running: Vec<&str> = detail
+        .steps
+        .iter()
+        .filter(|s| s.state == tasker_core::StepState::InProgress)
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut line = format!("[{done}/{}] steps done", detail.steps.len());
+    if !running.is_empty() {
+        let _ = write!(line, " · running: {}", running.join(", "));
+    }
+    line
+}

@@ -1,0 +1,424 @@
+//! The `tasker` binary end to end: what a user types and sees.
+//!
+//! - `run_*`: running examples, their JSON and exit codes;
+//! - `validate_*`: every bad-template case with its precise message;
+//! - `status_*`: inspecting a database;
+//! - `crash_*`: `kill -9` mid-workflow, then `tasker resume`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tasker_core::store::Store;
+use tasker_store::sqlite::SqliteStore;
+
+fn tasker() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn run(args: &[&str]) -> Output {
+    tasker().args(args).output().expect("tasker runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(o), stderr(o)))
+}
+
+#[test]
+fn run_tree_prints_its_results() {
+    let o = run(&[
+        "run",
+        examples().join("tree.yaml").to_str().unwrap(),
+        "--db",
+        ":memory:",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("(examples/tree@1.0.0): complete"), "{out}");
+    assert!(out.contains("converge: {\"value\":13}"), "{out}");
+    assert!(
+        stderr(&o).starts_with("task "),
+        "the id is printed first: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn run_json_reports_every_step() {
+    let o = run(&[
+        "run",
+        examples().join("linear.yaml").to_str().unwrap(),
+        "--db",
+        ":memory:",
+        "--context",
+        r#"{"start": 100}"#,
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["state"], "complete");
+    let steps = v["steps"].as_array().unwrap();
+    let values: Vec<i64> = steps
+        .iter()
+        .map(|s| s["results"]["value"].as_i64().unwrap())
+        .collect();
+    assert_eq!(values, [101, 102, 103, 104]);
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["attempts"] == 1 && s["error"].is_null())
+    );
+    assert!(
+        v["task_id"]
+            .as_str()
+            .unwrap()
+            .parse::<tasker_core::TaskId>()
+            .is_ok()
+    );
+}
+
+#[test]
+fn run_a_failing_task_exits_1() {
+    let o = run(&[
+        "run",
+        examples()
+            .join("failures/permanent_failure.yaml")
+            .to_str()
+            .unwrap(),
+        "--db",
+        ":memory:",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["state"], "error");
+    assert_eq!(v["steps"][1]["error"], "card declined (permanent error)");
+}
+
+#[test]
+fn run_bad_input_exits_2_with_one_line() {
+    let fulfil = examples().join("order_fulfillment.yaml");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--context", "{}"],
+            "context does not match the schema of fulfillment/process_order@1.0.0",
+        ),
+        (&["--context", "{oops"], "the context is not valid JSON"),
+        (
+            &["--context-file", "/no/such/file"],
+            "cannot read /no/such/file",
+        ),
+        (&["--context", "[]"], "must be a JSON object"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["run", fulfil.to_str().unwrap(), "--db", ":memory:"];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+        assert_eq!(
+            err.lines()
+                .filter(|l| l.starts_with("tasker: error"))
+                .count(),
+            1
+        );
+    }
+    let o = run(&["run", "/no/such/template.yaml", "--db", ":memory:"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/no/such/template.yaml: cannot read"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Writes `yaml` as a template file and validates it.
+fn validate_yaml(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let o = run(&["validate", path.to_str().unwrap()]);
+    let err = stderr(&o).replace(path.to_str().unwrap(), "bad.yaml");
+    (o.status.code().unwrap(), err)
+}
+
+const HEAD: &str = "namespace: shop\nname: t\nversion: 1.0.0\nsteps:\n";
+
+#[test]
+fn validate_names_file_line_and_step_for_each_problem() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!(
+                "{HEAD}  - {{name: a, handler: noop, depends_on: [b]}}\n  - {{name: b, handler: noop, depends_on: [a]}}\n"
+            ),
+            "bad.yaml:5:6: step `a`: dependency cycle: a -> b -> a",
+        ),
+        (
+            format!("{HEAD}  - {{name: a, handler: noop, depends_on: [zz]}}\n"),
+            "bad.yaml:5:6: step `a`: depends on unknown step `zz`",
+        ),
+        (
+            format!("{HEAD}  - {{name: a, handler: noop}}\n  - {{name: a, handler: noop}}\n"),
+            "bad.yaml:6:6: step `a`: duplicate step name",
+        ),
+        (
+            format!("{HEAD}  - {{name: a, handler: noop, depends_on: [a]}}\n"),
+            "bad.yaml:5:6: step `a`: depends on itself",
+        ),
+        (
+            "namespace: shop\nname: t\nversion: 1.0.0\nsteps: []\n".into(),
+            "bad.yaml:4:1: the template has no steps",
+        ),
+        (
+            HEAD.replace("1.0.0", "v1") + "  - {name: a, handler: noop}\n",
+            "bad.yaml:3:1: version `v1` is not a semantic version",
+        ),
+        (
+            format!("{HEAD}  - name: a\n    handler: noop\n    retry: {{max_attempts: 0}}\n"),
+            "bad.yaml:5:5: step `a`: retry: max_attempts must be between 1 and 1000",
+        ),
+        (
+            format!("{HEAD}  - {{name: a, handler: noop, colour: red}}\n"),
+            "bad.yaml:5:30: steps[0]: unknown field `colour`",
+        ),
+        (
+            HEAD.replace("shop", "Shop-1") + "  - {name: a, handler: noop}\n",
+            "bad.yaml:1:1: namespace `Shop-1` is not allowed",
+        ),
+        (
+            format!("{HEAD}  - {{name: a, handler: \"rm -rf /\"}}\n"),
+            "bad.yaml:5:6: step `a`: handler `rm -rf /` is not allowed",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let (code, err) = validate_yaml(&yaml);
+        assert_eq!(code, 1, "{yaml}");
+        assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn validate_accepts_every_example() {
+    let o = run(&[
+        "validate",
+        examples().to_str().unwrap(),
+        examples().join("failures").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 10);
+}
+
+#[test]
+fn status_lists_and_shows_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let o = run(&[
+        "run",
+        examples().join("diamond.yaml").to_str().unwrap(),
+        "--db",
+        db,
+        "--json",
+    ]);
+    let id = json(&o)["task_id"].as_str().unwrap().to_owned();
+    let list = run(&["status", "--db", db, "--json"]);
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    assert_eq!(
+        json(&list),
+        serde_json::json!([{"task_id": id, "template": "examples/diamond@1.0.0", "state": "complete"}])
+    );
+    let one = run(&["status", &id, "--db", db, "--json"]);
+    assert_eq!(json(&one)["steps"][3]["results"]["value"], 5);
+    let table = run(&["status", &id, "--db", db]);
+    assert!(stdout(&table).contains("d: {\"value\":5}"));
+    let missing = run(&["status", "01a21b03-ca9e-7224-8e9d-888fd6a02a19", "--db", db]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("no task"));
+    let no_db = run(&["status", "--db", "/no/such.db"]);
+    assert_eq!(no_db.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_workflow_then_resume_completes_each_step_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let db = db.to_str().unwrap().to_owned();
+    let template = examples().join("failures/long_running.yaml");
+    let mut child = tasker()
+        .args(["run", template.to_str().unwrap(), "--db", &db, "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait until the slow steps are running, then kill the process without warning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let task_id = loop {
+        assert!(Instant::now() < deadline, "the slow steps never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(store) = SqliteStore::open_read_only(&db).await else {
+            continue;
+        };
+        let Ok(tasks) = store.task_list_unfinished().await else {
+            continue;
+        };
+        let Some(&id) = tasks.first() else { continue };
+        let detail = store.task_get(id).await.unwrap();
+        let running = detail
+            .steps
+            .iter()
+            .filter(|s| s.state == tasker_core::StepState::InProgress)
+            .count();
+        if running == 2 {
+            break id;
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let o = run(&["resume", "--db", &db]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("complete"), "{}", stdout(&o));
+
+    let store = SqliteStore::open_read_only(&db).await.unwrap();
+    let detail = store.task_get(task_id).await.unwrap();
+    assert_eq!(detail.task.state, tasker_core::TaskState::Complete);
+    let trail = store.transition_list(task_id).await.unwrap();
+    for s in &detail.steps {
+        let completed = trail
+            .iter()
+            .filter(|t| t.step_id == Some(s.id) && t.to_state == "complete")
+            .count();
+        assert_eq!(completed, 1, "{} completed exactly once", s.name);
+    }
+    let slow = detail.steps.iter().find(|s| s.name == "slow_a").unwrap();
+    assert_eq!(slow.attempts, 2, "the interrupted attempt counts");
+    let reclaimed = trail
+        .iter()
+        .filter(|t| t.reason.contains("worker lost"))
+        .count();
+    assert_eq!(reclaimed, 2, "both interrupted steps were reclaimed");
+}
+
+#[test]
+fn a_second_engine_on_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("busy.db");
+    let db = db.to_str().unwrap();
+    let mut first = tasker()
+        .args([
+            "run",
+            examples()
+                .join("failures/long_running.yaml")
+                .to_str()
+                .unwrap(),
+            "--db",
+            db,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first process owns the file (it prints the task id).
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(first.stderr.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("task "), "{line}");
+    let second = run(&["resume", "--db", db]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        stderr(&second).contains("in use by another Tasker process"),
+        "{}",
+        stderr(&second)
+    );
+}
+
+/// Runs a template given as text; returns the exit code and the JSON report.
+fn run_yaml(yaml: &str, context: &str) -> (i32, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let o = run(&[
+        "run",
+        path.to_str().unwrap(),
+        "--db",
+        ":memory:",
+        "--json",
+        "--context",
+        context,
+    ]);
+    (o.status.code().unwrap(), json(&o))
+}
+
+#[test]
+fn shell_handler_gets_the_step_on_stdin_and_can_ask_for_a_retry() {
+    let script = r#"input=$(cat); case "$input" in *'"attempt":1,'*) echo 'not yet' >&2; exit 75;; esac; printf '{"got":%s}' "$input""#;
+    let yaml = format!(
+        "namespace: sh\nname: t\nversion: 1.0.0\nsteps:\n  - {{name: first, handler: sum}}\n  - name: script\n    handler: shell\n    depends_on: [first]\n    config: {{command: [sh, -c, {}], flag: on}}\n    retry: {{backoff: {{initial: 10ms}}}}\n",
+        serde_json::to_string(script).unwrap()
+    );
+    let (code, v) = run_yaml(&yaml, r#"{"start": 4}"#);
+    assert_eq!(code, 0, "{v}");
+    let step = &v["steps"][1];
+    assert_eq!(step["attempts"], 2);
+    let got = &step["results"]["got"];
+    assert_eq!(got["attempt"], 2);
+    assert_eq!(got["context"]["start"], 4);
+    assert_eq!(got["config"]["flag"], "on");
+    assert_eq!(got["parents"]["first"]["value"], 5);
+    assert_eq!(got["step_name"], "script");
+}
+
+#[test]
+fn shell_handler_failures_are_permanent_or_timed_out() {
+    let yaml = "namespace: sh\nname: t\nversion: 1.0.0\nsteps:\n  - name: broken\n    handler: shell\n    config: {command: [sh, -c, 'echo boom >&2; exit 3']}\n  - name: not_json\n    handler: shell\n    config: {command: [echo, hello]}\n  - name: slow\n    handler: shell\n    config: {command: [sleep, '30']}\n    timeout: 300ms\n    retry: {max_attempts: 1}\n  - name: missing\n    handler: shell\n    config: {command: [/no/such/program]}\n";
+    let (code, v) = run_yaml(yaml, "{}");
+    assert_eq!(code, 1);
+    let error = |i: usize| v["steps"][i]["error"].as_str().unwrap().to_owned();
+    assert_eq!(
+        error(0),
+        "shell: `sh` exited with 3: boom (permanent error)"
+    );
+    assert!(
+        error(1).starts_with("shell: stdout is not JSON"),
+        "{}",
+        error(1)
+    );
+    assert!(
+        error(2).starts_with("timed out after 300ms"),
+        "{}",
+        error(2)
+    );
+    assert!(
+        error(3).starts_with("shell: cannot run `/no/such/program`"),
+        "{}",
+        error(3)
+    );
+    assert!(
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["attempts"] == 1)
+    );
+}
