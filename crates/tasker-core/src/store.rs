@@ -112,6 +112,8 @@ pub struct TaskStarted {
 pub struct StepStartParams<'a> {
     pub queue: &'a str,
     pub msg_id: i64,
+    /// The step's task, from the message: stores serialize on it.
+    pub task_id: TaskId,
     pub step_id: StepId,
     /// Added to the step's timeout to give its message's visibility timeout.
     pub grace: Duration,
@@ -170,6 +172,7 @@ pub enum StepOutcome<'a> {
 pub struct StepFinishParams<'a> {
     pub queue: &'a str,
     pub msg_id: i64,
+    pub task_id: TaskId,
     pub step_id: StepId,
     pub attempt: u32,
     pub outcome: StepOutcome<'a>,

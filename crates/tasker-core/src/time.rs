@@ -1,12 +1,13 @@
-//! Wall-clock timestamps as milliseconds since the Unix epoch: one integer column in
-//! both stores, cheap to compare, and formatted as RFC 3339 only for people.
+//! Wall-clock timestamps as microseconds since the Unix epoch: one integer column in
+//! both stores, cheap to compare, fine enough to measure sub-millisecond dispatch
+//! latency, and formatted as RFC 3339 only for people.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds since 1970-01-01T00:00:00Z.
+/// Microseconds since 1970-01-01T00:00:00Z.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
@@ -16,30 +17,30 @@ impl Timestamp {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        Self(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
     }
 
-    pub fn millis(self) -> i64 {
+    pub fn micros(self) -> i64 {
         self.0
     }
 
     /// This instant moved forward by `d` (saturating).
     pub fn after(self, d: Duration) -> Self {
-        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        Self(self.0.saturating_add(ms))
+        let us = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(us))
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
-        Duration::from_millis(u64::try_from(self.0 - earlier.0).unwrap_or(0))
+        Duration::from_micros(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
 }
 
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-27T02:46:16.123Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.rem_euclid(1000);
-        let secs = self.0.div_euclid(1000);
+        let ms = self.0.rem_euclid(1_000_000) / 1000;
+        let secs = self.0.div_euclid(1_000_000);
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
@@ -75,11 +76,11 @@ mod tests {
     fn formats_rfc3339() {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
         assert_eq!(
-            Timestamp(1_795_660_000_123).to_string(),
+            Timestamp(1_795_660_000_123_456).to_string(),
             "2026-11-26T02:26:40.123Z"
         );
         assert_eq!(
-            Timestamp(951_782_400_000).to_string(),
+            Timestamp(951_782_400_000_000).to_string(),
             "2000-02-29T00:00:00.000Z"
         );
     }
@@ -87,8 +88,8 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Timestamp(1000);
-        assert_eq!(t.after(Duration::from_millis(500)), Timestamp(1500));
-        assert_eq!(Timestamp(1500).since(t), Duration::from_millis(500));
+        assert_eq!(t.after(Duration::from_micros(500)), Timestamp(1500));
+        assert_eq!(Timestamp(1500).since(t), Duration::from_micros(500));
         assert_eq!(t.since(Timestamp(1500)), Duration::ZERO);
         assert_eq!(
             Timestamp(i64::MAX).after(Duration::from_secs(1)),

@@ -38,6 +38,7 @@ pub(crate) async fn run_step<S: Store>(
     let params = StepStartParams {
         queue: &queue,
         msg_id: message.msg_id,
+        task_id: decoded.task_id,
         step_id: decoded.step_id,
         grace: shared.config.visibility_grace,
     };
@@ -127,6 +128,7 @@ async fn execute<S: Store>(
     let params = StepFinishParams {
         queue: &queue,
         msg_id,
+        task_id,
         step_id,
         attempt,
         outcome,

@@ -241,7 +241,7 @@ pub async fn queue_visibility_and_read_count<S: Store>(store: Arc<S>) {
         .unwrap()
         .expect("a hidden message");
     assert!(shows > tasker_core::Timestamp::now());
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let again = store
         .queue_read("conf", Duration::from_secs(30), 10)
         .await
@@ -278,7 +278,7 @@ pub async fn retry_is_delayed_and_counts_attempts<S: Store>(store: Arc<S>) {
             &c,
             StepOutcome::Retry {
                 error: "boom",
-                delay: Duration::from_millis(400),
+                delay: Duration::from_millis(1000),
             },
         )
         .await;
@@ -300,8 +300,8 @@ pub async fn retry_is_delayed_and_counts_attempts<S: Store>(store: Arc<S>) {
         .await
         .unwrap()
         .expect("delayed message");
-    assert!(shows > tasker_core::Timestamp::now().after(Duration::from_millis(200)));
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(shows > tasker_core::Timestamp::now().after(Duration::from_millis(500)));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let c = d.claim("conf").await.expect("visible after the delay");
     assert_eq!((c.attempt_in_message, c.exec().attempt), (2, 2));
     d.succeed(&c, "{}").await;
@@ -338,7 +338,7 @@ version: 1.0.0
 steps:
   - name: only
     handler: sleep
-    timeout: 100ms
+    timeout: 300ms
     retry: {max_attempts: 2}
 ";
 
@@ -352,10 +352,10 @@ pub async fn a_lost_worker_is_reclaimed_then_dead_lettered<S: Store>(store: Arc<
     // The worker "dies": nothing finishes the step; its message shows again after
     // timeout + grace.
     assert!(d.claim("conf").await.is_none());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let second = d.claim("conf").await.expect("reclaimed");
     assert_eq!((second.read_ct, second.exec().attempt), (2, 2));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let third = d.claim("conf").await.expect("redelivered again");
     assert!(
         matches!(third.start, StepStart::DeadLettered { attempts: 2 }),
@@ -396,7 +396,7 @@ pub async fn a_stale_finish_changes_nothing<S: Store>(store: Arc<S>) {
         .await;
     d.start_tasks().await;
     let slow = d.claim("conf").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let reclaimed = d.claim("conf").await.unwrap();
     assert_eq!(reclaimed.exec().attempt, 2);
     let results = raw("{}");

@@ -36,6 +36,7 @@ pub fn raw(json: &str) -> Box<RawValue> {
 /// A step taken from its queue by hand.
 pub struct Claimed {
     pub queue: String,
+    pub task_id: TaskId,
     pub msg_id: i64,
     pub read_ct: i32,
     pub step_id: StepId,
@@ -111,12 +112,14 @@ impl<S: Store> Driver<S> {
         let params = StepStartParams {
             queue,
             msg_id: m.msg_id,
+            task_id: decoded.task_id,
             step_id: decoded.step_id,
             grace: self.grace,
         };
         let start = self.store.step_start(params).await.unwrap();
         Some(Claimed {
             queue: queue.to_owned(),
+            task_id: decoded.task_id,
             msg_id: m.msg_id,
             read_ct: m.read_ct,
             step_id: decoded.step_id,
@@ -138,6 +141,7 @@ impl<S: Store> Driver<S> {
         let params = StepFinishParams {
             queue: &c.queue,
             msg_id: c.msg_id,
+            task_id: c.task_id,
             step_id: c.step_id,
             attempt,
             outcome,

@@ -1,4 +1,4 @@
--- Tasker's embedded schema. Times are milliseconds since the Unix epoch; ids are
+-- Tasker's embedded schema. Times are microseconds since the Unix epoch; ids are
 -- UUIDv7 stored as 16-byte blobs; JSON is stored as text.
 
 CREATE TABLE templates (
