@@ -8,4 +8,6 @@
 
 pub mod sqlite;
 
-mod json;
+mod operations;
+mod primitives;
+mod rows;

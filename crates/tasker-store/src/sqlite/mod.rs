@@ -29,10 +29,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::state::TaskState;
+use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
+
+use crate::operations;
+use crate::primitives::{EvalStep, Outcome, Primitives, StepRow, Transition};
 
 pub(crate) type Conn = sqlx::SqliteConnection;
 
@@ -47,13 +50,13 @@ pub struct SqliteStore {
 
 /// Which queues a transaction sent to, so their readers are woken after it commits.
 #[derive(Default)]
-pub(crate) struct Sent {
+struct Sent {
     steps: bool,
     tasks: bool,
 }
 
 impl Sent {
-    pub(crate) fn queue(&mut self, queue: &str) {
+    fn queue(&mut self, queue: &str) {
         if queue == tasker_core::message::TASK_QUEUE {
             self.tasks = true;
         } else {
@@ -115,10 +118,6 @@ impl SqliteStore {
         })
     }
 
-    async fn begin(&self) -> StoreResult<sqlx::Transaction<'_, sqlx::Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
-    }
-
     fn woken(&self, sent: Sent) {
         if sent.steps {
             self.wakeups.steps.notify_waiters();
@@ -168,46 +167,171 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// One open transaction of the embedded store.
+pub(crate) struct SqliteTx<'c> {
+    conn: &'c mut Conn,
+    now: Timestamp,
+    sent: Sent,
+}
+
+impl Primitives for SqliteTx<'_> {
+    async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
+        templates::definition(self.conn, t).await
+    }
+
+    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<()> {
+        templates::insert(self.conn, t, definition, self.now).await
+    }
+
+    async fn task_state(&mut self, task_id: TaskId, _lock: bool) -> StoreResult<Option<TaskState>> {
+        tasks::state(self.conn, task_id).await
+    }
+
+    async fn task_by_key(&mut self, key: &str) -> StoreResult<Option<TaskId>> {
+        tasks::by_key(self.conn, key).await
+    }
+
+    async fn task_insert(
+        &mut self,
+        task_id: TaskId,
+        t: &TaskTemplate,
+        context: &RawValue,
+        key: Option<&str>,
+    ) -> StoreResult<()> {
+        tasks::insert(self.conn, task_id, t, context, key, self.now).await
+    }
+
+    async fn task_set_state(
+        &mut self,
+        task_id: TaskId,
+        from: TaskState,
+        to: TaskState,
+    ) -> StoreResult<u64> {
+        tasks::set_state(self.conn, task_id, from, to, self.now).await
+    }
+
+    async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+        steps::of_task(self.conn, task_id).await
+    }
+
+    async fn step_edges(&mut self, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
+        steps::edges(self.conn, task_id).await
+    }
+
+    async fn step_get(&mut self, step_id: StepId, _lock: bool) -> StoreResult<Option<StepRow>> {
+        steps::get(self.conn, step_id).await
+    }
+
+    async fn step_execution(&mut self, step_id: StepId) -> StoreResult<StepExecution> {
+        steps::execution(self.conn, step_id).await
+    }
+
+    async fn step_set_state(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        to: StepState,
+    ) -> StoreResult<u64> {
+        steps::set_state(self.conn, step_id, from, to).await
+    }
+
+    async fn step_begin_attempt(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        attempts: u32,
+    ) -> StoreResult<u64> {
+        steps::begin_attempt(self.conn, step_id, from, attempts, self.now).await
+    }
+
+    async fn step_set_outcome(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        to: StepState,
+        outcome: Outcome<'_>,
+    ) -> StoreResult<u64> {
+        steps::set_outcome(self.conn, step_id, from, to, outcome, self.now).await
+    }
+
+    async fn step_reset(&mut self, step_id: StepId, from: StepState) -> StoreResult<u64> {
+        steps::reset(self.conn, step_id, from).await
+    }
+
+    async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
+        transitions::append(self.conn, t, self.now).await
+    }
+
+    async fn queue_send(&mut self, queue: &str, body: &str, delay: Duration) -> StoreResult<()> {
+        queue::send(self.conn, queue, body, delay, self.now).await?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+
+    async fn queue_delete(&mut self, queue: &str, msg_id: i64) -> StoreResult<()> {
+        queue::delete(self.conn, queue, msg_id).await
+    }
+
+    async fn queue_set_vt(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+        hidden: Duration,
+    ) -> StoreResult<()> {
+        queue::set_vt(self.conn, queue, msg_id, self.now.after(hidden)).await
+    }
+
+    async fn queue_dead_letter(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+        reason: &str,
+    ) -> StoreResult<()> {
+        queue::dead_letter(self.conn, queue, msg_id, reason, self.now).await
+    }
+}
+
+/// Runs one operation in a write transaction, then wakes the readers of the queues it sent to.
+macro_rules! write {
+    ($store:expr, |$p:ident| $op:expr) => {{
+        let mut tx = $store
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
+        let mut tx_ops = SqliteTx {
+            conn: &mut tx,
+            now: Timestamp::now(),
+            sent: Sent::default(),
+        };
+        let $p = &mut tx_ops;
+        let result = $op.await?;
+        let sent = std::mem::take(&mut tx_ops.sent);
+        tx.commit().await.map_err(db)?;
+        $store.woken(sent);
+        Ok(result)
+    }};
+}
+
 impl Store for SqliteStore {
     async fn template_register(&self, template: &TaskTemplate) -> StoreResult<Registration> {
-        let mut tx = self.begin().await?;
-        let r = templates::register(&mut tx, template, Timestamp::now()).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(r)
+        write!(self, |p| operations::template_register(p, template))
     }
 
     async fn task_create(&self, params: TaskCreateParams<'_>) -> StoreResult<TaskCreated> {
-        let mut tx = self.begin().await?;
-        let mut sent = Sent::default();
-        let r = tasks::create(&mut tx, params, Timestamp::now(), &mut sent).await?;
-        tx.commit().await.map_err(db)?;
-        self.woken(sent);
-        Ok(r)
+        write!(self, |p| operations::task_create(p, params))
     }
 
     async fn task_start(&self, params: TaskStartParams) -> StoreResult<TaskStarted> {
-        let mut tx = self.begin().await?;
-        let mut sent = Sent::default();
-        let r = tasks::start(&mut tx, params, Timestamp::now(), &mut sent).await?;
-        tx.commit().await.map_err(db)?;
-        self.woken(sent);
-        Ok(r)
+        write!(self, |p| operations::task_start(p, params))
     }
 
     async fn task_cancel(&self, task_id: TaskId, reason: &str) -> StoreResult<TaskState> {
-        let mut tx = self.begin().await?;
-        let r = tasks::cancel(&mut tx, task_id, reason, Timestamp::now()).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(r)
+        write!(self, |p| operations::task_cancel(p, task_id, reason))
     }
 
     async fn task_retry(&self, task_id: TaskId) -> StoreResult<usize> {
-        let mut tx = self.begin().await?;
-        let mut sent = Sent::default();
-        let r = tasks::retry(&mut tx, task_id, Timestamp::now(), &mut sent).await?;
-        tx.commit().await.map_err(db)?;
-        self.woken(sent);
-        Ok(r)
+        write!(self, |p| operations::task_retry(p, task_id))
     }
 
     async fn task_get(&self, task_id: TaskId) -> StoreResult<TaskDetail> {
@@ -226,30 +350,15 @@ impl Store for SqliteStore {
     }
 
     async fn step_start(&self, params: StepStartParams<'_>) -> StoreResult<StepStart> {
-        let mut tx = self.begin().await?;
-        let mut sent = Sent::default();
-        let r = steps::start(&mut tx, params, Timestamp::now(), &mut sent).await?;
-        tx.commit().await.map_err(db)?;
-        self.woken(sent);
-        Ok(r)
+        write!(self, |p| operations::step_start(p, params))
     }
 
     async fn step_finish(&self, params: StepFinishParams<'_>) -> StoreResult<StepFinished> {
-        let mut tx = self.begin().await?;
-        let mut sent = Sent::default();
-        let r = steps::finish(&mut tx, params, Timestamp::now(), &mut sent).await?;
-        tx.commit().await.map_err(db)?;
-        self.woken(sent);
-        Ok(r)
+        write!(self, |p| operations::step_finish(p, params))
     }
 
     async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<TaskState> {
-        let mut tx = self.begin().await?;
-        let mut sent = Sent::default();
-        let r = steps::resolve(&mut tx, step_id, results, Timestamp::now(), &mut sent).await?;
-        tx.commit().await.map_err(db)?;
-        self.woken(sent);
-        Ok(r)
+        write!(self, |p| operations::step_resolve(p, step_id, results))
     }
 
     async fn transition_list(&self, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
@@ -275,9 +384,7 @@ impl Store for SqliteStore {
     }
 
     async fn queue_dead_letter(&self, queue: &str, msg_id: i64, reason: &str) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        queue::dead_letter(&mut tx, queue, msg_id, reason, Timestamp::now()).await?;
-        tx.commit().await.map_err(db)
+        write!(self, |p| p.queue_dead_letter(queue, msg_id, reason))
     }
 
     async fn queue_dead_letters(&self, queue: &str) -> StoreResult<Vec<DeadLetter>> {

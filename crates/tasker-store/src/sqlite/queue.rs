@@ -7,7 +7,7 @@ use sqlx::{Row, SqlitePool};
 use tasker_core::store::{DeadLetter, QueueMessage, StoreResult};
 use tasker_core::time::Timestamp;
 
-use super::{Conn, Sent, db};
+use super::{Conn, db};
 
 /// Sends a message, visible after `delay`.
 pub(crate) async fn send(
@@ -16,33 +16,26 @@ pub(crate) async fn send(
     body: &str,
     delay: Duration,
     now: Timestamp,
-    sent: &mut Sent,
-) -> StoreResult<i64> {
-    let id = sqlx::query(
-        "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message)
-         VALUES (?, 0, ?, ?, ?) RETURNING msg_id",
-    )
-    .bind(queue)
-    .bind(now.0)
-    .bind(now.after(delay).0)
-    .bind(body)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db)?
-    .get(0);
-    sent.queue(queue);
-    Ok(id)
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message) VALUES (?, 0, ?, ?, ?)")
+        .bind(queue)
+        .bind(now.0)
+        .bind(now.after(delay).0)
+        .bind(body)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
 }
 
-/// Deletes a message; false if it was already gone.
-pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<bool> {
-    let done = sqlx::query("DELETE FROM queue_messages WHERE msg_id = ? AND queue = ?")
+pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<()> {
+    sqlx::query("DELETE FROM queue_messages WHERE msg_id = ? AND queue = ?")
         .bind(msg_id)
         .bind(queue)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
-    Ok(done.rows_affected() == 1)
+    Ok(())
 }
 
 /// Hides a message until `vt`.

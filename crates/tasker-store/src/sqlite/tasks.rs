@@ -1,41 +1,44 @@
-//! The `tasks` table (with the steps and edges a task is created with), and the
-//! evaluation that moves a task forward: [`settle`].
+//! The `tasks` table, and the steps and edges a task is created with.
 
+use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{TASK_QUEUE, TaskRequest};
-use tasker_core::readiness::{self, Outcome};
-use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
+use tasker_core::state::TaskState;
 use tasker_core::store::*;
+use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
-use super::transitions::{self, Transition};
-use super::{Conn, Sent, db, queue, steps};
-use crate::json::{parse, raw};
+use super::{Conn, db, steps};
+use crate::rows::{parse, raw};
 
-pub(crate) async fn create(
+pub(crate) async fn state(conn: &mut Conn, task_id: TaskId) -> StoreResult<Option<TaskState>> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
+        .bind(task_id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    state.map(|s| parse(&s)).transpose()
+}
+
+pub(crate) async fn by_key(conn: &mut Conn, key: &str) -> StoreResult<Option<TaskId>> {
+    let id: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM tasks WHERE idempotency_key = ?")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    Ok(id.map(TaskId))
+}
+
+pub(crate) async fn insert(
     conn: &mut Conn,
-    params: TaskCreateParams<'_>,
+    task_id: TaskId,
+    t: &TaskTemplate,
+    context: &RawValue,
+    key: Option<&str>,
     now: Timestamp,
-    sent: &mut Sent,
-) -> StoreResult<TaskCreated> {
-    if let Some(key) = params.idempotency_key {
-        let existing: Option<uuid::Uuid> =
-            sqlx::query_scalar("SELECT id FROM tasks WHERE idempotency_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db)?;
-        if let Some(id) = existing {
-            return Ok(TaskCreated {
-                task_id: TaskId(id),
-                created: false,
-            });
-        }
-    }
-    let t = params.template;
-    let task_id = TaskId::new();
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at)
          VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
@@ -44,8 +47,8 @@ pub(crate) async fn create(
     .bind(&t.namespace)
     .bind(&t.name)
     .bind(&t.version)
-    .bind(params.context.get())
-    .bind(params.idempotency_key)
+    .bind(context.get())
+    .bind(key)
     .bind(now.0)
     .bind(now.0)
     .execute(&mut *conn)
@@ -81,120 +84,25 @@ pub(crate) async fn create(
             .await
             .map_err(db)?;
     }
-    let transition = Transition {
-        task_id,
-        step_id: None,
-        from: None,
-        to: TaskState::Pending.as_str(),
-        reason: "created",
-    };
-    transitions::append(conn, transition, now).await?;
-    let request = serde_json::to_string(&TaskRequest { task_id })
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    queue::send(
-        conn,
-        TASK_QUEUE,
-        &request,
-        std::time::Duration::ZERO,
-        now,
-        sent,
-    )
-    .await?;
-    Ok(TaskCreated {
-        task_id,
-        created: true,
-    })
+    Ok(())
 }
 
-pub(crate) async fn start(
-    conn: &mut Conn,
-    params: TaskStartParams,
-    now: Timestamp,
-    sent: &mut Sent,
-) -> StoreResult<TaskStarted> {
-    let state = state_of(conn, params.task_id).await?;
-    let mut started = TaskStarted {
-        started: false,
-        enqueued: 0,
-        state,
-    };
-    if state == TaskState::Pending {
-        move_task(
-            conn,
-            params.task_id,
-            state,
-            TaskEvent::Start,
-            "started",
-            now,
-        )
-        .await?;
-        let (enqueued, state) =
-            settle(conn, params.task_id, TaskState::InProgress, now, sent).await?;
-        started = TaskStarted {
-            started: true,
-            enqueued,
-            state,
-        };
-    }
-    queue::delete(conn, TASK_QUEUE, params.msg_id).await?;
-    Ok(started)
-}
-
-pub(crate) async fn cancel(
+pub(crate) async fn set_state(
     conn: &mut Conn,
     task_id: TaskId,
-    reason: &str,
+    from: TaskState,
+    to: TaskState,
     now: Timestamp,
-) -> StoreResult<TaskState> {
-    let state = state_of(conn, task_id).await?;
-    let next = state.apply(TaskEvent::Cancel)?;
-    for step in steps::load_for_evaluation(conn, task_id).await? {
-        if step.state.apply(StepEvent::Cancel).is_ok() {
-            steps::move_step(
-                conn,
-                task_id,
-                step.id,
-                step.state,
-                StepEvent::Cancel,
-                reason,
-                now,
-            )
-            .await?;
-        }
-    }
-    move_task(conn, task_id, state, TaskEvent::Cancel, reason, now).await?;
-    Ok(next)
-}
-
-pub(crate) async fn retry(
-    conn: &mut Conn,
-    task_id: TaskId,
-    now: Timestamp,
-    sent: &mut Sent,
-) -> StoreResult<usize> {
-    let state = state_of(conn, task_id).await?;
-    if state != TaskState::Error {
-        return Err(StoreError::Conflict(format!(
-            "task {task_id} is {state}: only a task in error can be retried"
-        )));
-    }
-    move_task(
-        conn,
-        task_id,
-        state,
-        TaskEvent::Resume,
-        "operator retry",
-        now,
-    )
-    .await?;
-    let mut enqueued = 0;
-    for step in steps::load_for_evaluation(conn, task_id).await? {
-        if step.state == StepState::Error {
-            steps::operator_retry(conn, task_id, &step, now, sent).await?;
-            enqueued += 1;
-        }
-    }
-    Ok(enqueued)
+) -> StoreResult<u64> {
+    let done = sqlx::query("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
+        .bind(to.as_str())
+        .bind(now.0)
+        .bind(task_id.0)
+        .bind(from.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected())
 }
 
 pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
@@ -250,93 +158,4 @@ fn task_record(r: SqliteRow) -> StoreResult<TaskRecord> {
         created_at: Timestamp(r.get(7)),
         updated_at: Timestamp(r.get(8)),
     })
-}
-
-pub(crate) async fn state_of(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskState> {
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
-        .bind(task_id.0)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
-    parse(&state.ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?)
-}
-
-/// Applies `event` to a task in state `from`: compare-and-set plus transition.
-pub(crate) async fn move_task(
-    conn: &mut Conn,
-    task_id: TaskId,
-    from: TaskState,
-    event: TaskEvent,
-    reason: &str,
-    now: Timestamp,
-) -> StoreResult<TaskState> {
-    let to = from.apply(event)?;
-    let done = sqlx::query("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
-        .bind(to.as_str())
-        .bind(now.0)
-        .bind(task_id.0)
-        .bind(from.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    if done.rows_affected() != 1 {
-        return Err(StoreError::Conflict(format!(
-            "task {task_id} is no longer {from}"
-        )));
-    }
-    let transition = Transition {
-        task_id,
-        step_id: None,
-        from: Some(from.as_str()),
-        to: to.as_str(),
-        reason,
-    };
-    transitions::append(conn, transition, now).await?;
-    Ok(to)
-}
-
-/// Evaluates the task's readiness and applies it: enqueues the steps that became
-/// ready and, if the task is in progress and finished, completes or fails it.
-/// Returns the number of steps enqueued and the task's state.
-pub(crate) async fn settle(
-    conn: &mut Conn,
-    task_id: TaskId,
-    task_state: TaskState,
-    now: Timestamp,
-    sent: &mut Sent,
-) -> StoreResult<(usize, TaskState)> {
-    if task_state != TaskState::InProgress {
-        return Ok((0, task_state));
-    }
-    let steps = steps::load_for_evaluation(conn, task_id).await?;
-    let edges = steps::load_edges(conn, task_id).await?;
-    let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
-    let eval = readiness::evaluate(&states, &edges);
-    for &i in &eval.ready {
-        steps::enqueue(conn, task_id, &steps[i], now, sent).await?;
-    }
-    let state = match eval.outcome {
-        Outcome::Complete => {
-            move_task(
-                conn,
-                task_id,
-                task_state,
-                TaskEvent::Complete,
-                "all steps complete",
-                now,
-            )
-            .await?
-        }
-        Outcome::Failed => {
-            let failed = steps
-                .iter()
-                .find(|s| s.state == StepState::Error)
-                .map(|s| s.name.as_str())
-                .unwrap_or("a step");
-            let reason = format!("step `{failed}` failed and nothing else can progress");
-            move_task(conn, task_id, task_state, TaskEvent::Fail, &reason, now).await?
-        }
-        Outcome::Running => task_state,
-    };
-    Ok((eval.ready.len(), state))
 }

@@ -6,15 +6,7 @@ use tasker_core::store::{StoreResult, TransitionRecord};
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db};
-
-/// One state change of a task (`step_id` = None) or of one of its steps.
-pub(crate) struct Transition<'a> {
-    pub task_id: TaskId,
-    pub step_id: Option<StepId>,
-    pub from: Option<&'a str>,
-    pub to: &'a str,
-    pub reason: &'a str,
-}
+use crate::primitives::Transition;
 
 pub(crate) async fn append(conn: &mut Conn, t: Transition<'_>, now: Timestamp) -> StoreResult<()> {
     sqlx::query(

@@ -1,7 +1,8 @@
-//! JSON columns: text in the database, `RawValue` in memory, never a `Value` tree.
+//! Turning rows into records, alike for both backends. JSON columns are text in the
+//! database and `RawValue` in memory, never a `Value` tree.
 
 use serde_json::value::RawValue;
-use tasker_core::store::StoreError;
+use tasker_core::store::{StepRecord, StoreError};
 
 /// Wraps stored JSON text without copying it (the text is checked, not rebuilt).
 pub(crate) fn raw(text: String) -> Result<Box<RawValue>, StoreError> {
@@ -15,4 +16,13 @@ where
 {
     text.parse()
         .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
+}
+
+/// Fills each step's `depends_on` from `(parent, child)` position pairs, in parent order.
+pub(crate) fn link_parents(steps: &mut [StepRecord], mut edges: Vec<(usize, usize)>) {
+    edges.sort_unstable();
+    for (parent, child) in edges {
+        let name = steps[parent].name.clone();
+        steps[child].depends_on.push(name);
+    }
 }

@@ -1,0 +1,190 @@
+//! What each backend provides: small row and queue operations inside one transaction.
+//! The rules that combine them — which transitions, when to evaluate readiness, what to
+//! send — are written once, in [`crate::operations`], so both backends behave alike.
+//!
+//! Methods that read a row a transaction will change (`task_state` with `lock`,
+//! `step_get`) lock it where the backend has row locks (PostgreSQL `FOR UPDATE`);
+//! SQLite needs none, having one writer.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::store::{StepExecution, StoreResult};
+use tasker_core::template::TaskTemplate;
+
+/// What readiness evaluation and enqueueing need of a step.
+pub(crate) struct EvalStep {
+    pub id: StepId,
+    pub name: String,
+    pub state: StepState,
+    pub handler: String,
+    pub queue: String,
+    pub attempts: u32,
+}
+
+/// A step row, as the operations that change it need it.
+pub(crate) struct StepRow {
+    pub task_id: TaskId,
+    pub name: String,
+    pub handler: String,
+    pub queue: String,
+    pub state: StepState,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+}
+
+/// One state change for the audit trail.
+pub(crate) struct Transition<'a> {
+    pub task_id: TaskId,
+    pub step_id: Option<StepId>,
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+    pub reason: &'a str,
+}
+
+/// The outcome columns written with a step's new state.
+pub(crate) struct Outcome<'a> {
+    /// Replaces the results when set.
+    pub results: Option<&'a RawValue>,
+    /// The step's error (cleared when `None`).
+    pub error: Option<&'a str>,
+}
+
+/// Row and queue operations inside one open transaction. Every `…_set…` method is a
+/// compare-and-set on the state (`from`) and returns the number of rows changed.
+pub(crate) trait Primitives: Send {
+    fn template_definition(
+        &mut self,
+        template: &TaskTemplate,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+
+    fn template_insert(
+        &mut self,
+        template: &TaskTemplate,
+        definition: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The task's state; `lock` serializes this transaction with others on the task.
+    fn task_state(
+        &mut self,
+        task_id: TaskId,
+        lock: bool,
+    ) -> impl Future<Output = StoreResult<Option<TaskState>>> + Send;
+
+    fn task_by_key(
+        &mut self,
+        key: &str,
+    ) -> impl Future<Output = StoreResult<Option<TaskId>>> + Send;
+
+    /// Inserts a pending task with its steps and edges.
+    fn task_insert(
+        &mut self,
+        task_id: TaskId,
+        template: &TaskTemplate,
+        context: &RawValue,
+        idempotency_key: Option<&str>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn task_set_state(
+        &mut self,
+        task_id: TaskId,
+        from: TaskState,
+        to: TaskState,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// The task's steps in position order.
+    fn steps_of_task(
+        &mut self,
+        task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
+
+    /// `(parent, child)` positions.
+    fn step_edges(
+        &mut self,
+        task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<Vec<(usize, usize)>>> + Send;
+
+    /// The step row; `lock` locks it for this transaction. Lock a step only after its
+    /// task: every transaction takes the two in that order.
+    fn step_get(
+        &mut self,
+        step_id: StepId,
+        lock: bool,
+    ) -> impl Future<Output = StoreResult<Option<StepRow>>> + Send;
+
+    /// Everything a handler is given, in one query (the step, its task, its parents' results).
+    fn step_execution(
+        &mut self,
+        step_id: StepId,
+    ) -> impl Future<Output = StoreResult<StepExecution>> + Send;
+
+    fn step_set_state(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        to: StepState,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Starts attempt `attempts + 1`: state `in_progress`, started now.
+    fn step_begin_attempt(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        attempts: u32,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Ends an attempt (or resolves the step): the new state, results, error, completed now.
+    fn step_set_outcome(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        to: StepState,
+        outcome: Outcome<'_>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Back to `enqueued` with no attempts, results or error (an operator's retry).
+    fn step_reset(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    fn transition_append(
+        &mut self,
+        t: Transition<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Sends a message visible after `delay`; readers are woken after the commit.
+    fn queue_send(
+        &mut self,
+        queue: &str,
+        body: &str,
+        delay: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn queue_delete(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Hides a message for `hidden` from now.
+    fn queue_set_vt(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+        hidden: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Moves a message to the dead letters with the reason.
+    fn queue_dead_letter(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
