@@ -350,7 +350,8 @@ pub trait Store: Send + Sync + 'static {
     /// a worker that serves every queue.
     fn queue_list(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 
-    /// Reads up to `limit` visible messages, hiding them for `visibility`.
+    /// Reads up to `limit` visible messages, hiding them for `visibility` (rounded up to
+    /// whole seconds on PostgreSQL, whose pgmq reads count in seconds).
     fn queue_read(
         &self,
         queue: &str,

@@ -31,9 +31,19 @@ pub(crate) async fn template_register<P: Primitives>(
         ))),
         None => {
             p.template_insert(template, &definition).await?;
+            ensure_queues(p, template).await?;
             Ok(Registration::Registered)
         }
     }
+}
+
+async fn ensure_queues<P: Primitives>(p: &mut P, template: &TaskTemplate) -> StoreResult<()> {
+    for (i, step) in template.steps.iter().enumerate() {
+        if template.steps[..i].iter().all(|s| s.queue != step.queue) {
+            p.queue_ensure(&step.queue).await?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn task_create<P: Primitives>(
@@ -48,6 +58,7 @@ pub(crate) async fn task_create<P: Primitives>(
             created: false,
         });
     }
+    ensure_queues(p, params.template).await?;
     let task_id = TaskId::new();
     p.task_insert(
         task_id,

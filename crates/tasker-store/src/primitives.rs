@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::state::{StepState, TaskState};
-use tasker_core::store::{StepExecution, StoreResult};
+use tasker_core::store::{StepExecution, StoreResult, Wakeups};
 use tasker_core::template::TaskTemplate;
 
 /// What readiness evaluation and enqueueing need of a step.
@@ -52,6 +52,33 @@ pub(crate) struct Outcome<'a> {
     pub results: Option<&'a RawValue>,
     /// The step's error (cleared when `None`).
     pub error: Option<&'a str>,
+}
+
+/// Which queues a transaction sent to, so their readers are woken after it commits.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Sent {
+    steps: bool,
+    tasks: bool,
+}
+
+impl Sent {
+    pub(crate) fn queue(&mut self, queue: &str) {
+        if queue == tasker_core::message::TASK_QUEUE {
+            self.tasks = true;
+        } else {
+            self.steps = true;
+        }
+    }
+
+    /// Wakes this process's readers; call after the commit.
+    pub(crate) fn wake(self, wakeups: &Wakeups) {
+        if self.steps {
+            wakeups.steps.notify_waiters();
+        }
+        if self.tasks {
+            wakeups.tasks.notify_waiters();
+        }
+    }
 }
 
 /// Row and queue operations inside one open transaction. Every `…_set…` method is a
@@ -157,6 +184,9 @@ pub(crate) trait Primitives: Send {
         &mut self,
         t: Transition<'_>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Makes sure `queue` exists (PostgreSQL creates a pgmq queue once; SQLite needs nothing).
+    fn queue_ensure(&mut self, queue: &str) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Sends a message visible after `delay`; readers are woken after the commit.
     fn queue_send(

@@ -48,6 +48,7 @@ macro_rules! conformance_tests {
             idempotency_key_returns_the_same_task,
             a_task_runs_through_the_store,
             parents_results_reach_children,
+            parents_finishing_together_enqueue_their_child_once,
             queue_visibility_and_read_count,
             retry_is_delayed_and_counts_attempts,
             a_lost_worker_is_reclaimed_then_dead_lettered,

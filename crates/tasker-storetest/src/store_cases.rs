@@ -214,15 +214,12 @@ pub async fn parents_results_reach_children<S: Store>(store: Arc<S>) {
 pub async fn queue_visibility_and_read_count<S: Store>(store: Arc<S>) {
     let d = Driver::new(store.clone());
     d.create(&template(TWO_STEPS), "{}").await;
-    assert_eq!(
-        store.queue_list().await.unwrap(),
-        Vec::<String>::new(),
-        "the task queue is internal"
-    );
     d.start_tasks().await;
-    assert_eq!(store.queue_list().await.unwrap(), ["conf"]);
+    let queues = store.queue_list().await.unwrap();
+    assert_eq!(queues, ["conf"], "the task queue is internal");
+    // Visibility timeouts are whole seconds on PostgreSQL (pgmq's read).
     let first = store
-        .queue_read("conf", Duration::from_millis(300), 10)
+        .queue_read("conf", Duration::from_secs(1), 10)
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
@@ -241,7 +238,7 @@ pub async fn queue_visibility_and_read_count<S: Store>(store: Arc<S>) {
         .unwrap()
         .expect("a hidden message");
     assert!(shows > tasker_core::Timestamp::now());
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = store
         .queue_read("conf", Duration::from_secs(30), 10)
         .await
@@ -670,4 +667,50 @@ pub async fn task_listing_filters_and_pages<S: Store>(store: Arc<S>) {
         .await
         .unwrap();
     assert!(pending.is_empty());
+}
+
+pub async fn parents_finishing_together_enqueue_their_child_once<S: Store>(store: Arc<S>) {
+    let d = Arc::new(Driver::new(store.clone()));
+    for round in 0..30 {
+        let task_id = d.create(&template(DIAMOND), "{}").await;
+        d.start_tasks().await;
+        let a = d.claim("conf").await.unwrap();
+        d.succeed(&a, "{}").await;
+        let mut claimed = Vec::new();
+        while let Some(c) = d.claim("conf").await {
+            claimed.push(c);
+        }
+        let (b, c): (Vec<_>, Vec<_>) = claimed
+            .into_iter()
+            .filter(|c| c.exec().step_name != "e")
+            .partition(|c| c.exec().step_name == "b");
+        let (b, c) = (b.into_iter().next().unwrap(), c.into_iter().next().unwrap());
+        // Both parents of d finish at the same instant, on two threads.
+        let (d1, d2) = (d.clone(), d.clone());
+        let (rb, rc) = tokio::join!(
+            tokio::spawn(async move { d1.succeed(&b, "{}").await }),
+            tokio::spawn(async move { d2.succeed(&c, "{}").await })
+        );
+        let enqueued = |r: StepFinished| match r {
+            StepFinished::Applied { enqueued, .. } => enqueued,
+            stale => panic!("{stale:?}"),
+        };
+        let total = enqueued(rb.unwrap()) + enqueued(rc.unwrap());
+        assert_eq!(total, 1, "round {round}: d enqueued {total} times");
+        let detail = d.detail(task_id).await;
+        let d_id = step(&detail, "d").id;
+        let to_enqueued = store
+            .transition_list(task_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.step_id == Some(d_id) && t.to_state == "enqueued")
+            .count();
+        assert_eq!(to_enqueued, 1, "round {round}");
+        assert_eq!(
+            d.run_queue("conf").await,
+            ["d"],
+            "round {round}: one message for d"
+        );
+    }
 }

@@ -35,7 +35,7 @@ use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use crate::operations;
-use crate::primitives::{EvalStep, Outcome, Primitives, StepRow, Transition};
+use crate::primitives::{EvalStep, Outcome, Primitives, Sent, StepRow, Transition};
 
 pub(crate) type Conn = sqlx::SqliteConnection;
 
@@ -46,23 +46,6 @@ pub struct SqliteStore {
     wakeups: Wakeups,
     /// Held, never read: the exclusive lock on `<file>-lock`.
     _lock: Option<File>,
-}
-
-/// Which queues a transaction sent to, so their readers are woken after it commits.
-#[derive(Default)]
-struct Sent {
-    steps: bool,
-    tasks: bool,
-}
-
-impl Sent {
-    fn queue(&mut self, queue: &str) {
-        if queue == tasker_core::message::TASK_QUEUE {
-            self.tasks = true;
-        } else {
-            self.steps = true;
-        }
-    }
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -116,15 +99,6 @@ impl SqliteStore {
             wakeups: Wakeups::default(),
             _lock: None,
         })
-    }
-
-    fn woken(&self, sent: Sent) {
-        if sent.steps {
-            self.wakeups.steps.notify_waiters();
-        }
-        if sent.tasks {
-            self.wakeups.tasks.notify_waiters();
-        }
     }
 }
 
@@ -262,6 +236,10 @@ impl Primitives for SqliteTx<'_> {
         transitions::append(self.conn, t, self.now).await
     }
 
+    async fn queue_ensure(&mut self, _queue: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn queue_send(&mut self, queue: &str, body: &str, delay: Duration) -> StoreResult<()> {
         queue::send(self.conn, queue, body, delay, self.now).await?;
         self.sent.queue(queue);
@@ -308,7 +286,7 @@ macro_rules! write {
         let result = $op.await?;
         let sent = std::mem::take(&mut tx_ops.sent);
         tx.commit().await.map_err(db)?;
-        $store.woken(sent);
+        sent.wake(&$store.wakeups);
         Ok(result)
     }};
 }

@@ -1,0 +1,394 @@
+//! The distributed store: PostgreSQL through sqlx, with pgmq for the queues.
+//!
+//! Tables live in the schema `tasker`; pgmq is installed as plain SQL (no extension)
+//! by [`PgStore::migrate`], which also runs Tasker's migrations, serialized across
+//! processes by an advisory lock. Every change to a task takes a row lock on it
+//! (`FOR UPDATE`) first, so the evaluation of a task's readiness never races with
+//! another — two parents finishing at once enqueue their child exactly once.
+//!
+//! Wake-ups: each transaction that sends a message also runs `pg_notify` on the
+//! channel `tasker_work` (delivered at commit); every store holds one listening
+//! connection and wakes its process's readers. A lost listening connection is
+//! re-established, and readers are woken in case a notification was missed.
+
+mod queue;
+mod steps;
+mod tasks;
+mod templates;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod transitions;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::store::*;
+use tasker_core::template::TaskTemplate;
+use tasker_core::time::Timestamp;
+use tokio::task::JoinHandle;
+
+use crate::operations;
+use crate::primitives::{EvalStep, Outcome, Primitives, Sent, StepRow, Transition};
+
+pub(crate) type Conn = sqlx::PgConnection;
+
+/// The channel that carries "a message was sent to queue <payload>" (see `queue::send`).
+const CHANNEL: &str = "tasker_work";
+
+/// The advisory lock key that serializes migrations across processes ("tasker").
+const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The distributed [`Store`]. See the module docs.
+#[derive(Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    wakeups: Arc<Wakeups>,
+    listener: JoinHandle<()>,
+    /// Queues known to exist, so sending does not create them again.
+    queues: Mutex<HashSet<String>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PgStore {
+    /// Connects with a pool of at most `max_connections` and starts listening for
+    /// wake-ups. Does not migrate: see [`PgStore::migrate`].
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Database(format!("bad database URL: {e}").into()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        let wakeups = Arc::new(Wakeups::default());
+        let listener = listen(&pool, wakeups.clone()).await?;
+        Ok(Self {
+            pool,
+            wakeups,
+            listener,
+            queues: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Installs pgmq (as plain SQL) and applies Tasker's migrations; safe to run from
+    /// many processes at once.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let mut lock = self.pool.acquire().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *lock)
+            .await
+            .map_err(db)?;
+        let result = async {
+            pgmq::install::install_sql_from_embedded(&self.pool)
+                .await
+                .map_err(|e| StoreError::Database(format!("installing pgmq: {e}").into()))?;
+            MIGRATOR
+                .run(&self.pool)
+                .await
+                .map_err(|e| StoreError::Database(Box::new(e)))
+        }
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *lock)
+            .await
+            .map_err(db)?;
+        result
+    }
+
+    /// The process's pool, for measurements against the same database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn listen(pool: &PgPool, wakeups: Arc<Wakeups>) -> StoreResult<JoinHandle<()>> {
+    let mut listener = PgListener::connect_with(pool).await.map_err(db)?;
+    listener.listen(CHANNEL).await.map_err(db)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => wakeups.queue_sent(n.payload()),
+                Ok(None) => {
+                    // Reconnected: whatever was sent meanwhile went unheard.
+                    wakeups.steps.notify_waiters();
+                    wakeups.tasks.notify_waiters();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "wake-up listener lost its connection; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// Maps sqlx errors to the store's.
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
+        other => StoreError::Database(Box::new(other)),
+    }
+}
+
+/// One open transaction of the distributed store.
+pub(crate) struct PgTx<'c> {
+    conn: &'c mut Conn,
+    now: Timestamp,
+    sent: Sent,
+    known: &'c Mutex<HashSet<String>>,
+    created: Vec<String>,
+}
+
+impl Primitives for PgTx<'_> {
+    async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
+        templates::definition(self.conn, t).await
+    }
+
+    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<()> {
+        templates::insert(self.conn, t, definition, self.now).await
+    }
+
+    async fn task_state(&mut self, task_id: TaskId, lock: bool) -> StoreResult<Option<TaskState>> {
+        tasks::state(self.conn, task_id, lock).await
+    }
+
+    async fn task_by_key(&mut self, key: &str) -> StoreResult<Option<TaskId>> {
+        tasks::by_key(self.conn, key).await
+    }
+
+    async fn task_insert(
+        &mut self,
+        task_id: TaskId,
+        t: &TaskTemplate,
+        context: &RawValue,
+        key: Option<&str>,
+    ) -> StoreResult<()> {
+        tasks::insert(self.conn, task_id, t, context, key, self.now).await
+    }
+
+    async fn task_set_state(
+        &mut self,
+        task_id: TaskId,
+        from: TaskState,
+        to: TaskState,
+    ) -> StoreResult<u64> {
+        tasks::set_state(self.conn, task_id, from, to, self.now).await
+    }
+
+    async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+        steps::of_task(self.conn, task_id).await
+    }
+
+    async fn step_edges(&mut self, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
+        steps::edges(self.conn, task_id).await
+    }
+
+    async fn step_get(&mut self, step_id: StepId, lock: bool) -> StoreResult<Option<StepRow>> {
+        steps::get(self.conn, step_id, lock).await
+    }
+
+    async fn step_execution(&mut self, step_id: StepId) -> StoreResult<StepExecution> {
+        steps::execution(self.conn, step_id).await
+    }
+
+    async fn step_set_state(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        to: StepState,
+    ) -> StoreResult<u64> {
+        steps::set_state(self.conn, step_id, from, to).await
+    }
+
+    async fn step_begin_attempt(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        attempts: u32,
+    ) -> StoreResult<u64> {
+        steps::begin_attempt(self.conn, step_id, from, attempts, self.now).await
+    }
+
+    async fn step_set_outcome(
+        &mut self,
+        step_id: StepId,
+        from: StepState,
+        to: StepState,
+        outcome: Outcome<'_>,
+    ) -> StoreResult<u64> {
+        steps::set_outcome(self.conn, step_id, from, to, outcome, self.now).await
+    }
+
+    async fn step_reset(&mut self, step_id: StepId, from: StepState) -> StoreResult<u64> {
+        steps::reset(self.conn, step_id, from).await
+    }
+
+    async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
+        transitions::append(self.conn, t, self.now).await
+    }
+
+    async fn queue_ensure(&mut self, queue: &str) -> StoreResult<()> {
+        let known = self.known.lock().expect("queue cache lock").contains(queue);
+        if !known {
+            queue::create(self.conn, queue).await?;
+            self.created.push(queue.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn queue_send(&mut self, queue: &str, body: &str, delay: Duration) -> StoreResult<()> {
+        queue::send(self.conn, queue, body, delay).await?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+
+    async fn queue_delete(&mut self, queue: &str, msg_id: i64) -> StoreResult<()> {
+        queue::delete(self.conn, queue, msg_id).await
+    }
+
+    async fn queue_set_vt(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+        hidden: Duration,
+    ) -> StoreResult<()> {
+        queue::set_vt(self.conn, queue, msg_id, hidden).await
+    }
+
+    async fn queue_dead_letter(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+        reason: &str,
+    ) -> StoreResult<()> {
+        queue::dead_letter(self.conn, queue, msg_id, reason).await
+    }
+}
+
+/// Runs one operation in a transaction, then records the queues it created and wakes
+/// this process's readers of the queues it sent to.
+macro_rules! write {
+    ($store:expr, |$p:ident| $op:expr) => {{
+        let mut tx = $store.pool.begin().await.map_err(db)?;
+        let mut tx_ops = PgTx {
+            conn: &mut tx,
+            now: Timestamp::now(),
+            sent: Sent::default(),
+            known: &$store.queues,
+            created: Vec::new(),
+        };
+        let $p = &mut tx_ops;
+        let result = $op.await?;
+        let (sent, created) = (tx_ops.sent, std::mem::take(&mut tx_ops.created));
+        tx.commit().await.map_err(db)?;
+        if !created.is_empty() {
+            $store
+                .queues
+                .lock()
+                .expect("queue cache lock")
+                .extend(created);
+        }
+        sent.wake(&$store.wakeups);
+        Ok(result)
+    }};
+}
+
+impl Store for PgStore {
+    async fn template_register(&self, template: &TaskTemplate) -> StoreResult<Registration> {
+        write!(self, |p| operations::template_register(p, template))
+    }
+
+    async fn task_create(&self, params: TaskCreateParams<'_>) -> StoreResult<TaskCreated> {
+        write!(self, |p| operations::task_create(p, params))
+    }
+
+    async fn task_start(&self, params: TaskStartParams) -> StoreResult<TaskStarted> {
+        write!(self, |p| operations::task_start(p, params))
+    }
+
+    async fn task_cancel(&self, task_id: TaskId, reason: &str) -> StoreResult<TaskState> {
+        write!(self, |p| operations::task_cancel(p, task_id, reason))
+    }
+
+    async fn task_retry(&self, task_id: TaskId) -> StoreResult<usize> {
+        write!(self, |p| operations::task_retry(p, task_id))
+    }
+
+    async fn task_get(&self, task_id: TaskId) -> StoreResult<TaskDetail> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        tasks::get(&mut conn, task_id).await
+    }
+
+    async fn task_list(&self, params: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        tasks::list(&mut conn, params).await
+    }
+
+    async fn task_list_unfinished(&self) -> StoreResult<Vec<TaskId>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        tasks::list_unfinished(&mut conn).await
+    }
+
+    async fn step_start(&self, params: StepStartParams<'_>) -> StoreResult<StepStart> {
+        write!(self, |p| operations::step_start(p, params))
+    }
+
+    async fn step_finish(&self, params: StepFinishParams<'_>) -> StoreResult<StepFinished> {
+        write!(self, |p| operations::step_finish(p, params))
+    }
+
+    async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<TaskState> {
+        write!(self, |p| operations::step_resolve(p, step_id, results))
+    }
+
+    async fn transition_list(&self, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        transitions::list(&mut conn, task_id).await
+    }
+
+    async fn queue_list(&self) -> StoreResult<Vec<String>> {
+        queue::list(&self.pool).await
+    }
+
+    async fn queue_read(
+        &self,
+        queue: &str,
+        visibility: Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<QueueMessage>> {
+        queue::read(&self.pool, queue, visibility, limit).await
+    }
+
+    async fn queue_next_visible(&self, queue: &str) -> StoreResult<Option<Timestamp>> {
+        queue::next_visible(&self.pool, queue).await
+    }
+
+    async fn queue_dead_letter(&self, queue: &str, msg_id: i64, reason: &str) -> StoreResult<()> {
+        write!(self, |p| p.queue_dead_letter(queue, msg_id, reason))
+    }
+
+    async fn queue_dead_letters(&self, queue: &str) -> StoreResult<Vec<DeadLetter>> {
+        queue::dead_letters(&self.pool, queue).await
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+}

@@ -1,0 +1,194 @@
+//! The queues: pgmq's SQL functions, called directly (its crate's client builds
+//! `serde_json::Value` trees on the hot path). Messages are bound as text and cast to
+//! `jsonb`; they are read back as text and decoded by borrowing from it.
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Row};
+use tasker_core::message::TASK_QUEUE;
+use tasker_core::store::{DeadLetter, QueueMessage, StoreError, StoreResult};
+use tasker_core::time::Timestamp;
+
+use super::{Conn, db};
+
+/// A pgmq table of `queue` (`q` for the queue, `a` for its archive), as an identifier.
+/// Queue names are checked first, so the identifier is safe to splice into SQL.
+fn table(prefix: &str, queue: &str) -> StoreResult<String> {
+    if queue != TASK_QUEUE {
+        tasker_core::names::check_queue_name(queue)
+            .map_err(|why| StoreError::Conflict(format!("queue `{queue}` {why}")))?;
+    }
+    Ok(format!("pgmq.\"{prefix}_{queue}\""))
+}
+
+/// The error a missing queue table gives: a queue nobody has sent to yet.
+fn is_missing_queue(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01"))
+}
+
+/// Creates `queue` if it does not exist (pgmq serializes concurrent creations).
+pub(crate) async fn create(conn: &mut Conn, queue: &str) -> StoreResult<()> {
+    table("q", queue)?;
+    sqlx::query("SELECT pgmq.create($1)")
+        .bind(queue)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Sends a message and notifies the queue's listeners, delivered at commit (repeats
+/// within one transaction are folded into one).
+pub(crate) async fn send(
+    conn: &mut Conn,
+    queue: &str,
+    body: &str,
+    delay: Duration,
+) -> StoreResult<()> {
+    const SEND: &str =
+        "SELECT pgmq.send($1, $2::jsonb, clock_timestamp() + make_interval(secs => $3)),
+                               pg_notify($4, $1)";
+    sqlx::query(SEND)
+        .bind(queue)
+        .bind(body)
+        .bind(delay.as_secs_f64())
+        .bind(super::CHANNEL)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<()> {
+    sqlx::query("SELECT pgmq.delete($1, $2)")
+        .bind(queue)
+        .bind(msg_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) async fn set_vt(
+    conn: &mut Conn,
+    queue: &str,
+    msg_id: i64,
+    hidden: Duration,
+) -> StoreResult<()> {
+    sqlx::query("SELECT 1 FROM pgmq.set_vt($1, $2, clock_timestamp() + make_interval(secs => $3))")
+        .bind(queue)
+        .bind(msg_id)
+        .bind(hidden.as_secs_f64())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Moves the message to pgmq's archive of its queue and records why.
+pub(crate) async fn dead_letter(
+    conn: &mut Conn,
+    queue: &str,
+    msg_id: i64,
+    reason: &str,
+) -> StoreResult<()> {
+    sqlx::query("SELECT pgmq.archive($1, $2)")
+        .bind(queue)
+        .bind(msg_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    sqlx::query(
+        "INSERT INTO tasker.dead_letter_reasons (queue, msg_id, reason) VALUES ($1, $2, $3)
+         ON CONFLICT (queue, msg_id) DO UPDATE SET reason = EXCLUDED.reason",
+    )
+    .bind(queue)
+    .bind(msg_id)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) async fn list(pool: &PgPool) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar("SELECT queue_name::text FROM pgmq.meta WHERE queue_name <> $1 ORDER BY 1")
+        .bind(TASK_QUEUE)
+        .fetch_all(pool)
+        .await
+        .map_err(db)
+}
+
+pub(crate) async fn read(
+    pool: &PgPool,
+    queue: &str,
+    visibility: Duration,
+    limit: u32,
+) -> StoreResult<Vec<QueueMessage>> {
+    let vt_secs = visibility.as_secs_f64().ceil().max(1.0) as i32;
+    let rows = sqlx::query(
+        "SELECT msg_id, read_ct, (extract(epoch FROM enqueued_at) * 1000000)::bigint, message::text
+         FROM pgmq.read($1, $2, $3)",
+    )
+    .bind(queue)
+    .bind(vt_secs)
+    .bind(limit as i32)
+    .fetch_all(pool)
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) if is_missing_queue(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(db(e)),
+    };
+    let mut messages: Vec<QueueMessage> = rows
+        .into_iter()
+        .map(|r| QueueMessage {
+            msg_id: r.get(0),
+            read_ct: r.get(1),
+            enqueued_at: Timestamp(r.get(2)),
+            body: r.get(3),
+        })
+        .collect();
+    messages.sort_unstable_by_key(|m| m.msg_id);
+    Ok(messages)
+}
+
+pub(crate) async fn next_visible(pool: &PgPool, queue: &str) -> StoreResult<Option<Timestamp>> {
+    let sql = format!(
+        "SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint FROM {}",
+        table("q", queue)?
+    );
+    match sqlx::query_scalar::<_, Option<i64>>(&sql)
+        .fetch_one(pool)
+        .await
+    {
+        Ok(vt) => Ok(vt.map(Timestamp)),
+        Err(e) if is_missing_queue(&e) => Ok(None),
+        Err(e) => Err(db(e)),
+    }
+}
+
+pub(crate) async fn dead_letters(pool: &PgPool, queue: &str) -> StoreResult<Vec<DeadLetter>> {
+    let sql = format!(
+        "SELECT a.msg_id, a.read_ct, a.message::text, r.reason, (extract(epoch FROM a.archived_at) * 1000000)::bigint
+         FROM {} a JOIN tasker.dead_letter_reasons r ON r.queue = $1 AND r.msg_id = a.msg_id
+         ORDER BY a.msg_id",
+        table("a", queue)?
+    );
+    let rows = match sqlx::query(&sql).bind(queue).fetch_all(pool).await {
+        Ok(rows) => rows,
+        Err(e) if is_missing_queue(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(db(e)),
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| DeadLetter {
+            queue: queue.to_owned(),
+            msg_id: r.get(0),
+            read_ct: r.get(1),
+            body: r.get(2),
+            reason: r.get(3),
+            archived_at: Timestamp(r.get(4)),
+        })
+        .collect())
+}

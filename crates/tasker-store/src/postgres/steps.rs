@@ -1,0 +1,231 @@
+//! The `tasker.steps` and `tasker.step_edges` tables.
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use sqlx::Row;
+use tasker_core::backoff::RetryPolicy;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::state::StepState;
+use tasker_core::store::*;
+use tasker_core::time::Timestamp;
+
+use super::{Conn, db};
+use crate::primitives::{EvalStep, Outcome, StepRow};
+use crate::rows::{link_parents, parse, raw};
+
+pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+    let rows = sqlx::query(
+        "SELECT id, name, state, handler, queue, attempts FROM tasker.steps WHERE task_id = $1 ORDER BY position",
+    )
+    .bind(task_id.0)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(EvalStep {
+                id: StepId(r.get(0)),
+                name: r.get(1),
+                state: parse(r.get::<&str, _>(2))?,
+                handler: r.get(3),
+                queue: r.get(4),
+                attempts: r.get::<i32, _>(5) as u32,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn edges(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
+    let rows: Vec<(i32, i32)> =
+        sqlx::query_as("SELECT parent, child FROM tasker.step_edges WHERE task_id = $1")
+            .bind(task_id.0)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|(p, c)| (p as usize, c as usize))
+        .collect())
+}
+
+pub(crate) async fn get(
+    conn: &mut Conn,
+    step_id: StepId,
+    lock: bool,
+) -> StoreResult<Option<StepRow>> {
+    let sql = if lock {
+        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms FROM tasker.steps
+         WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms FROM tasker.steps
+         WHERE id = $1"
+    };
+    let row = sqlx::query(sql)
+        .bind(step_id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    row.map(|r| {
+        Ok(StepRow {
+            task_id: TaskId(r.get(0)),
+            name: r.get(1),
+            handler: r.get(2),
+            queue: r.get(3),
+            state: parse(r.get::<&str, _>(4))?,
+            attempts: r.get::<i32, _>(5) as u32,
+            max_attempts: r.get::<i32, _>(6) as u32,
+            timeout: Duration::from_millis(r.get::<i64, _>(7) as u64),
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<StepExecution> {
+    let r = sqlx::query(
+        "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config::text,
+                t.context::text,
+                (SELECT COALESCE(json_agg(json_build_array(p.name, p.results) ORDER BY p.position), '[]')::text
+                 FROM tasker.step_edges e
+                 JOIN tasker.steps p ON p.task_id = e.task_id AND p.position = e.parent
+                 WHERE e.task_id = s.task_id AND e.child = s.position),
+                s.retry, s.timeout_ms
+         FROM tasker.steps s JOIN tasker.tasks t ON t.id = s.task_id WHERE s.id = $1",
+    )
+    .bind(step_id.0)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| StoreError::NotFound(format!("step {step_id}")))?;
+    let parents: Vec<(String, Box<RawValue>)> = serde_json::from_str(r.get::<&str, _>(9))
+        .map_err(|e| StoreError::Corrupt(format!("parent results: {e}")))?;
+    let retry: RetryPolicy = serde_json::from_str(r.get::<&str, _>(10))
+        .map_err(|e| StoreError::Corrupt(format!("retry policy: {e}")))?;
+    Ok(StepExecution {
+        task_id: TaskId(r.get(0)),
+        step_id,
+        attempt: r.get::<i32, _>(1) as u32,
+        namespace: r.get(2),
+        task_name: r.get(3),
+        task_version: r.get(4),
+        step_name: r.get(5),
+        handler: r.get(6),
+        config: raw(r.get(7))?,
+        context: raw(r.get(8))?,
+        parents,
+        retry,
+        timeout: Duration::from_millis(r.get::<i64, _>(11) as u64),
+    })
+}
+
+pub(crate) async fn set_state(
+    conn: &mut Conn,
+    step_id: StepId,
+    from: StepState,
+    to: StepState,
+) -> StoreResult<u64> {
+    let done = sqlx::query("UPDATE tasker.steps SET state = $1 WHERE id = $2 AND state = $3")
+        .bind(to.as_str())
+        .bind(step_id.0)
+        .bind(from.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn begin_attempt(
+    conn: &mut Conn,
+    step_id: StepId,
+    from: StepState,
+    attempts: u32,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "UPDATE tasker.steps SET state = 'in_progress', attempts = $1, started_at = $2, completed_at = NULL
+         WHERE id = $3 AND state = $4 AND attempts = $5",
+    )
+    .bind((attempts + 1) as i32)
+    .bind(now.0)
+    .bind(step_id.0)
+    .bind(from.as_str())
+    .bind(attempts as i32)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn set_outcome(
+    conn: &mut Conn,
+    step_id: StepId,
+    from: StepState,
+    to: StepState,
+    outcome: Outcome<'_>,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "UPDATE tasker.steps SET state = $1, results = COALESCE($2::json, results), error = $3, completed_at = $4
+         WHERE id = $5 AND state = $6",
+    )
+    .bind(to.as_str())
+    .bind(outcome.results.map(RawValue::get))
+    .bind(outcome.error)
+    .bind(now.0)
+    .bind(step_id.0)
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn reset(conn: &mut Conn, step_id: StepId, from: StepState) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "UPDATE tasker.steps SET state = 'enqueued', attempts = 0, results = NULL, error = NULL,
+                started_at = NULL, completed_at = NULL
+         WHERE id = $1 AND state = $2",
+    )
+    .bind(step_id.0)
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected())
+}
+
+/// The task's steps for reports, with `depends_on` rebuilt from the edges.
+pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>> {
+    let rows = sqlx::query(
+        "SELECT id, position, name, handler, queue, state, attempts, max_attempts, results::text, error,
+                started_at, completed_at
+         FROM tasker.steps WHERE task_id = $1 ORDER BY position",
+    )
+    .bind(task_id.0)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut steps = rows
+        .into_iter()
+        .map(|r| {
+            Ok(StepRecord {
+                id: StepId(r.get(0)),
+                task_id,
+                position: r.get::<i32, _>(1) as u32,
+                name: r.get(2),
+                handler: r.get(3),
+                queue: r.get(4),
+                depends_on: Vec::new(),
+                state: parse(r.get::<&str, _>(5))?,
+                attempts: r.get::<i32, _>(6) as u32,
+                max_attempts: r.get::<i32, _>(7) as u32,
+                results: r.get::<Option<String>, _>(8).map(raw).transpose()?,
+                error: r.get(9),
+                started_at: r.get::<Option<i64>, _>(10).map(Timestamp),
+                completed_at: r.get::<Option<i64>, _>(11).map(Timestamp),
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    link_parents(&mut steps, edges(conn, task_id).await?);
+    Ok(steps)
+}

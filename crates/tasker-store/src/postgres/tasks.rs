@@ -1,0 +1,208 @@
+//! The `tasker.tasks` table, and the steps and edges a task is created with.
+
+use serde_json::value::RawValue;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::state::TaskState;
+use tasker_core::store::*;
+use tasker_core::template::TaskTemplate;
+use tasker_core::time::Timestamp;
+
+use super::{Conn, db, steps};
+use crate::rows::{parse, raw};
+
+pub(crate) async fn state(
+    conn: &mut Conn,
+    task_id: TaskId,
+    lock: bool,
+) -> StoreResult<Option<TaskState>> {
+    // PostgreSQL only: the row lock that serializes every change to one task.
+    let sql = if lock {
+        "SELECT state FROM tasker.tasks WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT state FROM tasker.tasks WHERE id = $1"
+    };
+    let state: Option<String> = sqlx::query_scalar(sql)
+        .bind(task_id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    state.map(|s| parse(&s)).transpose()
+}
+
+pub(crate) async fn by_key(conn: &mut Conn, key: &str) -> StoreResult<Option<TaskId>> {
+    let id: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM tasker.tasks WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    Ok(id.map(TaskId))
+}
+
+/// Inserts the task, then all its steps and all its edges with one statement each.
+pub(crate) async fn insert(
+    conn: &mut Conn,
+    task_id: TaskId,
+    t: &TaskTemplate,
+    context: &RawValue,
+    key: Option<&str>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tasker.tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7)",
+    )
+    .bind(task_id.0)
+    .bind(&t.namespace)
+    .bind(&t.name)
+    .bind(&t.version)
+    .bind(context.get())
+    .bind(key)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    let n = t.steps.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    let (mut names, mut handlers, mut queues) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut configs, mut retries, mut max_attempts, mut timeouts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (position, step) in t.steps.iter().enumerate() {
+        ids.push(StepId::new().0);
+        positions.push(position as i32);
+        names.push(step.name.as_str());
+        handlers.push(step.handler.as_str());
+        queues.push(step.queue.as_str());
+        configs.push(step.config.to_string());
+        retries.push(
+            serde_json::to_string(&step.retry).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+        max_attempts.push(step.retry.max_attempts as i32);
+        timeouts.push(step.timeout.as_millis() as i64);
+    }
+    sqlx::query(
+        "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state)
+         SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending'
+         FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[])
+              AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms)",
+    )
+    .bind(task_id.0)
+    .bind(&ids)
+    .bind(&positions)
+    .bind(&names)
+    .bind(&handlers)
+    .bind(&queues)
+    .bind(&configs)
+    .bind(&retries)
+    .bind(&max_attempts)
+    .bind(&timeouts)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    let (parents, children): (Vec<i32>, Vec<i32>) = t
+        .edges()
+        .into_iter()
+        .map(|(p, c)| (p as i32, c as i32))
+        .unzip();
+    if !parents.is_empty() {
+        sqlx::query(
+            "INSERT INTO tasker.step_edges (task_id, parent, child)
+             SELECT $1, u.parent, u.child FROM UNNEST($2::int[], $3::int[]) AS u(parent, child)",
+        )
+        .bind(task_id.0)
+        .bind(&parents)
+        .bind(&children)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn set_state(
+    conn: &mut Conn,
+    task_id: TaskId,
+    from: TaskState,
+    to: TaskState,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "UPDATE tasker.tasks SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+    )
+    .bind(to.as_str())
+    .bind(now.0)
+    .bind(task_id.0)
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
+    let row = sqlx::query(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasker.tasks WHERE id = $1"
+    ))
+    .bind(task_id.0)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+    let task = task_record(row)?;
+    let steps = steps::list(conn, task_id).await?;
+    Ok(TaskDetail { task, steps })
+}
+
+pub(crate) async fn list(conn: &mut Conn, p: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasker.tasks
+         WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR namespace = $2) AND ($3::uuid IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(p.state.map(|s| s.as_str()))
+    .bind(p.namespace)
+    .bind(p.before.map(|t| t.0))
+    .bind(i64::from(p.limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter().map(task_record).collect()
+}
+
+pub(crate) async fn list_unfinished(conn: &mut Conn) -> StoreResult<Vec<TaskId>> {
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT id FROM tasker.tasks WHERE state IN ('pending', 'in_progress') ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(ids.into_iter().map(TaskId).collect())
+}
+
+const TASK_COLUMNS: &str =
+    "id, namespace, name, version, state, context::text, idempotency_key, created_at, updated_at";
+
+fn task_record(r: PgRow) -> StoreResult<TaskRecord> {
+    Ok(TaskRecord {
+        id: TaskId(r.get(0)),
+        namespace: r.get(1),
+        name: r.get(2),
+        version: r.get(3),
+        state: parse(r.get::<&str, _>(4))?,
+        context: raw(r.get(5))?,
+        idempotency_key: r.get(6),
+        created_at: Timestamp(r.get(7)),
+        updated_at: Timestamp(r.get(8)),
+    })
+}

@@ -1,0 +1,37 @@
+//! The `tasker.templates` table: (namespace, name, version) → canonical definition, immutable.
+
+use tasker_core::store::StoreResult;
+use tasker_core::template::TaskTemplate;
+use tasker_core::time::Timestamp;
+
+use super::{Conn, db};
+
+pub(crate) async fn definition(conn: &mut Conn, t: &TaskTemplate) -> StoreResult<Option<String>> {
+    sqlx::query_scalar("SELECT definition FROM tasker.templates WHERE namespace = $1 AND name = $2 AND version = $3")
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .bind(&t.version)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)
+}
+
+pub(crate) async fn insert(
+    conn: &mut Conn,
+    t: &TaskTemplate,
+    definition: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tasker.templates (namespace, name, version, definition, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&t.namespace)
+    .bind(&t.name)
+    .bind(&t.version)
+    .bind(definition)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! The `tasker.transitions` table: the append-only audit trail of every state change.
+
+use sqlx::Row;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::store::{StoreResult, TransitionRecord};
+use tasker_core::time::Timestamp;
+
+use super::{Conn, db};
+use crate::primitives::Transition;
+
+pub(crate) async fn append(conn: &mut Conn, t: Transition<'_>, now: Timestamp) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(t.task_id.0)
+    .bind(t.step_id.map(|s| s.0))
+    .bind(t.from)
+    .bind(t.to)
+    .bind(t.reason)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
+    let rows = sqlx::query(
+        "SELECT step_id, from_state, to_state, reason, at FROM tasker.transitions
+         WHERE task_id = $1 ORDER BY id",
+    )
+    .bind(task_id.0)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TransitionRecord {
+            task_id,
+            step_id: r.get::<Option<uuid::Uuid>, _>(0).map(StepId),
+            from_state: r.get(1),
+            to_state: r.get(2),
+            reason: r.get(3),
+            at: Timestamp(r.get(4)),
+        })
+        .collect())
+}
