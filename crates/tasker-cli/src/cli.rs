@@ -33,18 +33,103 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
-    /// Show a task (or, without an id, every task) of an embedded database.
+    /// Show a task (or, without an id, the latest tasks).
     Status {
         /// The task's id.
         task_id: Option<String>,
         #[command(flatten)]
-        db: DbArgs,
+        store: StoreArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Create a task from a template (registering the template if it is new); prints its id.
+    Submit {
+        /// The template file.
+        template: PathBuf,
+        #[command(flatten)]
+        context: ContextArgs,
+        /// Submitting again with the same key returns the same task.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Wait for a task to finish, showing progress. Exit 0 complete, 1 error or
+    /// cancelled, 3 on timeout.
+    Wait {
+        task_id: String,
+        /// Give up after this long (e.g. `30s`, `5m`).
+        #[arg(long)]
+        timeout: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Cancel a task and its unfinished steps.
+    Cancel {
+        task_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Re-run the failed steps of a task in error.
+    Retry {
+        task_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Mark a failed step done with the given results; its children proceed.
+    Resolve {
+        step_id: String,
+        /// The step's results, as JSON.
+        #[arg(long)]
+        results: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Manage templates in the database.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+    /// Install pgmq and apply migrations (PostgreSQL).
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Start submitted tasks (PostgreSQL); stops gracefully on SIGTERM or ctrl-C.
+    Orchestrator {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Run steps from queues (PostgreSQL); stops gracefully on SIGTERM or ctrl-C.
+    Worker {
+        /// A queue to serve (repeat for several); every queue when omitted.
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+        /// Steps run at the same time, at most.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// How long after its step's timeout a step whose worker died runs again.
+        #[arg(long, default_value = "5s")]
+        grace: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
+#[derive(Subcommand)]
+pub enum TemplateCommand {
+    /// Register templates; a version that exists with other content is refused.
+    Register {
+        /// Template files or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// The embedded database, for commands that only run embedded.
 #[derive(Args)]
 pub struct DbArgs {
     /// The embedded database file (`:memory:` for a throwaway one).
@@ -52,16 +137,34 @@ pub struct DbArgs {
     pub db: String,
 }
 
+/// Which store a command works on: `--db PATH` (embedded), or `--database-url URL`
+/// (`postgres://…`, or `sqlite:PATH`); `./tasker.db` when neither is given.
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// The embedded database file (wins over `--database-url` and `DATABASE_URL`).
+    #[arg(long)]
+    pub db: Option<String>,
+    /// The database URL: `postgres://…` or `sqlite:PATH`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
 #[derive(Args)]
-pub struct RunArgs {
-    /// The template file.
-    pub template: PathBuf,
+pub struct ContextArgs {
     /// The task context, as JSON.
     #[arg(long, conflicts_with = "context_file")]
     pub context: Option<String>,
     /// A file holding the task context as JSON.
     #[arg(long)]
     pub context_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The template file.
+    pub template: PathBuf,
+    #[command(flatten)]
+    pub context: ContextArgs,
     #[command(flatten)]
     pub db: DbArgs,
     /// Print one JSON object instead of progress and a table.

@@ -1,4 +1,5 @@
-//! `tasker`: run workflows on the embedded store, inspect and resume them.
+//! `tasker`: run workflows on the embedded store, or operate a distributed Tasker on
+//! PostgreSQL: submit, inspect, wait for, cancel, retry and resolve tasks.
 
 mod cli;
 mod commands;
@@ -34,6 +35,8 @@ pub enum Outcome {
     Unsuccessful,
     /// Interrupted by a signal: exit 130.
     Interrupted,
+    /// Gave up waiting: exit 3.
+    TimedOut,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Unsuccessful) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::TimedOut) => ExitCode::from(3),
         Err(CliError::BadInput(message)) => {
             eprintln!("tasker: error: {message}");
             ExitCode::from(2)

@@ -15,10 +15,6 @@ use tasker_core::store::{QueueMessage, Store, Wakeups};
 use tasker_core::time::Timestamp;
 use tokio::sync::{Notify, Semaphore, watch};
 
-/// How long a message stays hidden after it is read, until the reader claims it for
-/// real (a step's claim sets its own timeout).
-pub(crate) const READ_VISIBILITY: Duration = Duration::from_secs(30);
-
 /// Which queues a worker serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Queues {
@@ -34,6 +30,9 @@ pub(crate) struct Consumer<S> {
     pub wakeup: fn(&Wakeups) -> &Notify,
     pub concurrency: usize,
     pub poll: Duration,
+    /// How long a message stays hidden once read: if this process dies before it is
+    /// done with it (a step's claim sets a longer time), another reader gets it then.
+    pub read_visibility: Duration,
 }
 
 impl<S: Store> Consumer<S> {
@@ -70,7 +69,11 @@ impl<S: Store> Consumer<S> {
             let mut got = None;
             for i in 0..queues.len() {
                 let queue = &queues[(rotation + i) % queues.len()];
-                match self.store.queue_read(queue, READ_VISIBILITY, free).await {
+                match self
+                    .store
+                    .queue_read(queue, self.read_visibility, free)
+                    .await
+                {
                     Ok(messages) if !messages.is_empty() => {
                         rotation = rotation.wrapping_add(i + 1);
                         got = Some((Arc::<str>::from(queue.as_str()), messages));

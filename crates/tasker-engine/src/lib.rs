@@ -244,6 +244,7 @@ impl<S: Store> Engine<S> {
                 wakeup: |w| &w.tasks,
                 concurrency: 4,
                 poll: config.poll_interval,
+                read_visibility: Duration::from_secs(5),
             };
             let rx = rx.clone();
             loops.push(tokio::spawn(async move {
@@ -262,6 +263,7 @@ impl<S: Store> Engine<S> {
                 wakeup: |w| &w.steps,
                 concurrency: worker.concurrency.max(1),
                 poll: config.poll_interval,
+                read_visibility: Duration::from_secs(10),
             };
             loops.push(tokio::spawn(async move {
                 consumer

@@ -1,33 +1,175 @@
-//! One module per command.
+//! One module per group of commands. A command that works on either store picks the
+//! backend once, from its arguments ([`Backend`]), and runs generic code over it.
 
+mod distributed;
+mod operate;
 mod run;
 mod status;
 mod validate;
 
 use std::io::IsTerminal;
+use std::path::Path;
 
+use tasker_core::store::StoreError;
 use tasker_core::template::TaskTemplate;
+use tasker_store::postgres::PgStore;
 use tasker_store::sqlite::SqliteStore;
 
-use crate::cli::Command;
+use crate::cli::{Command, ContextArgs, StoreArgs, TemplateCommand};
 use crate::{CliError, Outcome};
+
+/// The store a command works on.
+pub enum Backend {
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn from_args(args: &StoreArgs) -> Result<Self, CliError> {
+        if let Some(db) = &args.db {
+            return Ok(Self::Sqlite(db.clone()));
+        }
+        match args.database_url.as_deref() {
+            None => Ok(Self::Sqlite("tasker.db".into())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Postgres(url.to_owned()))
+            }
+            Some(url) => match url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
+                Some(path) => Ok(Self::Sqlite(path.to_owned())),
+                None => Err(CliError::BadInput(format!(
+                    "unsupported database URL `{url}`: use postgres://… or sqlite:PATH"
+                ))),
+            },
+        }
+    }
+}
+
+/// Connects to PostgreSQL and brings its schema up to date.
+pub async fn connect_postgres(url: &str, connections: u32) -> Result<PgStore, CliError> {
+    let store = PgStore::connect(url, connections)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", redact(url))))?;
+    store.migrate().await.map_err(CliError::failed)?;
+    Ok(store)
+}
+
+/// `url` without its password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the store named by `$args` as `$store` and evaluates `$body` with it: the one
+/// place a generic command meets a backend. `$write` opens an embedded file for writing
+/// (taking ownership of it); otherwise it is opened read-only.
+macro_rules! with_store {
+    ($args:expr, $write:expr, |$store:ident| $body:expr) => {
+        match Backend::from_args($args)? {
+            Backend::Sqlite(path) => {
+                let opened = if $write {
+                    SqliteStore::open(&path).await
+                } else {
+                    SqliteStore::open_read_only(&path).await
+                };
+                let $store = opened.map_err(open_error)?;
+                $body.await
+            }
+            Backend::Postgres(url) => {
+                let $store = connect_postgres(&url, 4).await?;
+                $body.await
+            }
+        }
+    };
+}
+
+/// An embedded database that cannot be opened: missing or busy is the user's to fix.
+pub fn open_error(e: StoreError) -> CliError {
+    match e {
+        StoreError::NotFound(_) | StoreError::Busy(_) => CliError::bad(e),
+        other => CliError::failed(other),
+    }
+}
 
 pub async fn dispatch(command: Command) -> Result<Outcome, CliError> {
     match command {
         Command::Validate { paths } => validate::validate(&paths),
         Command::Run(args) => run::run(args).await,
         Command::Resume { db, concurrency } => run::resume(&db.db, concurrency).await,
-        Command::Status { task_id, db, json } => {
-            let store = SqliteStore::open_read_only(&db.db)
-                .await
-                .map_err(CliError::bad)?;
-            status::status(&store, task_id.as_deref(), json).await
+        Command::Status {
+            task_id,
+            store,
+            json,
+        } => {
+            with_store!(&store, false, |s| status::status(
+                &s,
+                task_id.as_deref(),
+                json
+            ))
+        }
+        Command::Submit {
+            template,
+            context,
+            idempotency_key,
+            store,
+        } => {
+            let template = load_one(&template)?;
+            let context = read_context(&context)?;
+            let key = idempotency_key.as_deref();
+            with_store!(&store, true, |s| operate::submit(
+                s, &template, &context, key
+            ))
+        }
+        Command::Wait {
+            task_id,
+            timeout,
+            store,
+        } => {
+            let timeout = timeout
+                .map(|t| tasker_core::duration::parse_duration(&t).map_err(CliError::bad))
+                .transpose()?;
+            with_store!(&store, false, |s| operate::wait(&s, &task_id, timeout))
+        }
+        Command::Cancel { task_id, store } => {
+            with_store!(&store, true, |s| operate::cancel(&s, &task_id))
+        }
+        Command::Retry { task_id, store } => {
+            with_store!(&store, true, |s| operate::retry(&s, &task_id))
+        }
+        Command::Resolve {
+            step_id,
+            results,
+            store,
+        } => with_store!(&store, true, |s| operate::resolve(&s, &step_id, &results)),
+        Command::Template {
+            command: TemplateCommand::Register { paths, store },
+        } => with_store!(&store, true, |s| operate::register(&s, &paths)),
+        Command::Migrate { store } => distributed::migrate(&store).await,
+        Command::Orchestrator { store } => distributed::orchestrator(&store).await,
+        Command::Worker {
+            queues,
+            concurrency,
+            grace,
+            store,
+        } => {
+            let grace = tasker_core::duration::parse_duration(&grace).map_err(CliError::bad)?;
+            distributed::worker(&store, queues, concurrency, grace).await
         }
     }
 }
 
 /// Loads exactly one template from a file.
-pub fn load_one(path: &std::path::Path) -> Result<TaskTemplate, CliError> {
+pub fn load_one(path: &Path) -> Result<TaskTemplate, CliError> {
     let mut templates = tasker_core::template::load_path(path).map_err(CliError::bad)?;
     match templates.len() {
         1 => Ok(templates.remove(0)),
@@ -35,6 +177,16 @@ pub fn load_one(path: &std::path::Path) -> Result<TaskTemplate, CliError> {
             "{} holds {n} templates; give the file of the one to run",
             path.display()
         ))),
+    }
+}
+
+/// The context from `--context` or `--context-file`; `{}` when neither is given.
+pub fn read_context(args: &ContextArgs) -> Result<String, CliError> {
+    match (&args.context, &args.context_file) {
+        (Some(c), _) => Ok(c.clone()),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display()))),
+        (None, None) => Ok("{}".to_owned()),
     }
 }
 
@@ -86,5 +238,47 @@ impl ProgressLine {
             eprintln!();
             self.shown = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_backend_from_the_arguments() {
+        let args = |db: Option<&str>, url: Option<&str>| StoreArgs {
+            db: db.map(Into::into),
+            database_url: url.map(Into::into),
+        };
+        let pick = |a| match Backend::from_args(&a) {
+            Ok(Backend::Sqlite(p)) => format!("sqlite {p}"),
+            Ok(Backend::Postgres(u)) => format!("postgres {u}"),
+            Err(CliError::BadInput(m)) => m,
+            Err(CliError::Failed(m)) => m,
+        };
+        assert_eq!(pick(args(None, None)), "sqlite tasker.db");
+        assert_eq!(
+            pick(args(Some("x.db"), Some("postgres://h/db"))),
+            "sqlite x.db"
+        );
+        assert_eq!(
+            pick(args(None, Some("postgres://h/db"))),
+            "postgres postgres://h/db"
+        );
+        assert_eq!(
+            pick(args(None, Some("sqlite:/tmp/a.db"))),
+            "sqlite /tmp/a.db"
+        );
+        assert!(pick(args(None, Some("mysql://h"))).contains("unsupported database URL"));
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use tasker_core::StepState;
 use tasker_core::TaskState;
 use tasker_core::id::TaskId;
-use tasker_core::store::{Store, StoreError};
+use tasker_core::store::Store;
 use tasker_engine::{Engine, EngineConfig, EngineError, HandlerRegistry, Queues, WorkerConfig};
 use tasker_store::sqlite::SqliteStore;
 
-use super::{ProgressLine, load_one, stop_requested};
+use super::{ProgressLine, load_one, open_error, read_context, stop_requested};
 use crate::cli::RunArgs;
 use crate::report;
 use crate::{CliError, Outcome};
@@ -18,10 +18,7 @@ async fn open(db: &str) -> Result<Arc<SqliteStore>, CliError> {
     SqliteStore::open(db)
         .await
         .map(Arc::new)
-        .map_err(|e| match e {
-            StoreError::Busy(m) => CliError::BadInput(m),
-            other => CliError::Failed(format!("cannot open {db}: {other}")),
-        })
+        .map_err(open_error)
 }
 
 fn embedded(store: Arc<SqliteStore>, concurrency: usize) -> Engine<SqliteStore> {
@@ -37,12 +34,7 @@ fn embedded(store: Arc<SqliteStore>, concurrency: usize) -> Engine<SqliteStore> 
 
 pub async fn run(args: RunArgs) -> Result<Outcome, CliError> {
     let template = load_one(&args.template)?;
-    let context = match (&args.context, &args.context_file) {
-        (Some(c), _) => c.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))?,
-        (None, None) => "{}".to_owned(),
-    };
+    let context = read_context(&args.context)?;
     let store = open(&args.db.db).await?;
     let engine = embedded(store, args.concurrency);
     let running = engine.start();

@@ -62,14 +62,14 @@ impl Drop for PgStore {
 }
 
 impl PgStore {
-    /// Connects with a pool of at most `max_connections` and starts listening for
-    /// wake-ups. Does not migrate: see [`PgStore::migrate`].
+    /// Connects with a pool of at most `max_connections` (at least 2), plus one
+    /// connection that listens for wake-ups. Does not migrate: see [`PgStore::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e| StoreError::Database(format!("bad database URL: {e}").into()))?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(2))
+            .max_connections(max_connections.max(2) + 1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await

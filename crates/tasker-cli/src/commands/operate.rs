@@ -1,0 +1,138 @@
+//! Commands that act on tasks in either store: submit, wait, cancel, retry, resolve,
+//! and registering templates.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::state::TaskState;
+use tasker_core::store::{Registration, Store, StoreError};
+use tasker_core::template::TaskTemplate;
+use tasker_engine::{Engine, EngineConfig, EngineError, HandlerRegistry};
+
+use super::ProgressLine;
+use crate::report;
+use crate::{CliError, Outcome};
+
+/// How often `wait` looks at the task: it runs in another process than the work.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+fn task_id(id: &str) -> Result<TaskId, CliError> {
+    id.parse()
+        .map_err(|e| CliError::BadInput(format!("`{id}` is not a task id: {e}")))
+}
+
+/// Store errors caused by what the user asked (no such task, a refused transition).
+fn store_error(e: StoreError) -> CliError {
+    match e {
+        StoreError::NotFound(_) | StoreError::Conflict(_) | StoreError::IllegalTransition(_) => {
+            CliError::bad(e)
+        }
+        other => CliError::failed(other),
+    }
+}
+
+pub async fn submit<S: Store>(
+    store: S,
+    template: &TaskTemplate,
+    context: &str,
+    idempotency_key: Option<&str>,
+) -> Result<Outcome, CliError> {
+    let config = EngineConfig {
+        orchestrator: false,
+        worker: None,
+        ..EngineConfig::embedded()
+    };
+    let engine = Engine::new(Arc::new(store), HandlerRegistry::new(), config);
+    let created = engine
+        .submit(template, context, idempotency_key)
+        .await
+        .map_err(|e| match e {
+            EngineError::Store(s) => store_error(s),
+            bad => CliError::bad(bad),
+        })?;
+    if !created.created {
+        eprintln!("the idempotency key names an existing task");
+    }
+    println!("{}", created.task_id);
+    Ok(Outcome::Success)
+}
+
+pub async fn wait<S: Store>(
+    store: &S,
+    id: &str,
+    timeout: Option<Duration>,
+) -> Result<Outcome, CliError> {
+    let id = task_id(id)?;
+    let started = Instant::now();
+    let mut progress = ProgressLine::new(true);
+    loop {
+        let detail = store.task_get(id).await.map_err(store_error)?;
+        progress.show(&report::progress(&detail));
+        if detail.task.state.is_final() {
+            progress.finish();
+            print!("{}", report::table(&detail));
+            return Ok(match detail.task.state {
+                TaskState::Complete => Outcome::Success,
+                _ => Outcome::Unsuccessful,
+            });
+        }
+        if timeout.is_some_and(|t| started.elapsed() >= t) {
+            progress.finish();
+            eprintln!("timed out: task {id} is still {}", detail.task.state);
+            return Ok(Outcome::TimedOut);
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
+pub async fn cancel<S: Store>(store: &S, id: &str) -> Result<Outcome, CliError> {
+    let id = task_id(id)?;
+    let state = store
+        .task_cancel(id, "cancelled from the command line")
+        .await
+        .map_err(store_error)?;
+    println!("task {id} is {state}");
+    Ok(Outcome::Success)
+}
+
+pub async fn retry<S: Store>(store: &S, id: &str) -> Result<Outcome, CliError> {
+    let id = task_id(id)?;
+    let enqueued = store.task_retry(id).await.map_err(store_error)?;
+    println!("task {id}: {enqueued} failed step(s) enqueued again");
+    Ok(Outcome::Success)
+}
+
+pub async fn resolve<S: Store>(
+    store: &S,
+    step_id: &str,
+    results: &str,
+) -> Result<Outcome, CliError> {
+    let step: StepId = step_id
+        .parse()
+        .map_err(|e| CliError::BadInput(format!("`{step_id}` is not a step id: {e}")))?;
+    let results: &RawValue = serde_json::from_str(results)
+        .map_err(|e| CliError::BadInput(format!("--results is not valid JSON: {e}")))?;
+    let state = store
+        .step_resolve(step, results)
+        .await
+        .map_err(store_error)?;
+    println!("step {step} resolved; its task is {state}");
+    Ok(Outcome::Success)
+}
+
+pub async fn register<S: Store>(store: &S, paths: &[PathBuf]) -> Result<Outcome, CliError> {
+    let mut templates = Vec::new();
+    for path in paths {
+        templates.extend(tasker_core::template::load_path(path).map_err(CliError::bad)?);
+    }
+    for t in &templates {
+        match store.template_register(t).await.map_err(store_error)? {
+            Registration::Registered => println!("registered  {}", t.key()),
+            Registration::Unchanged => println!("unchanged   {}", t.key()),
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,438 @@
+//! Real `tasker` processes on one PostgreSQL database (a scratch database per test):
+//!
+//! - `many_processes_*`: 2 orchestrators and 3 workers complete 500 mixed-DAG tasks,
+//!   every step completed exactly once (from the transitions table);
+//! - `kill_9_worker_*`: a worker killed mid-step; the step runs again after its
+//!   visibility timeout and the task completes;
+//! - `kill_9_orchestrator_*`: one orchestrator killed mid-run; the other finishes;
+//! - `cli_*`: submit with an idempotency key, wait, retry, resolve, cancel, templates.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::store::{Store, TaskListParams};
+use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
+use tasker_store::postgres::PgStore;
+use tasker_store::postgres::testing::ScratchDatabase;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn tasker(url: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
+    c.env_remove("RUST_LOG").env("DATABASE_URL", url);
+    c
+}
+
+/// A `tasker` process, killed when dropped if it is still running.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(url: &str, args: &[&str]) -> Self {
+        let child = tasker(url)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tasker starts");
+        Proc(child)
+    }
+
+    fn kill_9(&mut self) {
+        self.0.kill().expect("kill -9");
+        self.0.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then the exit code once it stopped.
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = self.0.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.0.wait().expect("exits").code()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(url: &str, args: &[&str]) -> Output {
+    tasker(url).args(args).output().expect("tasker runs")
+}
+
+async fn setup() -> Option<(ScratchDatabase, Arc<PgStore>)> {
+    let db = ScratchDatabase::create().await?;
+    let migrate = run(&db.url, &["migrate"]);
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let store = Arc::new(PgStore::connect(&db.url, 4).await.expect("connect"));
+    Some((db, store))
+}
+
+/// A submitting engine in this test process (no orchestrator, no workers).
+fn submitter(store: Arc<PgStore>) -> Engine<PgStore> {
+    let config = EngineConfig {
+        orchestrator: false,
+        worker: None,
+        ..EngineConfig::embedded()
+    };
+    Engine::new(store, HandlerRegistry::new(), config)
+}
+
+/// Waits until no task is pending or in progress, failing after `limit`.
+async fn until_all_finished(store: &PgStore, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let open = store.task_list_unfinished().await.unwrap().len();
+        if open == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{open} tasks still unfinished after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Steps completed other than exactly once, and the number of completions.
+async fn completion_counts(store: &PgStore) -> (i64, i64) {
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT step_id FROM tasker.transitions
+         WHERE step_id IS NOT NULL AND to_state = 'complete' GROUP BY step_id HAVING count(*) <> 1) w",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasker.transitions WHERE step_id IS NOT NULL AND to_state = 'complete'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    (wrong, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_processes_complete_500_mixed_dags_each_step_once() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let mut procs = vec![
+        Proc::spawn(url, &["orchestrator"]),
+        Proc::spawn(url, &["orchestrator"]),
+    ];
+    for _ in 0..3 {
+        procs.push(Proc::spawn(url, &["worker", "--concurrency", "8"]));
+    }
+    let engine = submitter(store.clone());
+    let template = tasker_core::template::load_path(&examples().join("mixed_dag.yaml"))
+        .unwrap()
+        .remove(0);
+    for i in 0..500 {
+        engine
+            .submit(&template, &format!(r#"{{"start": {i}}}"#), None)
+            .await
+            .unwrap();
+    }
+    until_all_finished(&store, Duration::from_secs(240)).await;
+
+    let complete = store
+        .task_list(TaskListParams {
+            state: Some(TaskState::Complete),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(complete.len(), 500);
+    let (wrong, total) = completion_counts(&store).await;
+    assert_eq!(wrong, 0, "steps completed other than exactly once");
+    assert_eq!(total, 500 * 7);
+    // Data flowed within each task: publish = 121 + 3 × start (see the example).
+    let sample = store.task_get(complete[0].id).await.unwrap();
+    let start: i64 = serde_json::from_str::<serde_json::Value>(sample.task.context.get()).unwrap()
+        ["start"]
+        .as_i64()
+        .unwrap();
+    let publish: serde_json::Value =
+        serde_json::from_str(sample.steps[6].results.as_ref().unwrap().get()).unwrap();
+    assert_eq!(publish["value"], 121 + 3 * start);
+
+    for p in &mut procs {
+        assert_eq!(p.terminate(), Some(0), "graceful stop on SIGTERM");
+    }
+}
+
+const SLEEPY: &str = "namespace: crash\nname: sleepy\nversion: 1.0.0\nsteps:\n  - name: nap\n    handler: sleep\n    config: {ms: 1500}\n    timeout: 3s\n  - name: after\n    handler: sum\n    depends_on: [nap]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_worker_mid_step_runs_it_again_after_the_visibility_timeout() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let _orchestrator = Proc::spawn(url, &["orchestrator"]);
+    let mut doomed = Proc::spawn(url, &["worker", "--grace", "1s"]);
+    let template = tasker_core::template::parse_template(SLEEPY, "sleepy.yaml").unwrap();
+    let task = submitter(store.clone())
+        .submit(&template, "{}", None)
+        .await
+        .unwrap()
+        .task_id;
+
+    let start = Instant::now();
+    loop {
+        let detail = store.task_get(task).await.unwrap();
+        if detail.steps[0].state == StepState::InProgress {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.kill_9();
+    let killed_at = Instant::now();
+    let _survivor = Proc::spawn(url, &["worker", "--grace", "1s"]);
+    until_all_finished(&store, Duration::from_secs(60)).await;
+
+    let detail = store.task_get(task).await.unwrap();
+    assert_eq!(detail.task.state, TaskState::Complete);
+    assert_eq!(detail.steps[0].attempts, 2, "the lost attempt counts");
+    assert!(
+        killed_at.elapsed() >= Duration::from_secs(1),
+        "not before the visibility timeout"
+    );
+    let trail = store.transition_list(task).await.unwrap();
+    assert!(
+        trail
+            .iter()
+            .any(|t| t.reason.contains("worker lost during attempt 1")),
+        "{trail:?}"
+    );
+    assert_eq!(completion_counts(&store).await, (0, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_orchestrator_mid_run_the_other_finishes_the_work() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let mut first = Proc::spawn(url, &["orchestrator"]);
+    let _second = Proc::spawn(url, &["orchestrator"]);
+    let _worker = Proc::spawn(url, &["worker", "--concurrency", "8"]);
+    let engine = submitter(store.clone());
+    let template = tasker_core::template::load_path(&examples().join("diamond.yaml"))
+        .unwrap()
+        .remove(0);
+    for i in 0..100 {
+        engine.submit(&template, "{}", None).await.unwrap();
+        if i == 30 {
+            first.kill_9();
+        }
+    }
+    until_all_finished(&store, Duration::from_secs(90)).await;
+    let done = store
+        .task_list(TaskListParams {
+            state: Some(TaskState::Complete),
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 100);
+    assert_eq!(completion_counts(&store).await, (0, 400));
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_operates_a_distributed_task_end_to_end() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let _orchestrator = Proc::spawn(url, &["orchestrator"]);
+    let _worker = Proc::spawn(
+        url,
+        &["worker", "--queue", "examples", "--concurrency", "2"],
+    );
+    let failing = examples().join("failures/permanent_failure.yaml");
+    let failing = failing.to_str().unwrap();
+
+    // Submit twice with one key: one task.
+    let a = run(url, &["submit", failing, "--idempotency-key", "order-1"]);
+    let b = run(url, &["submit", failing, "--idempotency-key", "order-1"]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let id = stdout(&a);
+    assert_eq!(id, stdout(&b));
+
+    let waited = run(url, &["wait", &id, "--timeout", "30s"]);
+    assert_eq!(waited.status.code(), Some(1), "a task in error exits 1");
+    assert!(
+        stdout(&waited).contains("charge: card declined"),
+        "{}",
+        stdout(&waited)
+    );
+
+    // Resolve the failed step: the task completes.
+    let status = run(url, &["status", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(v["state"], "error");
+    let detail = store.task_get(id.parse().unwrap()).await.unwrap();
+    let charge = detail
+        .steps
+        .iter()
+        .find(|s| s.name == "charge")
+        .unwrap()
+        .id
+        .to_string();
+    let resolved = run(
+        url,
+        &["resolve", &charge, "--results", r#"{"manual": true}"#],
+    );
+    assert!(
+        resolved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resolved.stderr)
+    );
+    let waited = run(url, &["wait", &id, "--timeout", "30s"]);
+    assert_eq!(waited.status.code(), Some(0), "{}", stdout(&waited));
+
+    // Retry of a task that is not in error is refused with a clear line.
+    let retry = run(url, &["retry", &id]);
+    assert_eq!(retry.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&retry.stderr).contains("only a task in error can be retried"));
+
+    // A waiting task times out with exit 3, and can be cancelled.
+    let slow = examples().join("failures/long_running.yaml");
+    let slow_id = stdout(&run(url, &["submit", slow.to_str().unwrap()]));
+    let waited = run(url, &["wait", &slow_id, "--timeout", "200ms"]);
+    assert_eq!(waited.status.code(), Some(3));
+    let cancelled = run(url, &["cancel", &slow_id]);
+    assert!(
+        stdout(&cancelled).contains("cancelled"),
+        "{}",
+        stdout(&cancelled)
+    );
+    assert_eq!(run(url, &["wait", &slow_id]).status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_retry_reruns_a_failed_task_and_templates_are_immutable() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    // The step fails until a flag file exists: an outage an operator fixes, then retries.
+    let flag = dir.path().join("fixed");
+    let script = format!("test -f {} && echo '{{}}' || exit 3", flag.display());
+    let yaml = format!(
+        "namespace: ops\nname: retried\nversion: 1.0.0\nsteps:\n  - name: once\n    handler: shell\n    config: {{command: [sh, -c, {}]}}\n    retry: {{max_attempts: 1}}\n",
+        serde_json::to_string(&script).unwrap()
+    );
+    std::fs::write(&path, &yaml).unwrap();
+    let path = path.to_str().unwrap();
+
+    let registered = run(url, &["template", "register", path]);
+    assert_eq!(stdout(&registered), "registered  ops/retried@1.0.0");
+    assert_eq!(
+        stdout(&run(url, &["template", "register", path])),
+        "unchanged   ops/retried@1.0.0"
+    );
+    std::fs::write(path, yaml.replace("max_attempts: 1", "max_attempts: 2")).unwrap();
+    let conflict = run(url, &["template", "register", path]);
+    assert_eq!(conflict.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&conflict.stderr);
+    assert!(
+        err.contains("ops/retried@1.0.0 is already registered with different content"),
+        "{err}"
+    );
+    std::fs::write(path, &yaml).unwrap();
+
+    let _orchestrator = Proc::spawn(url, &["orchestrator"]);
+    let _worker = Proc::spawn(url, &["worker"]);
+    let id = stdout(&run(url, &["submit", path]));
+    assert_eq!(
+        run(url, &["wait", &id, "--timeout", "30s"]).status.code(),
+        Some(1)
+    );
+    std::fs::write(&flag, "").unwrap();
+    let retried = run(url, &["retry", &id]);
+    assert!(
+        stdout(&retried).contains("1 failed step(s) enqueued again"),
+        "{}",
+        stdout(&retried)
+    );
+    assert_eq!(
+        run(url, &["wait", &id, "--timeout", "30s"]).status.code(),
+        Some(0)
+    );
+    let detail = store.task_get(id.parse().unwrap()).await.unwrap();
+    assert_eq!(
+        (detail.task.state, detail.steps[0].attempts),
+        (TaskState::Complete, 1)
+    );
+    let trail = store.transition_list(detail.task.id).await.unwrap();
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|t| t.reason == "operator retry")
+            .count(),
+        2,
+        "task and step"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_dead_letters_unparseable_messages_and_carries_on() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    sqlx::query("SELECT pgmq.create('examples')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    for garbage in [r#""not a step""#, r#"{"task_id": "nope"}"#] {
+        sqlx::query("SELECT pgmq.send('examples', $1::jsonb)")
+            .bind(garbage)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let _orchestrator = Proc::spawn(url, &["orchestrator"]);
+    let _worker = Proc::spawn(url, &["worker", "--queue", "examples"]);
+    let diamond = examples().join("diamond.yaml");
+    let id = stdout(&run(url, &["submit", diamond.to_str().unwrap()]));
+    assert_eq!(
+        run(url, &["wait", &id, "--timeout", "30s"]).status.code(),
+        Some(0)
+    );
+    let dead = store.queue_dead_letters("examples").await.unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead.iter()
+            .all(|d| d.reason.starts_with("unparseable step message") && d.read_ct == 1)
+    );
+}
