@@ -101,6 +101,8 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Measure throughput and latency with N tasks of one shape (use a scratch database).
+    Bench(BenchArgs),
     /// Run steps from queues (PostgreSQL); stops gracefully on SIGTERM or ctrl-C.
     Worker {
         /// A queue to serve (repeat for several); every queue when omitted.
@@ -115,6 +117,31 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+/// Options of `tasker bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// linear4, diamond, fanout100 or chain50.
+    #[arg(long, default_value = "diamond")]
+    pub shape: String,
+    /// Tasks to run.
+    #[arg(long, default_value_t = 200)]
+    pub tasks: usize,
+    /// Worker processes (PostgreSQL; the embedded store runs one in-process worker).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Steps each worker runs at the same time.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Messages of the raw pgmq round trips (PostgreSQL).
+    #[arg(long, default_value_t = 10_000)]
+    pub ceiling_messages: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Subcommand)]

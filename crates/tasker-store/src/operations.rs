@@ -12,7 +12,7 @@ use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 
-use crate::primitives::{EvalStep, Outcome, Primitives, Transition};
+use crate::primitives::{Move, Outcome, Primitives, StepRow, Transition};
 
 fn encode<T: serde::Serialize>(message: &T) -> StoreResult<String> {
     serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -93,6 +93,10 @@ async fn state_of<P: Primitives>(p: &mut P, task_id: TaskId) -> StoreResult<Task
         .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))
 }
 
+fn step_not_found(step_id: StepId) -> StoreError {
+    StoreError::NotFound(format!("step {step_id}"))
+}
+
 pub(crate) async fn task_start<P: Primitives>(
     p: &mut P,
     params: TaskStartParams,
@@ -124,8 +128,15 @@ pub(crate) async fn task_cancel<P: Primitives>(
     let state = state_of(p, task_id).await?;
     state.apply(TaskEvent::Cancel)?;
     for step in p.steps_of_task(task_id).await? {
-        if step.state.apply(StepEvent::Cancel).is_ok() {
-            move_step(p, task_id, step.id, step.state, StepEvent::Cancel, reason).await?;
+        if let Ok(to) = step.state.apply(StepEvent::Cancel) {
+            let m = Move {
+                task_id,
+                step_id: step.id,
+                from: step.state,
+                to,
+                reason,
+            };
+            check_moved(p.step_move(m).await?, &m)?;
         }
     }
     move_task(p, task_id, state, TaskEvent::Cancel, reason).await
@@ -142,14 +153,16 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
     let mut enqueued = 0;
     for step in p.steps_of_task(task_id).await? {
         if step.state == StepState::Error {
-            let to = step.state.apply(StepEvent::Retry)?;
-            check_moved(
-                p.step_reset(step.id, step.state).await?,
-                step.id,
-                step.state,
-            )?;
-            record(p, task_id, step.id, step.state, to, "operator retry").await?;
-            send_step(p, task_id, &step, 1, Duration::ZERO).await?;
+            let m = Move {
+                task_id,
+                step_id: step.id,
+                from: step.state,
+                to: step.state.apply(StepEvent::Retry)?,
+                reason: "operator retry",
+            };
+            check_moved(p.step_reset(m).await?, &m)?;
+            let body = step_message(task_id, step.id, &step.handler, 1)?;
+            p.queue_send(&step.queue, &body, Duration::ZERO).await?;
             enqueued += 1;
         }
     }
@@ -160,75 +173,51 @@ pub(crate) async fn step_start<P: Primitives>(
     p: &mut P,
     params: StepStartParams<'_>,
 ) -> StoreResult<StepStart> {
-    let not_found = || StoreError::NotFound(format!("step {}", params.step_id));
-    let task_state = state_of(p, params.task_id).await?;
     let step = p
-        .step_get(params.step_id, true)
+        .step_get(params.step_id, false)
         .await?
-        .ok_or_else(not_found)?;
-    let mut state = step.state;
-    let reason = match state {
-        StepState::Enqueued => format!("attempt {}", step.attempts + 1),
+        .ok_or_else(|| step_not_found(params.step_id))?;
+    if step.state == StepState::InProgress && step.attempts >= step.max_attempts {
+        return dead_letter(p, params, step.task_id).await;
+    }
+    let (mut from, attempts) = (step.state, step.attempts);
+    let reason = match from {
+        StepState::Enqueued => format!("attempt {}", attempts + 1),
         StepState::WaitingForRetry => {
-            state = move_step(
-                p,
-                step.task_id,
-                params.step_id,
-                state,
-                StepEvent::RetryDue,
-                "retry delay elapsed",
-            )
-            .await?;
-            format!("attempt {}", step.attempts + 1)
-        }
-        StepState::InProgress if step.attempts >= step.max_attempts => {
-            let reason = format!(
-                "worker lost during attempt {} of {} (visibility timeout expired); message moved to dead letters",
-                step.attempts, step.max_attempts
-            );
-            p.queue_dead_letter(params.queue, params.msg_id, &reason)
-                .await?;
-            set_outcome(
-                p,
-                step.task_id,
-                params.step_id,
-                state,
-                StepEvent::DeadLetter,
-                Outcome {
-                    results: None,
-                    error: Some(&reason),
-                },
-                &reason,
-            )
-            .await?;
-            settle(p, step.task_id, task_state).await?;
-            return Ok(StepStart::DeadLettered {
-                attempts: step.attempts,
-            });
+            let m = Move {
+                task_id: step.task_id,
+                step_id: params.step_id,
+                from,
+                to: from.apply(StepEvent::RetryDue)?,
+                reason: "retry delay elapsed",
+            };
+            check_moved(p.step_move(m).await?, &m)?;
+            from = m.to;
+            format!("attempt {}", attempts + 1)
         }
         StepState::InProgress => format!(
-            "attempt {}: worker lost during attempt {} (visibility timeout expired)",
-            step.attempts + 1,
-            step.attempts
+            "attempt {}: worker lost during attempt {attempts} (visibility timeout expired)",
+            attempts + 1
         ),
         other => {
             p.queue_delete(params.queue, params.msg_id).await?;
             return Ok(StepStart::Skipped { state: other });
         }
     };
-    let event = if state == StepState::InProgress {
+    let event = if from == StepState::InProgress {
         StepEvent::Reclaim
     } else {
         StepEvent::Start
     };
-    let to = state.apply(event)?;
-    check_moved(
-        p.step_begin_attempt(params.step_id, state, step.attempts)
-            .await?,
-        params.step_id,
-        state,
-    )?;
-    record(p, step.task_id, params.step_id, state, to, &reason).await?;
+    let m = Move {
+        task_id: step.task_id,
+        step_id: params.step_id,
+        from,
+        to: from.apply(event)?,
+        reason: &reason,
+    };
+    // The compare-and-set on the attempt count settles a race between two readers.
+    check_moved(p.step_begin_attempt(m, attempts).await?, &m)?;
     p.queue_set_vt(params.queue, params.msg_id, step.timeout + params.grace)
         .await?;
     Ok(StepStart::Run(Box::new(
@@ -236,88 +225,106 @@ pub(crate) async fn step_start<P: Primitives>(
     )))
 }
 
+/// The message of a step whose every attempt lost its worker: to the dead letters,
+/// the step to error, and the task settled — with the task locked first.
+async fn dead_letter<P: Primitives>(
+    p: &mut P,
+    params: StepStartParams<'_>,
+    task_id: TaskId,
+) -> StoreResult<StepStart> {
+    let task_state = state_of(p, task_id).await?;
+    let step = p
+        .step_get(params.step_id, true)
+        .await?
+        .ok_or_else(|| step_not_found(params.step_id))?;
+    if step.state != StepState::InProgress {
+        return Ok(StepStart::Skipped { state: step.state });
+    }
+    let reason = format!(
+        "worker lost during attempt {} of {} (visibility timeout expired); message moved to dead letters",
+        step.attempts, step.max_attempts
+    );
+    p.queue_dead_letter(params.queue, params.msg_id, &reason)
+        .await?;
+    let m = Move {
+        task_id,
+        step_id: params.step_id,
+        from: step.state,
+        to: step.state.apply(StepEvent::DeadLetter)?,
+        reason: &reason,
+    };
+    let outcome = Outcome {
+        results: None,
+        error: Some(&reason),
+    };
+    check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
+    settle(p, task_id, task_state).await?;
+    Ok(StepStart::DeadLettered {
+        attempts: step.attempts,
+    })
+}
+
 pub(crate) async fn step_finish<P: Primitives>(
     p: &mut P,
     params: StepFinishParams<'_>,
 ) -> StoreResult<StepFinished> {
     let task_state = state_of(p, params.task_id).await?;
-    let step = p
+    let step: StepRow = p
         .step_get(params.step_id, true)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("step {}", params.step_id)))?;
+        .ok_or_else(|| step_not_found(params.step_id))?;
     if step.state != StepState::InProgress || step.attempts != params.attempt {
         return Ok(StepFinished::Stale { state: step.state });
     }
-    let (task_id, from) = (step.task_id, step.state);
+    let task_id = step.task_id;
     p.queue_delete(params.queue, params.msg_id).await?;
-    let step_state = match params.outcome {
+    let (event, outcome, reason) = match params.outcome {
         StepOutcome::Succeeded { results } => {
             let outcome = Outcome {
                 results: Some(results),
                 error: None,
             };
-            set_outcome(
-                p,
-                task_id,
-                params.step_id,
-                from,
-                StepEvent::Succeed,
-                outcome,
-                "succeeded",
-            )
-            .await?
+            (StepEvent::Succeed, outcome, "succeeded".to_owned())
         }
         StepOutcome::Retry { error, delay } => {
-            let reason = format!("retry in {}: {error}", HumanDuration(delay));
             let outcome = Outcome {
                 results: None,
                 error: Some(error),
             };
-            let to = set_outcome(
-                p,
-                task_id,
-                params.step_id,
-                from,
+            (
                 StepEvent::FailRetryable,
                 outcome,
-                &reason,
+                format!("retry in {}: {error}", HumanDuration(delay)),
             )
-            .await?;
-            let eval = EvalStep {
-                id: params.step_id,
-                name: step.name,
-                state: to,
-                handler: step.handler,
-                queue: step.queue,
-                attempts: step.attempts,
-            };
-            send_step(p, task_id, &eval, step.attempts + 1, delay).await?;
-            to
         }
         StepOutcome::Failed { error } => {
             let outcome = Outcome {
                 results: None,
                 error: Some(error),
             };
-            set_outcome(
-                p,
-                task_id,
-                params.step_id,
-                from,
-                StepEvent::FailPermanent,
-                outcome,
-                error,
-            )
-            .await?
+            (StepEvent::FailPermanent, outcome, error.to_owned())
         }
     };
-    let (enqueued, task_state) = if step_state == StepState::WaitingForRetry {
-        (0, task_state)
-    } else {
-        settle(p, task_id, task_state).await?
+    let m = Move {
+        task_id,
+        step_id: params.step_id,
+        from: step.state,
+        to: step.state.apply(event)?,
+        reason: &reason,
     };
+    check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
+    if let StepOutcome::Retry { delay, .. } = params.outcome {
+        let body = step_message(task_id, params.step_id, &step.handler, step.attempts + 1)?;
+        p.queue_send(&step.queue, &body, delay).await?;
+        return Ok(StepFinished::Applied {
+            step_state: m.to,
+            enqueued: 0,
+            task_state,
+        });
+    }
+    let (enqueued, task_state) = settle(p, task_id, task_state).await?;
     Ok(StepFinished::Applied {
-        step_state,
+        step_state: m.to,
         enqueued,
         task_state,
     })
@@ -328,28 +335,28 @@ pub(crate) async fn step_resolve<P: Primitives>(
     step_id: StepId,
     results: &RawValue,
 ) -> StoreResult<TaskState> {
-    let not_found = || StoreError::NotFound(format!("step {step_id}"));
     let task_id = p
         .step_get(step_id, false)
         .await?
-        .ok_or_else(not_found)?
+        .ok_or_else(|| step_not_found(step_id))?
         .task_id;
     let mut task_state = state_of(p, task_id).await?;
-    let step = p.step_get(step_id, true).await?.ok_or_else(not_found)?;
+    let step = p
+        .step_get(step_id, true)
+        .await?
+        .ok_or_else(|| step_not_found(step_id))?;
+    let m = Move {
+        task_id,
+        step_id,
+        from: step.state,
+        to: step.state.apply(StepEvent::Resolve)?,
+        reason: "resolved by an operator",
+    };
     let outcome = Outcome {
         results: Some(results),
         error: None,
     };
-    set_outcome(
-        p,
-        task_id,
-        step_id,
-        step.state,
-        StepEvent::Resolve,
-        outcome,
-        "resolved by an operator",
-    )
-    .await?;
+    check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
     if task_state == TaskState::Error {
         let reason = format!("step `{}` resolved by an operator", step.name);
         task_state = move_task(p, task_id, task_state, TaskEvent::Resume, &reason).await?;
@@ -369,21 +376,35 @@ async fn settle<P: Primitives>(
         return Ok((0, task_state));
     }
     let steps = p.steps_of_task(task_id).await?;
-    let edges = p.step_edges(task_id).await?;
     let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
+    let edges: Vec<(usize, usize)> = steps
+        .iter()
+        .enumerate()
+        .flat_map(|(child, s)| s.parents.iter().map(move |&parent| (parent, child)))
+        .collect();
     let eval = readiness::evaluate(&states, &edges);
-    for &i in &eval.ready {
-        let step = &steps[i];
-        move_step(
-            p,
-            task_id,
-            step.id,
-            step.state,
-            StepEvent::Enqueue,
-            "dependencies done",
-        )
-        .await?;
-        send_step(p, task_id, step, step.attempts + 1, Duration::ZERO).await?;
+    if !eval.ready.is_empty() {
+        StepState::Pending.apply(StepEvent::Enqueue)?;
+        let ids: Vec<StepId> = eval.ready.iter().map(|&i| steps[i].id).collect();
+        let moved = p.steps_enqueue(task_id, &ids, "dependencies done").await?;
+        if moved != ids.len() as u64 {
+            return Err(StoreError::Conflict(format!(
+                "task {task_id}: a ready step was no longer pending"
+            )));
+        }
+        // One batch per queue, in the order the steps were made ready.
+        let mut batches: Vec<(&str, Vec<String>)> = Vec::new();
+        for &i in &eval.ready {
+            let s = &steps[i];
+            let body = step_message(task_id, s.id, &s.handler, s.attempts + 1)?;
+            match batches.iter_mut().find(|(queue, _)| *queue == s.queue) {
+                Some((_, bodies)) => bodies.push(body),
+                None => batches.push((&s.queue, vec![body])),
+            }
+        }
+        for (queue, bodies) in &batches {
+            p.queue_send_batch(queue, bodies).await?;
+        }
     }
     let state = match eval.outcome {
         Readiness::Complete => {
@@ -409,20 +430,18 @@ async fn settle<P: Primitives>(
     Ok((eval.ready.len(), state))
 }
 
-async fn send_step<P: Primitives>(
-    p: &mut P,
+fn step_message(
     task_id: TaskId,
-    step: &EvalStep,
+    step_id: StepId,
+    handler: &str,
     attempt: u32,
-    delay: Duration,
-) -> StoreResult<()> {
-    let message = StepMessage {
+) -> StoreResult<String> {
+    encode(&StepMessage {
         task_id,
-        step_id: step.id,
+        step_id,
         attempt,
-        handler: step.handler.as_str().into(),
-    };
-    p.queue_send(&step.queue, &encode(&message)?, delay).await
+        handler: handler.into(),
+    })
 }
 
 /// Applies `event` to a task in state `from`: compare-and-set plus transition.
@@ -434,81 +453,21 @@ async fn move_task<P: Primitives>(
     reason: &str,
 ) -> StoreResult<TaskState> {
     let to = from.apply(event)?;
-    if p.task_set_state(task_id, from, to).await? != 1 {
+    if p.task_move(task_id, from, to, reason).await? != 1 {
         return Err(StoreError::Conflict(format!(
             "task {task_id} is no longer {from}"
         )));
     }
-    let t = Transition {
-        task_id,
-        step_id: None,
-        from: Some(from.as_str()),
-        to: to.as_str(),
-        reason,
-    };
-    p.transition_append(t).await?;
     Ok(to)
 }
 
-/// Applies `event` to a step with no other change: compare-and-set plus transition.
-async fn move_step<P: Primitives>(
-    p: &mut P,
-    task_id: TaskId,
-    step_id: StepId,
-    from: StepState,
-    event: StepEvent,
-    reason: &str,
-) -> StoreResult<StepState> {
-    let to = from.apply(event)?;
-    check_moved(p.step_set_state(step_id, from, to).await?, step_id, from)?;
-    record(p, task_id, step_id, from, to, reason).await?;
-    Ok(to)
-}
-
-/// Applies `event` with its outcome columns: compare-and-set plus transition.
-async fn set_outcome<P: Primitives>(
-    p: &mut P,
-    task_id: TaskId,
-    step_id: StepId,
-    from: StepState,
-    event: StepEvent,
-    outcome: Outcome<'_>,
-    reason: &str,
-) -> StoreResult<StepState> {
-    let to = from.apply(event)?;
-    check_moved(
-        p.step_set_outcome(step_id, from, to, outcome).await?,
-        step_id,
-        from,
-    )?;
-    record(p, task_id, step_id, from, to, reason).await?;
-    Ok(to)
-}
-
-fn check_moved(rows: u64, step_id: StepId, from: StepState) -> StoreResult<()> {
+fn check_moved(rows: u64, m: &Move<'_>) -> StoreResult<()> {
     if rows == 1 {
         Ok(())
     } else {
         Err(StoreError::Conflict(format!(
-            "step {step_id} is no longer {from}"
+            "step {} is no longer {}",
+            m.step_id, m.from
         )))
     }
-}
-
-async fn record<P: Primitives>(
-    p: &mut P,
-    task_id: TaskId,
-    step_id: StepId,
-    from: StepState,
-    to: StepState,
-    reason: &str,
-) -> StoreResult<()> {
-    let t = Transition {
-        task_id,
-        step_id: Some(step_id),
-        from: Some(from.as_str()),
-        to: to.as_str(),
-        reason,
-    };
-    p.transition_append(t).await
 }

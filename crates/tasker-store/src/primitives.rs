@@ -4,7 +4,8 @@
 //!
 //! Methods that read a row a transaction will change (`task_state` with `lock`,
 //! `step_get`) lock it where the backend has row locks (PostgreSQL `FOR UPDATE`);
-//! SQLite needs none, having one writer.
+//! SQLite needs none, having one writer. Every change of state is a compare-and-set
+//! that appends its transition in the same call (one statement on PostgreSQL).
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub(crate) struct EvalStep {
     pub handler: String,
     pub queue: String,
     pub attempts: u32,
+    /// Positions of its parents.
+    pub parents: Vec<usize>,
 }
 
 /// A step row, as the operations that change it need it.
@@ -43,6 +46,16 @@ pub(crate) struct Transition<'a> {
     pub step_id: Option<StepId>,
     pub from: Option<&'a str>,
     pub to: &'a str,
+    pub reason: &'a str,
+}
+
+/// A compare-and-set of a step's state from `from` to `to`, recorded with `reason`.
+#[derive(Clone, Copy)]
+pub(crate) struct Move<'a> {
+    pub task_id: TaskId,
+    pub step_id: StepId,
+    pub from: StepState,
+    pub to: StepState,
     pub reason: &'a str,
 }
 
@@ -81,8 +94,9 @@ impl Sent {
     }
 }
 
-/// Row and queue operations inside one open transaction. Every `…_set…` method is a
-/// compare-and-set on the state (`from`) and returns the number of rows changed.
+/// Row and queue operations inside one open transaction. Every method that changes a
+/// state is a compare-and-set on it (`from`) that also appends the transition, and
+/// returns the number of rows changed.
 pub(crate) trait Primitives: Send {
     fn template_definition(
         &mut self,
@@ -116,24 +130,20 @@ pub(crate) trait Primitives: Send {
         idempotency_key: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    fn task_set_state(
+    /// Moves the task from `from` to `to` and records why.
+    fn task_move(
         &mut self,
         task_id: TaskId,
         from: TaskState,
         to: TaskState,
+        reason: &str,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// The task's steps in position order.
+    /// The task's steps in position order, with their parents.
     fn steps_of_task(
         &mut self,
         task_id: TaskId,
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
-
-    /// `(parent, child)` positions.
-    fn step_edges(
-        &mut self,
-        task_id: TaskId,
-    ) -> impl Future<Output = StoreResult<Vec<(usize, usize)>>> + Send;
 
     /// The step row; `lock` locks it for this transaction. Lock a step only after its
     /// task: every transaction takes the two in that order.
@@ -149,35 +159,32 @@ pub(crate) trait Primitives: Send {
         step_id: StepId,
     ) -> impl Future<Output = StoreResult<StepExecution>> + Send;
 
-    fn step_set_state(
-        &mut self,
-        step_id: StepId,
-        from: StepState,
-        to: StepState,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Changes the state only.
+    fn step_move(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// Starts attempt `attempts + 1`: state `in_progress`, started now.
+    /// Starts attempt `attempts + 1` (also a compare-and-set on `attempts`), started now.
     fn step_begin_attempt(
         &mut self,
-        step_id: StepId,
-        from: StepState,
+        m: Move<'_>,
         attempts: u32,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// Ends an attempt (or resolves the step): the new state, results, error, completed now.
+    /// Ends an attempt (or resolves the step): results, error, completed now.
     fn step_set_outcome(
         &mut self,
-        step_id: StepId,
-        from: StepState,
-        to: StepState,
+        m: Move<'_>,
         outcome: Outcome<'_>,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// Back to `enqueued` with no attempts, results or error (an operator's retry).
-    fn step_reset(
+    /// Clears attempts, results, error and times (an operator's retry).
+    fn step_reset(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Moves every step of `steps` from pending to enqueued, each with its transition.
+    fn steps_enqueue(
         &mut self,
-        step_id: StepId,
-        from: StepState,
+        task_id: TaskId,
+        steps: &[StepId],
+        reason: &str,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     fn transition_append(
@@ -194,6 +201,13 @@ pub(crate) trait Primitives: Send {
         queue: &str,
         body: &str,
         delay: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Sends messages visible at once.
+    fn queue_send_batch(
+        &mut self,
+        queue: &str,
+        bodies: &[String],
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn queue_delete(

@@ -1,6 +1,7 @@
 //! One module per group of commands. A command that works on either store picks the
 //! backend once, from its arguments ([`Backend`]), and runs generic code over it.
 
+mod bench;
 mod distributed;
 mod operate;
 mod run;
@@ -155,6 +156,7 @@ pub async fn dispatch(command: Command) -> Result<Outcome, CliError> {
             command: TemplateCommand::Register { paths, store },
         } => with_store!(&store, true, |s| operate::register(&s, &paths)),
         Command::Migrate { store } => distributed::migrate(&store).await,
+        Command::Bench(args) => bench::bench(args).await,
         Command::Orchestrator { store } => distributed::orchestrator(&store).await,
         Command::Worker {
             queues,

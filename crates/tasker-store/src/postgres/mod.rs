@@ -11,6 +11,7 @@
 //! connection and wakes its process's readers. A lost listening connection is
 //! re-established, and readers are woken in case a notification was missed.
 
+pub mod ceiling;
 mod queue;
 mod steps;
 mod tasks;
@@ -26,14 +27,14 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::state::{StepState, TaskState};
+use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 use tokio::task::JoinHandle;
 
 use crate::operations;
-use crate::primitives::{EvalStep, Outcome, Primitives, Sent, StepRow, Transition};
+use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
 
 pub(crate) type Conn = sqlx::PgConnection;
 
@@ -183,21 +184,18 @@ impl Primitives for PgTx<'_> {
         tasks::insert(self.conn, task_id, t, context, key, self.now).await
     }
 
-    async fn task_set_state(
+    async fn task_move(
         &mut self,
         task_id: TaskId,
         from: TaskState,
         to: TaskState,
+        reason: &str,
     ) -> StoreResult<u64> {
-        tasks::set_state(self.conn, task_id, from, to, self.now).await
+        tasks::move_(self.conn, task_id, from, to, reason, self.now).await
     }
 
     async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
         steps::of_task(self.conn, task_id).await
-    }
-
-    async fn step_edges(&mut self, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
-        steps::edges(self.conn, task_id).await
     }
 
     async fn step_get(&mut self, step_id: StepId, lock: bool) -> StoreResult<Option<StepRow>> {
@@ -208,36 +206,29 @@ impl Primitives for PgTx<'_> {
         steps::execution(self.conn, step_id).await
     }
 
-    async fn step_set_state(
-        &mut self,
-        step_id: StepId,
-        from: StepState,
-        to: StepState,
-    ) -> StoreResult<u64> {
-        steps::set_state(self.conn, step_id, from, to).await
+    async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {
+        steps::move_(self.conn, m, self.now).await
     }
 
-    async fn step_begin_attempt(
-        &mut self,
-        step_id: StepId,
-        from: StepState,
-        attempts: u32,
-    ) -> StoreResult<u64> {
-        steps::begin_attempt(self.conn, step_id, from, attempts, self.now).await
+    async fn step_begin_attempt(&mut self, m: Move<'_>, attempts: u32) -> StoreResult<u64> {
+        steps::begin_attempt(self.conn, m, attempts, self.now).await
     }
 
-    async fn step_set_outcome(
-        &mut self,
-        step_id: StepId,
-        from: StepState,
-        to: StepState,
-        outcome: Outcome<'_>,
-    ) -> StoreResult<u64> {
-        steps::set_outcome(self.conn, step_id, from, to, outcome, self.now).await
+    async fn step_set_outcome(&mut self, m: Move<'_>, outcome: Outcome<'_>) -> StoreResult<u64> {
+        steps::set_outcome(self.conn, m, outcome, self.now).await
     }
 
-    async fn step_reset(&mut self, step_id: StepId, from: StepState) -> StoreResult<u64> {
-        steps::reset(self.conn, step_id, from).await
+    async fn step_reset(&mut self, m: Move<'_>) -> StoreResult<u64> {
+        steps::reset(self.conn, m, self.now).await
+    }
+
+    async fn steps_enqueue(
+        &mut self,
+        task_id: TaskId,
+        steps: &[StepId],
+        reason: &str,
+    ) -> StoreResult<u64> {
+        steps::enqueue_many(self.conn, task_id, steps, reason, self.now).await
     }
 
     async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
@@ -255,6 +246,12 @@ impl Primitives for PgTx<'_> {
 
     async fn queue_send(&mut self, queue: &str, body: &str, delay: Duration) -> StoreResult<()> {
         queue::send(self.conn, queue, body, delay).await?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+
+    async fn queue_send_batch(&mut self, queue: &str, bodies: &[String]) -> StoreResult<()> {
+        queue::send_batch(self.conn, queue, bodies).await?;
         self.sent.queue(queue);
         Ok(())
     }

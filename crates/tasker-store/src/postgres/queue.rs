@@ -59,6 +59,18 @@ pub(crate) async fn send(
     Ok(())
 }
 
+/// Sends messages visible at once, with one notification.
+pub(crate) async fn send_batch(conn: &mut Conn, queue: &str, bodies: &[String]) -> StoreResult<()> {
+    sqlx::query("SELECT pgmq.send_batch($1, $2::text[]::jsonb[]), pg_notify($3, $1)")
+        .bind(queue)
+        .bind(bodies)
+        .bind(super::CHANNEL)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<()> {
     sqlx::query("SELECT pgmq.delete($1, $2)")
         .bind(queue)

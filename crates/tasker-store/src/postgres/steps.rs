@@ -11,12 +11,15 @@ use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db};
-use crate::primitives::{EvalStep, Outcome, StepRow};
+use crate::primitives::{EvalStep, Move, Outcome, StepRow};
 use crate::rows::{link_parents, parse, raw};
 
 pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
     let rows = sqlx::query(
-        "SELECT id, name, state, handler, queue, attempts FROM tasker.steps WHERE task_id = $1 ORDER BY position",
+        "SELECT id, name, state, handler, queue, attempts,
+                (SELECT array_agg(parent ORDER BY parent) FROM tasker.step_edges e
+                 WHERE e.task_id = s.task_id AND e.child = s.position)
+         FROM tasker.steps s WHERE task_id = $1 ORDER BY position",
     )
     .bind(task_id.0)
     .fetch_all(&mut *conn)
@@ -31,6 +34,12 @@ pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec
                 handler: r.get(3),
                 queue: r.get(4),
                 attempts: r.get::<i32, _>(5) as u32,
+                parents: r
+                    .get::<Option<Vec<i32>>, _>(6)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p as usize)
+                    .collect(),
             })
         })
         .collect()
@@ -118,16 +127,38 @@ pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<S
     })
 }
 
-pub(crate) async fn set_state(
-    conn: &mut Conn,
-    step_id: StepId,
-    from: StepState,
-    to: StepState,
-) -> StoreResult<u64> {
-    let done = sqlx::query("UPDATE tasker.steps SET state = $1 WHERE id = $2 AND state = $3")
-        .bind(to.as_str())
-        .bind(step_id.0)
-        .bind(from.as_str())
+/// A compare-and-set `UPDATE … RETURNING id` of steps, followed by the insert of one
+/// transition per row it changed — one statement. `$1`‥`$5` are the transition's task
+/// id, from, to, reason and time; the update's own parameters start at `$6`.
+macro_rules! with_transition {
+    ($update:literal) => {
+        concat!(
+            "WITH moved AS (",
+            $update,
+            " RETURNING id) INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+             SELECT $1, id, $2, $3, $4, $5 FROM moved"
+        )
+    };
+}
+
+fn bind_move<'q>(
+    sql: &'q str,
+    m: &Move<'q>,
+    now: Timestamp,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(m.task_id.0)
+        .bind(m.from.as_str())
+        .bind(m.to.as_str())
+        .bind(m.reason)
+        .bind(now.0)
+}
+
+pub(crate) async fn move_(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
+    const SQL: &str =
+        with_transition!("UPDATE tasker.steps SET state = $3 WHERE id = $6 AND state = $2");
+    let done = bind_move(SQL, &m, now)
+        .bind(m.step_id.0)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -136,61 +167,79 @@ pub(crate) async fn set_state(
 
 pub(crate) async fn begin_attempt(
     conn: &mut Conn,
-    step_id: StepId,
-    from: StepState,
+    m: Move<'_>,
     attempts: u32,
     now: Timestamp,
 ) -> StoreResult<u64> {
-    let done = sqlx::query(
-        "UPDATE tasker.steps SET state = 'in_progress', attempts = $1, started_at = $2, completed_at = NULL
-         WHERE id = $3 AND state = $4 AND attempts = $5",
-    )
-    .bind((attempts + 1) as i32)
-    .bind(now.0)
-    .bind(step_id.0)
-    .bind(from.as_str())
-    .bind(attempts as i32)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    const SQL: &str = with_transition!(
+        "UPDATE tasker.steps SET state = $3, attempts = $7 + 1, started_at = $5, completed_at = NULL
+         WHERE id = $6 AND state = $2 AND attempts = $7"
+    );
+    let done = bind_move(SQL, &m, now)
+        .bind(m.step_id.0)
+        .bind(attempts as i32)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     Ok(done.rows_affected())
 }
 
 pub(crate) async fn set_outcome(
     conn: &mut Conn,
-    step_id: StepId,
-    from: StepState,
-    to: StepState,
+    m: Move<'_>,
     outcome: Outcome<'_>,
     now: Timestamp,
 ) -> StoreResult<u64> {
-    let done = sqlx::query(
-        "UPDATE tasker.steps SET state = $1, results = COALESCE($2::json, results), error = $3, completed_at = $4
-         WHERE id = $5 AND state = $6",
-    )
-    .bind(to.as_str())
-    .bind(outcome.results.map(RawValue::get))
-    .bind(outcome.error)
-    .bind(now.0)
-    .bind(step_id.0)
-    .bind(from.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    const SQL: &str = with_transition!(
+        "UPDATE tasker.steps SET state = $3, results = COALESCE($7::json, results), error = $8, completed_at = $5
+         WHERE id = $6 AND state = $2"
+    );
+    let done = bind_move(SQL, &m, now)
+        .bind(m.step_id.0)
+        .bind(outcome.results.map(RawValue::get))
+        .bind(outcome.error)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     Ok(done.rows_affected())
 }
 
-pub(crate) async fn reset(conn: &mut Conn, step_id: StepId, from: StepState) -> StoreResult<u64> {
-    let done = sqlx::query(
-        "UPDATE tasker.steps SET state = 'enqueued', attempts = 0, results = NULL, error = NULL,
+pub(crate) async fn reset(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
+    const SQL: &str = with_transition!(
+        "UPDATE tasker.steps SET state = $3, attempts = 0, results = NULL, error = NULL,
                 started_at = NULL, completed_at = NULL
-         WHERE id = $1 AND state = $2",
-    )
-    .bind(step_id.0)
-    .bind(from.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+         WHERE id = $6 AND state = $2"
+    );
+    let done = bind_move(SQL, &m, now)
+        .bind(m.step_id.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn enqueue_many(
+    conn: &mut Conn,
+    task_id: TaskId,
+    steps: &[StepId],
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    const SQL: &str =
+        with_transition!("UPDATE tasker.steps SET state = $3 WHERE id = ANY($6) AND state = $2");
+    let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
+    let m = Move {
+        task_id,
+        step_id: steps[0],
+        from: StepState::Pending,
+        to: StepState::Enqueued,
+        reason,
+    };
+    let done = bind_move(SQL, &m, now)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     Ok(done.rows_affected())
 }
 

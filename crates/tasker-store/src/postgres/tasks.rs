@@ -130,20 +130,24 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-pub(crate) async fn set_state(
+pub(crate) async fn move_(
     conn: &mut Conn,
     task_id: TaskId,
     from: TaskState,
     to: TaskState,
+    reason: &str,
     now: Timestamp,
 ) -> StoreResult<u64> {
     let done = sqlx::query(
-        "UPDATE tasker.tasks SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+        "WITH moved AS (UPDATE tasker.tasks SET state = $3, updated_at = $5 WHERE id = $1 AND state = $2 RETURNING id)
+         INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+         SELECT id, NULL, $2, $3, $4, $5 FROM moved",
     )
-    .bind(to.as_str())
-    .bind(now.0)
     .bind(task_id.0)
     .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(now.0)
     .execute(&mut *conn)
     .await
     .map_err(db)?;

@@ -22,6 +22,7 @@ mod transitions;
 use std::fs::File;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -29,13 +30,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::state::{StepState, TaskState};
+use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use crate::operations;
-use crate::primitives::{EvalStep, Outcome, Primitives, Sent, StepRow, Transition};
+use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
 
 pub(crate) type Conn = sqlx::SqliteConnection;
 
@@ -44,6 +45,8 @@ pub(crate) type Conn = sqlx::SqliteConnection;
 pub struct SqliteStore {
     pool: SqlitePool,
     wakeups: Wakeups,
+    /// Write transactions committed (queue reads included: they write).
+    writes: AtomicU64,
     /// Held, never read: the exclusive lock on `<file>-lock`.
     _lock: Option<File>,
 }
@@ -76,6 +79,7 @@ impl SqliteStore {
         let store = Self {
             pool,
             wakeups: Wakeups::default(),
+            writes: AtomicU64::new(0),
             _lock: lock,
         };
         let reclaimed = queue::release_in_flight(&store.pool, Timestamp::now()).await?;
@@ -88,6 +92,11 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// How many write transactions this store has committed, for measurements.
+    pub fn write_transactions(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
     /// Opens an existing database for reading while another process may own it.
     pub async fn open_read_only(path: &str) -> StoreResult<Self> {
         if !Path::new(path).exists() {
@@ -97,6 +106,7 @@ impl SqliteStore {
         Ok(Self {
             pool: pool(options).await?,
             wakeups: Wakeups::default(),
+            writes: AtomicU64::new(0),
             _lock: None,
         })
     }
@@ -175,21 +185,18 @@ impl Primitives for SqliteTx<'_> {
         tasks::insert(self.conn, task_id, t, context, key, self.now).await
     }
 
-    async fn task_set_state(
+    async fn task_move(
         &mut self,
         task_id: TaskId,
         from: TaskState,
         to: TaskState,
+        reason: &str,
     ) -> StoreResult<u64> {
-        tasks::set_state(self.conn, task_id, from, to, self.now).await
+        tasks::move_(self.conn, task_id, from, to, reason, self.now).await
     }
 
     async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
         steps::of_task(self.conn, task_id).await
-    }
-
-    async fn step_edges(&mut self, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
-        steps::edges(self.conn, task_id).await
     }
 
     async fn step_get(&mut self, step_id: StepId, _lock: bool) -> StoreResult<Option<StepRow>> {
@@ -200,36 +207,29 @@ impl Primitives for SqliteTx<'_> {
         steps::execution(self.conn, step_id).await
     }
 
-    async fn step_set_state(
-        &mut self,
-        step_id: StepId,
-        from: StepState,
-        to: StepState,
-    ) -> StoreResult<u64> {
-        steps::set_state(self.conn, step_id, from, to).await
+    async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {
+        steps::move_(self.conn, m, self.now).await
     }
 
-    async fn step_begin_attempt(
-        &mut self,
-        step_id: StepId,
-        from: StepState,
-        attempts: u32,
-    ) -> StoreResult<u64> {
-        steps::begin_attempt(self.conn, step_id, from, attempts, self.now).await
+    async fn step_begin_attempt(&mut self, m: Move<'_>, attempts: u32) -> StoreResult<u64> {
+        steps::begin_attempt(self.conn, m, attempts, self.now).await
     }
 
-    async fn step_set_outcome(
-        &mut self,
-        step_id: StepId,
-        from: StepState,
-        to: StepState,
-        outcome: Outcome<'_>,
-    ) -> StoreResult<u64> {
-        steps::set_outcome(self.conn, step_id, from, to, outcome, self.now).await
+    async fn step_set_outcome(&mut self, m: Move<'_>, outcome: Outcome<'_>) -> StoreResult<u64> {
+        steps::set_outcome(self.conn, m, outcome, self.now).await
     }
 
-    async fn step_reset(&mut self, step_id: StepId, from: StepState) -> StoreResult<u64> {
-        steps::reset(self.conn, step_id, from).await
+    async fn step_reset(&mut self, m: Move<'_>) -> StoreResult<u64> {
+        steps::reset(self.conn, m, self.now).await
+    }
+
+    async fn steps_enqueue(
+        &mut self,
+        task_id: TaskId,
+        steps: &[StepId],
+        reason: &str,
+    ) -> StoreResult<u64> {
+        steps::enqueue_many(self.conn, task_id, steps, reason, self.now).await
     }
 
     async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
@@ -242,6 +242,12 @@ impl Primitives for SqliteTx<'_> {
 
     async fn queue_send(&mut self, queue: &str, body: &str, delay: Duration) -> StoreResult<()> {
         queue::send(self.conn, queue, body, delay, self.now).await?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+
+    async fn queue_send_batch(&mut self, queue: &str, bodies: &[String]) -> StoreResult<()> {
+        queue::send_batch(self.conn, queue, bodies, self.now).await?;
         self.sent.queue(queue);
         Ok(())
     }
@@ -286,6 +292,7 @@ macro_rules! write {
         let result = $op.await?;
         let sent = std::mem::take(&mut tx_ops.sent);
         tx.commit().await.map_err(db)?;
+        $store.writes.fetch_add(1, Ordering::Relaxed);
         sent.wake(&$store.wakeups);
         Ok(result)
     }};
@@ -354,6 +361,7 @@ impl Store for SqliteStore {
         visibility: Duration,
         limit: u32,
     ) -> StoreResult<Vec<QueueMessage>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         queue::read(&self.pool, queue, visibility, limit, Timestamp::now()).await
     }
 

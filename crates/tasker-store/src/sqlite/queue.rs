@@ -28,6 +28,18 @@ pub(crate) async fn send(
     Ok(())
 }
 
+pub(crate) async fn send_batch(
+    conn: &mut Conn,
+    queue: &str,
+    bodies: &[String],
+    now: Timestamp,
+) -> StoreResult<()> {
+    for body in bodies {
+        send(conn, queue, body, Duration::ZERO, now).await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<()> {
     sqlx::query("DELETE FROM queue_messages WHERE msg_id = ? AND queue = ?")
         .bind(msg_id)

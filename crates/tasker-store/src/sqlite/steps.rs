@@ -10,12 +10,17 @@ use tasker_core::state::StepState;
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
+use super::transitions;
 use super::{Conn, db};
-use crate::primitives::{EvalStep, Outcome, StepRow};
+use crate::primitives::{EvalStep, Move, Outcome, StepRow, Transition};
 use crate::rows::{link_parents, parse, raw};
 
 pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-    let rows = sqlx::query("SELECT id, name, state, handler, queue, attempts FROM steps WHERE task_id = ? ORDER BY position")
+    let rows = sqlx::query(
+        "SELECT id, name, state, handler, queue, attempts,
+                (SELECT group_concat(parent) FROM step_edges e WHERE e.task_id = s.task_id AND e.child = s.position)
+         FROM steps s WHERE task_id = ? ORDER BY position",
+    )
         .bind(task_id.0)
         .fetch_all(&mut *conn)
         .await
@@ -29,6 +34,16 @@ pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec
                 handler: r.get(3),
                 queue: r.get(4),
                 attempts: r.get::<i64, _>(5) as u32,
+                parents: r
+                    .get::<Option<&str>, _>(6)
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse()
+                            .map_err(|_| StoreError::Corrupt(format!("edge `{p}`")))
+                    })
+                    .collect::<StoreResult<_>>()?,
             })
         })
         .collect()
@@ -106,49 +121,57 @@ pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<S
     })
 }
 
-pub(crate) async fn set_state(
-    conn: &mut Conn,
-    step_id: StepId,
-    from: StepState,
-    to: StepState,
-) -> StoreResult<u64> {
+/// Appends the transition of `m` if its compare-and-set changed a row.
+async fn recorded(conn: &mut Conn, m: &Move<'_>, rows: u64, now: Timestamp) -> StoreResult<u64> {
+    if rows == 1 {
+        let t = Transition {
+            task_id: m.task_id,
+            step_id: Some(m.step_id),
+            from: Some(m.from.as_str()),
+            to: m.to.as_str(),
+            reason: m.reason,
+        };
+        transitions::append(conn, t, now).await?;
+    }
+    Ok(rows)
+}
+
+pub(crate) async fn move_(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
     let done = sqlx::query("UPDATE steps SET state = ? WHERE id = ? AND state = ?")
-        .bind(to.as_str())
-        .bind(step_id.0)
-        .bind(from.as_str())
+        .bind(m.to.as_str())
+        .bind(m.step_id.0)
+        .bind(m.from.as_str())
         .execute(&mut *conn)
         .await
         .map_err(db)?;
-    Ok(done.rows_affected())
+    recorded(conn, &m, done.rows_affected(), now).await
 }
 
 pub(crate) async fn begin_attempt(
     conn: &mut Conn,
-    step_id: StepId,
-    from: StepState,
+    m: Move<'_>,
     attempts: u32,
     now: Timestamp,
 ) -> StoreResult<u64> {
     let done = sqlx::query(
-        "UPDATE steps SET state = 'in_progress', attempts = ?, started_at = ?, completed_at = NULL
+        "UPDATE steps SET state = ?, attempts = ?, started_at = ?, completed_at = NULL
          WHERE id = ? AND state = ? AND attempts = ?",
     )
+    .bind(m.to.as_str())
     .bind(i64::from(attempts + 1))
     .bind(now.0)
-    .bind(step_id.0)
-    .bind(from.as_str())
+    .bind(m.step_id.0)
+    .bind(m.from.as_str())
     .bind(i64::from(attempts))
     .execute(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(done.rows_affected())
+    recorded(conn, &m, done.rows_affected(), now).await
 }
 
 pub(crate) async fn set_outcome(
     conn: &mut Conn,
-    step_id: StepId,
-    from: StepState,
-    to: StepState,
+    m: Move<'_>,
     outcome: Outcome<'_>,
     now: Timestamp,
 ) -> StoreResult<u64> {
@@ -156,30 +179,52 @@ pub(crate) async fn set_outcome(
         "UPDATE steps SET state = ?, results = COALESCE(?, results), error = ?, completed_at = ?
          WHERE id = ? AND state = ?",
     )
-    .bind(to.as_str())
+    .bind(m.to.as_str())
     .bind(outcome.results.map(RawValue::get))
     .bind(outcome.error)
     .bind(now.0)
-    .bind(step_id.0)
-    .bind(from.as_str())
+    .bind(m.step_id.0)
+    .bind(m.from.as_str())
     .execute(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(done.rows_affected())
+    recorded(conn, &m, done.rows_affected(), now).await
 }
 
-pub(crate) async fn reset(conn: &mut Conn, step_id: StepId, from: StepState) -> StoreResult<u64> {
+pub(crate) async fn reset(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
     let done = sqlx::query(
-        "UPDATE steps SET state = 'enqueued', attempts = 0, results = NULL, error = NULL,
+        "UPDATE steps SET state = ?, attempts = 0, results = NULL, error = NULL,
                 started_at = NULL, completed_at = NULL
          WHERE id = ? AND state = ?",
     )
-    .bind(step_id.0)
-    .bind(from.as_str())
+    .bind(m.to.as_str())
+    .bind(m.step_id.0)
+    .bind(m.from.as_str())
     .execute(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(done.rows_affected())
+    recorded(conn, &m, done.rows_affected(), now).await
+}
+
+pub(crate) async fn enqueue_many(
+    conn: &mut Conn,
+    task_id: TaskId,
+    steps: &[StepId],
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let mut moved = 0;
+    for &step_id in steps {
+        let m = Move {
+            task_id,
+            step_id,
+            from: StepState::Pending,
+            to: StepState::Enqueued,
+            reason,
+        };
+        moved += move_(conn, m, now).await?;
+    }
+    Ok(moved)
 }
 
 /// The task's steps for reports, with `depends_on` rebuilt from the edges.

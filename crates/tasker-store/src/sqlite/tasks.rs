@@ -9,7 +9,8 @@ use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db, steps};
+use super::{Conn, db, steps, transitions};
+use crate::primitives::Transition;
 use crate::rows::{parse, raw};
 
 pub(crate) async fn state(conn: &mut Conn, task_id: TaskId) -> StoreResult<Option<TaskState>> {
@@ -87,11 +88,12 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-pub(crate) async fn set_state(
+pub(crate) async fn move_(
     conn: &mut Conn,
     task_id: TaskId,
     from: TaskState,
     to: TaskState,
+    reason: &str,
     now: Timestamp,
 ) -> StoreResult<u64> {
     let done = sqlx::query("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
@@ -102,6 +104,16 @@ pub(crate) async fn set_state(
         .execute(&mut *conn)
         .await
         .map_err(db)?;
+    if done.rows_affected() == 1 {
+        let t = Transition {
+            task_id,
+            step_id: None,
+            from: Some(from.as_str()),
+            to: to.as_str(),
+            reason,
+        };
+        transitions::append(conn, t, now).await?;
+    }
     Ok(done.rows_affected())
 }
 

@@ -1,0 +1,434 @@
+//! `tasker bench`: the throughput harness. Runs N tasks of one shape with `noop`
+//! handlers on either store and reports steps/s, dispatch latency (a parent's
+//! completion to its child's start), task latency, database transactions per step and
+//! the peak RSS of each process — and, on PostgreSQL, the ceiling of the queue itself
+//! (raw pgmq send → read → delete) measured in the same run.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tasker_core::id::TaskId;
+use tasker_core::store::Store;
+use tasker_core::template::{TaskTemplate, parse_template};
+use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
+use tasker_store::postgres::ceiling;
+use tasker_store::sqlite::SqliteStore;
+
+use super::{Backend, connect_postgres};
+use crate::cli::BenchArgs;
+use crate::{CliError, Outcome};
+
+/// The workflow shapes the harness knows.
+pub fn shape_template(shape: &str) -> Result<TaskTemplate, CliError> {
+    let mut yaml = format!("namespace: bench\nname: {shape}\nversion: 1.0.0\nsteps:\n");
+    let mut step = |name: &str, deps: &[String]| {
+        yaml.push_str(&format!(
+            "  - {{name: {name}, handler: noop, depends_on: [{}]}}\n",
+            deps.join(", ")
+        ));
+    };
+    let chain = |n: usize, step: &mut dyn FnMut(&str, &[String])| {
+        for i in 0..n {
+            let deps: Vec<String> = if i == 0 {
+                vec![]
+            } else {
+                vec![format!("s{}", i - 1)]
+            };
+            step(&format!("s{i}"), &deps);
+        }
+    };
+    match shape {
+        "linear4" => chain(4, &mut step),
+        "chain50" => chain(50, &mut step),
+        "diamond" => {
+            step("a", &[]);
+            step("b", &["a".into()]);
+            step("c", &["a".into()]);
+            step("d", &["b".into(), "c".into()]);
+        }
+        "fanout100" => {
+            step("root", &[]);
+            let leaves: Vec<String> = (0..100).map(|i| format!("leaf{i}")).collect();
+            for leaf in &leaves {
+                step(leaf, &["root".into()]);
+            }
+            step("join", &leaves);
+        }
+        other => {
+            return Err(CliError::BadInput(format!(
+                "unknown shape `{other}`: use linear4, diamond, fanout100 or chain50"
+            )));
+        }
+    }
+    parse_template(&yaml, shape).map_err(CliError::failed)
+}
+
+/// Nearest-rank percentiles of a list of durations, in milliseconds.
+#[derive(Serialize, Default)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub count: usize,
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
+    if samples.is_empty() {
+        return Percentiles::default();
+    }
+    samples.sort_unstable();
+    let at = |p: f64| {
+        let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1].as_secs_f64() * 1000.0
+    };
+    Percentiles {
+        p50_ms: at(0.50),
+        p95_ms: at(0.95),
+        p99_ms: at(0.99),
+        count: samples.len(),
+    }
+}
+
+#[derive(Serialize)]
+struct ProcessRss {
+    role: String,
+    pid: u32,
+    peak_rss_kib: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Ceiling {
+    messages: usize,
+    one_at_a_time_per_s: f64,
+    batched_100_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    store: &'static str,
+    shape: String,
+    tasks: usize,
+    steps: usize,
+    workers: usize,
+    concurrency: usize,
+    seconds: f64,
+    steps_per_s: f64,
+    dispatch_latency: Percentiles,
+    task_latency: Percentiles,
+    transactions_per_step: f64,
+    transactions_counted: &'static str,
+    processes: Vec<ProcessRss>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pgmq_ceiling: Option<Ceiling>,
+}
+
+/// `VmHWM` (peak resident set) of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Dispatch latencies (every step with parents) and task latencies, from the
+/// transitions table.
+async fn latencies<S: Store>(
+    store: &S,
+    tasks: &[TaskId],
+) -> Result<(Vec<Duration>, Vec<Duration>), CliError> {
+    let mut dispatch = Vec::new();
+    let mut task_latency = Vec::new();
+    for &id in tasks {
+        let detail = store.task_get(id).await.map_err(CliError::failed)?;
+        let trail = store.transition_list(id).await.map_err(CliError::failed)?;
+        let mut started = HashMap::new();
+        let mut completed = HashMap::new();
+        for t in &trail {
+            match (t.step_id, t.to_state.as_str()) {
+                (Some(s), "in_progress") => {
+                    started.entry(s).or_insert(t.at);
+                }
+                (Some(s), "complete") => {
+                    completed.insert(s, t.at);
+                }
+                _ => {}
+            }
+        }
+        let by_name: HashMap<&str, _> = detail
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.id))
+            .collect();
+        for s in &detail.steps {
+            let parents_done = s
+                .depends_on
+                .iter()
+                .filter_map(|p| completed.get(&by_name[p.as_str()]))
+                .max();
+            if let (Some(done), Some(start)) = (parents_done, started.get(&s.id)) {
+                dispatch.push(start.since(*done));
+            }
+        }
+        let created = trail.iter().find(|t| t.step_id.is_none()).map(|t| t.at);
+        let finished = trail
+            .iter()
+            .rev()
+            .find(|t| t.step_id.is_none() && t.to_state == "complete")
+            .map(|t| t.at);
+        if let (Some(a), Some(b)) = (created, finished) {
+            task_latency.push(b.since(a));
+        }
+    }
+    Ok((dispatch, task_latency))
+}
+
+async fn submit_all<S: Store>(
+    engine: &Engine<S>,
+    template: &TaskTemplate,
+    n: usize,
+) -> Result<Vec<TaskId>, CliError> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(
+            engine
+                .submit(template, "{}", None)
+                .await
+                .map_err(CliError::failed)?
+                .task_id,
+        );
+    }
+    Ok(ids)
+}
+
+async fn until_finished<S: Store>(store: &S, poll: Duration) -> Result<(), CliError> {
+    while !store
+        .task_list_unfinished()
+        .await
+        .map_err(CliError::failed)?
+        .is_empty()
+    {
+        tokio::time::sleep(poll).await;
+    }
+    Ok(())
+}
+
+fn no_roles() -> EngineConfig {
+    EngineConfig {
+        orchestrator: false,
+        worker: None,
+        ..EngineConfig::embedded()
+    }
+}
+
+pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
+    let template = shape_template(&args.shape)?;
+    let steps = template.steps.len() * args.tasks;
+    let report = match Backend::from_args(&args.store)? {
+        Backend::Sqlite(path) => {
+            let store = Arc::new(SqliteStore::open(&path).await.map_err(super::open_error)?);
+            let config = EngineConfig {
+                worker: Some(WorkerConfig {
+                    queues: Queues::All,
+                    concurrency: args.concurrency,
+                }),
+                ..EngineConfig::embedded()
+            };
+            let engine = Engine::new(store.clone(), HandlerRegistry::with_builtins(), config);
+            let writes_before = store.write_transactions();
+            let started = Instant::now();
+            let running = engine.start();
+            let ids = submit_all(&engine, &template, args.tasks).await?;
+            until_finished(&*store, Duration::from_millis(20)).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            running.shutdown().await;
+            let writes = store.write_transactions() - writes_before;
+            let (dispatch, task_latency) = latencies(&*store, &ids).await?;
+            Report {
+                store: "sqlite",
+                shape: args.shape.clone(),
+                tasks: args.tasks,
+                steps,
+                workers: 1,
+                concurrency: args.concurrency,
+                seconds,
+                steps_per_s: steps as f64 / seconds,
+                dispatch_latency: percentiles(dispatch),
+                task_latency: percentiles(task_latency),
+                transactions_per_step: writes as f64 / steps as f64,
+                transactions_counted: "write transactions of the engine (queue reads included)",
+                processes: vec![ProcessRss {
+                    role: "embedded".into(),
+                    pid: std::process::id(),
+                    peak_rss_kib: peak_rss_kib(std::process::id()),
+                }],
+                pgmq_ceiling: None,
+            }
+        }
+        Backend::Postgres(url) => bench_postgres(&args, &url, &template, steps).await?,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
+    } else {
+        print_report(&report);
+    }
+    Ok(Outcome::Success)
+}
+
+/// A process of the harness, killed if the harness stops early.
+struct Spawned {
+    role: String,
+    child: Child,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn bench_postgres(
+    args: &BenchArgs,
+    url: &str,
+    template: &TaskTemplate,
+    steps: usize,
+) -> Result<Report, CliError> {
+    let store = Arc::new(connect_postgres(url, 4).await?);
+    let exe = std::env::current_exe().map_err(CliError::failed)?;
+    let spawn = |role: &str, extra: &[String]| -> Result<Spawned, CliError> {
+        let child = Command::new(&exe)
+            .arg(role)
+            .args(extra)
+            .env("DATABASE_URL", url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| CliError::Failed(format!("cannot start a {role}: {e}")))?;
+        Ok(Spawned {
+            role: role.to_owned(),
+            child,
+        })
+    };
+    let mut procs = vec![spawn("orchestrator", &[])?];
+    for _ in 0..args.workers {
+        let extra = [
+            "--queue".to_owned(),
+            "bench".to_owned(),
+            "--concurrency".to_owned(),
+            args.concurrency.to_string(),
+        ];
+        procs.push(spawn("worker", &extra)?);
+    }
+    // Let them connect and listen before the clock starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tx_before = ceiling::transactions(store.pool())
+        .await
+        .map_err(CliError::failed)?;
+    let engine = Engine::new(store.clone(), HandlerRegistry::new(), no_roles());
+    let started = Instant::now();
+    let ids = submit_all(&engine, template, args.tasks).await?;
+    until_finished(&*store, Duration::from_millis(50)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut processes: Vec<ProcessRss> = procs
+        .iter()
+        .map(|p| ProcessRss {
+            role: p.role.clone(),
+            pid: p.child.id(),
+            peak_rss_kib: peak_rss_kib(p.child.id()),
+        })
+        .collect();
+    for p in &mut procs {
+        let _ = Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .status();
+        let _ = p.child.wait();
+    }
+    // Statistics of exited backends reach pg_stat_database within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let tx = ceiling::transactions(store.pool())
+        .await
+        .map_err(CliError::failed)?
+        - tx_before;
+    let (dispatch, task_latency) = latencies(&*store, &ids).await?;
+    processes.push(ProcessRss {
+        role: "harness".into(),
+        pid: std::process::id(),
+        peak_rss_kib: peak_rss_kib(std::process::id()),
+    });
+
+    let messages = args.ceiling_messages;
+    let one = ceiling::pgmq_round_trips(store.pool(), messages.min(2000), 1)
+        .await
+        .map_err(CliError::failed)?;
+    let batched = ceiling::pgmq_round_trips(store.pool(), messages, 100)
+        .await
+        .map_err(CliError::failed)?;
+    Ok(Report {
+        store: "postgres",
+        shape: args.shape.clone(),
+        tasks: args.tasks,
+        steps,
+        workers: args.workers,
+        concurrency: args.concurrency,
+        seconds,
+        steps_per_s: steps as f64 / seconds,
+        dispatch_latency: percentiles(dispatch),
+        task_latency: percentiles(task_latency),
+        transactions_per_step: tx as f64 / steps as f64,
+        transactions_counted: "all transactions of the database (pg_stat_database), every process, the harness included",
+        processes,
+        pgmq_ceiling: Some(Ceiling {
+            messages,
+            one_at_a_time_per_s: messages.min(2000) as f64 / one.as_secs_f64(),
+            batched_100_per_s: messages as f64 / batched.as_secs_f64(),
+        }),
+    })
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "{} · {} × {} ({} steps) · {} worker process(es) × concurrency {}",
+        r.store, r.tasks, r.shape, r.steps, r.workers, r.concurrency
+    );
+    println!(
+        "  throughput        {:>10.0} steps/s  ({:.2} s)",
+        r.steps_per_s, r.seconds
+    );
+    let p = |x: &Percentiles| {
+        format!(
+            "p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms",
+            x.p50_ms, x.p95_ms, x.p99_ms
+        )
+    };
+    println!("  dispatch latency  {}", p(&r.dispatch_latency));
+    println!("  task latency      {}", p(&r.task_latency));
+    println!(
+        "  transactions      {:>10.2} per step ({})",
+        r.transactions_per_step, r.transactions_counted
+    );
+    for proc in &r.processes {
+        let rss = proc
+            .peak_rss_kib
+            .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        println!(
+            "  peak RSS          {:>10}  {} (pid {})",
+            rss, proc.role, proc.pid
+        );
+    }
+    if let Some(c) = &r.pgmq_ceiling {
+        println!(
+            "  pgmq ceiling      {:>10.0} msg/s one at a time, {:.0} msg/s batched by 100 (send → read → delete)",
+            c.one_at_a_time_per_s, c.batched_100_per_s
+        );
+        println!(
+            "  engine / batched ceiling: {:.1} %",
+            100.0 * r.steps_per_s / c.batched_100_per_s
+        );
+    }
+}
