@@ -79,6 +79,16 @@ pub struct QueueMessage {
     pub body: String,
 }
 
+/// What a read of a queue found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueBatch {
+    pub messages: Vec<QueueMessage>,
+    /// When nothing was visible: when the earliest hidden message of the queue becomes
+    /// visible (a delayed retry, or a message whose reader may have died), if any — so
+    /// a reader can sleep until then instead of polling.
+    pub next_visible: Option<Timestamp>,
+}
+
 /// A message moved to the dead letters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -357,14 +367,7 @@ pub trait Store: Send + Sync + 'static {
         queue: &str,
         visibility: Duration,
         limit: u32,
-    ) -> impl Future<Output = StoreResult<Vec<QueueMessage>>> + Send;
-
-    /// When the next hidden message of `queue` becomes visible, if there is one: a
-    /// worker sleeps until then instead of polling.
-    fn queue_next_visible(
-        &self,
-        queue: &str,
-    ) -> impl Future<Output = StoreResult<Option<Timestamp>>> + Send;
+    ) -> impl Future<Output = StoreResult<QueueBatch>> + Send;
 
     /// Moves a message to the dead letters (for example, one that does not parse).
     fn queue_dead_letter(

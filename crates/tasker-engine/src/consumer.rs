@@ -5,7 +5,8 @@
 //! Sleeping never misses work: the loop registers for its wake-up *before* it reads,
 //! so a message sent between an empty read and the sleep still wakes it. It sleeps
 //! until the earliest hidden message becomes visible (a delayed retry, or a message
-//! whose worker may have died), or at most `poll` as a safety net.
+//! whose worker may have died, as the empty read reports), or at most `poll` as a
+//! safety net.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -67,6 +68,7 @@ impl<S: Store> Consumer<S> {
             };
             let free = slots.available_permits() as u32 + 1;
             let mut got = None;
+            let mut wake_at = Timestamp::now().after(self.poll);
             for i in 0..queues.len() {
                 let queue = &queues[(rotation + i) % queues.len()];
                 match self
@@ -74,22 +76,21 @@ impl<S: Store> Consumer<S> {
                     .queue_read(queue, self.read_visibility, free)
                     .await
                 {
-                    Ok(messages) if !messages.is_empty() => {
+                    Ok(batch) if !batch.messages.is_empty() => {
                         rotation = rotation.wrapping_add(i + 1);
-                        got = Some((Arc::<str>::from(queue.as_str()), messages));
+                        got = Some((Arc::<str>::from(queue.as_str()), batch.messages));
                         break;
                     }
-                    Ok(_) => {}
+                    Ok(batch) => wake_at = wake_at.min(batch.next_visible.unwrap_or(wake_at)),
                     Err(e) => tracing::warn!(queue = %queue, error = %e, "cannot read queue"),
                 }
             }
 
             let Some((queue, messages)) = got else {
                 drop(first);
-                let wait = self.idle_wait(&queues).await;
                 tokio::select! {
                     _ = notified => {}
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep(wake_at.since(Timestamp::now())) => {}
                     _ = shutdown.changed() => break,
                 }
                 continue;
@@ -116,18 +117,6 @@ impl<S: Store> Consumer<S> {
             Queues::Named(names) => Ok(names.clone()),
             Queues::All => self.store.queue_list().await,
         }
-    }
-
-    /// How long to sleep with empty queues: until the next hidden message shows, at most `poll`.
-    async fn idle_wait(&self, queues: &[String]) -> Duration {
-        let now = Timestamp::now();
-        let mut until = now.after(self.poll);
-        for queue in queues {
-            if let Ok(Some(t)) = self.store.queue_next_visible(queue).await {
-                until = until.min(t);
-            }
-        }
-        until.since(now)
     }
 
     async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) {

@@ -40,7 +40,8 @@ mod handler;
 mod orchestrator;
 mod worker;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -115,6 +116,9 @@ pub(crate) struct Shared<S> {
     handlers: HandlerRegistry,
     events: EventBus,
     config: EngineConfig,
+    /// Canonical definitions this engine has registered: submitting one again skips
+    /// the registration round trip.
+    registered: Mutex<HashSet<String>>,
 }
 
 impl<S> Shared<S> {
@@ -173,6 +177,7 @@ impl<S: Store> Engine<S> {
                 handlers,
                 events: EventBus::default(),
                 config,
+                registered: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -202,7 +207,21 @@ impl<S: Store> Engine<S> {
         template.check_context(&value)?;
         let raw: &RawValue =
             serde_json::from_str(context).map_err(|e| EngineError::ContextJson(e.to_string()))?;
-        self.shared.store.template_register(template).await?;
+        let definition = template.canonical_json();
+        let known = self
+            .shared
+            .registered
+            .lock()
+            .expect("registry lock")
+            .contains(&definition);
+        if !known {
+            self.shared.store.template_register(template).await?;
+            self.shared
+                .registered
+                .lock()
+                .expect("registry lock")
+                .insert(definition);
+        }
         let created = self
             .shared
             .store

@@ -23,17 +23,22 @@ pub(crate) async fn template_register<P: Primitives>(
     template: &TaskTemplate,
 ) -> StoreResult<Registration> {
     let definition = template.canonical_json();
-    match p.template_definition(template).await? {
-        Some(d) if d == definition => Ok(Registration::Unchanged),
-        Some(_) => Err(StoreError::Conflict(format!(
+    let existing = match p.template_definition(template).await? {
+        None if p.template_insert(template, &definition).await? => {
+            ensure_queues(p, template).await?;
+            return Ok(Registration::Registered);
+        }
+        // Registered by someone else since we looked: compare with theirs.
+        None => p.template_definition(template).await?,
+        found => found,
+    };
+    if existing.as_deref() == Some(definition.as_str()) {
+        Ok(Registration::Unchanged)
+    } else {
+        Err(StoreError::Conflict(format!(
             "template {} is already registered with different content; versions are immutable, give the change a new version",
             template.key()
-        ))),
-        None => {
-            p.template_insert(template, &definition).await?;
-            ensure_queues(p, template).await?;
-            Ok(Registration::Registered)
-        }
+        )))
     }
 }
 

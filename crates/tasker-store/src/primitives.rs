@@ -103,11 +103,13 @@ pub(crate) trait Primitives: Send {
         template: &TaskTemplate,
     ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
 
+    /// Inserts the definition unless that version exists (another transaction may have
+    /// inserted it meanwhile); true if it did.
     fn template_insert(
         &mut self,
         template: &TaskTemplate,
         definition: &str,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// The task's state; `lock` serializes this transaction with others on the task.
     fn task_state(

@@ -74,7 +74,8 @@ pub async fn idempotency_key_returns_the_same_task<S: Store>(store: Arc<S>) {
     let requests = store
         .queue_read(TASK_QUEUE, Duration::from_secs(30), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(requests.len(), 2, "one start request per created task");
 }
 
@@ -151,6 +152,7 @@ pub async fn a_task_runs_through_the_store<S: Store>(store: Arc<S>) {
             .queue_read("conf", Duration::from_secs(1), 10)
             .await
             .unwrap()
+            .messages
             .is_empty(),
         "messages deleted"
     );
@@ -221,38 +223,31 @@ pub async fn queue_visibility_and_read_count<S: Store>(store: Arc<S>) {
     let first = store
         .queue_read("conf", Duration::from_secs(1), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].read_ct, 1);
-    assert!(
-        store
-            .queue_read("conf", Duration::from_secs(1), 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "hidden while read"
-    );
-    let shows = store
-        .queue_next_visible("conf")
+    let hidden = store
+        .queue_read("conf", Duration::from_secs(1), 10)
         .await
-        .unwrap()
-        .expect("a hidden message");
+        .unwrap();
+    assert!(hidden.messages.is_empty(), "hidden while read");
+    let shows = hidden.next_visible.expect("a hidden message");
     assert!(shows > tasker_core::Timestamp::now());
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = store
         .queue_read("conf", Duration::from_secs(30), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(again.len(), 1, "visible again after its visibility timeout");
     assert_eq!((again[0].msg_id, again[0].read_ct), (first[0].msg_id, 2));
     assert_eq!(again[0].body, first[0].body);
-    assert!(
-        store
-            .queue_next_visible("nothing_here")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let nothing = store
+        .queue_read("nothing_here", Duration::from_secs(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(nothing, QueueBatch::default());
 }
 
 const RETRYING: &str = "\
@@ -291,12 +286,12 @@ pub async fn retry_is_delayed_and_counts_attempts<S: Store>(store: Arc<S>) {
         (s.state, s.attempts, s.error.as_deref()),
         (StepState::WaitingForRetry, 1, Some("boom"))
     );
-    assert!(d.claim("conf").await.is_none(), "the retry is delayed");
-    let shows = store
-        .queue_next_visible("conf")
+    let delayed = store
+        .queue_read("conf", Duration::from_secs(30), 10)
         .await
-        .unwrap()
-        .expect("delayed message");
+        .unwrap();
+    assert!(delayed.messages.is_empty(), "the retry is delayed");
+    let shows = delayed.next_visible.expect("delayed message");
     assert!(shows > tasker_core::Timestamp::now().after(Duration::from_millis(500)));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let c = d.claim("conf").await.expect("visible after the delay");
@@ -523,6 +518,7 @@ pub async fn cancel_stops_every_unfinished_step<S: Store>(store: Arc<S>) {
             .queue_read("conf", Duration::ZERO, 10)
             .await
             .unwrap()
+            .messages
             .is_empty()
     );
     let reasons: Vec<String> = store
@@ -575,6 +571,7 @@ pub async fn unparseable_messages_are_dead_lettered<S: Store>(store: Arc<S>) {
         .queue_read("conf", Duration::from_secs(30), 1)
         .await
         .unwrap()
+        .messages
         .remove(0);
     store
         .queue_dead_letter("conf", m.msg_id, "unparseable: test")
@@ -585,6 +582,7 @@ pub async fn unparseable_messages_are_dead_lettered<S: Store>(store: Arc<S>) {
             .queue_read("conf", Duration::ZERO, 10)
             .await
             .unwrap()
+            .messages
             .is_empty()
     );
     let dead = store.queue_dead_letters("conf").await.unwrap();

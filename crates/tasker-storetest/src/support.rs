@@ -89,6 +89,7 @@ impl<S: Store> Driver<S> {
             .queue_read(TASK_QUEUE, Duration::from_secs(30), 100)
             .await
             .unwrap()
+            .messages
         {
             let r: TaskRequest = serde_json::from_str(&m.body).unwrap();
             let params = TaskStartParams {
@@ -107,6 +108,7 @@ impl<S: Store> Driver<S> {
             .queue_read(queue, Duration::from_secs(30), 1)
             .await
             .unwrap()
+            .messages
             .pop()?;
         let decoded: StepMessage<'_> = serde_json::from_str(&m.body).unwrap();
         let params = StepStartParams {

@@ -116,8 +116,12 @@ struct Report {
     concurrency: usize,
     seconds: f64,
     steps_per_s: f64,
+    /// While every task is in flight at once: queueing included.
     dispatch_latency: Percentiles,
     task_latency: Percentiles,
+    /// One task at a time: the engine's own overhead.
+    idle_dispatch_latency: Percentiles,
+    idle_task_latency: Percentiles,
     transactions_per_step: f64,
     transactions_counted: &'static str,
     processes: Vec<ProcessRss>,
@@ -184,20 +188,70 @@ async fn latencies<S: Store>(
     Ok((dispatch, task_latency))
 }
 
+/// Submits `n` tasks from `SUBMITTERS` concurrent clients, as an application would.
 async fn submit_all<S: Store>(
     engine: &Engine<S>,
     template: &TaskTemplate,
     n: usize,
 ) -> Result<Vec<TaskId>, CliError> {
+    const SUBMITTERS: usize = 4;
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..SUBMITTERS {
+        let (engine, template) = (engine.clone(), template.clone());
+        let count = n / SUBMITTERS + usize::from(c < n % SUBMITTERS);
+        clients.spawn(async move {
+            let mut ids = Vec::with_capacity(count);
+            for _ in 0..count {
+                ids.push(
+                    engine
+                        .submit(&template, "{}", None)
+                        .await
+                        .map_err(CliError::failed)?
+                        .task_id,
+                );
+            }
+            Ok::<_, CliError>(ids)
+        });
+    }
+    let mut ids = Vec::with_capacity(n);
+    while let Some(joined) = clients.join_next().await {
+        ids.extend(joined.map_err(CliError::failed)??);
+    }
+    Ok(ids)
+}
+
+/// Tasks run one after another, each waited for: dispatch latency without queueing.
+/// An engine with workers in this process is waited on through its events; otherwise
+/// the store is polled.
+async fn one_at_a_time<S: Store>(
+    engine: &Engine<S>,
+    in_process: bool,
+    template: &TaskTemplate,
+    n: usize,
+) -> Result<Vec<TaskId>, CliError> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
-        ids.push(
-            engine
-                .submit(template, "{}", None)
+        let id = engine
+            .submit(template, "{}", None)
+            .await
+            .map_err(CliError::failed)?
+            .task_id;
+        if in_process {
+            engine.wait(id, |_| {}).await.map_err(CliError::failed)?;
+        } else {
+            while !engine
+                .store()
+                .task_get(id)
                 .await
                 .map_err(CliError::failed)?
-                .task_id,
-        );
+                .task
+                .state
+                .is_final()
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        ids.push(id);
     }
     Ok(ids)
 }
@@ -222,9 +276,38 @@ fn no_roles() -> EngineConfig {
     }
 }
 
+/// How many tasks the unloaded latency phase runs, one after another.
+const IDLE_TASKS: usize = 20;
+
+/// What one run measured, before it becomes a report.
+struct Run {
+    seconds: f64,
+    loaded: Vec<TaskId>,
+    idle: Vec<TaskId>,
+}
+
+/// The throughput phase (all tasks submitted at once) and the latency phase (one task at
+/// a time), against workers that are already running.
+async fn measure<S: Store>(
+    engine: &Engine<S>,
+    in_process: bool,
+    args: &BenchArgs,
+    template: &TaskTemplate,
+) -> Result<Run, CliError> {
+    let started = Instant::now();
+    let loaded = submit_all(engine, template, args.tasks).await?;
+    until_finished(&**engine.store(), Duration::from_millis(20)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let idle = one_at_a_time(engine, in_process, template, IDLE_TASKS).await?;
+    Ok(Run {
+        seconds,
+        loaded,
+        idle,
+    })
+}
+
 pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
     let template = shape_template(&args.shape)?;
-    let steps = template.steps.len() * args.tasks;
     let report = match Backend::from_args(&args.store)? {
         Backend::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(&path).await.map_err(super::open_error)?);
@@ -236,37 +319,30 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
                 ..EngineConfig::embedded()
             };
             let engine = Engine::new(store.clone(), HandlerRegistry::with_builtins(), config);
-            let writes_before = store.write_transactions();
-            let started = Instant::now();
             let running = engine.start();
-            let ids = submit_all(&engine, &template, args.tasks).await?;
-            until_finished(&*store, Duration::from_millis(20)).await?;
-            let seconds = started.elapsed().as_secs_f64();
+            let writes_before = store.write_transactions();
+            let run = measure(&engine, true, &args, &template).await?;
             running.shutdown().await;
             let writes = store.write_transactions() - writes_before;
-            let (dispatch, task_latency) = latencies(&*store, &ids).await?;
-            Report {
-                store: "sqlite",
-                shape: args.shape.clone(),
-                tasks: args.tasks,
-                steps,
-                workers: 1,
-                concurrency: args.concurrency,
-                seconds,
-                steps_per_s: steps as f64 / seconds,
-                dispatch_latency: percentiles(dispatch),
-                task_latency: percentiles(task_latency),
-                transactions_per_step: writes as f64 / steps as f64,
-                transactions_counted: "write transactions of the engine (queue reads included)",
-                processes: vec![ProcessRss {
-                    role: "embedded".into(),
-                    pid: std::process::id(),
-                    peak_rss_kib: peak_rss_kib(std::process::id()),
-                }],
-                pgmq_ceiling: None,
-            }
+            let processes = vec![ProcessRss {
+                role: "embedded".into(),
+                pid: std::process::id(),
+                peak_rss_kib: peak_rss_kib(std::process::id()),
+            }];
+            let counted = "write transactions of the engine (queue reads included), both phases";
+            report(
+                &*store,
+                "sqlite",
+                &args,
+                &template,
+                run,
+                (writes as f64, counted),
+                processes,
+                None,
+            )
+            .await?
         }
-        Backend::Postgres(url) => bench_postgres(&args, &url, &template, steps).await?,
+        Backend::Postgres(url) => bench_postgres(&args, &url, &template).await?,
     };
     if args.json {
         println!(
@@ -277,6 +353,42 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
         print_report(&report);
     }
     Ok(Outcome::Success)
+}
+
+/// Turns a run into a report: latencies from the transitions table, rates per step.
+#[allow(clippy::too_many_arguments)]
+async fn report<S: Store>(
+    store: &S,
+    name: &'static str,
+    args: &BenchArgs,
+    template: &TaskTemplate,
+    run: Run,
+    (transactions, counted): (f64, &'static str),
+    processes: Vec<ProcessRss>,
+    pgmq_ceiling: Option<Ceiling>,
+) -> Result<Report, CliError> {
+    let steps = template.steps.len() * args.tasks;
+    let all_steps = template.steps.len() * (args.tasks + run.idle.len());
+    let (dispatch, task_latency) = latencies(store, &run.loaded).await?;
+    let (idle_dispatch, idle_task_latency) = latencies(store, &run.idle).await?;
+    Ok(Report {
+        store: name,
+        shape: args.shape.clone(),
+        tasks: args.tasks,
+        steps,
+        workers: if name == "sqlite" { 1 } else { args.workers },
+        concurrency: args.concurrency,
+        seconds: run.seconds,
+        steps_per_s: steps as f64 / run.seconds,
+        dispatch_latency: percentiles(dispatch),
+        task_latency: percentiles(task_latency),
+        idle_dispatch_latency: percentiles(idle_dispatch),
+        idle_task_latency: percentiles(idle_task_latency),
+        transactions_per_step: transactions / all_steps as f64,
+        transactions_counted: counted,
+        processes,
+        pgmq_ceiling,
+    })
 }
 
 /// A process of the harness, killed if the harness stops early.
@@ -296,7 +408,6 @@ async fn bench_postgres(
     args: &BenchArgs,
     url: &str,
     template: &TaskTemplate,
-    steps: usize,
 ) -> Result<Report, CliError> {
     let store = Arc::new(connect_postgres(url, 4).await?);
     let exe = std::env::current_exe().map_err(CliError::failed)?;
@@ -330,10 +441,7 @@ async fn bench_postgres(
         .await
         .map_err(CliError::failed)?;
     let engine = Engine::new(store.clone(), HandlerRegistry::new(), no_roles());
-    let started = Instant::now();
-    let ids = submit_all(&engine, template, args.tasks).await?;
-    until_finished(&*store, Duration::from_millis(50)).await?;
-    let seconds = started.elapsed().as_secs_f64();
+    let run = measure(&engine, false, args, template).await?;
 
     let mut processes: Vec<ProcessRss> = procs
         .iter()
@@ -355,7 +463,6 @@ async fn bench_postgres(
         .await
         .map_err(CliError::failed)?
         - tx_before;
-    let (dispatch, task_latency) = latencies(&*store, &ids).await?;
     processes.push(ProcessRss {
         role: "harness".into(),
         pid: std::process::id(),
@@ -369,26 +476,23 @@ async fn bench_postgres(
     let batched = ceiling::pgmq_round_trips(store.pool(), messages, 100)
         .await
         .map_err(CliError::failed)?;
-    Ok(Report {
-        store: "postgres",
-        shape: args.shape.clone(),
-        tasks: args.tasks,
-        steps,
-        workers: args.workers,
-        concurrency: args.concurrency,
-        seconds,
-        steps_per_s: steps as f64 / seconds,
-        dispatch_latency: percentiles(dispatch),
-        task_latency: percentiles(task_latency),
-        transactions_per_step: tx as f64 / steps as f64,
-        transactions_counted: "all transactions of the database (pg_stat_database), every process, the harness included",
+    let ceiling = Ceiling {
+        messages,
+        one_at_a_time_per_s: messages.min(2000) as f64 / one.as_secs_f64(),
+        batched_100_per_s: messages as f64 / batched.as_secs_f64(),
+    };
+    let counted = "all transactions of the database (pg_stat_database): every process, the harness's polling included, both phases";
+    report(
+        &*store,
+        "postgres",
+        args,
+        template,
+        run,
+        (tx as f64, counted),
         processes,
-        pgmq_ceiling: Some(Ceiling {
-            messages,
-            one_at_a_time_per_s: messages.min(2000) as f64 / one.as_secs_f64(),
-            batched_100_per_s: messages as f64 / batched.as_secs_f64(),
-        }),
-    })
+        Some(ceiling),
+    )
+    .await
 }
 
 fn print_report(r: &Report) {
@@ -406,8 +510,12 @@ fn print_report(r: &Report) {
             x.p50_ms, x.p95_ms, x.p99_ms
         )
     };
-    println!("  dispatch latency  {}", p(&r.dispatch_latency));
-    println!("  task latency      {}", p(&r.task_latency));
+    println!("  under load, all {} tasks in flight:", r.tasks);
+    println!("    dispatch latency  {}", p(&r.dispatch_latency));
+    println!("    task latency      {}", p(&r.task_latency));
+    println!("  one task at a time ({IDLE_TASKS} tasks):");
+    println!("    dispatch latency  {}", p(&r.idle_dispatch_latency));
+    println!("    task latency      {}", p(&r.idle_task_latency));
     println!(
         "  transactions      {:>10.2} per step ({})",
         r.transactions_per_step, r.transactions_counted

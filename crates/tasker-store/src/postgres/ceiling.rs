@@ -41,7 +41,7 @@ pub async fn pgmq_round_trips(
                 .fetch_one(pool)
                 .await
                 .map_err(db)?;
-            sqlx::query("SELECT pgmq.delete($1, $2)")
+            sqlx::query("SELECT pgmq.delete($1, $2::bigint)")
                 .bind(QUEUE)
                 .bind(id)
                 .execute(pool)
@@ -60,7 +60,7 @@ pub async fn pgmq_round_trips(
                 .fetch_all(pool)
                 .await
                 .map_err(db)?;
-            sqlx::query("SELECT pgmq.delete($1, $2)")
+            sqlx::query("SELECT pgmq.delete($1, $2::bigint[])")
                 .bind(QUEUE)
                 .bind(&ids)
                 .execute(pool)

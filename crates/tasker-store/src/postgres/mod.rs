@@ -52,6 +52,9 @@ pub struct PgStore {
     pool: PgPool,
     wakeups: Arc<Wakeups>,
     listener: JoinHandle<()>,
+    /// Marks this store's own notifications, which its listener skips: the readers of
+    /// this process were woken when the transaction committed.
+    token: String,
     /// Queues known to exist, so sending does not create them again.
     queues: Mutex<HashSet<String>>,
 }
@@ -76,11 +79,13 @@ impl PgStore {
             .await
             .map_err(db)?;
         let wakeups = Arc::new(Wakeups::default());
-        let listener = listen(&pool, wakeups.clone()).await?;
+        let token = uuid::Uuid::now_v7().simple().to_string();
+        let listener = listen(&pool, wakeups.clone(), token.clone()).await?;
         Ok(Self {
             pool,
             wakeups,
             listener,
+            token,
             queues: Mutex::new(HashSet::new()),
         })
     }
@@ -118,13 +123,19 @@ impl PgStore {
     }
 }
 
-async fn listen(pool: &PgPool, wakeups: Arc<Wakeups>) -> StoreResult<JoinHandle<()>> {
+/// Listens on the channel; a notification's payload is `<queue> <token of the sender>`.
+async fn listen(pool: &PgPool, wakeups: Arc<Wakeups>, own: String) -> StoreResult<JoinHandle<()>> {
     let mut listener = PgListener::connect_with(pool).await.map_err(db)?;
     listener.listen(CHANNEL).await.map_err(db)?;
     Ok(tokio::spawn(async move {
         loop {
             match listener.try_recv().await {
-                Ok(Some(n)) => wakeups.queue_sent(n.payload()),
+                Ok(Some(n)) => {
+                    let (queue, sender) = n.payload().split_once(' ').unwrap_or((n.payload(), ""));
+                    if sender != own {
+                        wakeups.queue_sent(queue);
+                    }
+                }
                 Ok(None) => {
                     // Reconnected: whatever was sent meanwhile went unheard.
                     wakeups.steps.notify_waiters();
@@ -155,6 +166,7 @@ pub(crate) struct PgTx<'c> {
     sent: Sent,
     known: &'c Mutex<HashSet<String>>,
     created: Vec<String>,
+    token: &'c str,
 }
 
 impl Primitives for PgTx<'_> {
@@ -162,7 +174,7 @@ impl Primitives for PgTx<'_> {
         templates::definition(self.conn, t).await
     }
 
-    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<()> {
+    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<bool> {
         templates::insert(self.conn, t, definition, self.now).await
     }
 
@@ -245,13 +257,13 @@ impl Primitives for PgTx<'_> {
     }
 
     async fn queue_send(&mut self, queue: &str, body: &str, delay: Duration) -> StoreResult<()> {
-        queue::send(self.conn, queue, body, delay).await?;
+        queue::send(self.conn, queue, body, delay, self.token).await?;
         self.sent.queue(queue);
         Ok(())
     }
 
     async fn queue_send_batch(&mut self, queue: &str, bodies: &[String]) -> StoreResult<()> {
-        queue::send_batch(self.conn, queue, bodies).await?;
+        queue::send_batch(self.conn, queue, bodies, self.token).await?;
         self.sent.queue(queue);
         Ok(())
     }
@@ -290,6 +302,7 @@ macro_rules! write {
             sent: Sent::default(),
             known: &$store.queues,
             created: Vec::new(),
+            token: &$store.token,
         };
         let $p = &mut tx_ops;
         let result = $op.await?;
@@ -369,12 +382,8 @@ impl Store for PgStore {
         queue: &str,
         visibility: Duration,
         limit: u32,
-    ) -> StoreResult<Vec<QueueMessage>> {
+    ) -> StoreResult<QueueBatch> {
         queue::read(&self.pool, queue, visibility, limit).await
-    }
-
-    async fn queue_next_visible(&self, queue: &str) -> StoreResult<Option<Timestamp>> {
-        queue::next_visible(&self.pool, queue).await
     }
 
     async fn queue_dead_letter(&self, queue: &str, msg_id: i64, reason: &str) -> StoreResult<()> {

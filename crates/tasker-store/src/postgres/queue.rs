@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Row};
 use tasker_core::message::TASK_QUEUE;
-use tasker_core::store::{DeadLetter, QueueMessage, StoreError, StoreResult};
+use tasker_core::store::{DeadLetter, QueueBatch, QueueMessage, StoreError, StoreResult};
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db};
@@ -44,15 +44,17 @@ pub(crate) async fn send(
     queue: &str,
     body: &str,
     delay: Duration,
+    sender: &str,
 ) -> StoreResult<()> {
     const SEND: &str =
         "SELECT pgmq.send($1, $2::jsonb, clock_timestamp() + make_interval(secs => $3)),
-                               pg_notify($4, $1)";
+                               pg_notify($4, $1 || ' ' || $5)";
     sqlx::query(SEND)
         .bind(queue)
         .bind(body)
         .bind(delay.as_secs_f64())
         .bind(super::CHANNEL)
+        .bind(sender)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -60,11 +62,17 @@ pub(crate) async fn send(
 }
 
 /// Sends messages visible at once, with one notification.
-pub(crate) async fn send_batch(conn: &mut Conn, queue: &str, bodies: &[String]) -> StoreResult<()> {
-    sqlx::query("SELECT pgmq.send_batch($1, $2::text[]::jsonb[]), pg_notify($3, $1)")
+pub(crate) async fn send_batch(
+    conn: &mut Conn,
+    queue: &str,
+    bodies: &[String],
+    sender: &str,
+) -> StoreResult<()> {
+    sqlx::query("SELECT pgmq.send_batch($1, $2::text[]::jsonb[]), pg_notify($3, $1 || ' ' || $4)")
         .bind(queue)
         .bind(bodies)
         .bind(super::CHANNEL)
+        .bind(sender)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -72,7 +80,7 @@ pub(crate) async fn send_batch(conn: &mut Conn, queue: &str, bodies: &[String]) 
 }
 
 pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<()> {
-    sqlx::query("SELECT pgmq.delete($1, $2)")
+    sqlx::query("SELECT pgmq.delete($1, $2::bigint)")
         .bind(queue)
         .bind(msg_id)
         .execute(&mut *conn)
@@ -131,53 +139,48 @@ pub(crate) async fn list(pool: &PgPool) -> StoreResult<Vec<String>> {
         .map_err(db)
 }
 
+/// Reads with pgmq, and — in the same statement — when nothing was visible, the time
+/// the earliest hidden message shows.
 pub(crate) async fn read(
     pool: &PgPool,
     queue: &str,
     visibility: Duration,
     limit: u32,
-) -> StoreResult<Vec<QueueMessage>> {
+) -> StoreResult<QueueBatch> {
     let vt_secs = visibility.as_secs_f64().ceil().max(1.0) as i32;
-    let rows = sqlx::query(
-        "SELECT msg_id, read_ct, (extract(epoch FROM enqueued_at) * 1000000)::bigint, message::text
-         FROM pgmq.read($1, $2, $3)",
-    )
-    .bind(queue)
-    .bind(vt_secs)
-    .bind(limit as i32)
-    .fetch_all(pool)
-    .await;
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(e) if is_missing_queue(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(db(e)),
-    };
-    let mut messages: Vec<QueueMessage> = rows
-        .into_iter()
-        .map(|r| QueueMessage {
-            msg_id: r.get(0),
-            read_ct: r.get(1),
-            enqueued_at: Timestamp(r.get(2)),
-            body: r.get(3),
-        })
-        .collect();
-    messages.sort_unstable_by_key(|m| m.msg_id);
-    Ok(messages)
-}
-
-pub(crate) async fn next_visible(pool: &PgPool, queue: &str) -> StoreResult<Option<Timestamp>> {
     let sql = format!(
-        "SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint FROM {}",
+        "WITH r AS (SELECT * FROM pgmq.read($1, $2, $3))
+         SELECT msg_id, read_ct, (extract(epoch FROM enqueued_at) * 1000000)::bigint, message::text, NULL::bigint FROM r
+         UNION ALL
+         SELECT NULL, NULL, NULL, NULL, (SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint FROM {})
+         WHERE NOT EXISTS (SELECT 1 FROM r)",
         table("q", queue)?
     );
-    match sqlx::query_scalar::<_, Option<i64>>(&sql)
-        .fetch_one(pool)
+    let rows = match sqlx::query(&sql)
+        .bind(queue)
+        .bind(vt_secs)
+        .bind(limit as i32)
+        .fetch_all(pool)
         .await
     {
-        Ok(vt) => Ok(vt.map(Timestamp)),
-        Err(e) if is_missing_queue(&e) => Ok(None),
-        Err(e) => Err(db(e)),
+        Ok(rows) => rows,
+        Err(e) if is_missing_queue(&e) => return Ok(QueueBatch::default()),
+        Err(e) => return Err(db(e)),
+    };
+    let mut batch = QueueBatch::default();
+    for r in rows {
+        match r.get::<Option<i64>, _>(0) {
+            Some(msg_id) => batch.messages.push(QueueMessage {
+                msg_id,
+                read_ct: r.get(1),
+                enqueued_at: Timestamp(r.get(2)),
+                body: r.get(3),
+            }),
+            None => batch.next_visible = r.get::<Option<i64>, _>(4).map(Timestamp),
+        }
     }
+    batch.messages.sort_unstable_by_key(|m| m.msg_id);
+    Ok(batch)
 }
 
 pub(crate) async fn dead_letters(pool: &PgPool, queue: &str) -> StoreResult<Vec<DeadLetter>> {

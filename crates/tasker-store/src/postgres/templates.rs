@@ -16,14 +16,16 @@ pub(crate) async fn definition(conn: &mut Conn, t: &TaskTemplate) -> StoreResult
         .map_err(db)
 }
 
+/// Inserts the definition unless the version exists; true if it did.
 pub(crate) async fn insert(
     conn: &mut Conn,
     t: &TaskTemplate,
     definition: &str,
     now: Timestamp,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO tasker.templates (namespace, name, version, definition, created_at) VALUES ($1, $2, $3, $4, $5)",
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO tasker.templates (namespace, name, version, definition, created_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
     )
     .bind(&t.namespace)
     .bind(&t.name)
@@ -33,5 +35,5 @@ pub(crate) async fn insert(
     .execute(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }

@@ -163,7 +163,7 @@ impl Primitives for SqliteTx<'_> {
         templates::definition(self.conn, t).await
     }
 
-    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<()> {
+    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<bool> {
         templates::insert(self.conn, t, definition, self.now).await
     }
 
@@ -360,13 +360,9 @@ impl Store for SqliteStore {
         queue: &str,
         visibility: Duration,
         limit: u32,
-    ) -> StoreResult<Vec<QueueMessage>> {
+    ) -> StoreResult<QueueBatch> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         queue::read(&self.pool, queue, visibility, limit, Timestamp::now()).await
-    }
-
-    async fn queue_next_visible(&self, queue: &str) -> StoreResult<Option<Timestamp>> {
-        queue::next_visible(&self.pool, queue).await
     }
 
     async fn queue_dead_letter(&self, queue: &str, msg_id: i64, reason: &str) -> StoreResult<()> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::{Row, SqlitePool};
-use tasker_core::store::{DeadLetter, QueueMessage, StoreResult};
+use tasker_core::store::{DeadLetter, QueueBatch, QueueMessage, StoreResult};
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db};
@@ -75,13 +75,14 @@ pub(crate) async fn list(pool: &SqlitePool) -> StoreResult<Vec<String>> {
         .map_err(db)
 }
 
+/// Reads visible messages; when there are none, also when the next one shows.
 pub(crate) async fn read(
     pool: &SqlitePool,
     queue: &str,
     visibility: Duration,
     limit: u32,
     now: Timestamp,
-) -> StoreResult<Vec<QueueMessage>> {
+) -> StoreResult<QueueBatch> {
     let rows = sqlx::query(
         "UPDATE queue_messages SET vt = ?, read_ct = read_ct + 1
          WHERE msg_id IN (SELECT msg_id FROM queue_messages
@@ -105,10 +106,17 @@ pub(crate) async fn read(
         })
         .collect();
     messages.sort_unstable_by_key(|m| m.msg_id);
-    Ok(messages)
+    let next_visible = match messages.is_empty() {
+        true => next_visible(pool, queue).await?,
+        false => None,
+    };
+    Ok(QueueBatch {
+        messages,
+        next_visible,
+    })
 }
 
-pub(crate) async fn next_visible(pool: &SqlitePool, queue: &str) -> StoreResult<Option<Timestamp>> {
+async fn next_visible(pool: &SqlitePool, queue: &str) -> StoreResult<Option<Timestamp>> {
     let vt: Option<i64> = sqlx::query_scalar("SELECT MIN(vt) FROM queue_messages WHERE queue = ?")
         .bind(queue)
         .fetch_one(pool)

@@ -18,20 +18,24 @@ pub(crate) async fn definition(conn: &mut Conn, t: &TaskTemplate) -> StoreResult
     .map_err(db)
 }
 
+/// Inserts the definition unless the version exists; true if it did.
 pub(crate) async fn insert(
     conn: &mut Conn,
     t: &TaskTemplate,
     definition: &str,
     now: Timestamp,
-) -> StoreResult<()> {
-    sqlx::query("INSERT INTO templates (namespace, name, version, definition, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(&t.namespace)
-        .bind(&t.name)
-        .bind(&t.version)
-        .bind(definition)
-        .bind(now.0)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(())
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO templates (namespace, name, version, definition, created_at)
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(&t.namespace)
+    .bind(&t.name)
+    .bind(&t.version)
+    .bind(definition)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected() == 1)
 }
