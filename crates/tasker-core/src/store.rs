@@ -83,9 +83,10 @@ pub struct QueueMessage {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueBatch {
     pub messages: Vec<QueueMessage>,
-    /// When nothing was visible: when the earliest hidden message of the queue becomes
-    /// visible (a delayed retry, or a message whose reader may have died), if any — so
-    /// a reader can sleep until then instead of polling.
+    /// When the earliest of the queue's other messages is (or becomes) visible: a
+    /// time not after now means more is waiting; a later one is a delayed retry, or a
+    /// message whose reader may have died; none, an empty queue. A reader sleeps until
+    /// then instead of polling.
     pub next_visible: Option<Timestamp>,
 }
 

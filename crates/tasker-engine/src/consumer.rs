@@ -76,16 +76,27 @@ impl<S: Store> Consumer<S> {
                     .queue_read(queue, self.read_visibility, free)
                     .await
                 {
-                    Ok(batch) if !batch.messages.is_empty() => {
-                        rotation = rotation.wrapping_add(i + 1);
-                        got = Some((Arc::<str>::from(queue.as_str()), batch.messages));
-                        break;
+                    Ok(batch) => {
+                        wake_at = wake_at.min(batch.next_visible.unwrap_or(wake_at));
+                        if !batch.messages.is_empty() {
+                            rotation = rotation.wrapping_add(i + 1);
+                            got = Some((Arc::<str>::from(queue.as_str()), batch.messages));
+                            break;
+                        }
                     }
-                    Ok(batch) => wake_at = wake_at.min(batch.next_visible.unwrap_or(wake_at)),
                     Err(e) => tracing::warn!(queue = %queue, error = %e, "cannot read queue"),
                 }
             }
-
+            // Nothing more to read now: every queue was read empty, or the only queue
+            // gave less than asked with nothing else visible. Sleep until woken.
+            let drained = match &got {
+                None => true,
+                Some((_, messages)) => {
+                    queues.len() == 1
+                        && (messages.len() as u32) < free
+                        && wake_at > Timestamp::now()
+                }
+            };
             let Some((queue, messages)) = got else {
                 drop(first);
                 tokio::select! {
@@ -106,6 +117,13 @@ impl<S: Store> Consumer<S> {
                     work.await;
                     drop(slot);
                 });
+            }
+            if drained {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(wake_at.since(Timestamp::now())) => {}
+                    _ = shutdown.changed() => break,
+                }
             }
         }
         // Graceful stop: every slot back means every message in flight is finished.

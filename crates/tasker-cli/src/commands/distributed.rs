@@ -34,7 +34,7 @@ async fn serve(
     role: &str,
 ) -> Result<Outcome, CliError> {
     let store = Arc::new(connect_postgres(url, connections).await?);
-    let engine = Engine::new(store, HandlerRegistry::with_builtins(), config);
+    let engine = Engine::new(store.clone(), HandlerRegistry::with_builtins(), config);
     let running = engine.start();
     eprintln!(
         "{role} running on {} (pid {})",
@@ -44,6 +44,11 @@ async fn serve(
     stop_requested().await;
     eprintln!("{role} stopping: finishing work in flight");
     running.shutdown().await;
+    // `tasker bench` reads this line.
+    eprintln!(
+        "{role} stopped after {} write transactions",
+        store.write_transactions()
+    );
     Ok(Outcome::Success)
 }
 

@@ -77,15 +77,3 @@ pub async fn pgmq_round_trips(
         .map_err(db)?;
     Ok(elapsed)
 }
-
-/// Transactions committed and rolled back in the current database so far, from
-/// `pg_stat_database` (every process's, statements outside a transaction included).
-/// Statistics reach it with a delay: read it after the processes measured have exited.
-pub async fn transactions(pool: &PgPool) -> StoreResult<i64> {
-    sqlx::query_scalar(
-        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(db)
-}

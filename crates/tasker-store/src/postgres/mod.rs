@@ -21,6 +21,7 @@ pub mod testing;
 mod transitions;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct PgStore {
     token: String,
     /// Queues known to exist, so sending does not create them again.
     queues: Mutex<HashSet<String>>,
+    /// Write transactions committed (queue reads included: they write).
+    writes: AtomicU64,
 }
 
 impl Drop for PgStore {
@@ -74,6 +77,9 @@ impl PgStore {
             .map_err(|e| StoreError::Database(format!("bad database URL: {e}").into()))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2) + 1)
+            // A broken connection fails its statement, which the engine retries; a
+            // ping before every use would add a round trip to each transaction.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
@@ -87,6 +93,7 @@ impl PgStore {
             listener,
             token,
             queues: Mutex::new(HashSet::new()),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -115,6 +122,11 @@ impl PgStore {
             .await
             .map_err(db)?;
         result
+    }
+
+    /// How many write transactions this store has committed, for measurements.
+    pub fn write_transactions(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// The process's pool, for measurements against the same database.
@@ -308,6 +320,7 @@ macro_rules! write {
         let result = $op.await?;
         let (sent, created) = (tx_ops.sent, std::mem::take(&mut tx_ops.created));
         tx.commit().await.map_err(db)?;
+        $store.writes.fetch_add(1, Ordering::Relaxed);
         if !created.is_empty() {
             $store
                 .queues
@@ -383,6 +396,7 @@ impl Store for PgStore {
         visibility: Duration,
         limit: u32,
     ) -> StoreResult<QueueBatch> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         queue::read(&self.pool, queue, visibility, limit).await
     }
 

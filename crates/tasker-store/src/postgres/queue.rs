@@ -139,8 +139,8 @@ pub(crate) async fn list(pool: &PgPool) -> StoreResult<Vec<String>> {
         .map_err(db)
 }
 
-/// Reads with pgmq, and — in the same statement — when nothing was visible, the time
-/// the earliest hidden message shows.
+/// Reads with pgmq and, in the same statement, the time the earliest of the queue's
+/// other messages becomes visible.
 pub(crate) async fn read(
     pool: &PgPool,
     queue: &str,
@@ -148,12 +148,13 @@ pub(crate) async fn read(
     limit: u32,
 ) -> StoreResult<QueueBatch> {
     let vt_secs = visibility.as_secs_f64().ceil().max(1.0) as i32;
+    // `n` sees the rows as they were before the read: the ones just read are left out.
     let sql = format!(
-        "WITH r AS (SELECT * FROM pgmq.read($1, $2, $3))
-         SELECT msg_id, read_ct, (extract(epoch FROM enqueued_at) * 1000000)::bigint, message::text, NULL::bigint FROM r
-         UNION ALL
-         SELECT NULL, NULL, NULL, NULL, (SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint FROM {})
-         WHERE NOT EXISTS (SELECT 1 FROM r)",
+        "WITH r AS (SELECT * FROM pgmq.read($1, $2, $3)),
+              n AS (SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint AS next FROM {}
+                    WHERE msg_id NOT IN (SELECT msg_id FROM r))
+         SELECT r.msg_id, r.read_ct, (extract(epoch FROM r.enqueued_at) * 1000000)::bigint, r.message::text, n.next
+         FROM n LEFT JOIN r ON true",
         table("q", queue)?
     );
     let rows = match sqlx::query(&sql)
@@ -169,14 +170,14 @@ pub(crate) async fn read(
     };
     let mut batch = QueueBatch::default();
     for r in rows {
-        match r.get::<Option<i64>, _>(0) {
-            Some(msg_id) => batch.messages.push(QueueMessage {
+        batch.next_visible = r.get::<Option<i64>, _>(4).map(Timestamp);
+        if let Some(msg_id) = r.get::<Option<i64>, _>(0) {
+            batch.messages.push(QueueMessage {
                 msg_id,
                 read_ct: r.get(1),
                 enqueued_at: Timestamp(r.get(2)),
                 body: r.get(3),
-            }),
-            None => batch.next_visible = r.get::<Option<i64>, _>(4).map(Timestamp),
+            });
         }
     }
     batch.messages.sort_unstable_by_key(|m| m.msg_id);

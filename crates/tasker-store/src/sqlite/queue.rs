@@ -75,7 +75,7 @@ pub(crate) async fn list(pool: &SqlitePool) -> StoreResult<Vec<String>> {
         .map_err(db)
 }
 
-/// Reads visible messages; when there are none, also when the next one shows.
+/// Reads visible messages, and when the earliest of the queue's other messages shows.
 pub(crate) async fn read(
     pool: &SqlitePool,
     queue: &str,
@@ -106,22 +106,30 @@ pub(crate) async fn read(
         })
         .collect();
     messages.sort_unstable_by_key(|m| m.msg_id);
-    let next_visible = match messages.is_empty() {
-        true => next_visible(pool, queue).await?,
-        false => None,
-    };
+    let read: Vec<i64> = messages.iter().map(|m| m.msg_id).collect();
+    let next_visible = next_visible(pool, queue, &read).await?;
     Ok(QueueBatch {
         messages,
         next_visible,
     })
 }
 
-async fn next_visible(pool: &SqlitePool, queue: &str) -> StoreResult<Option<Timestamp>> {
-    let vt: Option<i64> = sqlx::query_scalar("SELECT MIN(vt) FROM queue_messages WHERE queue = ?")
-        .bind(queue)
-        .fetch_one(pool)
-        .await
-        .map_err(db)?;
+/// The earliest visibility time of the queue's messages other than `except`.
+async fn next_visible(
+    pool: &SqlitePool,
+    queue: &str,
+    except: &[i64],
+) -> StoreResult<Option<Timestamp>> {
+    let except = serde_json::to_string(except)
+        .map_err(|e| tasker_core::store::StoreError::Corrupt(e.to_string()))?;
+    let vt: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(vt) FROM queue_messages WHERE queue = ? AND msg_id NOT IN (SELECT value FROM json_each(?))",
+    )
+    .bind(queue)
+    .bind(except)
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
     Ok(vt.map(Timestamp))
 }
 
