@@ -10,11 +10,16 @@
 //! - [`message`]: what travels on the queues, decoded without copying.
 //! - [`store`]: the [`Store`](store::Store) trait, the one seam between the engine and a database.
 //! - [`event`]: the process-wide event bus.
+//! - [`intern`]: the bounded string interner for names that repeat.
+//! - `memory` (feature `alloc-counter`): the counting allocator and `MemoryProfiler`.
 
 pub mod backoff;
 pub mod duration;
 pub mod event;
 pub mod id;
+pub mod intern;
+#[cfg(feature = "alloc-counter")]
+pub mod memory;
 pub mod message;
 pub mod names;
 pub mod readiness;

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use tasker_core::event::EventKind;
-use tasker_core::message::{TASK_QUEUE, TaskRequest};
+use tasker_core::message::{TASK_QUEUE, TaskStart};
 use tasker_core::store::*;
 
 use crate::Shared;
 
 pub(crate) async fn start_task<S: Store>(shared: Arc<Shared<S>>, message: QueueMessage) {
     let store = &*shared.store;
-    let request: TaskRequest = match serde_json::from_str(&message.body) {
+    let request: TaskStart = match serde_json::from_str(&message.body) {
         Ok(r) => r,
         Err(e) => {
             let reason = format!("unparseable task request: {e}");

@@ -13,6 +13,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+mod buffers;
 mod operations;
 mod primitives;
 mod rows;

@@ -6,17 +6,13 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tasker_core::duration::HumanDuration;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{StepMessage, TASK_QUEUE, TaskRequest};
+use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart};
 use tasker_core::readiness::{self, Outcome as Readiness};
 use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 
 use crate::primitives::{Move, Outcome, Primitives, StepRow, Transition};
-
-fn encode<T: serde::Serialize>(message: &T) -> StoreResult<String> {
-    serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
 
 pub(crate) async fn template_register<P: Primitives>(
     p: &mut P,
@@ -80,12 +76,8 @@ pub(crate) async fn task_create<P: Primitives>(
         reason: "created",
     };
     p.transition_append(created).await?;
-    p.queue_send(
-        TASK_QUEUE,
-        &encode(&TaskRequest { task_id })?,
-        Duration::ZERO,
-    )
-    .await?;
+    p.queue_send(TASK_QUEUE, &TaskStart { task_id }, Duration::ZERO)
+        .await?;
     Ok(TaskCreated {
         task_id,
         created: true,
@@ -166,8 +158,8 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
                 reason: "operator retry",
             };
             check_moved(p.step_reset(m).await?, &m)?;
-            let body = step_message(task_id, step.id, &step.handler, 1)?;
-            p.queue_send(&step.queue, &body, Duration::ZERO).await?;
+            let message = step_message(task_id, step.id, &step.handler, 1);
+            p.queue_send(&step.queue, &message, Duration::ZERO).await?;
             enqueued += 1;
         }
     }
@@ -319,8 +311,8 @@ pub(crate) async fn step_finish<P: Primitives>(
     };
     check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
     if let StepOutcome::Retry { delay, .. } = params.outcome {
-        let body = step_message(task_id, params.step_id, &step.handler, step.attempts + 1)?;
-        p.queue_send(&step.queue, &body, delay).await?;
+        let message = step_message(task_id, params.step_id, &step.handler, step.attempts + 1);
+        p.queue_send(&step.queue, &message, delay).await?;
         return Ok(StepFinished::Applied {
             step_state: m.to,
             enqueued: 0,
@@ -398,17 +390,17 @@ async fn settle<P: Primitives>(
             )));
         }
         // One batch per queue, in the order the steps were made ready.
-        let mut batches: Vec<(&str, Vec<String>)> = Vec::new();
+        let mut batches: Vec<(&str, Vec<StepMessage<'_>>)> = Vec::new();
         for &i in &eval.ready {
             let s = &steps[i];
-            let body = step_message(task_id, s.id, &s.handler, s.attempts + 1)?;
+            let message = step_message(task_id, s.id, &s.handler, s.attempts + 1);
             match batches.iter_mut().find(|(queue, _)| *queue == s.queue) {
-                Some((_, bodies)) => bodies.push(body),
-                None => batches.push((&s.queue, vec![body])),
+                Some((_, messages)) => messages.push(message),
+                None => batches.push((&s.queue, vec![message])),
             }
         }
-        for (queue, bodies) in &batches {
-            p.queue_send_batch(queue, bodies).await?;
+        for (queue, messages) in &batches {
+            p.queue_send_batch(queue, messages).await?;
         }
     }
     let state = match eval.outcome {
@@ -435,18 +427,13 @@ async fn settle<P: Primitives>(
     Ok((eval.ready.len(), state))
 }
 
-fn step_message(
-    task_id: TaskId,
-    step_id: StepId,
-    handler: &str,
-    attempt: u32,
-) -> StoreResult<String> {
-    encode(&StepMessage {
+fn step_message(task_id: TaskId, step_id: StepId, handler: &str, attempt: u32) -> StepMessage<'_> {
+    StepMessage {
         task_id,
         step_id,
         attempt,
         handler: handler.into(),
-    })
+    }
 }
 
 /// Applies `event` to a task in state `from`: compare-and-set plus transition.

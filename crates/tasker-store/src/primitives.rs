@@ -10,8 +10,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::message::StepMessage;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::{StepExecution, StoreResult, Wakeups};
 use tasker_core::template::TaskTemplate;
@@ -198,18 +200,18 @@ pub(crate) trait Primitives: Send {
     fn queue_ensure(&mut self, queue: &str) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Sends a message visible after `delay`; readers are woken after the commit.
-    fn queue_send(
+    fn queue_send<M: Serialize + Sync>(
         &mut self,
         queue: &str,
-        body: &str,
+        message: &M,
         delay: Duration,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Sends messages visible at once.
+    /// Sends step messages visible at once, in one statement.
     fn queue_send_batch(
         &mut self,
         queue: &str,
-        bodies: &[String],
+        messages: &[StepMessage<'_>],
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn queue_delete(

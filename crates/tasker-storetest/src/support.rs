@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{StepMessage, TASK_QUEUE, TaskRequest};
+use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart};
 use tasker_core::store::*;
 use tasker_core::template::{TaskTemplate, parse_template};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
@@ -91,7 +91,7 @@ impl<S: Store> Driver<S> {
             .unwrap()
             .messages
         {
-            let r: TaskRequest = serde_json::from_str(&m.body).unwrap();
+            let r: TaskStart = serde_json::from_str(&m.body).unwrap();
             let params = TaskStartParams {
                 msg_id: m.msg_id,
                 task_id: r.task_id,

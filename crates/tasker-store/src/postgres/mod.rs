@@ -25,15 +25,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::message::{EncodeBuffer, StepMessage};
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 use tokio::task::JoinHandle;
 
+use crate::buffers::BufferPool;
 use crate::operations;
 use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
 
@@ -60,6 +63,7 @@ pub struct PgStore {
     queues: Mutex<HashSet<String>>,
     /// Write transactions committed (queue reads included: they write).
     writes: AtomicU64,
+    buffers: BufferPool,
 }
 
 impl Drop for PgStore {
@@ -94,6 +98,7 @@ impl PgStore {
             token,
             queues: Mutex::new(HashSet::new()),
             writes: AtomicU64::new(0),
+            buffers: BufferPool::default(),
         })
     }
 
@@ -179,6 +184,7 @@ pub(crate) struct PgTx<'c> {
     known: &'c Mutex<HashSet<String>>,
     created: Vec<String>,
     token: &'c str,
+    buf: EncodeBuffer,
 }
 
 impl Primitives for PgTx<'_> {
@@ -268,14 +274,30 @@ impl Primitives for PgTx<'_> {
         Ok(())
     }
 
-    async fn queue_send(&mut self, queue: &str, body: &str, delay: Duration) -> StoreResult<()> {
-        queue::send(self.conn, queue, body, delay, self.token).await?;
+    async fn queue_send<M: Serialize + Sync>(
+        &mut self,
+        queue: &str,
+        message: &M,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        queue::send(
+            self.conn,
+            queue,
+            self.buf.encode(message),
+            delay,
+            self.token,
+        )
+        .await?;
         self.sent.queue(queue);
         Ok(())
     }
 
-    async fn queue_send_batch(&mut self, queue: &str, bodies: &[String]) -> StoreResult<()> {
-        queue::send_batch(self.conn, queue, bodies, self.token).await?;
+    async fn queue_send_batch(
+        &mut self,
+        queue: &str,
+        messages: &[StepMessage<'_>],
+    ) -> StoreResult<()> {
+        queue::send_batch(self.conn, queue, self.buf.encode_all(messages), self.token).await?;
         self.sent.queue(queue);
         Ok(())
     }
@@ -315,9 +337,12 @@ macro_rules! write {
             known: &$store.queues,
             created: Vec::new(),
             token: &$store.token,
+            buf: $store.buffers.take(),
         };
         let $p = &mut tx_ops;
-        let result = $op.await?;
+        let result = $op.await;
+        $store.buffers.give(std::mem::take(&mut tx_ops.buf));
+        let result = result?;
         let (sent, created) = (tx_ops.sent, std::mem::take(&mut tx_ops.created));
         tx.commit().await.map_err(db)?;
         $store.writes.fetch_add(1, Ordering::Relaxed);

@@ -61,21 +61,23 @@ pub(crate) async fn send(
     Ok(())
 }
 
-/// Sends messages visible at once, with one notification.
+/// Sends every element of the JSON array `messages`, visible at once, with one notification.
 pub(crate) async fn send_batch(
     conn: &mut Conn,
     queue: &str,
-    bodies: &[String],
+    messages: &str,
     sender: &str,
 ) -> StoreResult<()> {
-    sqlx::query("SELECT pgmq.send_batch($1, $2::text[]::jsonb[]), pg_notify($3, $1 || ' ' || $4)")
-        .bind(queue)
-        .bind(bodies)
-        .bind(super::CHANNEL)
-        .bind(sender)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+    sqlx::query(
+        "SELECT pgmq.send_batch($1, ARRAY(SELECT jsonb_array_elements($2::jsonb))), pg_notify($3, $1 || ' ' || $4)",
+    )
+    .bind(queue)
+    .bind(messages)
+    .bind(super::CHANNEL)
+    .bind(sender)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 

@@ -25,16 +25,19 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::message::{EncodeBuffer, StepMessage};
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
+use crate::buffers::BufferPool;
 use crate::operations;
 use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
 
@@ -47,6 +50,7 @@ pub struct SqliteStore {
     wakeups: Wakeups,
     /// Write transactions committed (queue reads included: they write).
     writes: AtomicU64,
+    buffers: BufferPool,
     /// Held, never read: the exclusive lock on `<file>-lock`.
     _lock: Option<File>,
 }
@@ -80,6 +84,7 @@ impl SqliteStore {
             pool,
             wakeups: Wakeups::default(),
             writes: AtomicU64::new(0),
+            buffers: BufferPool::default(),
             _lock: lock,
         };
         let reclaimed = queue::release_in_flight(&store.pool, Timestamp::now()).await?;
@@ -107,6 +112,7 @@ impl SqliteStore {
             pool: pool(options).await?,
             wakeups: Wakeups::default(),
             writes: AtomicU64::new(0),
+            buffers: BufferPool::default(),
             _lock: None,
         })
     }
@@ -156,6 +162,7 @@ pub(crate) struct SqliteTx<'c> {
     conn: &'c mut Conn,
     now: Timestamp,
     sent: Sent,
+    buf: EncodeBuffer,
 }
 
 impl Primitives for SqliteTx<'_> {
@@ -240,14 +247,23 @@ impl Primitives for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn queue_send(&mut self, queue: &str, body: &str, delay: Duration) -> StoreResult<()> {
-        queue::send(self.conn, queue, body, delay, self.now).await?;
+    async fn queue_send<M: Serialize + Sync>(
+        &mut self,
+        queue: &str,
+        message: &M,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        queue::send(self.conn, queue, self.buf.encode(message), delay, self.now).await?;
         self.sent.queue(queue);
         Ok(())
     }
 
-    async fn queue_send_batch(&mut self, queue: &str, bodies: &[String]) -> StoreResult<()> {
-        queue::send_batch(self.conn, queue, bodies, self.now).await?;
+    async fn queue_send_batch(
+        &mut self,
+        queue: &str,
+        messages: &[StepMessage<'_>],
+    ) -> StoreResult<()> {
+        queue::send_batch(self.conn, queue, self.buf.encode_all(messages), self.now).await?;
         self.sent.queue(queue);
         Ok(())
     }
@@ -287,9 +303,12 @@ macro_rules! write {
             conn: &mut tx,
             now: Timestamp::now(),
             sent: Sent::default(),
+            buf: $store.buffers.take(),
         };
         let $p = &mut tx_ops;
-        let result = $op.await?;
+        let result = $op.await;
+        $store.buffers.give(std::mem::take(&mut tx_ops.buf));
+        let result = result?;
         let sent = std::mem::take(&mut tx_ops.sent);
         tx.commit().await.map_err(db)?;
         $store.writes.fetch_add(1, Ordering::Relaxed);

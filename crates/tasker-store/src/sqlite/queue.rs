@@ -28,15 +28,24 @@ pub(crate) async fn send(
     Ok(())
 }
 
+/// Sends every element of the JSON array `messages`, visible at once.
 pub(crate) async fn send_batch(
     conn: &mut Conn,
     queue: &str,
-    bodies: &[String],
+    messages: &str,
     now: Timestamp,
 ) -> StoreResult<()> {
-    for body in bodies {
-        send(conn, queue, body, Duration::ZERO, now).await?;
-    }
+    sqlx::query(
+        "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message)
+         SELECT ?, 0, ?, ?, value FROM json_each(?)",
+    )
+    .bind(queue)
+    .bind(now.0)
+    .bind(now.0)
+    .bind(messages)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 
