@@ -3,6 +3,7 @@
 //! is told how many events it missed) instead of making memory grow.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::broadcast;
 
@@ -66,6 +67,8 @@ pub enum RecvError {
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
+    /// Events subscribers missed by lagging, for metrics.
+    dropped: Arc<AtomicU64>,
 }
 
 impl EventBus {
@@ -73,22 +76,52 @@ impl EventBus {
     pub fn new(capacity: usize) -> Self {
         Self {
             tx: broadcast::channel(capacity.max(1)).0,
+            dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Publishes `event`; returns how many subscribers will see it.
+    /// Publishes `event`; returns how many subscribers will see it. The event is
+    /// allocated once and shared, whatever the number of subscribers.
     pub fn publish(&self, event: Event) -> usize {
         self.tx.send(Arc::new(event)).unwrap_or(0)
     }
 
+    /// A stream of the events published from now on.
     pub fn subscribe(&self) -> Subscription {
         Subscription {
             rx: self.tx.subscribe(),
+            dropped: self.dropped.clone(),
         }
+    }
+
+    /// Calls `f` with every event published from now on (or with the number of events
+    /// missed if it falls behind), on a thread of its own, until the bus is dropped.
+    pub fn subscribe_fn(
+        &self,
+        mut f: impl FnMut(Delivery<'_>) + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let mut sub = self.subscribe();
+        std::thread::spawn(move || {
+            loop {
+                match sub.rx.blocking_recv() {
+                    Ok(event) => f(Delivery::Event(&event)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        sub.dropped.fetch_add(n, Ordering::Relaxed);
+                        f(Delivery::Lagged(n))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
     }
 
     pub fn subscriber_count(&self) -> usize {
         self.tx.receiver_count()
+    }
+
+    /// Events that subscribers missed because they fell behind.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -98,17 +131,49 @@ impl Default for EventBus {
     }
 }
 
+/// What a callback subscriber is given.
+#[derive(Debug)]
+pub enum Delivery<'a> {
+    Event(&'a Event),
+    /// This many events were missed.
+    Lagged(u64),
+}
+
 /// A stream of events from one bus.
 #[derive(Debug)]
 pub struct Subscription {
     rx: broadcast::Receiver<Arc<Event>>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Subscription {
     /// The next event, or how many were missed if this subscriber fell behind.
     pub async fn recv(&mut self) -> Result<Arc<Event>, RecvError> {
-        self.rx.recv().await.map_err(|e| match e {
-            broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
+        let received = self.rx.recv().await;
+        self.map(received)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Result<Arc<Event>, RecvError>> {
+        match self.rx.try_recv() {
+            Err(broadcast::error::TryRecvError::Empty) => None,
+            Ok(e) => Some(Ok(e)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                Some(self.map(Err(broadcast::error::RecvError::Lagged(n))))
+            }
+            Err(broadcast::error::TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+        }
+    }
+
+    fn map(
+        &self,
+        received: Result<Arc<Event>, broadcast::error::RecvError>,
+    ) -> Result<Arc<Event>, RecvError> {
+        received.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(n) => {
+                self.dropped.fetch_add(n, Ordering::Relaxed);
+                RecvError::Lagged(n)
+            }
             broadcast::error::RecvError::Closed => RecvError::Closed,
         })
     }
@@ -150,5 +215,23 @@ mod tests {
         }
         assert_eq!(slow.recv().await.unwrap_err(), RecvError::Lagged(3));
         assert!(slow.recv().await.is_ok());
+        assert_eq!(bus.dropped_events(), 3);
+    }
+
+    #[test]
+    fn callback_subscribers_get_every_event() {
+        let bus = EventBus::new(16);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = bus.subscribe_fn(move |d| {
+            if let Delivery::Event(e) = d {
+                tx.send(e.kind).unwrap();
+            }
+        });
+        bus.publish(event(EventKind::TaskStarted));
+        bus.publish(event(EventKind::TaskCompleted));
+        assert_eq!(rx.recv().unwrap(), EventKind::TaskStarted);
+        assert_eq!(rx.recv().unwrap(), EventKind::TaskCompleted);
+        drop(bus);
+        worker.join().unwrap();
     }
 }

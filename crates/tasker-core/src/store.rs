@@ -9,7 +9,9 @@
 //! or not at all. Methods that change a task serialize on that task, and evaluate
 //! [`readiness`](crate::readiness) inside the transaction.
 
+use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -17,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::backoff::RetryPolicy;
 use crate::id::{StepId, TaskId};
-use crate::message::TASK_QUEUE;
+use crate::message::{ExecutionMessage, Parents, TASK_QUEUE};
 use crate::state::{IllegalTransition, StepState, TaskState};
 use crate::template::TaskTemplate;
 use crate::time::Timestamp;
@@ -142,24 +144,49 @@ pub enum StepStart {
     DeadLettered { attempts: u32 },
 }
 
-/// Everything a handler is given, loaded in one query.
+/// Everything a handler is given, loaded in one query: the owned form of an
+/// [`ExecutionMessage`]. Its names are interned: the same `Arc` for every step that
+/// shares them.
 #[derive(Clone, Debug)]
 pub struct StepExecution {
     pub task_id: TaskId,
     pub step_id: StepId,
     /// 1 for the first execution.
     pub attempt: u32,
-    pub namespace: String,
-    pub task_name: String,
-    pub task_version: String,
-    pub step_name: String,
-    pub handler: String,
+    pub namespace: Arc<str>,
+    pub task_name: Arc<str>,
+    pub task_version: Arc<str>,
+    pub step_name: Arc<str>,
+    pub handler: Arc<str>,
     pub config: Box<RawValue>,
     pub context: Box<RawValue>,
     /// The results of the step's parents, by parent name, in template order.
-    pub parents: Vec<(String, Box<RawValue>)>,
+    pub parents: Vec<(Arc<str>, Box<RawValue>)>,
     pub retry: RetryPolicy,
     pub timeout: Duration,
+}
+
+impl StepExecution {
+    /// The wire form, borrowing from this.
+    pub fn message(&self) -> ExecutionMessage<'_> {
+        ExecutionMessage {
+            task_id: self.task_id,
+            step_id: self.step_id,
+            attempt: self.attempt,
+            namespace: Cow::Borrowed(&self.namespace),
+            task_name: Cow::Borrowed(&self.task_name),
+            task_version: Cow::Borrowed(&self.task_version),
+            step_name: Cow::Borrowed(&self.step_name),
+            context: &self.context,
+            config: &self.config,
+            parents: Parents(
+                self.parents
+                    .iter()
+                    .map(|(name, results)| (Cow::Borrowed(&**name), &**results))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// How an attempt ended, as decided by the engine.

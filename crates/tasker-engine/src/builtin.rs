@@ -8,7 +8,7 @@
 //! | `flaky` | a retryable error on attempts ≤ `config.failures` (default 1; after `config.retry_after` if set), then `{"attempt": n}` |
 //! | `fail`  | an error with `config.message`, permanent unless `config.retryable` is true |
 //! | `sleep` | waits `config.ms`, then `{"slept_ms": ms}` |
-//! | `shell` | runs `config.command` (an argv list, no shell) with the step as JSON on stdin; stdout (JSON) is the result; exit 0 = success, 75 = retryable, other = permanent |
+//! | `shell` | runs `config.command` (an argv list, no shell) with the step's [`ExecutionMessage`](tasker_core::message::ExecutionMessage) as JSON on stdin; stdout (JSON) is the result; exit 0 = success, 75 = retryable, other = permanent |
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,6 +17,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Number, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tasker_core::message::EncodeBuffer;
 
 use crate::handler::*;
 
@@ -146,25 +148,8 @@ impl Handler for Shell {
                     "shell: config.command is an empty list",
                 ));
             };
-            let parents: serde_json::Map<String, serde_json::Value> = step
-                .parents()
-                .map(|(n, r)| {
-                    (
-                        n.to_owned(),
-                        serde_json::from_str(r.get()).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let input = json!({
-                "task_id": step.task_id(),
-                "step_id": step.step_id(),
-                "step_name": step.step_name(),
-                "attempt": step.attempt(),
-                "context": step.context(),
-                "config": step.config(),
-                "parents": parents,
-            })
-            .to_string();
+            let mut buffer = EncodeBuffer::default();
+            let input = buffer.encode(&step.message());
             let mut child = tokio::process::Command::new(program)
                 .args(args)
                 .stdin(Stdio::piped())

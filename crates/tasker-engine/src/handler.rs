@@ -108,6 +108,16 @@ impl StepContext {
         &self.exec.step_name
     }
 
+    /// The step's name as the shared handle (no copy).
+    pub fn step_name_shared(&self) -> &Arc<str> {
+        &self.exec.step_name
+    }
+
+    /// Everything this step is given, in its wire form (for handlers outside Rust).
+    pub fn message(&self) -> tasker_core::message::ExecutionMessage<'_> {
+        self.exec.message()
+    }
+
     pub fn handler(&self) -> &str {
         &self.exec.handler
     }
@@ -136,13 +146,13 @@ impl StepContext {
         self.exec
             .parents
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| &**n == name)
             .map(|(_, r)| &**r)
     }
 
     /// Every parent's results, by name, in template order.
     pub fn parents(&self) -> impl Iterator<Item = (&str, &RawValue)> {
-        self.exec.parents.iter().map(|(n, r)| (n.as_str(), &**r))
+        self.exec.parents.iter().map(|(n, r)| (&**n, &**r))
     }
 
     /// The config deserialized into `T`; a mismatch is a permanent error.

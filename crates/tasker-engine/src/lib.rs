@@ -122,18 +122,19 @@ pub(crate) struct Shared<S> {
 }
 
 impl<S> Shared<S> {
-    /// Publishes a lifecycle event; `step` is (id, name, attempt) for step events.
+    /// Publishes a lifecycle event; `step` is (id, name, attempt) for step events. The
+    /// name is the step's shared handle: publishing copies no string.
     pub(crate) fn publish(
         &self,
         kind: EventKind,
         task_id: TaskId,
-        step: Option<(StepId, &str, u32)>,
+        step: Option<(StepId, Option<&Arc<str>>, u32)>,
     ) {
         self.events.publish(Event {
             kind,
             task_id,
             step_id: step.map(|s| s.0),
-            step_name: step.map(|s| Arc::from(s.1)),
+            step_name: step.and_then(|s| s.1.cloned()),
             attempt: step.map_or(0, |s| s.2),
             at: Timestamp::now(),
         });

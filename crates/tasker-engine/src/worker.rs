@@ -53,7 +53,7 @@ pub(crate) async fn run_step<S: Store>(
             shared.publish(
                 EventKind::StepDeadLettered,
                 decoded.task_id,
-                Some((decoded.step_id, "", attempts)),
+                Some((decoded.step_id, None, attempts)),
             );
             return;
         }
@@ -97,7 +97,7 @@ async fn execute<S: Store>(
     shared.publish(
         EventKind::StepStarted,
         task_id,
-        Some((step_id, step.step_name(), attempt)),
+        Some((step_id, Some(step.step_name_shared()), attempt)),
     );
     let started = Timestamp::now();
     let result = call_handler(&shared, &step).await;
@@ -145,7 +145,11 @@ async fn execute<S: Store>(
                 StepState::WaitingForRetry => EventKind::StepRetrying,
                 _ => EventKind::StepFailed,
             };
-            shared.publish(kind, task_id, Some((step_id, step.step_name(), attempt)));
+            shared.publish(
+                kind,
+                task_id,
+                Some((step_id, Some(step.step_name_shared()), attempt)),
+            );
             match task_state {
                 TaskState::Complete => shared.publish(EventKind::TaskCompleted, task_id, None),
                 TaskState::Error => shared.publish(EventKind::TaskFailed, task_id, None),

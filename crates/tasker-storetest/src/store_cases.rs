@@ -105,13 +105,10 @@ pub async fn a_task_runs_through_the_store<S: Store>(store: Arc<S>) {
         .expect("first is on the namespace queue");
     assert_eq!(c.attempt_in_message, 1);
     let exec = c.exec();
-    assert_eq!((exec.step_name.as_str(), exec.attempt), ("first", 1));
+    assert_eq!((&*exec.step_name, exec.attempt), ("first", 1));
     assert_eq!(exec.context.get(), r#"{"order": 1}"#);
     assert_eq!(exec.config.get(), r#"{"k":1}"#);
-    assert_eq!(
-        (exec.namespace.as_str(), exec.task_name.as_str()),
-        ("conf", "two_steps")
-    );
+    assert_eq!((&*exec.namespace, &*exec.task_name), ("conf", "two_steps"));
     assert!(exec.parents.is_empty());
     assert_eq!(
         step(&d.detail(task_id).await, "first").state,
@@ -195,17 +192,13 @@ pub async fn parents_results_reach_children<S: Store>(store: Arc<S>) {
     let mut d_exec = None;
     while let Some(c) = d.claim("conf").await {
         let name = c.exec().step_name.clone();
-        if name == "d" {
+        if &*name == "d" {
             d_exec = Some(c.exec().clone());
         }
         d.succeed(&c, &format!(r#"{{"from":"{name}"}}"#)).await;
     }
     let exec = d_exec.expect("d ran");
-    let parents: Vec<(&str, &str)> = exec
-        .parents
-        .iter()
-        .map(|(n, r)| (n.as_str(), r.get()))
-        .collect();
+    let parents: Vec<(&str, &str)> = exec.parents.iter().map(|(n, r)| (&**n, r.get())).collect();
     assert_eq!(
         parents,
         [("b", r#"{"from":"b"}"#), ("c", r#"{"from":"c"}"#)]
@@ -421,7 +414,7 @@ pub async fn permanent_failure_blocks_descendants_and_resolve_unblocks<S: Store>
     d.succeed(&a, "{}").await;
     let mut b_id = None;
     while let Some(c) = d.claim("conf").await {
-        if c.exec().step_name == "b" {
+        if &*c.exec().step_name == "b" {
             b_id = Some(c.step_id);
             d.finish(
                 &c,
@@ -680,8 +673,8 @@ pub async fn parents_finishing_together_enqueue_their_child_once<S: Store>(store
         }
         let (b, c): (Vec<_>, Vec<_>) = claimed
             .into_iter()
-            .filter(|c| c.exec().step_name != "e")
-            .partition(|c| c.exec().step_name == "b");
+            .filter(|c| &*c.exec().step_name != "e")
+            .partition(|c| &*c.exec().step_name == "b");
         let (b, c) = (b.into_iter().next().unwrap(), c.into_iter().next().unwrap());
         // Both parents of d finish at the same instant, on two threads.
         let (d1, d2) = (d.clone(), d.clone());

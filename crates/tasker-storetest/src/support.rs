@@ -161,7 +161,7 @@ impl<S: Store> Driver<S> {
     pub async fn run_queue(&self, queue: &str) -> Vec<String> {
         let mut names = Vec::new();
         while let Some(c) = self.claim(queue).await {
-            names.push(c.exec().step_name.clone());
+            names.push(c.exec().step_name.to_string());
             self.succeed(&c, "{}").await;
         }
         names

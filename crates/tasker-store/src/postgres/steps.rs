@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use sqlx::Row;
 use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::intern::Interner;
 use tasker_core::state::StepState;
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
@@ -106,22 +107,27 @@ pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<S
     .await
     .map_err(db)?
     .ok_or_else(|| StoreError::NotFound(format!("step {step_id}")))?;
-    let parents: Vec<(String, Box<RawValue>)> = serde_json::from_str(r.get::<&str, _>(9))
-        .map_err(|e| StoreError::Corrupt(format!("parent results: {e}")))?;
+    let names = Interner::global();
+    let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> =
+        serde_json::from_str(r.get::<&str, _>(9))
+            .map_err(|e| StoreError::Corrupt(format!("parent results: {e}")))?;
     let retry: RetryPolicy = serde_json::from_str(r.get::<&str, _>(10))
         .map_err(|e| StoreError::Corrupt(format!("retry policy: {e}")))?;
     Ok(StepExecution {
         task_id: TaskId(r.get(0)),
         step_id,
         attempt: r.get::<i32, _>(1) as u32,
-        namespace: r.get(2),
-        task_name: r.get(3),
-        task_version: r.get(4),
-        step_name: r.get(5),
-        handler: r.get(6),
+        namespace: names.intern(r.get(2)),
+        task_name: names.intern(r.get(3)),
+        task_version: names.intern(r.get(4)),
+        step_name: names.intern(r.get(5)),
+        handler: names.intern(r.get(6)),
         config: raw(r.get(7))?,
         context: raw(r.get(8))?,
-        parents,
+        parents: parents
+            .into_iter()
+            .map(|(n, r)| (names.intern(&n), r))
+            .collect(),
         retry,
         timeout: Duration::from_millis(r.get::<i64, _>(11) as u64),
     })
