@@ -32,6 +32,16 @@ use crate::time::Timestamp;
 /// a letter, so this name cannot collide with one.
 pub const TASK_QUEUE: &str = "_tasks";
 
+/// A string borrowed from the input when it has no escapes (serde's own `Cow`
+/// deserializes owned unless a field says `borrow`).
+#[derive(Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// `Option<Cow<str>>` that borrows: serde's `borrow` does not reach inside an `Option`.
+fn borrowed<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
+}
+
 /// A task to create, as a client sends it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskRequest<'a> {
@@ -43,9 +53,19 @@ pub struct TaskRequest<'a> {
     pub version: Cow<'a, str>,
     #[serde(borrow)]
     pub context: &'a RawValue,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idempotency_key: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requester: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<Timestamp>,
@@ -230,16 +250,42 @@ impl<'de: 'a, 'a> Deserialize<'de> for Parents<'a> {
                 f.write_str("an object of parent results by name")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut parents = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some((name, results)) =
-                    map.next_entry::<Cow<'de, str>, &'de RawValue>()?
-                {
-                    parents.push((name, results));
+                let mut parents = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(name) = map.next_key_seed(CowStr)? {
+                    parents.push((name, map.next_value::<&'de RawValue>()?));
                 }
                 Ok(Parents(parents))
             }
         }
         d.deserialize_map(ParentsVisitor)
+    }
+}
+
+/// Deserializes a string borrowed from the input when it can be (map keys included,
+/// where serde's `borrow` does not apply), copied when it has escapes.
+struct CowStr;
+
+impl<'de> serde::de::DeserializeSeed<'de> for CowStr {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CowStr {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 
@@ -262,14 +308,24 @@ pub struct StepResult<'a> {
     /// The results, for a success.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub results: Option<&'a RawValue>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub error: Option<Cow<'a, str>>,
     /// A delay the handler asks for before the next attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
     pub started_at: Timestamp,
     pub completed_at: Timestamp,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub worker: Option<Cow<'a, str>>,
 }
 
@@ -393,6 +449,34 @@ impl Default for EncodeBuffer {
 impl Drop for EncodeBuffer {
     fn drop(&mut self) {
         RETAINED.fetch_sub(self.buf.capacity(), Ordering::Relaxed);
+    }
+}
+
+/// Idle encode buffers, shared by the transactions of a store: each borrows one and
+/// gives it back. At most `MAX_IDLE` are kept. `benches/memory.rs` weighs this pool
+/// against a fresh buffer per use; BENCHMARKS.md has the verdict.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    idle: std::sync::Mutex<Vec<EncodeBuffer>>,
+}
+
+impl BufferPool {
+    /// Idle buffers kept at most: one per transaction that can run at once.
+    pub const MAX_IDLE: usize = 64;
+
+    pub fn take(&self) -> EncodeBuffer {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    pub fn give(&self, buffer: EncodeBuffer) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < Self::MAX_IDLE {
+            idle.push(buffer);
+        }
     }
 }
 

@@ -13,7 +13,6 @@
 pub mod postgres;
 pub mod sqlite;
 
-mod buffers;
 mod operations;
 mod primitives;
 mod rows;

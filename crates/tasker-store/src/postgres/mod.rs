@@ -29,14 +29,13 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{EncodeBuffer, StepMessage};
+use tasker_core::message::{BufferPool, EncodeBuffer, StepMessage};
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 use tokio::task::JoinHandle;
 
-use crate::buffers::BufferPool;
 use crate::operations;
 use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
 

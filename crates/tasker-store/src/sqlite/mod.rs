@@ -31,13 +31,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{EncodeBuffer, StepMessage};
+use tasker_core::message::{BufferPool, EncodeBuffer, StepMessage};
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
-use crate::buffers::BufferPool;
 use crate::operations;
 use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
 
