@@ -144,9 +144,9 @@ mod tests {
             .map(|_| {
                 let i = i.clone();
                 std::thread::spawn(move || {
-                    (0..1000)
-                        .map(|n| i.intern(&format!("step_{}", n % 10)))
-                        .last()
+                    (0..1000).for_each(|n| {
+                        i.intern(&format!("step_{}", n % 10));
+                    })
                 })
             })
             .collect();

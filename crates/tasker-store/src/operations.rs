@@ -394,7 +394,7 @@ async fn settle<P: Primitives>(
         for &i in &eval.ready {
             let s = &steps[i];
             let message = step_message(task_id, s.id, &s.handler, s.attempts + 1);
-            match batches.iter_mut().find(|(queue, _)| *queue == s.queue) {
+            match batches.iter_mut().find(|(queue, _)| *queue == &*s.queue) {
                 Some((_, messages)) => messages.push(message),
                 None => batches.push((&s.queue, vec![message])),
             }
@@ -418,7 +418,7 @@ async fn settle<P: Primitives>(
             let failed = steps
                 .iter()
                 .find(|s| s.state == StepState::Error)
-                .map_or("a step", |s| s.name.as_str());
+                .map_or("a step", |s| &*s.name);
             let reason = format!("step `{failed}` failed and nothing else can progress");
             move_task(p, task_id, task_state, TaskEvent::Fail, &reason).await?
         }

@@ -8,6 +8,7 @@
 //! that appends its transition in the same call (one statement on PostgreSQL).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -18,13 +19,14 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::{StepExecution, StoreResult, Wakeups};
 use tasker_core::template::TaskTemplate;
 
-/// What readiness evaluation and enqueueing need of a step.
+/// What readiness evaluation and enqueueing need of a step. Names are interned: a
+/// task is evaluated at every completion, and its names repeat.
 pub(crate) struct EvalStep {
     pub id: StepId,
-    pub name: String,
+    pub name: Arc<str>,
     pub state: StepState,
-    pub handler: String,
-    pub queue: String,
+    pub handler: Arc<str>,
+    pub queue: Arc<str>,
     pub attempts: u32,
     /// Positions of its parents.
     pub parents: Vec<usize>,

@@ -26,14 +26,15 @@ pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
+    let names = Interner::global();
     rows.into_iter()
         .map(|r| {
             Ok(EvalStep {
                 id: StepId(r.get(0)),
-                name: r.get(1),
+                name: names.intern(r.get(1)),
                 state: parse(r.get::<&str, _>(2))?,
-                handler: r.get(3),
-                queue: r.get(4),
+                handler: names.intern(r.get(3)),
+                queue: names.intern(r.get(4)),
                 attempts: r.get::<i32, _>(5) as u32,
                 parents: r
                     .get::<Option<Vec<i32>>, _>(6)
