@@ -1,6 +1,10 @@
 //! `tasker`: run workflows on the embedded store, or operate a distributed Tasker on
 //! PostgreSQL: submit, inspect, wait for, cancel, retry and resolve tasks.
 
+#[cfg(feature = "alloc-counter")]
+#[global_allocator]
+static ALLOC: tasker_core::memory::CountingAllocator = tasker_core::memory::CountingAllocator;
+
 mod cli;
 mod commands;
 mod report;

@@ -127,6 +127,9 @@ struct Report {
     processes: Vec<ProcessRss>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pgmq_ceiling: Option<Ceiling>,
+    /// With the `alloc-counter` feature, on the embedded store: every thread counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocations_per_step: Option<f64>,
 }
 
 /// `VmHWM` (peak resident set) of a process, from /proc.
@@ -321,7 +324,14 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
             let engine = Engine::new(store.clone(), HandlerRegistry::with_builtins(), config);
             let running = engine.start();
             let writes_before = store.write_transactions();
+            #[cfg(feature = "alloc-counter")]
+            let mut profiler =
+                tasker_core::memory::MemoryProfiler::start(tasker_core::memory::Scope::Process);
             let run = measure(&engine, true, &args, &template).await?;
+            #[cfg(feature = "alloc-counter")]
+            let allocations = Some(profiler.checkpoint("bench").allocations as f64);
+            #[cfg(not(feature = "alloc-counter"))]
+            let allocations: Option<f64> = None;
             running.shutdown().await;
             let writes = store.write_transactions() - writes_before;
             let processes = vec![ProcessRss {
@@ -330,7 +340,8 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
                 peak_rss_kib: peak_rss_kib(std::process::id()),
             }];
             let counted = "write transactions of the engine (queue reads included), both phases";
-            report(
+            let steps = (args.tasks + run.idle.len()) * template.steps.len();
+            let mut report = report(
                 &*store,
                 "sqlite",
                 &args,
@@ -340,7 +351,9 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
                 processes,
                 None,
             )
-            .await?
+            .await?;
+            report.allocations_per_step = allocations.map(|a| a / steps as f64);
+            report
         }
         Backend::Postgres(url) => bench_postgres(&args, &url, &template).await?,
     };
@@ -388,6 +401,7 @@ async fn report<S: Store>(
         transactions_counted: counted,
         processes,
         pgmq_ceiling,
+        allocations_per_step: None,
     })
 }
 
@@ -547,6 +561,9 @@ fn print_report(r: &Report) {
             "  peak RSS          {:>10}  {} (pid {})",
             rss, proc.role, proc.pid
         );
+    }
+    if let Some(a) = r.allocations_per_step {
+        println!("  allocations       {a:>10.0} per step (every thread)");
     }
     if let Some(c) = &r.pgmq_ceiling {
         println!(
