@@ -2,8 +2,6 @@
 
 use std::fmt::Write;
 
-use serde::Serialize;
-use serde_json::value::RawValue;
 use tasker_core::duration::HumanDuration;
 use tasker_core::store::{TaskDetail, TaskRecord};
 
@@ -69,40 +67,9 @@ pub fn table(detail: &TaskDetail) -> String {
     out
 }
 
-#[derive(Serialize)]
-struct JsonTask<'a> {
-    task_id: String,
-    state: &'a str,
-    steps: Vec<JsonStep<'a>>,
-}
-
-#[derive(Serialize)]
-struct JsonStep<'a> {
-    name: &'a str,
-    state: &'a str,
-    attempts: u32,
-    results: Option<&'a RawValue>,
-    error: Option<&'a str>,
-}
-
-/// `{"task_id", "state", "steps": [{"name", "state", "attempts", "results", "error"}]}`.
+/// `{"task_id", "state", "steps": [{"id", "name", "state", "attempts", "results", "error"}]}`.
 pub fn json(detail: &TaskDetail) -> String {
-    let doc = JsonTask {
-        task_id: detail.task.id.to_string(),
-        state: detail.task.state.as_str(),
-        steps: detail
-            .steps
-            .iter()
-            .map(|s| JsonStep {
-                name: &s.name,
-                state: s.state.as_str(),
-                attempts: s.attempts,
-                results: s.results.as_deref(),
-                error: s.error.as_deref(),
-            })
-            .collect(),
-    };
-    serde_json::to_string(&doc).expect("a report always serializes")
+    detail.to_json()
 }
 
 /// `done/total` and what is running, for a live progress line.

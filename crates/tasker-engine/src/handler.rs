@@ -67,15 +67,19 @@ pub fn to_result<T: Serialize + ?Sized>(value: &T) -> HandlerResult {
         .map_err(|e| HandlerError::permanent(format!("result is not serializable to JSON: {e}")))
 }
 
-/// Everything a handler is given about its step.
-#[derive(Debug)]
+/// Everything a handler is given about its step. Cloning shares it: a handler that
+/// hands the step to another thread (a Ruby worker thread, say) keeps it alive there
+/// even if the engine stops waiting for it.
+#[derive(Clone, Debug)]
 pub struct StepContext {
-    exec: StepExecution,
+    exec: Arc<StepExecution>,
 }
 
 impl StepContext {
-    pub(crate) fn new(exec: StepExecution) -> Self {
-        Self { exec }
+    pub fn new(exec: StepExecution) -> Self {
+        Self {
+            exec: Arc::new(exec),
+        }
     }
 
     pub fn task_id(&self) -> TaskId {
@@ -167,6 +171,9 @@ impl StepContext {
 #[derive(Clone, Default)]
 pub struct HandlerRegistry {
     handlers: HashMap<String, Arc<dyn Handler>>,
+    /// Takes every name no handler is registered under: the bridge to a registry kept
+    /// in another language, which reports unknown names itself.
+    fallback: Option<Arc<dyn Handler>>,
 }
 
 impl HandlerRegistry {
@@ -181,8 +188,14 @@ impl HandlerRegistry {
         self
     }
 
+    /// Sends every name that is not registered to `handler`.
+    pub fn fallback(&mut self, handler: impl Handler) -> &mut Self {
+        self.fallback = Some(Arc::new(handler));
+        self
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Handler>> {
-        self.handlers.get(name)
+        self.handlers.get(name).or(self.fallback.as_ref())
     }
 
     /// Registered names, sorted.

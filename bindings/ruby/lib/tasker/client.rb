@@ -1,0 +1,54 @@
+# frozen_string_literal: true
+
+module Tasker
+  # Submits and operates tasks of a distributed deployment (PostgreSQL). Orchestrator
+  # and worker processes do the work.
+  class Client
+    def initialize(database_url: ENV.fetch("DATABASE_URL"))
+      @native = Native::Client.new(database_url)
+    end
+
+    # Creates a task of the template at `template_path` (registering the template if it
+    # is new) and returns its id. The same `idempotency_key` returns the same task.
+    def submit(template_path, context: {}, idempotency_key: nil)
+      task_id, _created = @native.submit(template_path.to_s, context, idempotency_key&.to_s)
+      task_id
+    end
+
+    # The task now, as a TaskResult.
+    def status(task_id)
+      TaskResult.new(@native.status(task_id.to_s))
+    end
+
+    # Waits until the task is complete, in error or cancelled; Tasker::TimeoutError if
+    # it is not after `timeout` seconds.
+    def wait(task_id, timeout: nil, interval: 0.2)
+      deadline = timeout && (Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout)
+      loop do
+        result = status(task_id)
+        return result if result.final?
+        if deadline && Process.clock_gettime(Process::CLOCK_MONOTONIC) >= deadline
+          raise TimeoutError, "task #{task_id} is still #{result.state} after #{timeout}s"
+        end
+
+        sleep interval
+      end
+    end
+
+    # Cancels the task and its unfinished steps; returns the task's state.
+    def cancel(task_id)
+      @native.cancel(task_id.to_s)
+    end
+
+    # Runs the failed steps of an errored task again; returns how many.
+    def retry(task_id)
+      @native.retry(task_id.to_s)
+    end
+
+    # Marks a failed step done with `results` so its children run; returns the task's
+    # state.
+    def resolve(step_id, results)
+      @native.resolve(step_id.to_s, results)
+    end
+  end
+end

@@ -1,0 +1,20 @@
+# frozen_string_literal: true
+
+module Tasker
+  # Raised by a handler for a failure worth retrying; `retry_after` (seconds) replaces
+  # the step's backoff delay for the next attempt.
+  class RetryableError < Error
+    attr_reader :retry_after
+
+    def initialize(message = nil, retry_after: nil)
+      super(message)
+      @retry_after = retry_after
+    end
+  end
+
+  # Raised by a handler for a failure retrying cannot fix: the step fails at once.
+  class PermanentError < Error; end
+
+  # Raised by Client#wait when the task is still running at the timeout.
+  class TimeoutError < Error; end
+end

@@ -1,0 +1,37 @@
+# frozen_string_literal: true
+
+module Tasker
+  # What a handler is given. The names (`namespace`, `task_name`, `task_version`,
+  # `step_name`, `handler`) and ids are frozen strings, interned: calling a getter
+  # again allocates nothing. `context`, `config` and parents' results are converted
+  # from JSON once per step, on first use.
+  class StepContext
+    # The task's context (a Hash with String keys).
+    def context
+      @context ||= native_context
+    end
+
+    # The step's `config` from the template.
+    def config
+      @config ||= native_config
+    end
+
+    # Every parent's result, by parent name.
+    def parent_results
+      @parent_results ||= native_parent_results
+    end
+
+    # The result of the parent named `name`; KeyError if the step has no such parent.
+    def results(name)
+      name = name.to_s
+      return @parent_results.fetch(name) if @parent_results&.key?(name)
+
+      native_results(name)
+    end
+
+    def inspect
+      "#<Tasker::StepContext #{namespace}/#{task_name}@#{task_version} step=#{step_name} " \
+        "attempt=#{attempt} step_id=#{step_id}>"
+    end
+  end
+end

@@ -1,0 +1,121 @@
+//! `Tasker::Native::Client`: submits and operates tasks on a PostgreSQL deployment.
+
+use std::sync::Arc;
+
+use magnus::prelude::*;
+use magnus::{Error, RModule, Ruby, Value, function, method};
+use serde_json::value::RawValue;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::store::Store;
+use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
+use tasker_store::postgres::PgStore;
+
+use crate::convert;
+use crate::errors;
+use crate::session::{block_on, connect, load_template};
+
+#[magnus::wrap(class = "Tasker::Native::Client", free_immediately, size)]
+pub struct Client {
+    /// Runs no loops: it registers templates and creates tasks.
+    engine: Engine<PgStore>,
+}
+
+fn parse_id<T: std::str::FromStr>(ruby: &Ruby, what: &str, id: &str) -> Result<T, Error>
+where
+    T::Err: std::fmt::Display,
+{
+    id.parse().map_err(|e| {
+        Error::new(
+            ruby.exception_arg_error(),
+            format!("`{id}` is not a {what} id: {e}"),
+        )
+    })
+}
+
+impl Client {
+    fn new(ruby: &Ruby, database_url: String) -> Result<Self, Error> {
+        let store = connect(ruby, &database_url, 2)?;
+        let config = EngineConfig {
+            orchestrator: false,
+            worker: None,
+            ..EngineConfig::embedded()
+        };
+        Ok(Self {
+            engine: Engine::new(Arc::new(store), HandlerRegistry::new(), config),
+        })
+    }
+
+    fn store(&self) -> &PgStore {
+        self.engine.store()
+    }
+
+    /// `[task_id, created]`: an idempotency key already used returns its task and false.
+    fn submit(
+        ruby: &Ruby,
+        rb_self: &Self,
+        template: String,
+        context: Value,
+        idempotency_key: Option<String>,
+    ) -> Result<(String, bool), Error> {
+        let template = load_template(ruby, &template)?;
+        let context = convert::to_json(ruby, context, "context")?;
+        let created = block_on(rb_self.engine.submit(
+            &template,
+            &context,
+            idempotency_key.as_deref(),
+        ))
+        .map_err(|e| errors::engine(ruby, e))?;
+        Ok((created.task_id.to_string(), created.created))
+    }
+
+    /// The task as `{"task_id", "state", "steps": [...]}`.
+    fn status(ruby: &Ruby, rb_self: &Self, id: String) -> Result<Value, Error> {
+        let id: TaskId = parse_id(ruby, "task", &id)?;
+        let detail =
+            block_on(rb_self.store().task_get(id)).map_err(|e| errors::store(ruby, e))?;
+        convert::to_ruby(ruby, &detail.to_json())
+    }
+
+    /// The task's state afterwards.
+    fn cancel(ruby: &Ruby, rb_self: &Self, id: String) -> Result<&'static str, Error> {
+        let id: TaskId = parse_id(ruby, "task", &id)?;
+        block_on(rb_self.engine.cancel(id, "cancelled by a client"))
+            .map(|s| s.as_str())
+            .map_err(|e| errors::engine(ruby, e))
+    }
+
+    /// How many failed steps were enqueued again.
+    fn retry(ruby: &Ruby, rb_self: &Self, id: String) -> Result<u64, Error> {
+        let id: TaskId = parse_id(ruby, "task", &id)?;
+        block_on(rb_self.store().task_retry(id))
+            .map(|n| n as u64)
+            .map_err(|e| errors::store(ruby, e))
+    }
+
+    /// Marks a failed step done with `results`; returns its task's state.
+    fn resolve(
+        ruby: &Ruby,
+        rb_self: &Self,
+        step_id: String,
+        results: Value,
+    ) -> Result<&'static str, Error> {
+        let id: StepId = parse_id(ruby, "step", &step_id)?;
+        let json = convert::to_json(ruby, results, "results")?;
+        let raw: &RawValue = serde_json::from_str(&json).expect("the writer emits valid JSON");
+        block_on(rb_self.store().step_resolve(id, raw))
+            .map(|s| s.as_str())
+            .map_err(|e| errors::store(ruby, e))
+    }
+}
+
+pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
+    let class = native.define_class("Client", ruby.class_object())?;
+    class.undef_default_alloc_func();
+    class.define_singleton_method("new", function!(Client::new, 1))?;
+    class.define_method("submit", method!(Client::submit, 3))?;
+    class.define_method("status", method!(Client::status, 1))?;
+    class.define_method("cancel", method!(Client::cancel, 1))?;
+    class.define_method("retry", method!(Client::retry, 1))?;
+    class.define_method("resolve", method!(Client::resolve, 2))?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Steps handed from the engine (tokio threads) to Ruby threads, and their outcome
+//! handed back.
+//!
+//! The engine calls [`RubyHandler`] for every handler name it does not know in Rust;
+//! that queues the step and waits for a Ruby thread to take it (`Session#next_job`),
+//! run the Ruby handler and complete it. A Ruby thread sees the step as a
+//! [`RbStepContext`] (`Tasker::StepContext`).
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use magnus::prelude::*;
+use magnus::{Error, RHash, RString, Ruby, Value, method};
+use serde_json::value::RawValue;
+use tasker_engine::{Handler, HandlerError, HandlerFuture, HandlerResult, StepContext};
+use tokio::sync::oneshot;
+
+use crate::convert;
+use crate::strings::interned;
+
+/// One step waiting for, or being run by, a Ruby thread.
+pub struct Job {
+    step: StepContext,
+    reply: oneshot::Sender<HandlerResult>,
+}
+
+/// What [`JobQueue::pop`] found.
+pub enum Pop {
+    Job(Job),
+    Empty,
+    /// The engine has stopped: no job will come.
+    Closed,
+}
+
+/// The steps waiting for a Ruby thread. Ruby threads block on it with the GVL released.
+#[derive(Default)]
+pub struct JobQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl JobQueue {
+    fn push(&self, job: Job) -> Result<(), Job> {
+        let mut state = self.state.lock().expect("job queue lock");
+        if state.closed {
+            return Err(job);
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Takes the next job, waiting up to `wait` for one.
+    pub fn pop(&self, wait: Duration) -> Pop {
+        let state = self.state.lock().expect("job queue lock");
+        let (mut state, _) = self
+            .ready
+            .wait_timeout_while(state, wait, |s| s.jobs.is_empty() && !s.closed)
+            .expect("job queue lock");
+        match state.jobs.pop_front() {
+            Some(job) => Pop::Job(job),
+            None if state.closed => Pop::Closed,
+            None => Pop::Empty,
+        }
+    }
+
+    /// No more jobs: every waiting Ruby thread returns.
+    pub fn close(&self) {
+        self.state.lock().expect("job queue lock").closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// The engine's handler for every name Rust does not know: a Ruby thread runs it.
+pub struct RubyHandler {
+    pub queue: std::sync::Arc<JobQueue>,
+}
+
+impl Handler for RubyHandler {
+    fn call<'a>(&'a self, step: &'a StepContext) -> HandlerFuture<'a> {
+        let (reply, outcome) = oneshot::channel();
+        let queued = self.queue.push(Job {
+            step: step.clone(),
+            reply,
+        });
+        Box::pin(async move {
+            if queued.is_err() {
+                return Err(HandlerError::retryable("the Ruby worker is stopping"));
+            }
+            outcome.await.unwrap_or_else(|_| {
+                Err(HandlerError::retryable(
+                    "the Ruby thread running the handler dropped the step without an outcome",
+                ))
+            })
+        })
+    }
+}
+
+/// `Tasker::StepContext`: what a Ruby handler's `call` is given.
+#[magnus::wrap(class = "Tasker::StepContext", free_immediately, size)]
+pub struct RbStepContext {
+    step: StepContext,
+    reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
+}
+
+impl From<Job> for RbStepContext {
+    fn from(job: Job) -> Self {
+        Self {
+            step: job.step,
+            reply: Mutex::new(Some(job.reply)),
+        }
+    }
+}
+
+impl RbStepContext {
+    fn task_id(&self) -> RString {
+        id_string(self.step.task_id().0)
+    }
+
+    fn step_id(&self) -> RString {
+        id_string(self.step.step_id().0)
+    }
+
+    fn attempt(&self) -> u32 {
+        self.step.attempt()
+    }
+
+    fn namespace(&self) -> RString {
+        interned(self.step.namespace())
+    }
+
+    fn task_name(&self) -> RString {
+        interned(self.step.task_name())
+    }
+
+    fn task_version(&self) -> RString {
+        interned(self.step.task_version())
+    }
+
+    fn step_name(&self) -> RString {
+        interned(self.step.step_name())
+    }
+
+    fn handler(&self) -> RString {
+        interned(self.step.handler())
+    }
+
+    fn native_context(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+        convert::to_ruby(ruby, rb_self.step.context().get())
+    }
+
+    fn native_config(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+        convert::to_ruby(ruby, rb_self.step.config().get())
+    }
+
+    fn native_results(ruby: &Ruby, rb_self: &Self, parent: RString) -> Result<Value, Error> {
+        // SAFETY: the name is only compared, before Ruby runs again.
+        let name = unsafe { parent.as_str() }?;
+        match rb_self.step.parent(name) {
+            Some(results) => convert::to_ruby(ruby, results.get()),
+            None => {
+                let parents: Vec<&str> = rb_self.step.parents().map(|(n, _)| n).collect();
+                Err(Error::new(
+                    ruby.exception_key_error(),
+                    format!(
+                        "step `{}` has no parent named `{name}` (its parents: {})",
+                        rb_self.step.step_name(),
+                        if parents.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            parents.join(", ")
+                        }
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn native_parent_results(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
+        let all = ruby.hash_new();
+        for (name, results) in rb_self.step.parents() {
+            all.aset(interned(name), convert::to_ruby(ruby, results.get())?)?;
+        }
+        Ok(all)
+    }
+
+    /// Hands the outcome to the engine; false if the step already had one or the engine
+    /// stopped waiting (its timeout passed).
+    fn reply(&self, outcome: HandlerResult) -> bool {
+        let sender = self.reply.lock().expect("reply lock").take();
+        sender.is_some_and(|s| s.send(outcome).is_ok())
+    }
+
+    /// The handler returned `value`: its JSON becomes the step's results. A value that
+    /// cannot become JSON raises `Tasker::SerializationError` and completes nothing.
+    fn native_succeed(ruby: &Ruby, rb_self: &Self, value: Value) -> Result<bool, Error> {
+        let json = convert::to_json(ruby, value, "results")?;
+        let results = RawValue::from_string(json).expect("the writer emits valid JSON");
+        Ok(rb_self.reply(Ok(results)))
+    }
+
+    /// The handler failed; `retry_after` (seconds) replaces the backoff delay.
+    fn native_fail(
+        ruby: &Ruby,
+        rb_self: &Self,
+        message: String,
+        retryable: bool,
+        retry_after: Option<f64>,
+    ) -> Result<bool, Error> {
+        let retry_after = match retry_after {
+            Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(Error::new(
+                    ruby.exception_arg_error(),
+                    format!("retry_after must be a number of seconds ≥ 0, got {s}"),
+                ));
+            }
+            None => None,
+        };
+        Ok(rb_self.reply(Err(HandlerError {
+            message,
+            retryable,
+            retry_after,
+        })))
+    }
+}
+
+/// An id as an interned string, formatted on the stack.
+fn id_string(id: uuid::Uuid) -> RString {
+    let mut buf = uuid::Uuid::encode_buffer();
+    interned(id.hyphenated().encode_lower(&mut buf))
+}
+
+pub fn define(ruby: &Ruby, tasker: magnus::RModule) -> Result<(), Error> {
+    let class = tasker.define_class("StepContext", ruby.class_object())?;
+    class.undef_default_alloc_func();
+    class.define_method("task_id", method!(RbStepContext::task_id, 0))?;
+    class.define_method("step_id", method!(RbStepContext::step_id, 0))?;
+    class.define_method("attempt", method!(RbStepContext::attempt, 0))?;
+    class.define_method("namespace", method!(RbStepContext::namespace, 0))?;
+    class.define_method("task_name", method!(RbStepContext::task_name, 0))?;
+    class.define_method("task_version", method!(RbStepContext::task_version, 0))?;
+    class.define_method("step_name", method!(RbStepContext::step_name, 0))?;
+    class.define_method("handler", method!(RbStepContext::handler, 0))?;
+    class.define_private_method("native_context", method!(RbStepContext::native_context, 0))?;
+    class.define_private_method("native_config", method!(RbStepContext::native_config, 0))?;
+    class.define_private_method("native_results", method!(RbStepContext::native_results, 1))?;
+    class.define_private_method(
+        "native_parent_results",
+        method!(RbStepContext::native_parent_results, 0),
+    )?;
+    class.define_private_method("native_succeed", method!(RbStepContext::native_succeed, 1))?;
+    class.define_private_method("native_fail", method!(RbStepContext::native_fail, 3))?;
+    Ok(())
+}
