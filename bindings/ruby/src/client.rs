@@ -71,8 +71,7 @@ impl Client {
     /// The task as `{"task_id", "state", "steps": [...]}`.
     fn status(ruby: &Ruby, rb_self: &Self, id: String) -> Result<Value, Error> {
         let id: TaskId = parse_id(ruby, "task", &id)?;
-        let detail =
-            block_on(rb_self.store().task_get(id)).map_err(|e| errors::store(ruby, e))?;
+        let detail = block_on(rb_self.store().task_get(id)).map_err(|e| errors::store(ruby, e))?;
         convert::to_ruby(ruby, &detail.to_json())
     }
 

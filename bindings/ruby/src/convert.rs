@@ -311,8 +311,12 @@ impl Reader<'_, '_> {
             }
             r.pos > from
         };
+        let int_start = self.pos;
         if !digits(self) {
             return Err(self.error("expected digits"));
+        }
+        if self.bytes[int_start] == b'0' && self.pos - int_start > 1 {
+            return Err(self.error("leading zero in a number"));
         }
         if self.peek() == Some(b'.') {
             integer = false;
@@ -448,7 +452,10 @@ impl Writer {
         Ok(())
     }
 
-    fn nested(&mut self, body: impl FnOnce(&mut Self) -> Result<(), Failure>) -> Result<(), Failure> {
+    fn nested(
+        &mut self,
+        body: impl FnOnce(&mut Self) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
         if self.depth_left == 0 {
             return Err(Failure::new(format!(
                 "nested deeper than {} levels (Tasker.max_depth); is it recursive?",

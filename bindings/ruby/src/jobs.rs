@@ -133,6 +133,16 @@ impl RbStepContext {
         self.step.attempt()
     }
 
+    /// The step's timeout in seconds.
+    fn timeout(&self) -> f64 {
+        self.step.timeout().as_secs_f64()
+    }
+
+    /// How many attempts the step has in all.
+    fn max_attempts(&self) -> u32 {
+        self.step.retry().max_attempts
+    }
+
     fn namespace(&self) -> RString {
         interned(self.step.namespace())
     }
@@ -245,6 +255,8 @@ pub fn define(ruby: &Ruby, tasker: magnus::RModule) -> Result<(), Error> {
     class.define_method("task_id", method!(RbStepContext::task_id, 0))?;
     class.define_method("step_id", method!(RbStepContext::step_id, 0))?;
     class.define_method("attempt", method!(RbStepContext::attempt, 0))?;
+    class.define_method("timeout", method!(RbStepContext::timeout, 0))?;
+    class.define_method("max_attempts", method!(RbStepContext::max_attempts, 0))?;
     class.define_method("namespace", method!(RbStepContext::namespace, 0))?;
     class.define_method("task_name", method!(RbStepContext::task_name, 0))?;
     class.define_method("task_version", method!(RbStepContext::task_version, 0))?;

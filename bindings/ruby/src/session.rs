@@ -61,7 +61,9 @@ pub fn load_template(ruby: &Ruby, path: &str) -> Result<TaskTemplate, Error> {
 /// Built-in handlers first; every other name goes to a Ruby thread.
 fn registry(jobs: &Arc<JobQueue>) -> HandlerRegistry {
     let mut registry = HandlerRegistry::with_builtins();
-    registry.fallback(RubyHandler { queue: jobs.clone() });
+    registry.fallback(RubyHandler {
+        queue: jobs.clone(),
+    });
     registry
 }
 
@@ -148,11 +150,7 @@ impl Session {
             }
         })
         .map_err(|e| e.raise(ruby))?;
-        Ok(Self::spawn(
-            jobs,
-            running,
-            follow(engine, task_id),
-        ))
+        Ok(Self::spawn(jobs, running, follow(engine, task_id)))
     }
 
     fn worker(
@@ -186,11 +184,7 @@ impl Session {
             let _in_runtime = runtime().enter();
             engine.start()
         };
-        Ok(Self::spawn(
-            jobs,
-            running,
-            std::future::pending(),
-        ))
+        Ok(Self::spawn(jobs, running, std::future::pending()))
     }
 
     /// The next step for this Ruby thread to run; nil once the session has closed.

@@ -218,3 +218,47 @@ where
         Box::pin(std::future::ready(result))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasker_core::store::StepExecution;
+
+    fn step(handler: &str) -> StepContext {
+        StepContext::new(StepExecution {
+            task_id: TaskId::new(),
+            step_id: StepId::new(),
+            attempt: 1,
+            namespace: "ns".into(),
+            task_name: "task".into(),
+            task_version: "1.0.0".into(),
+            step_name: "step".into(),
+            handler: handler.into(),
+            config: RawValue::from_string("{}".into()).unwrap(),
+            context: RawValue::from_string("{}".into()).unwrap(),
+            parents: Vec::new(),
+            retry: tasker_core::backoff::RetryPolicy::default(),
+            timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[tokio::test]
+    async fn names_without_a_handler_go_to_the_fallback() {
+        let mut registry = HandlerRegistry::new();
+        registry.register("named", FnHandler(|_: &StepContext| to_result("named")));
+        assert!(registry.get("Other::Name").is_none());
+        registry.fallback(FnHandler(|s: &StepContext| to_result(s.handler())));
+        for (name, expected) in [("named", "\"named\""), ("Other::Name", "\"Other::Name\"")] {
+            let step = step(name);
+            let handler = registry.get(name).expect("a handler");
+            assert_eq!(handler.call(&step).await.unwrap().get(), expected);
+        }
+    }
+
+    #[test]
+    fn a_cloned_step_context_shares_its_execution() {
+        let a = step("x");
+        let b = a.clone();
+        assert!(std::ptr::eq(a.context(), b.context()));
+    }
+}

@@ -1,10 +1,15 @@
 # frozen_string_literal: true
 
+require "timeout"
+
 module Tasker
   # Runs the steps a native session hands out on Ruby threads, and reports each
   # outcome back to the engine.
   module Dispatcher
     BACKTRACE_LINES = 20
+
+    # Raised into a handler that runs past its step's timeout.
+    class StepTimeout < Exception; end # rubocop:disable Lint/InheritException
 
     module_function
 
@@ -33,12 +38,16 @@ module Tasker
                          false, nil)
       end
 
-      result = klass.new.call(step)
+      # Past its timeout the engine records the attempt as failed; the handler is
+      # interrupted so that its thread serves the next step.
+      result = Timeout.timeout(step.timeout, StepTimeout) { klass.new.call(step) }
       begin
         step.send(:native_succeed, result)
       rescue SerializationError => e
         step.send(:native_fail, "the handler's result cannot be stored: #{e.message}", false, nil)
       end
+    rescue StepTimeout
+      step.send(:native_fail, "timed out after #{step.timeout}s", true, nil)
     rescue PermanentError => e
       step.send(:native_fail, e.message, false, nil)
     rescue RetryableError => e
