@@ -121,6 +121,15 @@ impl From<Job> for RbStepContext {
 }
 
 impl RbStepContext {
+    /// A step context no engine waits on (the boundary benchmark's).
+    #[cfg(feature = "boundary-bench")]
+    pub fn detached(step: StepContext) -> Self {
+        Self {
+            step,
+            reply: Mutex::new(None),
+        }
+    }
+
     fn task_id(&self) -> RString {
         id_string(self.step.task_id().0)
     }

@@ -2,6 +2,8 @@
 //! stay in Rust; Ruby threads run step handlers. `lib/tasker.rb` builds the public API
 //! on these classes.
 
+#[cfg(feature = "boundary-bench")]
+mod bench;
 mod client;
 mod convert;
 mod errors;
@@ -43,5 +45,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     native.define_module_function("builtin_handlers", function!(builtin_handlers, 0))?;
     session::define(ruby, native)?;
     client::define(ruby, native)?;
+    #[cfg(feature = "boundary-bench")]
+    bench::define(ruby, tasker)?;
     Ok(())
 }
