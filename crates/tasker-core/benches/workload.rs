@@ -115,7 +115,7 @@ impl Inputs {
     pub fn event(&self) -> Event {
         Event {
             kind: EventKind::StepCompleted,
-            task_id: self.task_id,
+            task_id: Some(self.task_id),
             step_id: Some(self.step_id),
             step_name: Some(self.execution.step_name.clone()),
             attempt: 1,

@@ -23,6 +23,8 @@ pub enum EventKind {
     StepRetrying,
     StepFailed,
     StepDeadLettered,
+    MemoryHigh,
+    MemoryNormal,
 }
 
 impl EventKind {
@@ -38,6 +40,8 @@ impl EventKind {
             EventKind::StepRetrying => "step.retrying",
             EventKind::StepFailed => "step.failed",
             EventKind::StepDeadLettered => "step.dead_lettered",
+            EventKind::MemoryHigh => "memory.high",
+            EventKind::MemoryNormal => "memory.normal",
         }
     }
 }
@@ -46,7 +50,8 @@ impl EventKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
-    pub task_id: TaskId,
+    /// None for events of the process itself (memory pressure).
+    pub task_id: Option<TaskId>,
     pub step_id: Option<StepId>,
     /// The step's name, shared with the rest of the process rather than copied.
     pub step_name: Option<Arc<str>>,
@@ -186,7 +191,7 @@ mod tests {
     fn event(kind: EventKind) -> Event {
         Event {
             kind,
-            task_id: TaskId::new(),
+            task_id: Some(TaskId::new()),
             step_id: None,
             step_name: None,
             attempt: 0,

@@ -310,6 +310,24 @@ impl TaskDetail {
     }
 }
 
+/// A registered template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateRecord {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    /// The canonical JSON it was registered with ([`TaskTemplate::canonical_json`]).
+    pub definition: String,
+    pub created_at: Timestamp,
+}
+
+/// How many messages a queue holds (visible or not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub messages: u64,
+}
+
 /// Which tasks [`Store::task_list`] returns, newest first.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskListParams<'a> {
@@ -363,6 +381,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         template: &TaskTemplate,
     ) -> impl Future<Output = StoreResult<Registration>> + Send;
+
+    /// Every registered template, ordered by namespace, name and creation.
+    fn template_list(&self) -> impl Future<Output = StoreResult<Vec<TemplateRecord>>> + Send;
 
     /// Creates a pending task with its steps and edges and sends its start request.
     fn task_create(
@@ -436,6 +457,12 @@ pub trait Store: Send + Sync + 'static {
         visibility: Duration,
         limit: u32,
     ) -> impl Future<Output = StoreResult<QueueBatch>> + Send;
+
+    /// The messages each queue holds, the internal task queue included.
+    fn queue_depths(&self) -> impl Future<Output = StoreResult<Vec<QueueDepth>>> + Send;
+
+    /// Answers if the database does (readiness).
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Moves a message to the dead letters (for example, one that does not parse).
     fn queue_dead_letter(

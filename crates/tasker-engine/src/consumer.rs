@@ -34,11 +34,13 @@ pub(crate) struct Consumer<S> {
     /// How long a message stays hidden once read: if this process dies before it is
     /// done with it (a step's claim sets a longer time), another reader gets it then.
     pub read_visibility: Duration,
+    /// True while memory pressure holds new work back.
+    pub paused: watch::Receiver<bool>,
 }
 
 impl<S: Store> Consumer<S> {
     /// Runs until `shutdown` turns true, then waits for in-flight messages to finish.
-    pub async fn run<F, Fut>(self, mut shutdown: watch::Receiver<bool>, process: F)
+    pub async fn run<F, Fut>(mut self, mut shutdown: watch::Receiver<bool>, process: F)
     where
         F: Fn(Arc<str>, QueueMessage) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -48,6 +50,13 @@ impl<S: Store> Consumer<S> {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if *self.paused.borrow() {
+                // Back-pressure: read nothing new; what is in flight goes on.
+                tokio::select! {
+                    _ = self.paused.wait_for(|p| !*p) => continue,
+                    _ = shutdown.changed() => break,
+                }
             }
             let first = tokio::select! {
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
@@ -62,7 +71,7 @@ impl<S: Store> Consumer<S> {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list queues; retrying");
                     drop(first);
-                    Self::pause(self.poll, &mut shutdown).await;
+                    Self::sleep_unless_stopped(self.poll, &mut shutdown).await;
                     continue;
                 }
             };
@@ -137,7 +146,7 @@ impl<S: Store> Consumer<S> {
         }
     }
 
-    async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    async fn sleep_unless_stopped(d: Duration, shutdown: &mut watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             _ = shutdown.changed() => {}

@@ -37,7 +37,9 @@ mod builtin;
 mod catch_unwind;
 mod consumer;
 mod handler;
+pub mod metrics;
 mod orchestrator;
+pub mod pressure;
 mod worker;
 
 use std::collections::HashSet;
@@ -94,6 +96,8 @@ pub struct EngineConfig {
     /// Added to a step's timeout for its message's visibility timeout: how long after
     /// a worker dies its step runs again.
     pub visibility_grace: Duration,
+    /// Stop taking work above a memory watermark (none: no limit).
+    pub memory: Option<pressure::MemoryLimits>,
 }
 
 impl EngineConfig {
@@ -107,6 +111,7 @@ impl EngineConfig {
             }),
             poll_interval: Duration::from_secs(5),
             visibility_grace: Duration::from_secs(5),
+            memory: None,
         }
     }
 }
@@ -116,6 +121,9 @@ pub(crate) struct Shared<S> {
     handlers: HandlerRegistry,
     events: EventBus,
     config: EngineConfig,
+    metrics: metrics::Metrics,
+    /// True while memory is above the high watermark: the loops take no new work.
+    paused: watch::Sender<bool>,
     /// Canonical definitions this engine has registered: submitting one again skips
     /// the registration round trip.
     registered: Mutex<HashSet<String>>,
@@ -132,10 +140,24 @@ impl<S> Shared<S> {
     ) {
         self.events.publish(Event {
             kind,
-            task_id,
+            task_id: Some(task_id),
             step_id: step.map(|s| s.0),
             step_name: step.and_then(|s| s.1.cloned()),
             attempt: step.map_or(0, |s| s.2),
+            at: Timestamp::now(),
+        });
+    }
+}
+
+impl<S> Shared<S> {
+    /// Publishes an event of the process itself, about no task.
+    pub(crate) fn publish_process(&self, kind: EventKind) {
+        self.events.publish(Event {
+            kind,
+            task_id: None,
+            step_id: None,
+            step_name: None,
+            attempt: 0,
             at: Timestamp::now(),
         });
     }
@@ -178,6 +200,8 @@ impl<S: Store> Engine<S> {
                 handlers,
                 events: EventBus::default(),
                 config,
+                metrics: metrics::Metrics::default(),
+                paused: watch::Sender::new(false),
                 registered: Mutex::new(HashSet::new()),
             }),
         }
@@ -190,6 +214,16 @@ impl<S: Store> Engine<S> {
     /// The process's event bus: task and step lifecycle events.
     pub fn events(&self) -> &EventBus {
         &self.shared.events
+    }
+
+    /// What this engine has counted, for `/metrics`.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.shared.metrics
+    }
+
+    /// Whether memory pressure has stopped this engine from taking new work.
+    pub fn is_paused(&self) -> bool {
+        *self.shared.paused.borrow()
     }
 
     /// Validates `context` (JSON text) against the template, registers the template if
@@ -248,6 +282,9 @@ impl<S: Store> Engine<S> {
     ) -> Result<tasker_core::TaskState, EngineError> {
         let state = self.shared.store.task_cancel(task_id, reason).await?;
         self.shared.publish(EventKind::TaskCancelled, task_id, None);
+        if state == tasker_core::TaskState::Cancelled {
+            self.shared.metrics.task_finished(state);
+        }
         Ok(state)
     }
 
@@ -265,6 +302,7 @@ impl<S: Store> Engine<S> {
                 concurrency: 4,
                 poll: config.poll_interval,
                 read_visibility: Duration::from_secs(5),
+                paused: self.shared.paused.subscribe(),
             };
             let rx = rx.clone();
             loops.push(tokio::spawn(async move {
@@ -284,7 +322,9 @@ impl<S: Store> Engine<S> {
                 concurrency: worker.concurrency.max(1),
                 poll: config.poll_interval,
                 read_visibility: Duration::from_secs(10),
+                paused: self.shared.paused.subscribe(),
             };
+            let rx = rx.clone();
             loops.push(tokio::spawn(async move {
                 consumer
                     .run(rx, |queue, message| {
@@ -292,6 +332,10 @@ impl<S: Store> Engine<S> {
                     })
                     .await
             }));
+        }
+        if let Some(limits) = &config.memory {
+            let watching = pressure::watch_memory(self.shared.clone(), limits.clone(), rx);
+            loops.push(tokio::spawn(watching));
         }
         Running { shutdown, loops }
     }
@@ -315,7 +359,7 @@ impl<S: Store> Engine<S> {
             loop {
                 tokio::select! {
                     event = events.recv() => match event {
-                        Ok(e) if e.task_id != task_id => continue,
+                        Ok(e) if e.task_id != Some(task_id) => continue,
                         Ok(_) | Err(RecvError::Lagged(_)) => break,
                         Err(RecvError::Closed) => {
                             (&mut safety).await;

@@ -50,6 +50,7 @@ pub(crate) async fn run_step<S: Store>(
         }
         Ok(StepStart::DeadLettered { attempts }) => {
             tracing::error!(task_id = %decoded.task_id, step_id = %decoded.step_id, attempts, "step dead-lettered");
+            shared.metrics.dead_lettered();
             shared.publish(
                 EventKind::StepDeadLettered,
                 decoded.task_id,
@@ -73,6 +74,12 @@ pub(crate) async fn run_step<S: Store>(
             return;
         }
     };
+    if exec.attempt == 1 {
+        // Sent when its last parent finished: the dispatch latency of the DAG.
+        shared
+            .metrics
+            .dispatched(Timestamp::now().since(message.enqueued_at));
+    }
     let span = tracing::info_span!(
         "step",
         task_id = %exec.task_id,
@@ -92,6 +99,7 @@ async fn execute<S: Store>(
     msg_id: i64,
     exec: StepExecution,
 ) {
+    let (namespace, handler) = (exec.namespace.clone(), exec.handler.clone());
     let step = StepContext::new(exec);
     let (task_id, step_id, attempt) = (step.task_id(), step.step_id(), step.attempt());
     shared.publish(
@@ -140,6 +148,12 @@ async fn execute<S: Store>(
             enqueued,
         }) => {
             tracing::info!(state = %step_state, ?elapsed, enqueued, "step finished");
+            shared
+                .metrics
+                .step_finished(&namespace, &handler, step_state, elapsed);
+            if task_state.is_final() {
+                shared.metrics.task_finished(task_state);
+            }
             let kind = match step_state {
                 StepState::Complete => EventKind::StepCompleted,
                 StepState::WaitingForRetry => EventKind::StepRetrying,

@@ -2,7 +2,8 @@
 //! database and `RawValue` in memory, never a `Value` tree.
 
 use serde_json::value::RawValue;
-use tasker_core::store::{StepRecord, StoreError};
+use tasker_core::store::{StepRecord, StoreError, TemplateRecord};
+use tasker_core::time::Timestamp;
 
 /// Wraps stored JSON text without copying it (the text is checked, not rebuilt).
 pub(crate) fn raw(text: String) -> Result<Box<RawValue>, StoreError> {
@@ -24,5 +25,17 @@ pub(crate) fn link_parents(steps: &mut [StepRecord], mut edges: Vec<(usize, usiz
     for (parent, child) in edges {
         let name = steps[parent].name.clone();
         steps[child].depends_on.push(name);
+    }
+}
+
+/// A `templates` row: (namespace, name, version, definition, created_at).
+pub(crate) fn template(row: (String, String, String, String, i64)) -> TemplateRecord {
+    let (namespace, name, version, definition, created_at) = row;
+    TemplateRecord {
+        namespace,
+        name,
+        version,
+        definition,
+        created_at: Timestamp(created_at),
     }
 }

@@ -59,6 +59,8 @@ macro_rules! conformance_tests {
             illegal_transitions_are_refused,
             unparseable_messages_are_dead_lettered,
             task_listing_filters_and_pages,
+            templates_are_listed_with_their_definitions,
+            queue_depths_count_messages,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [
             linear_passes_values_along_the_chain,

@@ -705,3 +705,53 @@ pub async fn parents_finishing_together_enqueue_their_child_once<S: Store>(store
         );
     }
 }
+
+pub async fn templates_are_listed_with_their_definitions<S: Store>(store: Arc<S>) {
+    assert!(store.template_list().await.unwrap().is_empty());
+    let (two, diamond) = (template(TWO_STEPS), template(DIAMOND));
+    store.template_register(&two).await.unwrap();
+    store.template_register(&diamond).await.unwrap();
+    let listed = store.template_list().await.unwrap();
+    let keys: Vec<_> = listed
+        .iter()
+        .map(|t| (t.namespace.as_str(), t.name.as_str(), t.version.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [("conf", "diamond", "1.0.0"), ("conf", "two_steps", "1.0.0")]
+    );
+    assert_eq!(listed[1].definition, two.canonical_json());
+    // A stored definition is a template again.
+    let again = tasker_core::template::parse_template(&listed[1].definition, "stored").unwrap();
+    assert_eq!(again.canonical_json(), two.canonical_json());
+}
+
+pub async fn queue_depths_count_messages<S: Store>(store: Arc<S>) {
+    store.ping().await.unwrap();
+    let t = template(TWO_STEPS);
+    let ctx = raw("{}");
+    for key in ["a", "b"] {
+        store
+            .task_create(TaskCreateParams {
+                template: &t,
+                context: &ctx,
+                idempotency_key: Some(key),
+            })
+            .await
+            .unwrap();
+    }
+    let depth = |all: Vec<QueueDepth>, queue: &str| {
+        all.into_iter()
+            .find(|d| d.queue == queue)
+            .map_or(0, |d| d.messages)
+    };
+    assert_eq!(depth(store.queue_depths().await.unwrap(), TASK_QUEUE), 2);
+    Driver::new(store.clone()).start_tasks().await;
+    let all = store.queue_depths().await.unwrap();
+    assert_eq!(depth(all.clone(), TASK_QUEUE), 0);
+    assert_eq!(
+        depth(all, "conf"),
+        2,
+        "each task's first step waits in its queue"
+    );
+}

@@ -383,6 +383,10 @@ impl Store for PgStore {
         tasks::get(&mut conn, task_id).await
     }
 
+    async fn template_list(&self) -> StoreResult<Vec<TemplateRecord>> {
+        templates::list(&self.pool).await
+    }
+
     async fn task_list(&self, params: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         tasks::list(&mut conn, params).await
@@ -422,6 +426,18 @@ impl Store for PgStore {
     ) -> StoreResult<QueueBatch> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         queue::read(&self.pool, queue, visibility, limit).await
+    }
+
+    async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>> {
+        queue::depths(&self.pool).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db)
     }
 
     async fn queue_dead_letter(&self, queue: &str, msg_id: i64, reason: &str) -> StoreResult<()> {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Row};
 use tasker_core::message::TASK_QUEUE;
-use tasker_core::store::{DeadLetter, QueueBatch, QueueMessage, StoreError, StoreResult};
+use tasker_core::store::{
+    DeadLetter, QueueBatch, QueueDepth, QueueMessage, StoreError, StoreResult,
+};
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db};
@@ -139,6 +141,21 @@ pub(crate) async fn list(pool: &PgPool) -> StoreResult<Vec<String>> {
         .fetch_all(pool)
         .await
         .map_err(db)
+}
+
+pub(crate) async fn depths(pool: &PgPool) -> StoreResult<Vec<QueueDepth>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT queue_name::text, queue_length FROM pgmq.metrics_all() ORDER BY 1")
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|(queue, n)| QueueDepth {
+            queue,
+            messages: n.max(0) as u64,
+        })
+        .collect())
 }
 
 /// Reads with pgmq and, in the same statement, the time the earliest of the queue's

@@ -1,6 +1,6 @@
 //! The `tasker.templates` table: (namespace, name, version) → canonical definition, immutable.
 
-use tasker_core::store::StoreResult;
+use tasker_core::store::{StoreResult, TemplateRecord};
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
@@ -36,4 +36,15 @@ pub(crate) async fn insert(
     .await
     .map_err(db)?;
     Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn list(pool: &sqlx::PgPool) -> StoreResult<Vec<TemplateRecord>> {
+    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT namespace, name, version, definition, created_at FROM tasker.templates
+         ORDER BY namespace, name, created_at",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    Ok(rows.into_iter().map(crate::rows::template).collect())
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::{Row, SqlitePool};
-use tasker_core::store::{DeadLetter, QueueBatch, QueueMessage, StoreResult};
+use tasker_core::store::{DeadLetter, QueueBatch, QueueDepth, QueueMessage, StoreResult};
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db};
@@ -82,6 +82,21 @@ pub(crate) async fn list(pool: &SqlitePool) -> StoreResult<Vec<String>> {
         .fetch_all(pool)
         .await
         .map_err(db)
+}
+
+pub(crate) async fn depths(pool: &SqlitePool) -> StoreResult<Vec<QueueDepth>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT queue, count(*) FROM queue_messages GROUP BY queue ORDER BY queue")
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|(queue, n)| QueueDepth {
+            queue,
+            messages: n.max(0) as u64,
+        })
+        .collect())
 }
 
 /// Reads visible messages, and when the earliest of the queue's other messages shows.
