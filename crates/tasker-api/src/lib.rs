@@ -1,1 +1,147 @@
-pub fn placeholder() {}
+//! # tasker-api
+//!
+//! Tasker's HTTP API (`tasker serve`), over any store: submit and inspect tasks, list
+//! and register templates, operate on failed work. Errors are JSON with a stable
+//! `code`; with tokens configured every `/v1` route needs `Authorization: Bearer`.
+//! `/health`, `/ready`, `/metrics` and `/openapi.json` are open, and
+//! [`probes_router`] serves the first three from orchestrator and worker processes.
+
+mod allocator;
+mod auth;
+mod body;
+mod error;
+mod probes;
+mod tasks;
+mod templates;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tasker_core::store::Store;
+use tasker_engine::Engine;
+
+pub use error::ApiError;
+pub use probes::render as render_metrics;
+
+/// The OpenAPI 3 description of every route, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route the server answers, as `(method, path)` in OpenAPI's path syntax.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/tasks"),
+    ("GET", "/v1/tasks"),
+    ("GET", "/v1/tasks/{id}"),
+    ("POST", "/v1/tasks/{id}/cancel"),
+    ("POST", "/v1/tasks/{id}/retry"),
+    ("POST", "/v1/steps/{id}/resolve"),
+    ("GET", "/v1/templates"),
+    ("POST", "/v1/templates"),
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+/// How the API is served.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Bearer tokens accepted on `/v1`; none means no authentication.
+    pub tokens: Vec<String>,
+    /// Request bodies above this many bytes are refused with 413.
+    pub body_limit: usize,
+}
+
+pub struct AppState<S> {
+    engine: Engine<S>,
+    tokens: Arc<[String]>,
+}
+
+impl<S> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// The whole API.
+pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
+    let state = AppState {
+        engine,
+        tokens: config.tokens.into(),
+    };
+    let v1 = Router::new()
+        .route("/v1/tasks", post(tasks::create::<S>).get(tasks::list::<S>))
+        .route("/v1/tasks/{id}", get(tasks::get::<S>))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel::<S>))
+        .route("/v1/tasks/{id}/retry", post(tasks::retry::<S>))
+        .route("/v1/steps/{id}/resolve", post(tasks::resolve::<S>))
+        .route(
+            "/v1/templates",
+            get(templates::list::<S>).post(templates::register::<S>),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token::<S>,
+        ));
+    Router::new()
+        .merge(v1)
+        .merge(probes())
+        .route("/openapi.json", get(openapi))
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .with_state(state)
+}
+
+/// `/health`, `/ready` and `/metrics` alone, for orchestrator and worker processes.
+pub fn probes_router<S: Store>(engine: Engine<S>) -> Router {
+    let state = AppState {
+        engine,
+        tokens: Arc::new([]),
+    };
+    probes().fallback(no_route).with_state(state)
+}
+
+fn probes<S: Store>() -> Router<AppState<S>> {
+    Router::new()
+        .route("/health", get(probes::health))
+        .route("/ready", get(probes::ready::<S>))
+        .route("/metrics", get(probes::metrics::<S>))
+}
+
+async fn openapi() -> Response {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such route (GET /openapi.json lists them)",
+    )
+}
+
+/// A JSON response, serialized once without an intermediate tree.
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).expect("API bodies serialize");
+    (status, [(CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in
+/// flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

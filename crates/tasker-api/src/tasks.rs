@@ -1,0 +1,329 @@
+//! `/v1/tasks` and `/v1/steps`: create, inspect, list, cancel, retry, resolve.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::store::{Store, TaskDetail, TaskListParams, TaskRecord};
+use tasker_core::template::{TaskTemplate, parse_template};
+use tasker_core::TaskState;
+
+use axum::response::Response;
+
+use crate::{AppState, json};
+use crate::body::JsonBody;
+use crate::error::ApiError;
+
+/// `POST /v1/tasks`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    namespace: String,
+    name: String,
+    /// The newest registered version when absent.
+    version: Option<String>,
+    context: Option<Box<RawValue>>,
+    idempotency_key: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Created {
+    task_id: TaskId,
+    created: bool,
+}
+
+pub async fn create<S: Store>(
+    State(state): State<AppState<S>>,
+    JsonBody(req): JsonBody<CreateTask>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let template = find_template(&state, &req.namespace, &req.name, req.version.as_deref()).await?;
+    let context = req.context.as_deref().map_or("{}", RawValue::get);
+    let created = state
+        .engine
+        .submit(&template, context, req.idempotency_key.as_deref())
+        .await?;
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(Created {
+            task_id: created.task_id,
+            created: created.created,
+        }),
+    ))
+}
+
+/// The registered template, the newest version if none is named.
+async fn find_template<S: Store>(
+    state: &AppState<S>,
+    namespace: &str,
+    name: &str,
+    version: Option<&str>,
+) -> Result<TaskTemplate, ApiError> {
+    let all = state.engine.store().template_list().await?;
+    let found = all
+        .iter()
+        .filter(|t| t.namespace == namespace && t.name == name)
+        .filter(|t| version.is_none_or(|v| t.version == v))
+        .max_by(|a, b| newest(&a.version, &b.version));
+    let Some(record) = found else {
+        let what = match version {
+            Some(v) => format!("{namespace}/{name}@{v}"),
+            None => format!("{namespace}/{name}"),
+        };
+        return Err(ApiError::bad_request(
+            "unknown_template",
+            format!("no template {what} is registered (POST /v1/templates registers one)"),
+        ));
+    };
+    parse_template(&record.definition, "stored template").map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })
+}
+
+fn newest(a: &str, b: &str) -> std::cmp::Ordering {
+    match (semver::Version::parse(a), semver::Version::parse(b)) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        _ => a.cmp(b),
+    }
+}
+
+fn task_id(id: &str) -> Result<TaskId, ApiError> {
+    id.parse()
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("`{id}` is not a task id: {e}")))
+}
+
+/// A task as the API shows it.
+#[derive(Serialize)]
+pub struct TaskView<'a> {
+    task_id: TaskId,
+    namespace: &'a str,
+    name: &'a str,
+    version: &'a str,
+    state: &'a str,
+    context: &'a RawValue,
+    idempotency_key: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    steps: Vec<StepView<'a>>,
+}
+
+#[derive(Serialize)]
+struct StepView<'a> {
+    id: StepId,
+    name: &'a str,
+    handler: &'a str,
+    queue: &'a str,
+    depends_on: &'a [String],
+    state: &'a str,
+    attempts: u32,
+    max_attempts: u32,
+    results: Option<&'a RawValue>,
+    error: Option<&'a str>,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+    duration_ms: Option<u64>,
+}
+
+fn view(detail: &TaskDetail) -> TaskView<'_> {
+    let t = &detail.task;
+    TaskView {
+        task_id: t.id,
+        namespace: &t.namespace,
+        name: &t.name,
+        version: &t.version,
+        state: t.state.as_str(),
+        context: &t.context,
+        idempotency_key: t.idempotency_key.as_deref(),
+        created_at: t.created_at.to_string(),
+        updated_at: t.updated_at.to_string(),
+        steps: detail
+            .steps
+            .iter()
+            .map(|s| StepView {
+                id: s.id,
+                name: &s.name,
+                handler: &s.handler,
+                queue: &s.queue,
+                depends_on: &s.depends_on,
+                state: s.state.as_str(),
+                attempts: s.attempts,
+                max_attempts: s.max_attempts,
+                results: s.results.as_deref(),
+                error: s.error.as_deref(),
+                started_at: s.started_at.map(|t| t.to_string()),
+                completed_at: s.completed_at.map(|t| t.to_string()),
+                duration_ms: match (s.started_at, s.completed_at) {
+                    (Some(a), Some(b)) => Some(b.since(a).as_millis() as u64),
+                    _ => None,
+                },
+            })
+            .collect(),
+    }
+}
+
+pub async fn get<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let detail = state.engine.store().task_get(task_id(&id)?).await?;
+    Ok(json(StatusCode::OK, &view(&detail)))
+}
+
+/// `GET /v1/tasks` query.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    namespace: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TaskSummary<'a> {
+    task_id: TaskId,
+    namespace: &'a str,
+    name: &'a str,
+    version: &'a str,
+    state: &'a str,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Serialize)]
+struct TaskPage<'a> {
+    tasks: Vec<TaskSummary<'a>>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<TaskId>,
+}
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+pub async fn list<S: Store>(
+    State(state): State<AppState<S>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let task_state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            s.parse::<TaskState>()
+                .map_err(|e| ApiError::bad_request("invalid_query", format!("state: {e}")))
+        })
+        .transpose()?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit: `{l}` is not a number from 1 to {MAX_LIMIT}"),
+                ));
+            }
+        },
+    };
+    let before = q.cursor.as_deref().map(task_id).transpose()?;
+    let tasks = state
+        .engine
+        .store()
+        .task_list(TaskListParams {
+            state: task_state,
+            namespace: q.namespace.as_deref(),
+            before,
+            limit,
+        })
+        .await?;
+    let next_cursor = (tasks.len() as u32 == limit)
+        .then(|| tasks.last().map(|t| t.id))
+        .flatten();
+    let page = TaskPage {
+        tasks: tasks.iter().map(summary).collect(),
+        next_cursor,
+    };
+    Ok(json(StatusCode::OK, &page))
+}
+
+fn summary(t: &TaskRecord) -> TaskSummary<'_> {
+    TaskSummary {
+        task_id: t.id,
+        namespace: &t.namespace,
+        name: &t.name,
+        version: &t.version,
+        state: t.state.as_str(),
+        created_at: t.created_at.to_string(),
+        updated_at: t.updated_at.to_string(),
+    }
+}
+
+#[derive(Serialize)]
+pub struct TaskStateView {
+    task_id: TaskId,
+    state: &'static str,
+}
+
+pub async fn cancel<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskStateView>, ApiError> {
+    let id = task_id(&id)?;
+    let new_state = state.engine.cancel(id, "cancelled through the API").await?;
+    Ok(Json(TaskStateView {
+        task_id: id,
+        state: new_state.as_str(),
+    }))
+}
+
+#[derive(Serialize)]
+pub struct Retried {
+    task_id: TaskId,
+    enqueued: usize,
+}
+
+pub async fn retry<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<Json<Retried>, ApiError> {
+    let id = task_id(&id)?;
+    let enqueued = state.engine.store().task_retry(id).await?;
+    Ok(Json(Retried {
+        task_id: id,
+        enqueued,
+    }))
+}
+
+/// `POST /v1/steps/{id}/resolve`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    results: Box<RawValue>,
+}
+
+#[derive(Serialize)]
+pub struct Resolved {
+    step_id: StepId,
+    task_state: &'static str,
+}
+
+pub async fn resolve<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<Resolve>,
+) -> Result<Json<Resolved>, ApiError> {
+    let step_id: StepId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("`{id}` is not a step id: {e}")))?;
+    let task_state = state.engine.store().step_resolve(step_id, &req.results).await?;
+    Ok(Json(Resolved {
+        step_id,
+        task_state: task_state.as_str(),
+    }))
+}

@@ -1,0 +1,284 @@
+//! The API's router, in memory, over an embedded engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tasker_api::{ApiConfig, OPENAPI, ROUTES, router};
+use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Running};
+use tasker_store::sqlite::SqliteStore;
+use tower::ServiceExt;
+
+const CHAIN: &str = "namespace: api\nname: chain\nversion: 1.0.0\ncontext_schema:\n  type: object\n  properties:\n    start: {type: integer}\nsteps:\n  - {name: a, handler: sum}\n  - {name: b, handler: sum, depends_on: [a]}\n";
+const FAILING: &str = "namespace: api\nname: failing\nversion: 1.0.0\nsteps:\n  - {name: charge, handler: fail, config: {message: declined}}\n  - {name: ship, handler: sum, depends_on: [charge]}\n";
+
+struct Server {
+    router: Router,
+    _running: Running,
+}
+
+async fn server(tokens: &[&str]) -> Server {
+    let store = Arc::new(SqliteStore::open(":memory:").await.unwrap());
+    let engine = Engine::new(store, HandlerRegistry::with_builtins(), EngineConfig::embedded());
+    let running = engine.start();
+    let config = ApiConfig {
+        tokens: tokens.iter().map(|t| t.to_string()).collect(),
+        body_limit: 64 * 1024,
+    };
+    Server {
+        router: router(engine, config),
+        _running: running,
+    }
+}
+
+/// (status, JSON body — or the text as a JSON string when it is not JSON).
+async fn call(
+    s: &Server,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Body::from(body.unwrap_or("").to_owned()))
+        .unwrap();
+    let response = s.router.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn register(s: &Server, yaml: &str) {
+    let (status, _) = call(s, "POST", "/v1/templates", Some(yaml), None).await;
+    assert!(status.is_success(), "{status}");
+}
+
+async fn wait_final(s: &Server, id: &str) -> Value {
+    for _ in 0..200 {
+        let (status, task) = call(s, "GET", &format!("/v1/tasks/{id}"), None, None).await;
+        assert_eq!(status, StatusCode::OK, "{task}");
+        if ["complete", "error", "cancelled"].contains(&task["state"].as_str().unwrap()) {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("task {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_register_once_and_versions_are_immutable() {
+    let s = server(&[]).await;
+    let (status, body) = call(&s, "POST", "/v1/templates", Some(CHAIN), None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body, json!({"template": "api/chain@1.0.0", "registered": true}));
+    let (status, body) = call(&s, "POST", "/v1/templates", Some(CHAIN), None).await;
+    assert_eq!((status, body["registered"].clone()), (StatusCode::OK, json!(false)));
+    let changed = CHAIN.replace("handler: sum}\n  - {name: b", "handler: noop}\n  - {name: b");
+    let (status, body) = call(&s, "POST", "/v1/templates", Some(&changed), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["code"], "conflict");
+    assert!(body["message"].as_str().unwrap().contains("immutable"));
+    let (status, body) = call(&s, "POST", "/v1/templates", Some("namespace: x\nsteps: []\n"), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_template")));
+    let (status, body) = call(&s, "GET", "/v1/templates", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = &body["templates"][0];
+    assert_eq!((listed["namespace"].as_str(), listed["version"].as_str()), (Some("api"), Some("1.0.0")));
+    assert_eq!(listed["definition"]["steps"][1]["depends_on"], json!(["a"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_created_once_per_key_and_runs_to_completion() {
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    let body = r#"{"namespace": "api", "name": "chain", "context": {"start": 5}, "idempotency_key": "k1"}"#;
+    let (status, created) = call(&s, "POST", "/v1/tasks", Some(body), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["created"], true);
+    let (status, again) = call(&s, "POST", "/v1/tasks", Some(body), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((again["task_id"].clone(), again["created"].clone()), (created["task_id"].clone(), json!(false)));
+
+    let task = wait_final(&s, created["task_id"].as_str().unwrap()).await;
+    assert_eq!(task["state"], "complete");
+    assert_eq!(task["context"], json!({"start": 5}));
+    assert_eq!(task["idempotency_key"], "k1");
+    let steps = task["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["results"], json!({"value": 6}));
+    assert_eq!(steps[1]["results"], json!({"value": 7}));
+    assert_eq!(steps[1]["depends_on"], json!(["a"]));
+    for step in steps {
+        assert_eq!(step["attempts"], 1);
+        assert!(step["started_at"].as_str().unwrap().ends_with('Z'));
+        assert!(step["duration_ms"].is_u64());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_stable_code() {
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    let cases: &[(&str, &str, Option<&str>, StatusCode, &str)] = &[
+        ("POST", "/v1/tasks", Some("{not json"), StatusCode::BAD_REQUEST, "invalid_json"),
+        ("POST", "/v1/tasks", Some(r#"{"namespace": "api"}"#), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain", "extra": 1}"#), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "nope"}"#), StatusCode::BAD_REQUEST, "unknown_template"),
+        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain", "version": "9.9.9"}"#), StatusCode::BAD_REQUEST, "unknown_template"),
+        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain", "context": {"start": "x"}}"#), StatusCode::BAD_REQUEST, "invalid_context"),
+        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain", "context": [1]}"#), StatusCode::BAD_REQUEST, "invalid_context"),
+        ("GET", "/v1/tasks/01a21b7e-8efb-7081-ae3f-03e03d380a55", None, StatusCode::NOT_FOUND, "not_found"),
+        ("GET", "/v1/tasks/not-an-id", None, StatusCode::BAD_REQUEST, "invalid_id"),
+        ("GET", "/v1/tasks?state=sleeping", None, StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/tasks?limit=0", None, StatusCode::BAD_REQUEST, "invalid_query"),
+        ("POST", "/v1/steps/01a21b7e-8efb-7081-ae3f-03e03d380a55/resolve", Some(r#"{"results": {}}"#), StatusCode::NOT_FOUND, "not_found"),
+        ("GET", "/v2/anything", None, StatusCode::NOT_FOUND, "no_route"),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let (got, error) = call(&s, method, uri, *body, None).await;
+        assert_eq!((got, error["code"].as_str()), (*status, Some(*code)), "{method} {uri}: {error}");
+        assert!(!error["message"].as_str().unwrap().is_empty());
+    }
+    let huge = format!(r#"{{"namespace": "api", "name": "chain", "context": {{"pad": "{}"}}}}"#, "x".repeat(70_000));
+    let (status, error) = call(&s, "POST", "/v1/tasks", Some(&huge), None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_listed_newest_first_with_a_cursor() {
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let body = format!(r#"{{"namespace": "api", "name": "chain", "context": {{"start": {i}}}}}"#);
+        let (_, created) = call(&s, "POST", "/v1/tasks", Some(&body), None).await;
+        ids.push(created["task_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        wait_final(&s, id).await;
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/v1/tasks?limit=2&namespace=api&state=complete".to_owned();
+    loop {
+        let (status, page) = call(&s, "GET", &uri, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(page["tasks"].as_array().unwrap().iter().map(|t| t["task_id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => uri = format!("/v1/tasks?limit=2&namespace=api&state=complete&cursor={c}"),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    let (_, none) = call(&s, "GET", "/v1/tasks?namespace=other", None, None).await;
+    assert_eq!(none, json!({"tasks": [], "next_cursor": null}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_work_is_resolved_retried_and_cancelled() {
+    let s = server(&[]).await;
+    register(&s, FAILING).await;
+    let new_task = || async {
+        let (_, created) = call(&s, "POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "failing"}"#), None).await;
+        created["task_id"].as_str().unwrap().to_owned()
+    };
+    let id = new_task().await;
+    let failed = wait_final(&s, &id).await;
+    assert_eq!(failed["state"], "error");
+    assert!(failed["steps"][0]["error"].as_str().unwrap().contains("declined"));
+
+    let (status, retried) = call(&s, "POST", &format!("/v1/tasks/{id}/retry"), None, None).await;
+    assert_eq!((status, retried["enqueued"].clone()), (StatusCode::OK, json!(1)));
+    assert_eq!(wait_final(&s, &id).await["steps"][0]["attempts"], 1, "a retry starts the attempts again");
+
+    let step = failed["steps"][0]["id"].as_str().unwrap();
+    let (status, resolved) = call(&s, "POST", &format!("/v1/steps/{step}/resolve"), Some(r#"{"results": {"value": 41}}"#), None).await;
+    assert_eq!(status, StatusCode::OK, "{resolved}");
+    let done = wait_final(&s, &id).await;
+    assert_eq!(done["state"], "complete");
+    assert_eq!(done["steps"][1]["results"], json!({"value": 42}));
+
+    let (status, error) = call(&s, "POST", &format!("/v1/tasks/{id}/cancel"), None, None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::CONFLICT, Some("illegal_transition")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_the_api_but_not_the_probes() {
+    let s = server(&["first-token", "second-token"]).await;
+    let (status, error) = call(&s, "GET", "/v1/tasks", None, None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    let (status, _) = call(&s, "GET", "/v1/tasks", None, Some("wrong-token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for token in ["first-token", "second-token"] {
+        let (status, _) = call(&s, "GET", "/v1/tasks", None, Some(token)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for open in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        let (status, _) = call(&s, "GET", open, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{open}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    let mut routes: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    documented.sort();
+    routes.sort();
+    assert_eq!(documented, routes, "openapi.json and ROUTES disagree");
+
+    // Every listed route is served: never the fallback's `no_route`, never 405.
+    let s = server(&[]).await;
+    let id = "01a21b7e-8efb-7081-ae3f-03e03d380a55";
+    for (method, path) in ROUTES {
+        let uri = path.replace("{id}", id);
+        let (status, body) = call(&s, method, &uri, Some("{}"), None).await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_ne!(body["code"], "no_route", "{method} {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_work_memory_and_queues() {
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    let (_, created) = call(&s, "POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain"}"#), None).await;
+    wait_final(&s, created["task_id"].as_str().unwrap()).await;
+    let (status, text) = call(&s, "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().unwrap();
+    for expected in [
+        "tasker_tasks_finished_total{state=\"complete\"} 1\n",
+        "tasker_steps_finished_total{state=\"complete\"} 2\n",
+        "tasker_step_duration_seconds_count{namespace=\"api\",handler=\"sum\"} 2\n",
+        "tasker_step_dispatch_latency_seconds_count 2\n",
+        "tasker_memory_paused 0\n",
+        "# TYPE tasker_queue_depth gauge\n",
+        "tasker_process_resident_memory_bytes ",
+        "tasker_allocator_allocated_bytes ",
+        "tasker_interner_entries ",
+        "tasker_encode_buffer_retained_bytes ",
+        "tasker_event_bus_subscribers ",
+        "tasker_event_bus_dropped_events_total ",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}
