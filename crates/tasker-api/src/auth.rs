@@ -9,7 +9,11 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::error::ApiError;
 
-pub async fn require_token<S>(State(state): State<AppState<S>>, req: Request, next: Next) -> Response {
+pub async fn require_token<S>(
+    State(state): State<AppState<S>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if state.tokens.is_empty() {
         return next.run(req).await;
     }
@@ -35,9 +39,10 @@ pub async fn require_token<S>(State(state): State<AppState<S>>, req: Request, ne
             "a valid `Authorization: Bearer <token>` header is required",
         )
         .into_response();
-        response
-            .headers_mut()
-            .insert("www-authenticate", "Bearer".parse().expect("a valid header"));
+        response.headers_mut().insert(
+            "www-authenticate",
+            "Bearer".parse().expect("a valid header"),
+        );
         response
     }
 }

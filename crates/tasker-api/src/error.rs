@@ -62,9 +62,7 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "illegal_transition", message)
             }
             StoreError::Busy(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
-            _ => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-            }
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
         }
     }
 }

@@ -23,7 +23,10 @@ pub async fn health() -> Response {
 
 pub async fn ready<S: Store>(State(state): State<AppState<S>>) -> Result<Response, ApiError> {
     match state.engine.store().ping().await {
-        Ok(()) => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
+        Ok(()) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready"}),
+        )),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -46,23 +49,39 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
     let mut out = String::with_capacity(8 * 1024);
     engine.metrics().render(&mut out);
     let gauge = |out: &mut String, name: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     };
     let counter = |out: &mut String, name: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     };
     match engine.store().queue_depths().await {
         Ok(depths) => {
             out.push_str("# HELP tasker_queue_depth Messages waiting or in flight, by queue.\n");
             out.push_str("# TYPE tasker_queue_depth gauge\n");
             for d in depths {
-                let _ = writeln!(out, "tasker_queue_depth{{queue=\"{}\"}} {}", escape(&d.queue), d.messages);
+                let _ = writeln!(
+                    out,
+                    "tasker_queue_depth{{queue=\"{}\"}} {}",
+                    escape(&d.queue),
+                    d.messages
+                );
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read queue depths for /metrics"),
     }
     if let Some(rss) = resident_bytes() {
-        gauge(&mut out, "tasker_process_resident_memory_bytes", "Resident set size of this process.", rss as f64);
+        gauge(
+            &mut out,
+            "tasker_process_resident_memory_bytes",
+            "Resident set size of this process.",
+            rss as f64,
+        );
     }
     gauge(
         &mut out,
@@ -71,23 +90,68 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
         if engine.is_paused() { 1.0 } else { 0.0 },
     );
     if let Some(heap) = crate::allocator::stats() {
-        gauge(&mut out, "tasker_allocator_allocated_bytes", "Heap bytes in use (glibc malloc).", heap.allocated as f64);
-        gauge(&mut out, "tasker_allocator_free_bytes", "Heap bytes held free by the allocator (glibc malloc).", heap.free as f64);
-        gauge(&mut out, "tasker_allocator_mapped_bytes", "Bytes in large allocations mapped directly (glibc malloc).", heap.mapped as f64);
+        gauge(
+            &mut out,
+            "tasker_allocator_allocated_bytes",
+            "Heap bytes in use (glibc malloc).",
+            heap.allocated as f64,
+        );
+        gauge(
+            &mut out,
+            "tasker_allocator_free_bytes",
+            "Heap bytes held free by the allocator (glibc malloc).",
+            heap.free as f64,
+        );
+        gauge(
+            &mut out,
+            "tasker_allocator_mapped_bytes",
+            "Bytes in large allocations mapped directly (glibc malloc).",
+            heap.mapped as f64,
+        );
     }
     let interner = Interner::global().stats();
-    gauge(&mut out, "tasker_interner_entries", "Distinct names interned.", interner.entries as f64);
-    gauge(&mut out, "tasker_interner_bytes", "Bytes of the interned names.", interner.bytes as f64);
-    counter(&mut out, "tasker_interner_hits_total", "Interner lookups that found the name.", interner.hits as f64);
-    counter(&mut out, "tasker_interner_misses_total", "Interner lookups that added the name.", interner.misses as f64);
-    counter(&mut out, "tasker_interner_evictions_total", "Names evicted to keep the interner in its budget.", interner.evictions as f64);
+    gauge(
+        &mut out,
+        "tasker_interner_entries",
+        "Distinct names interned.",
+        interner.entries as f64,
+    );
+    gauge(
+        &mut out,
+        "tasker_interner_bytes",
+        "Bytes of the interned names.",
+        interner.bytes as f64,
+    );
+    counter(
+        &mut out,
+        "tasker_interner_hits_total",
+        "Interner lookups that found the name.",
+        interner.hits as f64,
+    );
+    counter(
+        &mut out,
+        "tasker_interner_misses_total",
+        "Interner lookups that added the name.",
+        interner.misses as f64,
+    );
+    counter(
+        &mut out,
+        "tasker_interner_evictions_total",
+        "Names evicted to keep the interner in its budget.",
+        interner.evictions as f64,
+    );
     gauge(
         &mut out,
         "tasker_encode_buffer_retained_bytes",
         "Bytes kept by the reusable message encode buffers.",
         EncodeBuffer::retained_bytes() as f64,
     );
-    gauge(&mut out, "tasker_event_bus_subscribers", "Subscribers of the event bus.", engine.events().subscriber_count() as f64);
+    gauge(
+        &mut out,
+        "tasker_event_bus_subscribers",
+        "Subscribers of the event bus.",
+        engine.events().subscriber_count() as f64,
+    );
     counter(
         &mut out,
         "tasker_event_bus_dropped_events_total",

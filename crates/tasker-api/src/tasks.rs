@@ -6,16 +6,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tasker_core::TaskState;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::store::{Store, TaskDetail, TaskListParams, TaskRecord};
 use tasker_core::template::{TaskTemplate, parse_template};
-use tasker_core::TaskState;
 
 use axum::response::Response;
 
-use crate::{AppState, json};
 use crate::body::JsonBody;
 use crate::error::ApiError;
+use crate::{AppState, json};
 
 /// `POST /v1/tasks`.
 #[derive(Deserialize)]
@@ -82,9 +82,8 @@ async fn find_template<S: Store>(
             format!("no template {what} is registered (POST /v1/templates registers one)"),
         ));
     };
-    parse_template(&record.definition, "stored template").map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })
+    parse_template(&record.definition, "stored template")
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 fn newest(a: &str, b: &str) -> std::cmp::Ordering {
@@ -232,19 +231,24 @@ pub async fn list<S: Store>(
         },
     };
     let before = q.cursor.as_deref().map(task_id).transpose()?;
-    let tasks = state
+    // One more than asked tells whether another page exists.
+    let mut tasks = state
         .engine
         .store()
         .task_list(TaskListParams {
             state: task_state,
             namespace: q.namespace.as_deref(),
             before,
-            limit,
+            limit: limit + 1,
         })
         .await?;
-    let next_cursor = (tasks.len() as u32 == limit)
-        .then(|| tasks.last().map(|t| t.id))
-        .flatten();
+    let more = tasks.len() > limit as usize;
+    tasks.truncate(limit as usize);
+    let next_cursor = if more {
+        tasks.last().map(|t| t.id)
+    } else {
+        None
+    };
     let page = TaskPage {
         tasks: tasks.iter().map(summary).collect(),
         next_cursor,
@@ -318,10 +322,14 @@ pub async fn resolve<S: Store>(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<Resolve>,
 ) -> Result<Json<Resolved>, ApiError> {
-    let step_id: StepId = id
-        .parse()
-        .map_err(|e| ApiError::bad_request("invalid_id", format!("`{id}` is not a step id: {e}")))?;
-    let task_state = state.engine.store().step_resolve(step_id, &req.results).await?;
+    let step_id: StepId = id.parse().map_err(|e| {
+        ApiError::bad_request("invalid_id", format!("`{id}` is not a step id: {e}"))
+    })?;
+    let task_state = state
+        .engine
+        .store()
+        .step_resolve(step_id, &req.results)
+        .await?;
     Ok(Json(Resolved {
         step_id,
         task_state: task_state.as_str(),

@@ -22,7 +22,11 @@ struct Server {
 
 async fn server(tokens: &[&str]) -> Server {
     let store = Arc::new(SqliteStore::open(":memory:").await.unwrap());
-    let engine = Engine::new(store, HandlerRegistry::with_builtins(), EngineConfig::embedded());
+    let engine = Engine::new(
+        store,
+        HandlerRegistry::with_builtins(),
+        EngineConfig::embedded(),
+    );
     let running = engine.start();
     let config = ApiConfig {
         tokens: tokens.iter().map(|t| t.to_string()).collect(),
@@ -46,9 +50,7 @@ async fn call(
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let req = req
-        .body(Body::from(body.unwrap_or("").to_owned()))
-        .unwrap();
+    let req = req.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
     let response = s.router.clone().oneshot(req).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -83,20 +85,42 @@ async fn templates_register_once_and_versions_are_immutable() {
     let s = server(&[]).await;
     let (status, body) = call(&s, "POST", "/v1/templates", Some(CHAIN), None).await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(body, json!({"template": "api/chain@1.0.0", "registered": true}));
+    assert_eq!(
+        body,
+        json!({"template": "api/chain@1.0.0", "registered": true})
+    );
     let (status, body) = call(&s, "POST", "/v1/templates", Some(CHAIN), None).await;
-    assert_eq!((status, body["registered"].clone()), (StatusCode::OK, json!(false)));
-    let changed = CHAIN.replace("handler: sum}\n  - {name: b", "handler: noop}\n  - {name: b");
+    assert_eq!(
+        (status, body["registered"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+    let changed = CHAIN.replace(
+        "handler: sum}\n  - {name: b",
+        "handler: noop}\n  - {name: b",
+    );
     let (status, body) = call(&s, "POST", "/v1/templates", Some(&changed), None).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["code"], "conflict");
     assert!(body["message"].as_str().unwrap().contains("immutable"));
-    let (status, body) = call(&s, "POST", "/v1/templates", Some("namespace: x\nsteps: []\n"), None).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_template")));
+    let (status, body) = call(
+        &s,
+        "POST",
+        "/v1/templates",
+        Some("namespace: x\nsteps: []\n"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_template"))
+    );
     let (status, body) = call(&s, "GET", "/v1/templates", None, None).await;
     assert_eq!(status, StatusCode::OK);
     let listed = &body["templates"][0];
-    assert_eq!((listed["namespace"].as_str(), listed["version"].as_str()), (Some("api"), Some("1.0.0")));
+    assert_eq!(
+        (listed["namespace"].as_str(), listed["version"].as_str()),
+        (Some("api"), Some("1.0.0"))
+    );
     assert_eq!(listed["definition"]["steps"][1]["depends_on"], json!(["a"]));
 }
 
@@ -110,7 +134,10 @@ async fn a_task_is_created_once_per_key_and_runs_to_completion() {
     assert_eq!(created["created"], true);
     let (status, again) = call(&s, "POST", "/v1/tasks", Some(body), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((again["task_id"].clone(), again["created"].clone()), (created["task_id"].clone(), json!(false)));
+    assert_eq!(
+        (again["task_id"].clone(), again["created"].clone()),
+        (created["task_id"].clone(), json!(false))
+    );
 
     let task = wait_final(&s, created["task_id"].as_str().unwrap()).await;
     assert_eq!(task["state"], "complete");
@@ -132,28 +159,116 @@ async fn bad_input_gets_a_stable_code() {
     let s = server(&[]).await;
     register(&s, CHAIN).await;
     let cases: &[(&str, &str, Option<&str>, StatusCode, &str)] = &[
-        ("POST", "/v1/tasks", Some("{not json"), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("POST", "/v1/tasks", Some(r#"{"namespace": "api"}"#), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain", "extra": 1}"#), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "nope"}"#), StatusCode::BAD_REQUEST, "unknown_template"),
-        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain", "version": "9.9.9"}"#), StatusCode::BAD_REQUEST, "unknown_template"),
-        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain", "context": {"start": "x"}}"#), StatusCode::BAD_REQUEST, "invalid_context"),
-        ("POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain", "context": [1]}"#), StatusCode::BAD_REQUEST, "invalid_context"),
-        ("GET", "/v1/tasks/01a21b7e-8efb-7081-ae3f-03e03d380a55", None, StatusCode::NOT_FOUND, "not_found"),
-        ("GET", "/v1/tasks/not-an-id", None, StatusCode::BAD_REQUEST, "invalid_id"),
-        ("GET", "/v1/tasks?state=sleeping", None, StatusCode::BAD_REQUEST, "invalid_query"),
-        ("GET", "/v1/tasks?limit=0", None, StatusCode::BAD_REQUEST, "invalid_query"),
-        ("POST", "/v1/steps/01a21b7e-8efb-7081-ae3f-03e03d380a55/resolve", Some(r#"{"results": {}}"#), StatusCode::NOT_FOUND, "not_found"),
-        ("GET", "/v2/anything", None, StatusCode::NOT_FOUND, "no_route"),
+        (
+            "POST",
+            "/v1/tasks",
+            Some("{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "chain", "extra": 1}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "nope"}"#),
+            StatusCode::BAD_REQUEST,
+            "unknown_template",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "chain", "version": "9.9.9"}"#),
+            StatusCode::BAD_REQUEST,
+            "unknown_template",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "chain", "context": {"start": "x"}}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_context",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "chain", "context": [1]}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_context",
+        ),
+        (
+            "GET",
+            "/v1/tasks/01a21b7e-8efb-7081-ae3f-03e03d380a55",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/v1/tasks/not-an-id",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "GET",
+            "/v1/tasks?state=sleeping",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "GET",
+            "/v1/tasks?limit=0",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "POST",
+            "/v1/steps/01a21b7e-8efb-7081-ae3f-03e03d380a55/resolve",
+            Some(r#"{"results": {}}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/v2/anything",
+            None,
+            StatusCode::NOT_FOUND,
+            "no_route",
+        ),
     ];
     for (method, uri, body, status, code) in cases {
         let (got, error) = call(&s, method, uri, *body, None).await;
-        assert_eq!((got, error["code"].as_str()), (*status, Some(*code)), "{method} {uri}: {error}");
+        assert_eq!(
+            (got, error["code"].as_str()),
+            (*status, Some(*code)),
+            "{method} {uri}: {error}"
+        );
         assert!(!error["message"].as_str().unwrap().is_empty());
     }
-    let huge = format!(r#"{{"namespace": "api", "name": "chain", "context": {{"pad": "{}"}}}}"#, "x".repeat(70_000));
+    let huge = format!(
+        r#"{{"namespace": "api", "name": "chain", "context": {{"pad": "{}"}}}}"#,
+        "x".repeat(70_000)
+    );
     let (status, error) = call(&s, "POST", "/v1/tasks", Some(&huge), None).await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +277,8 @@ async fn tasks_are_listed_newest_first_with_a_cursor() {
     register(&s, CHAIN).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let body = format!(r#"{{"namespace": "api", "name": "chain", "context": {{"start": {i}}}}}"#);
+        let body =
+            format!(r#"{{"namespace": "api", "name": "chain", "context": {{"start": {i}}}}}"#);
         let (_, created) = call(&s, "POST", "/v1/tasks", Some(&body), None).await;
         ids.push(created["task_id"].as_str().unwrap().to_owned());
     }
@@ -174,7 +290,13 @@ async fn tasks_are_listed_newest_first_with_a_cursor() {
     loop {
         let (status, page) = call(&s, "GET", &uri, None, None).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(page["tasks"].as_array().unwrap().iter().map(|t| t["task_id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["task_id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => uri = format!("/v1/tasks?limit=2&namespace=api&state=complete&cursor={c}"),
             None => break,
@@ -182,6 +304,12 @@ async fn tasks_are_listed_newest_first_with_a_cursor() {
     }
     ids.reverse();
     assert_eq!(seen, ids);
+    let (_, last) = call(&s, "GET", "/v1/tasks?limit=5", None, None).await;
+    assert_eq!(
+        last["next_cursor"],
+        Value::Null,
+        "no cursor when nothing follows"
+    );
     let (_, none) = call(&s, "GET", "/v1/tasks?namespace=other", None, None).await;
     assert_eq!(none, json!({"tasks": [], "next_cursor": null}));
 }
@@ -191,34 +319,66 @@ async fn failed_work_is_resolved_retried_and_cancelled() {
     let s = server(&[]).await;
     register(&s, FAILING).await;
     let new_task = || async {
-        let (_, created) = call(&s, "POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "failing"}"#), None).await;
+        let (_, created) = call(
+            &s,
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "failing"}"#),
+            None,
+        )
+        .await;
         created["task_id"].as_str().unwrap().to_owned()
     };
     let id = new_task().await;
     let failed = wait_final(&s, &id).await;
     assert_eq!(failed["state"], "error");
-    assert!(failed["steps"][0]["error"].as_str().unwrap().contains("declined"));
+    assert!(
+        failed["steps"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("declined")
+    );
 
     let (status, retried) = call(&s, "POST", &format!("/v1/tasks/{id}/retry"), None, None).await;
-    assert_eq!((status, retried["enqueued"].clone()), (StatusCode::OK, json!(1)));
-    assert_eq!(wait_final(&s, &id).await["steps"][0]["attempts"], 1, "a retry starts the attempts again");
+    assert_eq!(
+        (status, retried["enqueued"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+    assert_eq!(
+        wait_final(&s, &id).await["steps"][0]["attempts"],
+        1,
+        "a retry starts the attempts again"
+    );
 
     let step = failed["steps"][0]["id"].as_str().unwrap();
-    let (status, resolved) = call(&s, "POST", &format!("/v1/steps/{step}/resolve"), Some(r#"{"results": {"value": 41}}"#), None).await;
+    let (status, resolved) = call(
+        &s,
+        "POST",
+        &format!("/v1/steps/{step}/resolve"),
+        Some(r#"{"results": {"value": 41}}"#),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{resolved}");
     let done = wait_final(&s, &id).await;
     assert_eq!(done["state"], "complete");
     assert_eq!(done["steps"][1]["results"], json!({"value": 42}));
 
     let (status, error) = call(&s, "POST", &format!("/v1/tasks/{id}/cancel"), None, None).await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::CONFLICT, Some("illegal_transition")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::CONFLICT, Some("illegal_transition"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_guard_the_api_but_not_the_probes() {
     let s = server(&["first-token", "second-token"]).await;
     let (status, error) = call(&s, "GET", "/v1/tasks", None, None).await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
     let (status, _) = call(&s, "GET", "/v1/tasks", None, Some("wrong-token")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     for token in ["first-token", "second-token"] {
@@ -240,7 +400,10 @@ async fn the_openapi_document_matches_the_routes() {
             documented.push((method.to_uppercase(), path.clone()));
         }
     }
-    let mut routes: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     documented.sort();
     routes.sort();
     assert_eq!(documented, routes, "openapi.json and ROUTES disagree");
@@ -260,7 +423,14 @@ async fn the_openapi_document_matches_the_routes() {
 async fn metrics_show_work_memory_and_queues() {
     let s = server(&[]).await;
     register(&s, CHAIN).await;
-    let (_, created) = call(&s, "POST", "/v1/tasks", Some(r#"{"namespace": "api", "name": "chain"}"#), None).await;
+    let (_, created) = call(
+        &s,
+        "POST",
+        "/v1/tasks",
+        Some(r#"{"namespace": "api", "name": "chain"}"#),
+        None,
+    )
+    .await;
     wait_final(&s, created["task_id"].as_str().unwrap()).await;
     let (status, text) = call(&s, "GET", "/metrics", None, None).await;
     assert_eq!(status, StatusCode::OK);
@@ -281,4 +451,40 @@ async fn metrics_show_work_memory_and_queues() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_charts_series_that_exist() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/tasker.json")).unwrap();
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    let (_, created) = call(
+        &s,
+        "POST",
+        "/v1/tasks",
+        Some(r#"{"namespace": "api", "name": "chain"}"#),
+        None,
+    )
+    .await;
+    wait_final(&s, created["task_id"].as_str().unwrap()).await;
+    let (_, text) = call(&s, "GET", "/metrics", None, None).await;
+    let exposed = text.as_str().unwrap();
+    let mut charted = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if name.starts_with("tasker_") {
+                    charted += 1;
+                    let base = name.trim_end_matches("_bucket");
+                    assert!(
+                        exposed.contains(&format!("# TYPE {base} ")),
+                        "the dashboard charts {name}, which /metrics does not have"
+                    );
+                }
+            }
+        }
+    }
+    assert!(charted >= 15, "{charted}");
 }

@@ -11,6 +11,12 @@ use clap::{Args, Parser, Subcommand};
     about = "Workflow orchestration: DAGs of steps with retries, run embedded or distributed."
 )]
 pub struct Cli {
+    /// The configuration file of serve, orchestrator and worker (docs/configuration.md).
+    #[arg(long, global = true, env = "TASKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log lines for people (pretty) or collectors (json); RUST_LOG sets the filter.
+    #[arg(long, global = true, value_parser = ["pretty", "json"])]
+    pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,23 +106,57 @@ pub enum Command {
     Orchestrator {
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Measure throughput and latency with N tasks of one shape (use a scratch database).
     Bench(BenchArgs),
     /// Run steps from queues (PostgreSQL); stops gracefully on SIGTERM or ctrl-C.
     Worker {
-        /// A queue to serve (repeat for several); every queue when omitted.
+        /// A queue to serve (repeat for several); worker.queues, else every queue.
         #[arg(long = "queue")]
         queues: Vec<String>,
-        /// Steps run at the same time, at most.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// How long after its step's timeout a step whose worker died runs again.
-        #[arg(long, default_value = "5s")]
-        grace: String,
+        /// Steps run at the same time, at most (worker.concurrency, 8).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// How long after its step's timeout a step whose worker died runs again
+        /// (engine.visibility_grace, 5s).
+        #[arg(long)]
+        grace: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
+    /// Serve the HTTP API (docs/api.md) with /health, /ready and /metrics. On the
+    /// embedded store it also runs the orchestrator and workers (built-in handlers).
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The address to listen on (api.listen, 127.0.0.1:8080); port 0 picks one.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file (or TASKER_CONFIG) with the TASKER_ environment and
+    /// print the effective configuration, secrets redacted.
+    Check { file: Option<PathBuf> },
+}
+
+/// Where an orchestrator or worker serves /metrics, /health and /ready.
+#[derive(Args)]
+pub struct MetricsArgs {
+    /// Address for /metrics, /health and /ready (metrics.listen); none when unset.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }
 
 /// Options of `tasker bench`.

@@ -7,6 +7,7 @@ static ALLOC: tasker_core::memory::CountingAllocator = tasker_core::memory::Coun
 
 mod cli;
 mod commands;
+mod config;
 mod report;
 
 use std::process::ExitCode;
@@ -45,13 +46,27 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    // The long-running processes read the configuration; a bad one stops them here.
+    let config = match &args.command {
+        cli::Command::Serve { .. }
+        | cli::Command::Orchestrator { .. }
+        | cli::Command::Worker { .. } => {
+            match config::Config::load(args.config.as_deref(), std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("tasker: error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => config::Config::default(),
+    };
+    let format = match args.log_format.as_deref() {
+        Some("json") => config::LogFormat::Json,
+        Some(_) => config::LogFormat::Pretty,
+        None => config.log.format,
+    };
+    init_logging(format, &config.log.level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,7 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::dispatch(args.command)) {
+    match runtime.block_on(commands::dispatch(args.command, &config, args.config)) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Unsuccessful) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
@@ -75,5 +90,21 @@ fn main() -> ExitCode {
             eprintln!("tasker: error: {message}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG`, else by `level`. In JSON every line is
+/// one object, with the fields of its span (a step's task id, step id, namespace and
+/// attempt).
+fn init_logging(format: config::LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        config::LogFormat::Json => logs.json().with_current_span(true).init(),
+        config::LogFormat::Pretty => logs.init(),
     }
 }

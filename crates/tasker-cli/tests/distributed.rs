@@ -7,6 +7,8 @@
 //! - `kill_9_orchestrator_*`: one orchestrator killed mid-run; the other finishes;
 //! - `cli_*`: submit with an idempotency key, wait, retry, resolve, cancel, templates.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -435,4 +437,46 @@ async fn worker_dead_letters_unparseable_messages_and_carries_on() {
         dead.iter()
             .all(|d| d.reason.starts_with("unparseable step message") && d.read_ct == 1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_and_worker_serve_metrics_health_and_readiness() {
+    let Some((db, _store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let mut orchestrator = Proc::spawn(url, &["orchestrator", "--metrics-addr", "127.0.0.1:0"]);
+    let (orchestrator_addr, _) = support::address(&mut orchestrator.0, "metrics on");
+    let mut worker = Proc::spawn(url, &["worker", "--metrics-addr", "127.0.0.1:0"]);
+    let (worker_addr, _) = support::address(&mut worker.0, "metrics on");
+
+    let linear = examples().join("linear.yaml");
+    let submitted = run(url, &["submit", linear.to_str().unwrap()]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let waited = run(url, &["wait", &stdout(&submitted), "--timeout", "60s"]);
+    assert_eq!(waited.status.code(), Some(0), "{}", stdout(&waited));
+
+    for addr in [&orchestrator_addr, &worker_addr] {
+        assert_eq!(support::http(addr, "GET", "/health", "", None).0, 200);
+        assert_eq!(support::http(addr, "GET", "/ready", "", None).0, 200);
+    }
+    let (status, metrics) = support::http(&worker_addr, "GET", "/metrics", "", None);
+    assert_eq!(status, 200);
+    for expected in [
+        "tasker_steps_finished_total{state=\"complete\"} 4\n",
+        "tasker_step_duration_seconds_count{namespace=\"examples\",handler=\"sum\"} 4\n",
+        "tasker_tasks_finished_total{state=\"complete\"} 1\n",
+        "tasker_queue_depth{queue=\"examples\"} 0\n",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected:?} in\n{metrics}"
+        );
+    }
+    assert_eq!(worker.terminate(), Some(0));
+    assert_eq!(orchestrator.terminate(), Some(0));
 }

@@ -47,7 +47,7 @@ module Specs
 
   # `tasker` binary processes (orchestrators, Rust workers) and Ruby worker processes.
   module Processes
-    BIN = ENV.fetch("TASKER_BIN") { File.expand_path("../../../../target/debug/tasker", __dir__) }
+    BIN = ENV.fetch("RSPEC_TASKER_BIN") { File.expand_path("../../../../target/debug/tasker", __dir__) }
     LIB = File.expand_path("../../lib", __dir__)
 
     module_function

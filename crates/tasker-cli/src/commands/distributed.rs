@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
 
 use super::{Backend, connect_postgres, redact, stop_requested};
-use crate::cli::StoreArgs;
+use crate::cli::{MetricsArgs, StoreArgs};
+use crate::config::Config;
 use crate::{CliError, Outcome};
 
-fn postgres_url(args: &StoreArgs, command: &str) -> Result<String, CliError> {
-    match Backend::from_args(args)? {
+fn postgres_url(args: &StoreArgs, config: &Config, command: &str) -> Result<String, CliError> {
+    match Backend::resolve(args, config)? {
         Backend::Postgres(url) => Ok(url),
         Backend::Sqlite(_) => Err(CliError::BadInput(format!(
             "`tasker {command}` needs a PostgreSQL database (--database-url or DATABASE_URL); \
@@ -19,23 +22,43 @@ fn postgres_url(args: &StoreArgs, command: &str) -> Result<String, CliError> {
 }
 
 pub async fn migrate(args: &StoreArgs) -> Result<Outcome, CliError> {
-    let url = postgres_url(args, "migrate")?;
+    let url = postgres_url(args, &Config::default(), "migrate")?;
     connect_postgres(&url, 2).await?;
     println!("{} is up to date", redact(&url));
     Ok(Outcome::Success)
 }
 
 /// Runs the engine with `config` until asked to stop, then stops taking work and
-/// lets the steps in flight finish.
+/// lets the steps in flight finish. `/metrics`, `/health` and `/ready` are served on
+/// `metrics_addr` meanwhile.
 async fn serve(
     url: &str,
     connections: u32,
     config: EngineConfig,
     role: &str,
+    metrics_addr: Option<&str>,
 ) -> Result<Outcome, CliError> {
+    let metrics = match metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let store = Arc::new(connect_postgres(url, connections).await?);
     let engine = Engine::new(store.clone(), HandlerRegistry::with_builtins(), config);
     let running = engine.start();
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some(listener) = metrics {
+        let addr = listener.local_addr().map_err(CliError::failed)?;
+        eprintln!("{role} metrics on http://{addr}/metrics");
+        let router = tasker_api::probes_router(engine.clone());
+        let mut stopped = metrics_stopped;
+        tokio::spawn(tasker_api::serve(listener, router, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+    }
     eprintln!(
         "{role} running on {} (pid {})",
         redact(url),
@@ -44,6 +67,7 @@ async fn serve(
     stop_requested().await;
     eprintln!("{role} stopping: finishing work in flight");
     running.shutdown().await;
+    let _ = stop_metrics.send(true);
     // `tasker bench` reads this line.
     eprintln!(
         "{role} stopped after {} write transactions",
@@ -52,22 +76,45 @@ async fn serve(
     Ok(Outcome::Success)
 }
 
-pub async fn orchestrator(args: &StoreArgs) -> Result<Outcome, CliError> {
-    let url = postgres_url(args, "orchestrator")?;
-    let config = EngineConfig {
+pub async fn orchestrator(
+    args: &StoreArgs,
+    metrics: &MetricsArgs,
+    config: &Config,
+) -> Result<Outcome, CliError> {
+    let url = postgres_url(args, config, "orchestrator")?;
+    let engine = EngineConfig {
         worker: None,
+        poll_interval: config.engine.poll_interval,
+        memory: config.memory_limits(),
         ..EngineConfig::embedded()
     };
-    serve(&url, 6, config, "orchestrator").await
+    let pool = config.database.pool_size.unwrap_or(6);
+    serve(
+        &url,
+        pool,
+        engine,
+        "orchestrator",
+        metrics_addr(metrics, config),
+    )
+    .await
 }
 
-pub async fn worker(
-    args: &StoreArgs,
-    queues: Vec<String>,
-    concurrency: usize,
-    grace: std::time::Duration,
-) -> Result<Outcome, CliError> {
-    let url = postgres_url(args, "worker")?;
+/// What `tasker worker` was asked for on its command line.
+pub struct WorkerArgs<'a> {
+    pub store: &'a StoreArgs,
+    pub queues: Vec<String>,
+    pub concurrency: Option<usize>,
+    pub grace: Option<Duration>,
+    pub metrics: &'a MetricsArgs,
+}
+
+pub async fn worker(args: WorkerArgs<'_>, config: &Config) -> Result<Outcome, CliError> {
+    let url = postgres_url(args.store, config, "worker")?;
+    let queues = if args.queues.is_empty() {
+        config.worker.queues.clone()
+    } else {
+        args.queues
+    };
     for q in &queues {
         tasker_core::names::check_queue_name(q)
             .map_err(|why| CliError::BadInput(format!("queue `{q}` {why}")))?;
@@ -77,15 +124,30 @@ pub async fn worker(
     } else {
         Queues::Named(queues)
     };
-    let concurrency = concurrency.max(1);
-    let config = EngineConfig {
+    let concurrency = args.concurrency.unwrap_or(config.worker.concurrency).max(1);
+    let engine = EngineConfig {
         orchestrator: false,
         worker: Some(WorkerConfig {
             queues,
             concurrency,
         }),
-        visibility_grace: grace,
-        ..EngineConfig::embedded()
+        poll_interval: config.engine.poll_interval,
+        visibility_grace: args.grace.unwrap_or(config.engine.visibility_grace),
+        memory: config.memory_limits(),
     };
-    serve(&url, concurrency as u32 + 2, config, "worker").await
+    let pool = config.database.pool_size.unwrap_or(concurrency as u32 + 2);
+    serve(
+        &url,
+        pool,
+        engine,
+        "worker",
+        metrics_addr(args.metrics, config),
+    )
+    .await
+}
+
+fn metrics_addr<'a>(args: &'a MetricsArgs, config: &'a Config) -> Option<&'a str> {
+    args.metrics_addr
+        .as_deref()
+        .or(config.metrics.listen.as_deref())
 }

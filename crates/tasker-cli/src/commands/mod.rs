@@ -5,18 +5,20 @@ mod bench;
 mod distributed;
 mod operate;
 mod run;
+mod serve;
 mod status;
 mod validate;
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tasker_core::store::StoreError;
 use tasker_core::template::TaskTemplate;
 use tasker_store::postgres::PgStore;
 use tasker_store::sqlite::SqliteStore;
 
-use crate::cli::{Command, ContextArgs, StoreArgs, TemplateCommand};
+use crate::cli::{Command, ConfigCommand, ContextArgs, StoreArgs, TemplateCommand};
+use crate::config::Config;
 use crate::{CliError, Outcome};
 
 /// The store a command works on.
@@ -26,6 +28,17 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// From the arguments, else the configuration's `database.url`.
+    pub fn resolve(args: &StoreArgs, config: &Config) -> Result<Self, CliError> {
+        match (&args.db, &args.database_url, &config.database.url) {
+            (None, None, Some(url)) => Self::from_args(&StoreArgs {
+                db: None,
+                database_url: Some(url.clone()),
+            }),
+            _ => Self::from_args(args),
+        }
+    }
+
     pub fn from_args(args: &StoreArgs) -> Result<Self, CliError> {
         if let Some(db) = &args.db {
             return Ok(Self::Sqlite(db.clone()));
@@ -102,7 +115,13 @@ pub fn open_error(e: StoreError) -> CliError {
     }
 }
 
-pub async fn dispatch(command: Command) -> Result<Outcome, CliError> {
+/// Runs `command`; `config` is the loaded configuration (defaults for the commands
+/// that read none), `config_file` where it came from.
+pub async fn dispatch(
+    command: Command,
+    config: &Config,
+    config_file: Option<PathBuf>,
+) -> Result<Outcome, CliError> {
     match command {
         Command::Validate { paths } => validate::validate(&paths),
         Command::Run(args) => run::run(args).await,
@@ -157,15 +176,40 @@ pub async fn dispatch(command: Command) -> Result<Outcome, CliError> {
         } => with_store!(&store, true, |s| operate::register(&s, &paths)),
         Command::Migrate { store } => distributed::migrate(&store).await,
         Command::Bench(args) => bench::bench(args).await,
-        Command::Orchestrator { store } => distributed::orchestrator(&store).await,
+        Command::Orchestrator { store, metrics } => {
+            distributed::orchestrator(&store, &metrics, config).await
+        }
         Command::Worker {
             queues,
             concurrency,
             grace,
             store,
+            metrics,
         } => {
-            let grace = tasker_core::duration::parse_duration(&grace).map_err(CliError::bad)?;
-            distributed::worker(&store, queues, concurrency, grace).await
+            let grace = grace
+                .map(|g| tasker_core::duration::parse_duration(&g).map_err(CliError::bad))
+                .transpose()?;
+            let args = distributed::WorkerArgs {
+                store: &store,
+                queues,
+                concurrency,
+                grace,
+                metrics: &metrics,
+            };
+            distributed::worker(args, config).await
+        }
+        Command::Serve { store, listen } => serve::serve(&store, listen, config).await,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let file = file.or(config_file);
+            let checked = Config::load(file.as_deref(), std::env::vars()).map_err(CliError::bad)?;
+            match &file {
+                Some(f) => eprintln!("{} is valid; effective configuration:", f.display()),
+                None => eprintln!("no configuration file; effective configuration:"),
+            }
+            print!("{}", checked.to_redacted_toml());
+            Ok(Outcome::Success)
         }
     }
 }

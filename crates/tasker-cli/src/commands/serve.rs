@@ -1,0 +1,94 @@
+//! `tasker serve`: the HTTP API. On the embedded store the same process runs the
+//! orchestrator and the workers (nothing else may open the file); on PostgreSQL it
+//! serves the API only, next to orchestrator and worker processes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tasker_api::ApiConfig;
+use tasker_core::store::Store;
+use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
+use tasker_store::sqlite::SqliteStore;
+
+use super::{Backend, connect_postgres, open_error, redact, stop_requested};
+use crate::cli::StoreArgs;
+use crate::config::Config;
+use crate::{CliError, Outcome};
+
+pub async fn serve(
+    store: &StoreArgs,
+    listen: Option<String>,
+    config: &Config,
+) -> Result<Outcome, CliError> {
+    let listen = listen.unwrap_or_else(|| config.api.listen.clone());
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| CliError::BadInput(format!("--listen `{listen}`: {e}")))?;
+    let api = ApiConfig {
+        tokens: config.api.tokens.clone(),
+        body_limit: usize::try_from(config.api.body_limit.0).unwrap_or(usize::MAX),
+    };
+    let engine_config = EngineConfig {
+        poll_interval: config.engine.poll_interval,
+        visibility_grace: config.engine.visibility_grace,
+        memory: config.memory_limits(),
+        ..EngineConfig::embedded()
+    };
+    match Backend::resolve(store, config)? {
+        Backend::Sqlite(path) => {
+            let store = SqliteStore::open(&path).await.map_err(open_error)?;
+            let engine_config = EngineConfig {
+                worker: Some(WorkerConfig {
+                    queues: Queues::All,
+                    concurrency: config.worker.concurrency,
+                }),
+                ..engine_config
+            };
+            let engine = Engine::new(
+                Arc::new(store),
+                HandlerRegistry::with_builtins(),
+                engine_config,
+            );
+            run(engine, addr, api, &format!("sqlite {path}")).await
+        }
+        Backend::Postgres(url) => {
+            let pool = config.database.pool_size.unwrap_or(8);
+            let store = connect_postgres(&url, pool).await?;
+            let engine_config = EngineConfig {
+                orchestrator: false,
+                worker: None,
+                ..engine_config
+            };
+            let engine = Engine::new(
+                Arc::new(store),
+                HandlerRegistry::with_builtins(),
+                engine_config,
+            );
+            run(engine, addr, api, &redact(&url)).await
+        }
+    }
+}
+
+async fn run<S: Store>(
+    engine: Engine<S>,
+    addr: SocketAddr,
+    api: ApiConfig,
+    store: &str,
+) -> Result<Outcome, CliError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(CliError::failed)?;
+    let running = engine.start();
+    let router = tasker_api::router(engine, api);
+    // Tests and scripts read this line for the address.
+    eprintln!(
+        "tasker serve listening on http://{local} (store: {store}, pid {})",
+        std::process::id()
+    );
+    let served = tasker_api::serve(listener, router, stop_requested()).await;
+    eprintln!("tasker serve stopping: finishing work in flight");
+    running.shutdown().await;
+    served.map_err(CliError::failed)?;
+    Ok(Outcome::Success)
+}

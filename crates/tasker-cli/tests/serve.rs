@@ -1,0 +1,229 @@
+//! `tasker serve` over a real socket, its configuration, and its logs.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{address, http};
+
+fn tasker() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
+    c.env_remove("RUST_LOG").env_remove("DATABASE_URL");
+    c
+}
+
+fn serve(db: &Path, env: &[(&str, &str)]) -> Child {
+    tasker()
+        .args([
+            "serve",
+            "--db",
+            db.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tasker serve starts")
+}
+
+fn terminate(child: &mut Child) -> Option<i32> {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap().code()
+}
+
+const LINEAR: &str = include_str!("../../../examples/linear.yaml");
+
+#[test]
+fn serve_runs_tasks_over_http_behind_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(&dir.path().join("t.db"), &[("TASKER_API_TOKENS", "t0k3n")]);
+    let (addr, log) = address(&mut server, "listening on");
+    let token = Some("t0k3n");
+
+    assert_eq!(http(&addr, "GET", "/health", "", None).0, 200);
+    assert_eq!(http(&addr, "GET", "/ready", "", None).0, 200);
+    let (status, body) = http(&addr, "POST", "/v1/templates", LINEAR, None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(http(&addr, "POST", "/v1/templates", LINEAR, token).0, 201);
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/tasks",
+        r#"{"namespace": "examples", "name": "linear", "context": {"start": 10}}"#,
+        token,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task = poll(&addr, &format!("/v1/tasks/{id}"), token, |t| {
+        t["state"] == "complete"
+    });
+    assert_eq!(
+        task["steps"][3]["results"],
+        serde_json::json!({"value": 14})
+    );
+    let (_, metrics) = http(&addr, "GET", "/metrics", "", None);
+    assert!(
+        metrics.contains("tasker_tasks_finished_total{state=\"complete\"} 1\n"),
+        "{metrics}"
+    );
+    assert_eq!(terminate(&mut server), Some(0), "{}", log.text());
+}
+
+#[test]
+fn serve_holds_work_back_above_the_memory_watermark_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    // Every process is above 1 KiB: work is held back from the first sample on.
+    let mut held = serve(
+        &db,
+        &[
+            ("TASKER_MEMORY_HIGH_WATERMARK", "1KiB"),
+            ("TASKER_MEMORY_SAMPLE_INTERVAL", "20ms"),
+        ],
+    );
+    let (addr, log) = address(&mut held, "listening on");
+    assert_eq!(http(&addr, "POST", "/v1/templates", LINEAR, None).0, 201);
+    let (_, body) = http(
+        &addr,
+        "POST",
+        "/v1/tasks",
+        r#"{"namespace": "examples", "name": "linear"}"#,
+        None,
+    );
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(800));
+    let (_, task) = http(&addr, "GET", &format!("/v1/tasks/{id}"), "", None);
+    assert!(task.contains("\"state\":\"pending\""), "{task}");
+    let (_, metrics) = http(&addr, "GET", "/metrics", "", None);
+    assert!(metrics.contains("tasker_memory_paused 1\n"), "{metrics}");
+    assert_eq!(terminate(&mut held), Some(0));
+    assert!(
+        log.text().contains("memory above the high watermark"),
+        "{}",
+        log.text()
+    );
+
+    // Without the limit, the held task runs.
+    let mut free = serve(&db, &[]);
+    let (addr, _) = address(&mut free, "listening on");
+    let task = poll(&addr, &format!("/v1/tasks/{id}"), None, |t| {
+        t["state"] == "complete"
+    });
+    assert!(
+        task["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["attempts"] == 1)
+    );
+    terminate(&mut free);
+}
+
+#[test]
+fn a_bad_configuration_stops_the_process_naming_the_key() {
+    let out = tasker()
+        .args(["serve", "--db", ":memory:"])
+        .env("TASKER_API_BODY_LIMIT", "huge")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("tasker: error: TASKER_API_BODY_LIMIT (key api.body_limit)"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasker.toml");
+    std::fs::write(
+        &file,
+        "[api]\ntokens = [\"secret-value\"]\n[memory]\nhigh_watermark = \"2GiB\"\n",
+    )
+    .unwrap();
+    let out = tasker()
+        .args(["config", "check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("high_watermark = \"2GiB\"") && shown.contains("[\"***\"]"),
+        "{shown}"
+    );
+    assert!(!shown.contains("secret-value"));
+    std::fs::write(
+        &file,
+        "[memory]\nhigh_watermark = \"2GiB\"\nlow_watermark = \"3GiB\"\n",
+    )
+    .unwrap();
+    let out = tasker()
+        .args(["config", "check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory.low_watermark"));
+}
+
+#[test]
+fn json_logs_carry_the_step_of_every_step_line() {
+    let out = tasker()
+        .args(["run", "--db", ":memory:", "--log-format", "json"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/linear.yaml"))
+        .env("RUST_LOG", "tasker_engine=info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let finished: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "step finished")
+        .collect();
+    assert_eq!(finished.len(), 4, "{stderr}");
+    for line in finished {
+        let span = &line["span"];
+        assert_eq!(span["namespace"], "examples", "{line}");
+        assert_eq!(span["attempt"], 1, "{line}");
+        assert!(
+            span["task_id"].is_string() && span["step_id"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+/// Polls `GET path` until `done` accepts the JSON body.
+pub fn poll(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = http(addr, "GET", path, "", token);
+        assert_eq!(status, 200, "{body}");
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "gave up waiting: {value}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
