@@ -16,7 +16,6 @@ mod templates;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -26,6 +25,7 @@ use serde::Serialize;
 use tasker_core::store::Store;
 use tasker_engine::Engine;
 
+pub use axum::Router;
 pub use error::ApiError;
 pub use probes::render as render_metrics;
 
