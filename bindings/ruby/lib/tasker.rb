@@ -18,7 +18,9 @@ module Tasker
 
   class << self
     # Makes `klass` the handler of templates whose `handler` is `name`. Without a
-    # registration, a handler name is looked up as a class name (`Object.const_get`).
+    # registration, a handler name is looked up as a class name (`Object.const_get`),
+    # which must be a Tasker::StepHandler subclass: a template cannot name just any
+    # class that has a `call` method.
     def register(name, klass)
       name = name.to_s
       if Native.builtin_handlers.include?(name)
@@ -37,7 +39,7 @@ module Tasker
       return registered if registered
 
       found = Object.const_get(name)
-      found if found.is_a?(Class) && found.method_defined?(:call)
+      found if found.is_a?(Class) && found < StepHandler
     rescue NameError
       nil
     end

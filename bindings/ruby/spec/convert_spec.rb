@@ -59,12 +59,21 @@ RSpec.describe "JSON ↔ Ruby conversions" do
     expect { Tasker.from_json("[" * 200 + "]" * 200) }
       .to raise_error(Tasker::SerializationError, /JSON nested deeper than 128 levels/)
     begin
-      Tasker.max_depth = 300
+      Tasker.max_depth = 256
       expect(round_trip(deep)).to eq(deep)
     ensure
       Tasker.max_depth = 128
     end
     expect { Tasker.max_depth = 0 }.to raise_error(ArgumentError)
+    expect { Tasker.max_depth = 100_000 }.to raise_error(ArgumentError, /from 1 to 256/)
+  end
+
+  it "converts the deepest allowed nesting on a handler thread without exhausting its stack" do
+    Tasker.max_depth = 256
+    deep = (1..255).reduce([]) { |inner, _| [inner] }
+    expect(Thread.new { round_trip(deep) }.value).to eq(deep)
+  ensure
+    Tasker.max_depth = 128
   end
 
   it "stops at a structure that contains itself" do
@@ -74,7 +83,7 @@ RSpec.describe "JSON ↔ Ruby conversions" do
   end
 
   it "reports invalid JSON with its position" do
-    ['{"a": }', "[1, 2", '"\\x"', "01", "[1] 2", '"\\ud800"'].each do |bad|
+    ['{"a": }', "[1, 2", '"\\x"', "01", "[1] 2", '"\\ud800"', '"\\u+041"', "-", "1.", "tru"].each do |bad|
       expect { Tasker.from_json(bad) }.to raise_error(Tasker::SerializationError, /invalid JSON at byte \d+/)
     end
   end

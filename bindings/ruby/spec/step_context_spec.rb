@@ -97,6 +97,12 @@ RSpec.describe Tasker::StepContext do
     expect(Tasker.run(path).results["a"]).to eq("registered" => "a")
   end
 
+  it "refuses a retry_after that is not a number of seconds" do
+    expect { Tasker::RetryableError.new("x", retry_after: -1) }.to raise_error(ArgumentError, /retry_after/)
+    expect { Tasker::RetryableError.new("x", retry_after: "soon") }.to raise_error(ArgumentError)
+    expect(Tasker::RetryableError.new("x", retry_after: 2.5).retry_after).to eq(2.5)
+  end
+
   it "refuses to register over a built-in handler, or something that is not a handler class" do
     expect { Tasker.register("sum", Specs::Registered) }.to raise_error(ArgumentError, /built-in/)
     expect { Tasker.register("x", Object.new) }.to raise_error(ArgumentError, /not a class/)

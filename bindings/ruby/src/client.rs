@@ -59,11 +59,12 @@ impl Client {
     ) -> Result<(String, bool), Error> {
         let template = load_template(ruby, &template)?;
         let context = convert::to_json(ruby, context, "context")?;
-        let created = block_on(rb_self.engine.submit(
-            &template,
-            &context,
-            idempotency_key.as_deref(),
-        ))
+        let created = block_on(
+            ruby,
+            rb_self
+                .engine
+                .submit(&template, &context, idempotency_key.as_deref()),
+        )?
         .map_err(|e| errors::engine(ruby, e))?;
         Ok((created.task_id.to_string(), created.created))
     }
@@ -71,14 +72,15 @@ impl Client {
     /// The task as `{"task_id", "state", "steps": [...]}`.
     fn status(ruby: &Ruby, rb_self: &Self, id: String) -> Result<Value, Error> {
         let id: TaskId = parse_id(ruby, "task", &id)?;
-        let detail = block_on(rb_self.store().task_get(id)).map_err(|e| errors::store(ruby, e))?;
+        let detail =
+            block_on(ruby, rb_self.store().task_get(id))?.map_err(|e| errors::store(ruby, e))?;
         convert::to_ruby(ruby, &detail.to_json())
     }
 
     /// The task's state afterwards.
     fn cancel(ruby: &Ruby, rb_self: &Self, id: String) -> Result<&'static str, Error> {
         let id: TaskId = parse_id(ruby, "task", &id)?;
-        block_on(rb_self.engine.cancel(id, "cancelled by a client"))
+        block_on(ruby, rb_self.engine.cancel(id, "cancelled by a client"))?
             .map(|s| s.as_str())
             .map_err(|e| errors::engine(ruby, e))
     }
@@ -86,7 +88,7 @@ impl Client {
     /// How many failed steps were enqueued again.
     fn retry(ruby: &Ruby, rb_self: &Self, id: String) -> Result<u64, Error> {
         let id: TaskId = parse_id(ruby, "task", &id)?;
-        block_on(rb_self.store().task_retry(id))
+        block_on(ruby, rb_self.store().task_retry(id))?
             .map(|n| n as u64)
             .map_err(|e| errors::store(ruby, e))
     }
@@ -101,7 +103,7 @@ impl Client {
         let id: StepId = parse_id(ruby, "step", &step_id)?;
         let json = convert::to_json(ruby, results, "results")?;
         let raw: &RawValue = serde_json::from_str(&json).expect("the writer emits valid JSON");
-        block_on(rb_self.store().step_resolve(id, raw))
+        block_on(ruby, rb_self.store().step_resolve(id, raw))?
             .map(|s| s.as_str())
             .map_err(|e| errors::store(ruby, e))
     }

@@ -27,11 +27,15 @@ pub fn max_depth() -> usize {
     MAX_DEPTH.load(Ordering::Relaxed)
 }
 
+/// Deeper recursion could overflow a Ruby thread's machine stack (1 MiB; debug frames
+/// are large).
+const DEPTH_LIMIT: usize = 256;
+
 pub fn set_max_depth(ruby: &Ruby, depth: usize) -> Result<usize, Error> {
-    if depth == 0 {
+    if !(1..=DEPTH_LIMIT).contains(&depth) {
         return Err(Error::new(
             ruby.exception_arg_error(),
-            "Tasker.max_depth must be at least 1",
+            format!("Tasker.max_depth must be from 1 to {DEPTH_LIMIT}"),
         ));
     }
     MAX_DEPTH.store(depth, Ordering::Relaxed);
@@ -291,6 +295,7 @@ impl Reader<'_, '_> {
         let digits = self
             .bytes
             .get(self.pos..self.pos + 4)
+            .filter(|d| d.iter().all(u8::is_ascii_hexdigit))
             .and_then(|d| std::str::from_utf8(d).ok())
             .and_then(|d| u32::from_str_radix(d, 16).ok())
             .ok_or_else(|| self.error("bad \\u escape"))?;

@@ -1,11 +1,20 @@
 //! Running Rust without Ruby's global VM lock, so Ruby threads run handlers while this
 //! thread waits on the database or the job queue.
+//!
+//! `rb_nogvl` with `RB_NOGVL_INTR_FAIL` never raises: a Ruby exception must not unwind
+//! (longjmp) through Rust frames, which would skip their destructors. When an interrupt
+//! is pending it returns without running the work; the interrupt is then handled
+//! through magnus (a `Result`, so every Rust value is dropped) and the work is tried
+//! again.
 
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-/// Runs `work` with the GVL released. `work` must not touch Ruby objects.
-pub fn without_gvl<F: FnOnce() -> R, R>(work: F) -> R {
+use magnus::{Error, Ruby};
+
+/// Runs `work` with the GVL released; `Err` if the thread was interrupted before it ran
+/// (ctrl-C, `Thread#kill`, `Thread#raise`). `work` must not touch Ruby objects.
+pub fn without_gvl<F: FnOnce() -> R, R>(ruby: &Ruby, work: F) -> Result<R, Error> {
     struct Call<F, R> {
         work: Option<F>,
         out: Option<std::thread::Result<R>>,
@@ -23,18 +32,25 @@ pub fn without_gvl<F: FnOnce() -> R, R>(work: F) -> R {
         work: Some(work),
         out: None,
     };
-    // SAFETY: the trampoline matches `Call<F, R>`; no unblocking function is given, so
-    // Ruby waits for `work` to return (callers keep each wait short).
-    unsafe {
-        rb_sys::rb_thread_call_without_gvl(
-            Some(trampoline::<F, R>),
-            (&mut call as *mut Call<F, R>).cast(),
-            None,
-            std::ptr::null_mut(),
-        );
-    }
-    match call.out.expect("the call ran") {
-        Ok(r) => r,
-        Err(panic) => resume_unwind(panic),
+    loop {
+        // SAFETY: the trampoline matches `Call<F, R>`; with RB_NOGVL_INTR_FAIL Ruby
+        // neither raises nor checks interrupts around the call. No unblocking function:
+        // callers keep each wait short.
+        unsafe {
+            rb_sys::rb_nogvl(
+                Some(trampoline::<F, R>),
+                (&mut call as *mut Call<F, R>).cast(),
+                None,
+                std::ptr::null_mut(),
+                rb_sys::RB_NOGVL_INTR_FAIL as i32,
+            );
+        }
+        match call.out.take() {
+            Some(Ok(r)) => return Ok(r),
+            Some(Err(panic)) => resume_unwind(panic),
+            // Interrupted before running: let Ruby handle it (a signal handler runs,
+            // or an exception comes back as `Err`), then try again.
+            None => ruby.thread_check_ints()?,
+        }
     }
 }

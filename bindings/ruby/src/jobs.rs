@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use magnus::prelude::*;
 use magnus::{Error, RHash, RString, Ruby, Value, method};
@@ -23,6 +23,8 @@ use crate::strings::interned;
 pub struct Job {
     step: StepContext,
     reply: oneshot::Sender<HandlerResult>,
+    /// When the engine stops waiting (the step's timeout from being queued).
+    deadline: Instant,
 }
 
 /// What [`JobQueue::pop`] found.
@@ -65,10 +67,17 @@ impl JobQueue {
             .ready
             .wait_timeout_while(state, wait, |s| s.jobs.is_empty() && !s.closed)
             .expect("job queue lock");
-        match state.jobs.pop_front() {
-            Some(job) => Pop::Job(job),
-            None if state.closed => Pop::Closed,
-            None => Pop::Empty,
+        // A job whose engine stopped waiting (its timeout passed while it was queued)
+        // is dropped, not run late.
+        while let Some(job) = state.jobs.pop_front() {
+            if !job.reply.is_closed() {
+                return Pop::Job(job);
+            }
+        }
+        if state.closed {
+            Pop::Closed
+        } else {
+            Pop::Empty
         }
     }
 
@@ -87,9 +96,11 @@ pub struct RubyHandler {
 impl Handler for RubyHandler {
     fn call<'a>(&'a self, step: &'a StepContext) -> HandlerFuture<'a> {
         let (reply, outcome) = oneshot::channel();
+        let now = Instant::now();
         let queued = self.queue.push(Job {
             step: step.clone(),
             reply,
+            deadline: now.checked_add(step.timeout()).unwrap_or(now),
         });
         Box::pin(async move {
             if queued.is_err() {
@@ -109,6 +120,7 @@ impl Handler for RubyHandler {
 pub struct RbStepContext {
     step: StepContext,
     reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
+    deadline: Instant,
 }
 
 impl From<Job> for RbStepContext {
@@ -116,6 +128,7 @@ impl From<Job> for RbStepContext {
         Self {
             step: job.step,
             reply: Mutex::new(Some(job.reply)),
+            deadline: job.deadline,
         }
     }
 }
@@ -125,6 +138,7 @@ impl RbStepContext {
     #[cfg(feature = "boundary-bench")]
     pub fn detached(step: StepContext) -> Self {
         Self {
+            deadline: Instant::now(),
             step,
             reply: Mutex::new(None),
         }
@@ -145,6 +159,15 @@ impl RbStepContext {
     /// The step's timeout in seconds.
     fn timeout(&self) -> f64 {
         self.step.timeout().as_secs_f64()
+    }
+
+    /// Seconds left before the engine stops waiting for this attempt (at least 1 ms:
+    /// Ruby's `Timeout` treats 0 as no limit).
+    fn native_remaining(&self) -> f64 {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64()
+            .max(0.001)
     }
 
     /// How many attempts the step has in all.
@@ -227,28 +250,20 @@ impl RbStepContext {
     }
 
     /// The handler failed; `retry_after` (seconds) replaces the backoff delay.
+    /// `RetryableError` checks `retry_after`; a delay that is still not a duration
+    /// (negative, NaN, beyond `Duration`) leaves the step's backoff in charge.
     fn native_fail(
-        ruby: &Ruby,
         rb_self: &Self,
         message: String,
         retryable: bool,
         retry_after: Option<f64>,
-    ) -> Result<bool, Error> {
-        let retry_after = match retry_after {
-            Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
-            Some(s) => {
-                return Err(Error::new(
-                    ruby.exception_arg_error(),
-                    format!("retry_after must be a number of seconds ≥ 0, got {s}"),
-                ));
-            }
-            None => None,
-        };
-        Ok(rb_self.reply(Err(HandlerError {
+    ) -> bool {
+        let retry_after = retry_after.and_then(|s| Duration::try_from_secs_f64(s).ok());
+        rb_self.reply(Err(HandlerError {
             message,
             retryable,
             retry_after,
-        })))
+        }))
     }
 }
 
@@ -279,6 +294,10 @@ pub fn define(ruby: &Ruby, tasker: magnus::RModule) -> Result<(), Error> {
         method!(RbStepContext::native_parent_results, 0),
     )?;
     class.define_private_method("native_succeed", method!(RbStepContext::native_succeed, 1))?;
+    class.define_private_method(
+        "native_remaining",
+        method!(RbStepContext::native_remaining, 0),
+    )?;
     class.define_private_method("native_fail", method!(RbStepContext::native_fail, 3))?;
     Ok(())
 }

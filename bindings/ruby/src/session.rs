@@ -40,9 +40,10 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
-/// Runs `work` on the runtime with the GVL released.
-pub fn block_on<T>(work: impl Future<Output = T>) -> T {
-    without_gvl(|| runtime().block_on(work))
+/// Runs `work` on the runtime with the GVL released; `Err` if the Ruby thread was
+/// interrupted first.
+pub fn block_on<T>(ruby: &Ruby, work: impl Future<Output = T>) -> Result<T, Error> {
+    without_gvl(ruby, || runtime().block_on(work))
 }
 
 /// Loads exactly one template from a file.
@@ -137,7 +138,7 @@ impl Session {
             ..EngineConfig::embedded()
         };
         let registry = registry(&jobs);
-        let (engine, running, task_id) = block_on(async {
+        let (engine, running, task_id) = block_on(ruby, async {
             let store = SqliteStore::open(&db).await.map_err(StartError::Store)?;
             let engine = Engine::new(Arc::new(store), registry, config);
             let running = engine.start();
@@ -148,7 +149,7 @@ impl Session {
                     Err(StartError::Engine(e))
                 }
             }
-        })
+        })?
         .map_err(|e| e.raise(ruby))?;
         Ok(Self::spawn(jobs, running, follow(engine, task_id)))
     }
@@ -190,7 +191,7 @@ impl Session {
     /// The next step for this Ruby thread to run; nil once the session has closed.
     fn next_job(ruby: &Ruby, rb_self: &Self) -> Result<Option<RbStepContext>, Error> {
         loop {
-            match without_gvl(|| rb_self.jobs.pop(JOB_WAIT)) {
+            match without_gvl(ruby, || rb_self.jobs.pop(JOB_WAIT))? {
                 Pop::Job(job) => return Ok(Some(job.into())),
                 Pop::Closed => return Ok(None),
                 Pop::Empty => ruby.thread_check_ints()?,
@@ -227,11 +228,11 @@ async fn follow<S: Store>(engine: Engine<S>, task_id: TaskId) -> Option<Result<S
 
 /// Connects to PostgreSQL and brings its schema up to date.
 pub fn connect(ruby: &Ruby, url: &str, connections: u32) -> Result<PgStore, Error> {
-    block_on(async {
+    block_on(ruby, async {
         let store = PgStore::connect(url, connections).await?;
         store.migrate().await?;
         Ok(store)
-    })
+    })?
     .map_err(|e: StoreError| errors::general(ruby, format!("cannot use the database: {e}")))
 }
 

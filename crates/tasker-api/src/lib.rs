@@ -96,6 +96,7 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
         .merge(probes())
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_limit))
         .with_state(state)
 }
@@ -125,6 +126,14 @@ async fn no_route() -> ApiError {
         StatusCode::NOT_FOUND,
         "no_route",
         "no such route (GET /openapi.json lists them)",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method (GET /openapi.json lists them)",
     )
 }
 

@@ -250,6 +250,13 @@ async fn bad_input_gets_a_stable_code() {
             StatusCode::NOT_FOUND,
             "no_route",
         ),
+        (
+            "DELETE",
+            "/v1/tasks",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
     ];
     for (method, uri, body, status, code) in cases {
         let (got, error) = call(&s, method, uri, *body, None).await;

@@ -326,20 +326,28 @@ impl Config {
         let duration = || parse_duration(value).map_err(|e| bad(e.to_string()));
         let number = |what: &str| {
             value
-                .parse::<u64>()
+                .parse::<u32>()
                 .map_err(|_| bad(format!("`{value}` is not {what}")))
         };
         match *key {
             "database.url" => self.database.url = Some(value.to_owned()),
             "database.pool_size" => {
-                self.database.pool_size = Some(number("a number of connections")? as u32)
+                self.database.pool_size = Some(number("a number of connections")?)
             }
             "engine.poll_interval" => self.engine.poll_interval = duration()?,
             "engine.visibility_grace" => self.engine.visibility_grace = duration()?,
             "worker.queues" => self.worker.queues = list(),
             "worker.concurrency" => self.worker.concurrency = number("a number of steps")? as usize,
             "api.listen" => self.api.listen = value.to_owned(),
-            "api.tokens" => self.api.tokens = list(),
+            "api.tokens" => {
+                // A blank secret must not turn authentication off without a word.
+                self.api.tokens = list();
+                if self.api.tokens.is_empty() {
+                    return Err(bad(
+                        "set but empty; unset it to serve without authentication".into(),
+                    ));
+                }
+            }
             "api.body_limit" => self.api.body_limit = value.parse().map_err(bad)?,
             "metrics.listen" => self.metrics.listen = Some(value.to_owned()),
             "memory.high_watermark" => {
@@ -516,6 +524,17 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.starts_with("api.listen:"), "{e}");
+        let e = Config::load(None, env(&[("TASKER_API_TOKENS", " ")]))
+            .unwrap_err()
+            .0;
+        assert!(
+            e.starts_with("TASKER_API_TOKENS (key api.tokens): set but empty"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("TASKER_DATABASE_POOL_SIZE", "4294967297")]))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("not a number of connections"), "{e}");
         let e = Config::load(None, env(&[("TASKER_LOG_FORMAT", "xml")]))
             .unwrap_err()
             .0;

@@ -62,6 +62,10 @@ impl<S: Store> Consumer<S> {
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
                 _ = shutdown.changed() => break,
             };
+            if *self.paused.borrow() {
+                // Paused while every slot was busy: wait at the top of the loop.
+                continue;
+            }
             let notified = (self.wakeup)(self.store.wakeups()).notified();
             tokio::pin!(notified);
             notified.as_mut().enable();

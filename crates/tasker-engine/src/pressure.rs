@@ -56,6 +56,11 @@ pub(crate) async fn watch_memory<S>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        if *shared.paused.borrow() {
+            // glibc keeps freed memory; hand it back so the sample can fall below the
+            // low watermark once the work that needed it is done.
+            release_free_memory();
+        }
         if let Some(bytes) = (limits.sampler.0)() {
             let paused = *shared.paused.borrow();
             if !paused && bytes > limits.high_watermark {
@@ -82,3 +87,18 @@ pub(crate) async fn watch_memory<S>(
         }
     }
 }
+
+/// Returns the allocator's free memory to the system (glibc's `malloc_trim`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: malloc_trim takes a byte count and only releases free heap pages.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}

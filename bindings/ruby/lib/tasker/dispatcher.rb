@@ -19,7 +19,12 @@ module Tasker
       workers = Array.new([threads, 1].max) do
         Thread.new do
           while (step = session.next_job)
-            perform(step)
+            begin
+              perform(step)
+            rescue StandardError => e
+              # Reporting the outcome failed: the step runs again after its timeout.
+              warn "tasker: could not report step #{step.step_id}: #{e.class}: #{e.message}"
+            end
           end
         end
       end
@@ -40,7 +45,7 @@ module Tasker
 
       # Past its timeout the engine records the attempt as failed; the handler is
       # interrupted so that its thread serves the next step.
-      result = Timeout.timeout(step.timeout, StepTimeout) { klass.new.call(step) }
+      result = Timeout.timeout(step.send(:native_remaining), StepTimeout) { klass.new.call(step) }
       begin
         step.send(:native_succeed, result)
       rescue SerializationError => e

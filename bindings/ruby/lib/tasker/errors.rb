@@ -7,6 +7,10 @@ module Tasker
     attr_reader :retry_after
 
     def initialize(message = nil, retry_after: nil)
+      unless retry_after.nil? || (retry_after.is_a?(Numeric) && retry_after.to_f.finite? && retry_after >= 0)
+        raise ArgumentError, "retry_after must be a number of seconds >= 0, got #{retry_after.inspect}"
+      end
+
       super(message)
       @retry_after = retry_after
     end

@@ -99,3 +99,10 @@ module Specs
     end
   end
 end
+
+module Specs
+  # Has `call` but is no Tasker::StepHandler: a template cannot name it.
+  class NotAHandler
+    def call(_step) = { "ran" => true }
+  end
+end

@@ -75,15 +75,17 @@ RSpec.shared_examples "the reference workflows" do
     expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 15
   end
 
-  it "fails a step whose handler names no Ruby class, saying which" do
+  it "fails a step whose handler names no StepHandler class, saying which" do
     path = Specs.write_template(
       { "namespace" => "ruby_examples", "name" => "unknown", "version" => "1.0.0",
-        "steps" => [{ "name" => "a", "handler" => "Specs::NoSuchHandler" }] }, @tmp
+        "steps" => [{ "name" => "a", "handler" => "Specs::NoSuchHandler" },
+                    { "name" => "b", "handler" => "Specs::NotAHandler" }] }, @tmp
     )
     result = run_task(path, {})
     expect(result.state).to eq("error")
-    expect(result.step("a").attempts).to eq(1)
+    expect(result.steps.map(&:attempts)).to eq([1, 1])
     expect(result.step("a").error).to include("no Ruby handler named `Specs::NoSuchHandler`")
+    expect(result.step("b").error).to include("no Ruby handler named `Specs::NotAHandler`")
   end
 
   it "fails a step whose result cannot become JSON, naming the path" do
