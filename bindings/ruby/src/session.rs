@@ -48,15 +48,8 @@ pub fn block_on<T>(ruby: &Ruby, work: impl Future<Output = T>) -> Result<T, Erro
 
 /// Loads exactly one template from a file.
 pub fn load_template(ruby: &Ruby, path: &str) -> Result<TaskTemplate, Error> {
-    let mut templates = tasker_core::template::load_path(std::path::Path::new(path))
-        .map_err(|e| errors::template(ruby, e))?;
-    match templates.len() {
-        1 => Ok(templates.remove(0)),
-        n => Err(errors::template(
-            ruby,
-            format!("{path} holds {n} templates; give the file of the one to run"),
-        )),
-    }
+    tasker_core::template::load_one(std::path::Path::new(path))
+        .map_err(|e| errors::template(ruby, e))
 }
 
 /// Built-in handlers first; every other name goes to a Ruby thread.

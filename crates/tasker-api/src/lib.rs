@@ -14,7 +14,8 @@ mod probes;
 mod tasks;
 mod templates;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use tasker_core::store::Store;
+use tasker_core::template::TaskTemplate;
 use tasker_engine::Engine;
 
 pub use axum::Router;
@@ -60,6 +62,19 @@ pub struct ApiConfig {
 pub struct AppState<S> {
     engine: Engine<S>,
     tokens: Arc<[String]>,
+    /// Registered templates parsed once, by `namespace/name@version`: versions are
+    /// immutable, so a parsed one never goes stale.
+    templates: Arc<Mutex<HashMap<String, Arc<TaskTemplate>>>>,
+}
+
+impl<S> AppState<S> {
+    fn new(engine: Engine<S>, tokens: Vec<String>) -> Self {
+        Self {
+            engine,
+            tokens: tokens.into(),
+            templates: Arc::default(),
+        }
+    }
 }
 
 impl<S> Clone for AppState<S> {
@@ -67,16 +82,14 @@ impl<S> Clone for AppState<S> {
         Self {
             engine: self.engine.clone(),
             tokens: self.tokens.clone(),
+            templates: self.templates.clone(),
         }
     }
 }
 
 /// The whole API.
 pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
-    let state = AppState {
-        engine,
-        tokens: config.tokens.into(),
-    };
+    let state = AppState::new(engine, config.tokens);
     let v1 = Router::new()
         .route("/v1/tasks", post(tasks::create::<S>).get(tasks::list::<S>))
         .route("/v1/tasks/{id}", get(tasks::get::<S>))
@@ -103,10 +116,7 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
 
 /// `/health`, `/ready` and `/metrics` alone, for orchestrator and worker processes.
 pub fn probes_router<S: Store>(engine: Engine<S>) -> Router {
-    let state = AppState {
-        engine,
-        tokens: Arc::new([]),
-    };
+    let state = AppState::new(engine, Vec::new());
     probes().fallback(no_route).with_state(state)
 }
 

@@ -1,5 +1,7 @@
 //! `/v1/tasks` and `/v1/steps`: create, inspect, list, cancel, retry, resolve.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -59,13 +61,27 @@ pub async fn create<S: Store>(
     ))
 }
 
-/// The registered template, the newest version if none is named.
+/// The registered template, the newest version if none is named. A named version is
+/// parsed once and then served from the state's cache.
 async fn find_template<S: Store>(
     state: &AppState<S>,
     namespace: &str,
     name: &str,
     version: Option<&str>,
-) -> Result<TaskTemplate, ApiError> {
+) -> Result<Arc<TaskTemplate>, ApiError> {
+    let cached = |key: &str| {
+        state
+            .templates
+            .lock()
+            .expect("template cache")
+            .get(key)
+            .cloned()
+    };
+    if let Some(v) = version
+        && let Some(t) = cached(&format!("{namespace}/{name}@{v}"))
+    {
+        return Ok(t);
+    }
     let all = state.engine.store().template_list().await?;
     let found = all
         .iter()
@@ -82,8 +98,19 @@ async fn find_template<S: Store>(
             format!("no template {what} is registered (POST /v1/templates registers one)"),
         ));
     };
-    parse_template(&record.definition, "stored template")
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+    let key = format!("{}/{}@{}", record.namespace, record.name, record.version);
+    if let Some(t) = cached(&key) {
+        return Ok(t);
+    }
+    let parsed = parse_template(&record.definition, "stored template")
+        .map(Arc::new)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    state
+        .templates
+        .lock()
+        .expect("template cache")
+        .insert(key, parsed.clone());
+    Ok(parsed)
 }
 
 fn newest(a: &str, b: &str) -> std::cmp::Ordering {

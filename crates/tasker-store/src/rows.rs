@@ -2,7 +2,7 @@
 //! database and `RawValue` in memory, never a `Value` tree.
 
 use serde_json::value::RawValue;
-use tasker_core::store::{StepRecord, StoreError, TemplateRecord};
+use tasker_core::store::{QueueDepth, StepRecord, StoreError, TemplateRecord};
 use tasker_core::time::Timestamp;
 
 /// Wraps stored JSON text without copying it (the text is checked, not rebuilt).
@@ -37,5 +37,13 @@ pub(crate) fn template(row: (String, String, String, String, i64)) -> TemplateRe
         version,
         definition,
         created_at: Timestamp(created_at),
+    }
+}
+
+/// A (queue, message count) row.
+pub(crate) fn queue_depth((queue, messages): (String, i64)) -> QueueDepth {
+    QueueDepth {
+        queue,
+        messages: messages.max(0) as u64,
     }
 }

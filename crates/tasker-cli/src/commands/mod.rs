@@ -216,14 +216,7 @@ pub async fn dispatch(
 
 /// Loads exactly one template from a file.
 pub fn load_one(path: &Path) -> Result<TaskTemplate, CliError> {
-    let mut templates = tasker_core::template::load_path(path).map_err(CliError::bad)?;
-    match templates.len() {
-        1 => Ok(templates.remove(0)),
-        n => Err(CliError::BadInput(format!(
-            "{} holds {n} templates; give the file of the one to run",
-            path.display()
-        ))),
-    }
+    tasker_core::template::load_one(path).map_err(CliError::bad)
 }
 
 /// The context from `--context` or `--context-file`; `{}` when neither is given.

@@ -165,6 +165,19 @@ pub fn parse_template(source: &str, file: &str) -> Result<TaskTemplate, Template
 
 /// Loads a template file, or every `*.yaml` / `*.yml` file of a directory (sorted by
 /// name). All problems of all files are reported together.
+/// Loads exactly one template from a file (a directory or a multi-template path is an
+/// error that says to name one file).
+pub fn load_one(path: &Path) -> Result<TaskTemplate, TemplateErrors> {
+    let mut templates = load_path(path)?;
+    match templates.len() {
+        1 => Ok(templates.remove(0)),
+        n => Err(TemplateErrors::one(TemplateError::file(
+            &path.display().to_string(),
+            format!("holds {n} templates; give the file of the one to run"),
+        ))),
+    }
+}
+
 pub fn load_path(path: &Path) -> Result<Vec<TaskTemplate>, TemplateErrors> {
     let file_name = path.display().to_string();
     let mut files = Vec::new();

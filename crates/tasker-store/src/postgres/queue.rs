@@ -149,13 +149,7 @@ pub(crate) async fn depths(pool: &PgPool) -> StoreResult<Vec<QueueDepth>> {
             .fetch_all(pool)
             .await
             .map_err(db)?;
-    Ok(rows
-        .into_iter()
-        .map(|(queue, n)| QueueDepth {
-            queue,
-            messages: n.max(0) as u64,
-        })
-        .collect())
+    Ok(rows.into_iter().map(crate::rows::queue_depth).collect())
 }
 
 /// Reads with pgmq and, in the same statement, the time the earliest of the queue's

@@ -90,13 +90,7 @@ pub(crate) async fn depths(pool: &SqlitePool) -> StoreResult<Vec<QueueDepth>> {
             .fetch_all(pool)
             .await
             .map_err(db)?;
-    Ok(rows
-        .into_iter()
-        .map(|(queue, n)| QueueDepth {
-            queue,
-            messages: n.max(0) as u64,
-        })
-        .collect())
+    Ok(rows.into_iter().map(crate::rows::queue_depth).collect())
 }
 
 /// Reads visible messages, and when the earliest of the queue's other messages shows.
