@@ -162,9 +162,13 @@ pub struct MetricsArgs {
 /// Options of `tasker bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// linear4, diamond, fanout100 or chain50.
+    /// linear4, diamond, fanout100, chain50, or chain / fanout of `--steps` steps.
     #[arg(long, default_value = "diamond")]
     pub shape: String,
+    /// Steps per task of `--shape chain` (a line) or `--shape fanout` (a root, the
+    /// leaves, a join).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Tasks to run.
     #[arg(long, default_value_t = 200)]
     pub tasks: usize,

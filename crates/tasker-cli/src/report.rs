@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use tasker_core::duration::HumanDuration;
-use tasker_core::store::{TaskDetail, TaskRecord};
+use tasker_core::store::{TaskDetail, TaskProgress, TaskRecord};
 
 /// `namespace/name@version`.
 pub fn template_of(task: &TaskRecord) -> String {
@@ -72,18 +72,11 @@ pub fn json(detail: &TaskDetail) -> String {
     detail.to_json()
 }
 
-/// `done/total` and what is running, for a live progress line.
-pub fn progress(detail: &TaskDetail) -> String {
-    let done = detail.steps.iter().filter(|s| s.state.is_done()).count();
-    let running: Vec<&str> = detail
-        .steps
-        .iter()
-        .filter(|s| s.state == tasker_core::StepState::InProgress)
-        .map(|s| s.name.as_str())
-        .collect();
-    let mut line = format!("[{done}/{}] steps done", detail.steps.len());
-    if !running.is_empty() {
-        let _ = write!(line, " · running: {}", running.join(", "));
+/// `done/total` and how many steps are queued or running, for a live progress line.
+pub fn progress(p: &TaskProgress) -> String {
+    let mut line = format!("[{}/{}] steps done", p.done, p.steps);
+    if p.active > 0 {
+        let _ = write!(line, " · {} queued or running", p.active);
     }
     line
 }

@@ -1,8 +1,17 @@
 //! Readiness: which steps of one task may run now, and whether the task is finished.
-//! A pure function of that task's step states and edges, evaluated whenever something
-//! happens to the task (never a scan of all open tasks). Stores call it inside the
-//! transaction that changed a step, with the task serialized, so two parents finishing
-//! together cannot both miss, or both enqueue, their child.
+//!
+//! Stores apply it **incrementally**, inside the transaction that changed a step, with
+//! the task serialized (so two parents finishing together cannot both miss, or both
+//! enqueue, their child):
+//!
+//! - each step keeps the count of its parents that are not done; when a step becomes
+//!   done its children's counts drop by one, and a pending child at zero is
+//!   [`released`] — a completion costs its own edges, not the task's size;
+//! - each task keeps its [`Progress`] counters, shifted with every step move, which
+//!   give its [`Outcome`] without reading its steps.
+//!
+//! [`evaluate`] is the same rule over a whole task at once: the specification the
+//! incremental form is property-tested against.
 
 use crate::state::StepState;
 
@@ -25,17 +34,12 @@ pub struct Evaluation {
     pub outcome: Outcome,
 }
 
-/// Evaluates one task. `states[i]` is the state of the step at position `i`;
-/// `edges` are `(parent, child)` pairs of positions.
+/// Evaluates one task from scratch. `states[i]` is the state of the step at position
+/// `i`; `edges` are `(parent, child)` pairs of positions.
 pub fn evaluate(states: &[StepState], edges: &[(usize, usize)]) -> Evaluation {
-    let mut waiting_on = vec![0u32; states.len()];
-    for &(parent, child) in edges {
-        if !states[parent].is_done() {
-            waiting_on[child] += 1;
-        }
-    }
+    let waiting_on = waiting_on(states, edges);
     let ready: Vec<usize> = (0..states.len())
-        .filter(|&i| states[i] == StepState::Pending && waiting_on[i] == 0)
+        .filter(|&i| released(states[i], waiting_on[i]))
         .collect();
     let outcome = if states.iter().all(|s| s.is_done()) {
         Outcome::Complete
@@ -45,6 +49,66 @@ pub fn evaluate(states: &[StepState], edges: &[(usize, usize)]) -> Evaluation {
         Outcome::Running
     };
     Evaluation { ready, outcome }
+}
+
+/// For each step, how many of its parents are not done.
+pub fn waiting_on(states: &[StepState], edges: &[(usize, usize)]) -> Vec<u32> {
+    let mut waiting_on = vec![0u32; states.len()];
+    for &(parent, child) in edges {
+        if !states[parent].is_done() {
+            waiting_on[child] += 1;
+        }
+    }
+    waiting_on
+}
+
+/// Whether a step may be enqueued now: pending, with no parent left to finish.
+pub fn released(state: StepState, waiting_on: u32) -> bool {
+    state == StepState::Pending && waiting_on == 0
+}
+
+/// A task's counters, kept in its row: they change with each step move
+/// ([`Progress::shift`]) and tell the task's outcome without a scan of its steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Steps neither complete nor resolved.
+    pub left: u32,
+    /// Steps enqueued, in progress or waiting to retry.
+    pub active: u32,
+}
+
+impl Progress {
+    /// The counters of a task whose steps are in `states`.
+    pub fn of(states: &[StepState]) -> Self {
+        let mut p = Progress::default();
+        for s in states {
+            p.left += u32::from(!s.is_done());
+            p.active += u32::from(s.is_active());
+        }
+        p
+    }
+
+    /// Accounts for one step moving from `from` to `to`.
+    pub fn shift(&mut self, from: StepState, to: StepState) {
+        let count = |was: bool, is: bool, n: &mut u32| match (was, is) {
+            (false, true) => *n += 1,
+            (true, false) => *n = n.saturating_sub(1),
+            _ => {}
+        };
+        count(!from.is_done(), !to.is_done(), &mut self.left);
+        count(from.is_active(), to.is_active(), &mut self.active);
+    }
+
+    /// The task's outcome once the steps released by the same change are enqueued.
+    pub fn outcome(self) -> Outcome {
+        if self.left == 0 {
+            Outcome::Complete
+        } else if self.active == 0 {
+            Outcome::Failed
+        } else {
+            Outcome::Running
+        }
+    }
 }
 
 /// Pending steps that can never run because an ancestor failed or was cancelled.
@@ -72,6 +136,7 @@ pub fn blocked(states: &[StepState], edges: &[(usize, usize)]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::StepEvent;
     use StepState::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
@@ -157,7 +222,131 @@ mod tests {
         out
     }
 
+    /// The incremental rule as a store applies it, on a task held in memory.
+    struct Incremental {
+        states: Vec<StepState>,
+        waiting_on: Vec<u32>,
+        children: Vec<Vec<usize>>,
+        progress: Progress,
+    }
+
+    impl Incremental {
+        fn new(n: usize, edges: &[(usize, usize)]) -> Self {
+            let mut children = vec![Vec::new(); n];
+            let mut waiting_on = vec![0; n];
+            for &(p, c) in edges {
+                children[p].push(c);
+                waiting_on[c] += 1;
+            }
+            Incremental {
+                states: vec![Pending; n],
+                waiting_on,
+                children,
+                progress: Progress {
+                    left: n as u32,
+                    active: 0,
+                },
+            }
+        }
+
+        /// Applies `event` to step `i`; returns the children it released.
+        fn apply(&mut self, i: usize, event: StepEvent) -> Vec<usize> {
+            let from = self.states[i];
+            let to = from.apply(event).unwrap();
+            self.states[i] = to;
+            self.progress.shift(from, to);
+            let mut out = Vec::new();
+            if !from.is_done() && to.is_done() {
+                for &c in &self.children[i] {
+                    self.waiting_on[c] -= 1;
+                    if released(self.states[c], self.waiting_on[c]) {
+                        out.push(c);
+                    }
+                }
+            }
+            out.sort_unstable();
+            out
+        }
+
+        /// Every event that may happen now, by step.
+        fn possible(&self, task_failed: bool) -> Vec<(usize, StepEvent)> {
+            use StepEvent as E;
+            let mut out = Vec::new();
+            for (i, s) in self.states.iter().enumerate() {
+                let events: &[StepEvent] = match s {
+                    Enqueued => &[E::Start, E::DeadLetter],
+                    InProgress => &[
+                        E::Succeed,
+                        E::Succeed,
+                        E::FailRetryable,
+                        E::FailPermanent,
+                        E::Reclaim,
+                    ],
+                    WaitingForRetry => &[E::RetryDue],
+                    // An operator resolves a failed step at any time, retries only a failed task.
+                    Error if task_failed => &[E::Resolve, E::Retry],
+                    Error => &[E::Resolve],
+                    _ => &[],
+                };
+                out.extend(events.iter().map(|&e| (i, e)));
+            }
+            out
+        }
+    }
+
+    /// Checks the incremental state against a full evaluation, enqueues what was
+    /// released, and returns the outcome.
+    fn check_and_enqueue(
+        inc: &mut Incremental,
+        edges: &[(usize, usize)],
+        released: Vec<usize>,
+    ) -> Result<Outcome, TestCaseError> {
+        let full = evaluate(&inc.states, edges);
+        prop_assert_eq!(
+            &released,
+            &full.ready,
+            "released = ready by full evaluation"
+        );
+        prop_assert_eq!(&inc.waiting_on, &waiting_on(&inc.states, edges));
+        for r in released {
+            prop_assert!(inc.apply(r, StepEvent::Enqueue).is_empty());
+        }
+        prop_assert_eq!(inc.progress, Progress::of(&inc.states));
+        let outcome = inc.progress.outcome();
+        prop_assert_eq!(outcome, evaluate(&inc.states, edges).outcome);
+        Ok(outcome)
+    }
+
     proptest! {
+        #[test]
+        fn incremental_readiness_equals_full_evaluation(
+            (n, edges) in dags(),
+            picks in prop::collection::vec(0usize..1000, 1..120),
+            cancel_at in prop::option::of(0usize..120),
+        ) {
+            let mut inc = Incremental::new(n, &edges);
+            let roots: Vec<usize> = (0..n).filter(|&i| released(inc.states[i], inc.waiting_on[i])).collect();
+            let mut outcome = check_and_enqueue(&mut inc, &edges, roots)?;
+            for (round, pick) in picks.iter().enumerate() {
+                if cancel_at == Some(round) {
+                    for i in 0..n {
+                        if inc.states[i].apply(StepEvent::Cancel).is_ok() {
+                            prop_assert!(inc.apply(i, StepEvent::Cancel).is_empty());
+                        }
+                    }
+                    check_and_enqueue(&mut inc, &edges, Vec::new())?;
+                    break;
+                }
+                let possible = inc.possible(outcome == Outcome::Failed);
+                if possible.is_empty() {
+                    break;
+                }
+                let (i, event) = possible[pick % possible.len()];
+                let released = inc.apply(i, event);
+                outcome = check_and_enqueue(&mut inc, &edges, released)?;
+            }
+        }
+
         #[test]
         fn happy_path_runs_every_step_once((n, edges) in dags(), picks in prop::collection::vec(0usize..64, 1..32)) {
             let (states, finished, outcome) = simulate(n, &edges, None, &picks);

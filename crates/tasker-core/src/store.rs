@@ -310,6 +310,18 @@ impl TaskDetail {
     }
 }
 
+/// A task's state and how far its steps have come, read from its row alone: cheap to
+/// ask for at every step of a large task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskProgress {
+    pub state: TaskState,
+    pub steps: u32,
+    /// Complete or resolved.
+    pub done: u32,
+    /// Enqueued, running or waiting to retry.
+    pub active: u32,
+}
+
 /// A registered template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TemplateRecord {
@@ -409,6 +421,12 @@ pub trait Store: Send + Sync + 'static {
     fn task_retry(&self, task_id: TaskId) -> impl Future<Output = StoreResult<usize>> + Send;
 
     fn task_get(&self, task_id: TaskId) -> impl Future<Output = StoreResult<TaskDetail>> + Send;
+
+    /// The task's state and step counts, without reading its steps.
+    fn task_progress(
+        &self,
+        task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<TaskProgress>> + Send;
 
     fn task_list(
         &self,

@@ -50,7 +50,9 @@ use serde_json::value::RawValue;
 use tasker_core::event::{Event, EventBus, EventKind, RecvError};
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::TASK_QUEUE;
-use tasker_core::store::{Store, StoreError, TaskCreateParams, TaskCreated, TaskDetail};
+use tasker_core::store::{
+    Store, StoreError, TaskCreateParams, TaskCreated, TaskDetail, TaskProgress,
+};
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
 use tokio::sync::watch;
@@ -341,18 +343,19 @@ impl<S: Store> Engine<S> {
     }
 
     /// Waits until the task is complete, in error or cancelled, calling `on_progress`
-    /// with its details each time something happened to it.
+    /// each time something happened to it (which reads the task's row, not its steps),
+    /// and returns its details.
     pub async fn wait(
         &self,
         task_id: TaskId,
-        mut on_progress: impl FnMut(&TaskDetail),
+        mut on_progress: impl FnMut(&TaskProgress),
     ) -> Result<TaskDetail, EngineError> {
         let mut events = self.shared.events.subscribe();
         loop {
-            let detail = self.shared.store.task_get(task_id).await?;
-            on_progress(&detail);
-            if detail.task.state.is_final() {
-                return Ok(detail);
+            let progress = self.shared.store.task_progress(task_id).await?;
+            on_progress(&progress);
+            if progress.state.is_final() {
+                return Ok(self.shared.store.task_get(task_id).await?);
             }
             let safety = tokio::time::sleep(self.shared.config.poll_interval);
             tokio::pin!(safety);

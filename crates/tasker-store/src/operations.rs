@@ -7,12 +7,12 @@ use serde_json::value::RawValue;
 use tasker_core::duration::HumanDuration;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart};
-use tasker_core::readiness::{self, Outcome as Readiness};
+use tasker_core::readiness::{self, Outcome as Readiness, Progress};
 use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 
-use crate::primitives::{Move, Outcome, Primitives, StepRow, Transition};
+use crate::primitives::{EvalStep, Move, Outcome, Primitives, StepRow, Transition};
 
 pub(crate) async fn template_register<P: Primitives>(
     p: &mut P,
@@ -84,10 +84,32 @@ pub(crate) async fn task_create<P: Primitives>(
     })
 }
 
-async fn state_of<P: Primitives>(p: &mut P, task_id: TaskId) -> StoreResult<TaskState> {
-    p.task_state(task_id, true)
+/// The task a transaction changes, locked, with its counters: every step move of the
+/// transaction shifts them ([`Task::moved`]), and [`settle`] writes them back.
+struct Task {
+    id: TaskId,
+    state: TaskState,
+    progress: Progress,
+    stored: Progress,
+}
+
+impl Task {
+    fn moved(&mut self, m: &Move<'_>) {
+        self.progress.shift(m.from, m.to);
+    }
+}
+
+async fn lock_task<P: Primitives>(p: &mut P, task_id: TaskId) -> StoreResult<Task> {
+    let (state, progress) = p
+        .task_lock(task_id)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))
+        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+    Ok(Task {
+        id: task_id,
+        state,
+        progress,
+        stored: progress,
+    })
 }
 
 fn step_not_found(step_id: StepId) -> StoreError {
@@ -98,19 +120,20 @@ pub(crate) async fn task_start<P: Primitives>(
     p: &mut P,
     params: TaskStartParams,
 ) -> StoreResult<TaskStarted> {
-    let state = state_of(p, params.task_id).await?;
+    let mut task = lock_task(p, params.task_id).await?;
     let mut started = TaskStarted {
         started: false,
         enqueued: 0,
-        state,
+        state: task.state,
     };
-    if state == TaskState::Pending {
-        let state = move_task(p, params.task_id, state, TaskEvent::Start, "started").await?;
-        let (enqueued, state) = settle(p, params.task_id, state).await?;
+    if task.state == TaskState::Pending {
+        move_task(p, &mut task, TaskEvent::Start, "started").await?;
+        let roots = p.steps_unblocked(task.id).await?;
+        let enqueued = settle(p, &mut task, roots).await?;
         started = TaskStarted {
             started: true,
             enqueued,
-            state,
+            state: task.state,
         };
     }
     p.queue_delete(TASK_QUEUE, params.msg_id).await?;
@@ -122,8 +145,8 @@ pub(crate) async fn task_cancel<P: Primitives>(
     task_id: TaskId,
     reason: &str,
 ) -> StoreResult<TaskState> {
-    let state = state_of(p, task_id).await?;
-    state.apply(TaskEvent::Cancel)?;
+    let mut task = lock_task(p, task_id).await?;
+    task.state.apply(TaskEvent::Cancel)?;
     for step in p.steps_of_task(task_id).await? {
         if let Ok(to) = step.state.apply(StepEvent::Cancel) {
             let m = Move {
@@ -134,19 +157,23 @@ pub(crate) async fn task_cancel<P: Primitives>(
                 reason,
             };
             check_moved(p.step_move(m).await?, &m)?;
+            task.moved(&m);
         }
     }
-    move_task(p, task_id, state, TaskEvent::Cancel, reason).await
+    move_task(p, &mut task, TaskEvent::Cancel, reason).await?;
+    settle(p, &mut task, Vec::new()).await?;
+    Ok(task.state)
 }
 
 pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> StoreResult<usize> {
-    let state = state_of(p, task_id).await?;
-    if state != TaskState::Error {
+    let mut task = lock_task(p, task_id).await?;
+    if task.state != TaskState::Error {
         return Err(StoreError::Conflict(format!(
-            "task {task_id} is {state}: only a task in error can be retried"
+            "task {task_id} is {}: only a task in error can be retried",
+            task.state
         )));
     }
-    move_task(p, task_id, state, TaskEvent::Resume, "operator retry").await?;
+    move_task(p, &mut task, TaskEvent::Resume, "operator retry").await?;
     let mut enqueued = 0;
     for step in p.steps_of_task(task_id).await? {
         if step.state == StepState::Error {
@@ -158,11 +185,13 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
                 reason: "operator retry",
             };
             check_moved(p.step_reset(m).await?, &m)?;
+            task.moved(&m);
             let message = step_message(task_id, step.id, &step.handler, 1);
             p.queue_send(&step.queue, &message, Duration::ZERO).await?;
             enqueued += 1;
         }
     }
+    settle(p, &mut task, Vec::new()).await?;
     Ok(enqueued)
 }
 
@@ -170,6 +199,7 @@ pub(crate) async fn step_start<P: Primitives>(
     p: &mut P,
     params: StepStartParams<'_>,
 ) -> StoreResult<StepStart> {
+    // No task lock: starting a step changes none of the task's counters.
     let step = p
         .step_get(params.step_id, false)
         .await?
@@ -229,7 +259,7 @@ async fn dead_letter<P: Primitives>(
     params: StepStartParams<'_>,
     task_id: TaskId,
 ) -> StoreResult<StepStart> {
-    let task_state = state_of(p, task_id).await?;
+    let mut task = lock_task(p, task_id).await?;
     let step = p
         .step_get(params.step_id, true)
         .await?
@@ -255,7 +285,8 @@ async fn dead_letter<P: Primitives>(
         error: Some(&reason),
     };
     check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
-    settle(p, task_id, task_state).await?;
+    task.moved(&m);
+    settle(p, &mut task, Vec::new()).await?;
     Ok(StepStart::DeadLettered {
         attempts: step.attempts,
     })
@@ -265,7 +296,7 @@ pub(crate) async fn step_finish<P: Primitives>(
     p: &mut P,
     params: StepFinishParams<'_>,
 ) -> StoreResult<StepFinished> {
-    let task_state = state_of(p, params.task_id).await?;
+    let mut task = lock_task(p, params.task_id).await?;
     let step: StepRow = p
         .step_get(params.step_id, true)
         .await?
@@ -310,20 +341,22 @@ pub(crate) async fn step_finish<P: Primitives>(
         reason: &reason,
     };
     check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
+    task.moved(&m);
     if let StepOutcome::Retry { delay, .. } = params.outcome {
         let message = step_message(task_id, params.step_id, &step.handler, step.attempts + 1);
         p.queue_send(&step.queue, &message, delay).await?;
         return Ok(StepFinished::Applied {
             step_state: m.to,
             enqueued: 0,
-            task_state,
+            task_state: task.state,
         });
     }
-    let (enqueued, task_state) = settle(p, task_id, task_state).await?;
+    let ready = release(p, &m, step.position).await?;
+    let enqueued = settle(p, &mut task, ready).await?;
     Ok(StepFinished::Applied {
         step_state: m.to,
         enqueued,
-        task_state,
+        task_state: task.state,
     })
 }
 
@@ -337,7 +370,7 @@ pub(crate) async fn step_resolve<P: Primitives>(
         .await?
         .ok_or_else(|| step_not_found(step_id))?
         .task_id;
-    let mut task_state = state_of(p, task_id).await?;
+    let mut task = lock_task(p, task_id).await?;
     let step = p
         .step_get(step_id, true)
         .await?
@@ -354,77 +387,95 @@ pub(crate) async fn step_resolve<P: Primitives>(
         error: None,
     };
     check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
-    if task_state == TaskState::Error {
+    task.moved(&m);
+    if task.state == TaskState::Error {
         let reason = format!("step `{}` resolved by an operator", step.name);
-        task_state = move_task(p, task_id, task_state, TaskEvent::Resume, &reason).await?;
+        move_task(p, &mut task, TaskEvent::Resume, &reason).await?;
     }
-    Ok(settle(p, task_id, task_state).await?.1)
+    let ready = release(p, &m, step.position).await?;
+    settle(p, &mut task, ready).await?;
+    Ok(task.state)
 }
 
-/// Evaluates the task's readiness and applies it: enqueues the steps that became
-/// ready and, if the task is finished, completes or fails it. Does nothing unless the
-/// task is in progress. Returns the number of steps enqueued and the task's state.
+/// The children a step's move released: if it became done, each child waits on one
+/// parent less, and those waiting on none are ready. Costs the step's own edges.
+async fn release<P: Primitives>(
+    p: &mut P,
+    m: &Move<'_>,
+    position: u32,
+) -> StoreResult<Vec<EvalStep>> {
+    if m.from.is_done() || !m.to.is_done() {
+        return Ok(Vec::new());
+    }
+    let mut children = p.step_release_children(m.task_id, position).await?;
+    children.retain(|c| readiness::released(c.state, c.waiting_on));
+    children.sort_unstable_by_key(|c| c.position);
+    Ok(children)
+}
+
+/// Applies a change to the task: enqueues the `ready` steps and, if the task is
+/// finished, completes or fails it — all only while it is in progress — and writes its
+/// counters. Returns the number of steps enqueued.
 async fn settle<P: Primitives>(
     p: &mut P,
-    task_id: TaskId,
-    task_state: TaskState,
-) -> StoreResult<(usize, TaskState)> {
-    if task_state != TaskState::InProgress {
-        return Ok((0, task_state));
-    }
-    let steps = p.steps_of_task(task_id).await?;
-    let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
-    let edges: Vec<(usize, usize)> = steps
-        .iter()
-        .enumerate()
-        .flat_map(|(child, s)| s.parents.iter().map(move |&parent| (parent, child)))
-        .collect();
-    let eval = readiness::evaluate(&states, &edges);
-    if !eval.ready.is_empty() {
-        StepState::Pending.apply(StepEvent::Enqueue)?;
-        let ids: Vec<StepId> = eval.ready.iter().map(|&i| steps[i].id).collect();
-        let moved = p.steps_enqueue(task_id, &ids, "dependencies done").await?;
-        if moved != ids.len() as u64 {
-            return Err(StoreError::Conflict(format!(
-                "task {task_id}: a ready step was no longer pending"
-            )));
+    task: &mut Task,
+    ready: Vec<EvalStep>,
+) -> StoreResult<usize> {
+    let mut enqueued = 0;
+    if task.state == TaskState::InProgress {
+        enqueued = ready.len();
+        if !ready.is_empty() {
+            enqueue(p, task, &ready).await?;
         }
-        // One batch per queue, in the order the steps were made ready.
-        let mut batches: Vec<(&str, Vec<StepMessage<'_>>)> = Vec::new();
-        for &i in &eval.ready {
-            let s = &steps[i];
-            let message = step_message(task_id, s.id, &s.handler, s.attempts + 1);
-            match batches.iter_mut().find(|(queue, _)| *queue == &*s.queue) {
-                Some((_, messages)) => messages.push(message),
-                None => batches.push((&s.queue, vec![message])),
+        match task.progress.outcome() {
+            Readiness::Complete => {
+                move_task(p, task, TaskEvent::Complete, "all steps complete").await?;
             }
-        }
-        for (queue, messages) in &batches {
-            p.queue_send_batch(queue, messages).await?;
+            Readiness::Failed => {
+                let failed = p.task_failed_step(task.id).await?;
+                let reason = format!(
+                    "step `{}` failed and nothing else can progress",
+                    failed.as_deref().unwrap_or("?")
+                );
+                move_task(p, task, TaskEvent::Fail, &reason).await?;
+            }
+            Readiness::Running => {}
         }
     }
-    let state = match eval.outcome {
-        Readiness::Complete => {
-            move_task(
-                p,
-                task_id,
-                task_state,
-                TaskEvent::Complete,
-                "all steps complete",
-            )
-            .await?
+    if task.progress != task.stored {
+        p.task_set_progress(task.id, task.progress).await?;
+        task.stored = task.progress;
+    }
+    Ok(enqueued)
+}
+
+/// Moves the `ready` steps to enqueued and sends their messages, one batch per queue.
+async fn enqueue<P: Primitives>(p: &mut P, task: &mut Task, ready: &[EvalStep]) -> StoreResult<()> {
+    let to = StepState::Pending.apply(StepEvent::Enqueue)?;
+    let ids: Vec<StepId> = ready.iter().map(|s| s.id).collect();
+    let moved = p.steps_enqueue(task.id, &ids, "dependencies done").await?;
+    if moved != ids.len() as u64 {
+        return Err(StoreError::Conflict(format!(
+            "task {}: a ready step was no longer pending",
+            task.id
+        )));
+    }
+    for _ in ready {
+        task.progress.shift(StepState::Pending, to);
+    }
+    // One batch per queue, in the order the steps were made ready.
+    let mut batches: Vec<(&str, Vec<StepMessage<'_>>)> = Vec::new();
+    for s in ready {
+        let message = step_message(task.id, s.id, &s.handler, s.attempts + 1);
+        match batches.iter_mut().find(|(queue, _)| *queue == &*s.queue) {
+            Some((_, messages)) => messages.push(message),
+            None => batches.push((&s.queue, vec![message])),
         }
-        Readiness::Failed => {
-            let failed = steps
-                .iter()
-                .find(|s| s.state == StepState::Error)
-                .map_or("a step", |s| &*s.name);
-            let reason = format!("step `{failed}` failed and nothing else can progress");
-            move_task(p, task_id, task_state, TaskEvent::Fail, &reason).await?
-        }
-        Readiness::Running => task_state,
-    };
-    Ok((eval.ready.len(), state))
+    }
+    for (queue, messages) in &batches {
+        p.queue_send_batch(queue, messages).await?;
+    }
+    Ok(())
 }
 
 fn step_message(task_id: TaskId, step_id: StepId, handler: &str, attempt: u32) -> StepMessage<'_> {
@@ -436,21 +487,22 @@ fn step_message(task_id: TaskId, step_id: StepId, handler: &str, attempt: u32) -
     }
 }
 
-/// Applies `event` to a task in state `from`: compare-and-set plus transition.
+/// Applies `event` to the task: compare-and-set plus transition.
 async fn move_task<P: Primitives>(
     p: &mut P,
-    task_id: TaskId,
-    from: TaskState,
+    task: &mut Task,
     event: TaskEvent,
     reason: &str,
-) -> StoreResult<TaskState> {
-    let to = from.apply(event)?;
-    if p.task_move(task_id, from, to, reason).await? != 1 {
+) -> StoreResult<()> {
+    let (from, to) = (task.state, task.state.apply(event)?);
+    if p.task_move(task.id, from, to, reason).await? != 1 {
         return Err(StoreError::Conflict(format!(
-            "task {task_id} is no longer {from}"
+            "task {} is no longer {from}",
+            task.id
         )));
     }
-    Ok(to)
+    task.state = to;
+    Ok(())
 }
 
 fn check_moved(rows: u64, m: &Move<'_>) -> StoreResult<()> {

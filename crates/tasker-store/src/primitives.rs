@@ -15,26 +15,28 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::StepMessage;
+use tasker_core::readiness::Progress;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::{StepExecution, StoreResult, Wakeups};
 use tasker_core::template::TaskTemplate;
 
-/// What readiness evaluation and enqueueing need of a step. Names are interned: a
-/// task is evaluated at every completion, and its names repeat.
+/// What readiness and enqueueing need of a step. Names are interned: they repeat in
+/// every task of a template.
 pub(crate) struct EvalStep {
     pub id: StepId,
-    pub name: Arc<str>,
+    pub position: u32,
     pub state: StepState,
     pub handler: Arc<str>,
     pub queue: Arc<str>,
     pub attempts: u32,
-    /// Positions of its parents.
-    pub parents: Vec<usize>,
+    /// How many of its parents are not done.
+    pub waiting_on: u32,
 }
 
 /// A step row, as the operations that change it need it.
 pub(crate) struct StepRow {
     pub task_id: TaskId,
+    pub position: u32,
     pub name: String,
     pub handler: String,
     pub queue: String,
@@ -115,19 +117,32 @@ pub(crate) trait Primitives: Send {
         definition: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// The task's state; `lock` serializes this transaction with others on the task.
-    fn task_state(
+    /// The task's state and counters, locked: this serializes the transaction with
+    /// every other that changes the task.
+    fn task_lock(
         &mut self,
         task_id: TaskId,
-        lock: bool,
-    ) -> impl Future<Output = StoreResult<Option<TaskState>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<(TaskState, Progress)>>> + Send;
+
+    /// Writes the task's counters.
+    fn task_set_progress(
+        &mut self,
+        task_id: TaskId,
+        progress: Progress,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The name of a step of the task in error, the first by position.
+    fn task_failed_step(
+        &mut self,
+        task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
 
     fn task_by_key(
         &mut self,
         key: &str,
     ) -> impl Future<Output = StoreResult<Option<TaskId>>> + Send;
 
-    /// Inserts a pending task with its steps and edges.
+    /// Inserts a pending task with its steps, edges and counters.
     fn task_insert(
         &mut self,
         task_id: TaskId,
@@ -145,10 +160,24 @@ pub(crate) trait Primitives: Send {
         reason: &str,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// The task's steps in position order, with their parents.
+    /// The task's steps in position order (for operator actions on a whole task).
     fn steps_of_task(
         &mut self,
         task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
+
+    /// The task's pending steps with no parent left to finish (its roots, at start).
+    fn steps_unblocked(
+        &mut self,
+        task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
+
+    /// The step at `position` is done: each of its children waits on one parent less.
+    /// Returns the children, after the decrement.
+    fn step_release_children(
+        &mut self,
+        task_id: TaskId,
+        position: u32,
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
 
     /// The step row; `lock` locks it for this transaction. Lock a step only after its

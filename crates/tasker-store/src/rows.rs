@@ -2,6 +2,7 @@
 //! database and `RawValue` in memory, never a `Value` tree.
 
 use serde_json::value::RawValue;
+use tasker_core::readiness::Progress;
 use tasker_core::store::{QueueDepth, StepRecord, StoreError, TemplateRecord};
 use tasker_core::time::Timestamp;
 
@@ -17,6 +18,19 @@ where
 {
     text.parse()
         .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
+}
+
+/// How many parents each step of a new task waits on: all of them.
+pub(crate) fn parent_counts(n: usize, edges: &[(usize, usize)]) -> Vec<u32> {
+    tasker_core::readiness::waiting_on(&vec![tasker_core::StepState::Pending; n], edges)
+}
+
+/// A task's counters as stored.
+pub(crate) fn counters(left: i64, active: i64) -> Progress {
+    Progress {
+        left: left.max(0) as u32,
+        active: active.max(0) as u32,
+    }
 }
 
 /// Fills each step's `depends_on` from `(parent, child)` position pairs, in parent order.

@@ -21,9 +21,30 @@ use super::{Backend, connect_postgres};
 use crate::cli::BenchArgs;
 use crate::{CliError, Outcome};
 
-/// The workflow shapes the harness knows.
-pub fn shape_template(shape: &str) -> Result<TaskTemplate, CliError> {
-    let mut yaml = format!("namespace: bench\nname: {shape}\nversion: 1.0.0\nsteps:\n");
+/// The workflow shapes the harness knows; `chain` and `fanout` take their size from
+/// `steps`, and the others have theirs.
+pub fn shape_template(shape: &str, steps: Option<usize>) -> Result<TaskTemplate, CliError> {
+    let sized = matches!(shape, "chain" | "fanout");
+    let n = match (sized, steps) {
+        (true, Some(n)) if n >= 3 => n,
+        (true, _) => {
+            return Err(CliError::BadInput(format!(
+                "--shape {shape} needs --steps N, at least 3"
+            )));
+        }
+        (false, Some(_)) => {
+            return Err(CliError::BadInput(format!(
+                "--steps is for --shape chain or fanout; {shape} has a fixed size"
+            )));
+        }
+        (false, None) => 0,
+    };
+    let name = if sized {
+        format!("{shape}{n}")
+    } else {
+        shape.to_owned()
+    };
+    let mut yaml = format!("namespace: bench\nname: {name}\nversion: 1.0.0\nsteps:\n");
     let mut step = |name: &str, deps: &[String]| {
         yaml.push_str(&format!(
             "  - {{name: {name}, handler: noop, depends_on: [{}]}}\n",
@@ -40,30 +61,33 @@ pub fn shape_template(shape: &str) -> Result<TaskTemplate, CliError> {
             step(&format!("s{i}"), &deps);
         }
     };
+    let fanout = |n: usize, step: &mut dyn FnMut(&str, &[String])| {
+        step("root", &[]);
+        let leaves: Vec<String> = (0..n).map(|i| format!("leaf{i}")).collect();
+        for leaf in &leaves {
+            step(leaf, &["root".into()]);
+        }
+        step("join", &leaves);
+    };
     match shape {
         "linear4" => chain(4, &mut step),
         "chain50" => chain(50, &mut step),
+        "chain" => chain(n, &mut step),
+        "fanout" => fanout(n - 2, &mut step),
         "diamond" => {
             step("a", &[]);
             step("b", &["a".into()]);
             step("c", &["a".into()]);
             step("d", &["b".into(), "c".into()]);
         }
-        "fanout100" => {
-            step("root", &[]);
-            let leaves: Vec<String> = (0..100).map(|i| format!("leaf{i}")).collect();
-            for leaf in &leaves {
-                step(leaf, &["root".into()]);
-            }
-            step("join", &leaves);
-        }
+        "fanout100" => fanout(100, &mut step),
         other => {
             return Err(CliError::BadInput(format!(
-                "unknown shape `{other}`: use linear4, diamond, fanout100 or chain50"
+                "unknown shape `{other}`: use linear4, diamond, fanout100, chain50, chain or fanout"
             )));
         }
     }
-    parse_template(&yaml, shape).map_err(CliError::failed)
+    parse_template(&yaml, &name).map_err(CliError::failed)
 }
 
 /// Nearest-rank percentiles of a list of durations, in milliseconds.
@@ -122,6 +146,8 @@ struct Report {
     /// One task at a time: the engine's own overhead.
     idle_dispatch_latency: Percentiles,
     idle_task_latency: Percentiles,
+    /// Tasks of the one-at-a-time phase.
+    idle_tasks: usize,
     transactions_per_step: f64,
     transactions_counted: &'static str,
     processes: Vec<ProcessRss>,
@@ -279,8 +305,11 @@ fn no_roles() -> EngineConfig {
     }
 }
 
-/// How many tasks the unloaded latency phase runs, one after another.
-const IDLE_TASKS: usize = 20;
+/// How many tasks the unloaded latency phase runs, one after another: 20, or fewer
+/// of a large shape (about 2,000 steps in all, at least one task).
+fn idle_tasks(template: &TaskTemplate) -> usize {
+    (2000 / template.steps.len()).clamp(1, 20)
+}
 
 /// What one run measured, before it becomes a report.
 struct Run {
@@ -301,7 +330,7 @@ async fn measure<S: Store>(
     let loaded = submit_all(engine, template, args.tasks).await?;
     until_finished(&**engine.store(), Duration::from_millis(20)).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let idle = one_at_a_time(engine, in_process, template, IDLE_TASKS).await?;
+    let idle = one_at_a_time(engine, in_process, template, idle_tasks(template)).await?;
     Ok(Run {
         seconds,
         loaded,
@@ -310,7 +339,7 @@ async fn measure<S: Store>(
 }
 
 pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
-    let template = shape_template(&args.shape)?;
+    let template = shape_template(&args.shape, args.steps)?;
     let report = match Backend::from_args(&args.store)? {
         Backend::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(&path).await.map_err(super::open_error)?);
@@ -397,6 +426,7 @@ async fn report<S: Store>(
         task_latency: percentiles(task_latency),
         idle_dispatch_latency: percentiles(idle_dispatch),
         idle_task_latency: percentiles(idle_task_latency),
+        idle_tasks: run.idle.len(),
         transactions_per_step: transactions / all_steps as f64,
         transactions_counted: counted,
         processes,
@@ -546,7 +576,7 @@ fn print_report(r: &Report) {
     println!("  under load, all {} tasks in flight:", r.tasks);
     println!("    dispatch latency  {}", p(&r.dispatch_latency));
     println!("    task latency      {}", p(&r.task_latency));
-    println!("  one task at a time ({IDLE_TASKS} tasks):");
+    println!("  one task at a time ({} tasks):", r.idle_tasks);
     println!("    dispatch latency  {}", p(&r.idle_dispatch_latency));
     println!("    task latency      {}", p(&r.idle_task_latency));
     println!(

@@ -69,10 +69,11 @@ pub async fn wait<S: Store>(
     let started = Instant::now();
     let mut progress = ProgressLine::new(true);
     loop {
-        let detail = store.task_get(id).await.map_err(store_error)?;
-        progress.show(&report::progress(&detail));
-        if detail.task.state.is_final() {
+        let now = store.task_progress(id).await.map_err(store_error)?;
+        progress.show(&report::progress(&now));
+        if now.state.is_final() {
             progress.finish();
+            let detail = store.task_get(id).await.map_err(store_error)?;
             print!("{}", report::table(&detail));
             return Ok(match detail.task.state {
                 TaskState::Complete => Outcome::Success,
@@ -81,7 +82,7 @@ pub async fn wait<S: Store>(
         }
         if timeout.is_some_and(|t| started.elapsed() >= t) {
             progress.finish();
-            eprintln!("timed out: task {id} is still {}", detail.task.state);
+            eprintln!("timed out: task {id} is still {}", now.state);
             return Ok(Outcome::TimedOut);
         }
         tokio::time::sleep(WAIT_POLL).await;

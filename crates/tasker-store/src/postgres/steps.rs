@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::intern::Interner;
@@ -15,36 +16,84 @@ use super::{Conn, db};
 use crate::primitives::{EvalStep, Move, Outcome, StepRow};
 use crate::rows::{link_parents, parse, raw};
 
+/// The columns of an [`EvalStep`], for `concat!` into static statements.
+macro_rules! eval_columns {
+    () => {
+        "id, position, state, handler, queue, attempts, waiting_on"
+    };
+}
+
+fn eval_step(r: &PgRow) -> StoreResult<EvalStep> {
+    let names = Interner::global();
+    Ok(EvalStep {
+        id: StepId(r.get(0)),
+        position: r.get::<i32, _>(1) as u32,
+        state: parse(r.get::<&str, _>(2))?,
+        handler: names.intern(r.get(3)),
+        queue: names.intern(r.get(4)),
+        attempts: r.get::<i32, _>(5) as u32,
+        waiting_on: r.get::<i32, _>(6).max(0) as u32,
+    })
+}
+
 pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-    let rows = sqlx::query(
-        "SELECT id, name, state, handler, queue, attempts,
-                (SELECT array_agg(parent ORDER BY parent) FROM tasker.step_edges e
-                 WHERE e.task_id = s.task_id AND e.child = s.position)
-         FROM tasker.steps s WHERE task_id = $1 ORDER BY position",
+    const SQL: &str = concat!(
+        "SELECT ",
+        eval_columns!(),
+        " FROM tasker.steps WHERE task_id = $1 ORDER BY position"
+    );
+    let rows = sqlx::query(SQL)
+        .bind(task_id.0)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    rows.iter().map(eval_step).collect()
+}
+
+pub(crate) async fn unblocked(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        eval_columns!(),
+        " FROM tasker.steps",
+        " WHERE task_id = $1 AND state = 'pending' AND waiting_on = 0 ORDER BY position"
+    );
+    let rows = sqlx::query(SQL)
+        .bind(task_id.0)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    rows.iter().map(eval_step).collect()
+}
+
+pub(crate) async fn release_children(
+    conn: &mut Conn,
+    task_id: TaskId,
+    position: u32,
+) -> StoreResult<Vec<EvalStep>> {
+    const SQL: &str = concat!(
+        "UPDATE tasker.steps SET waiting_on = waiting_on - 1",
+        " WHERE task_id = $1 AND position IN",
+        " (SELECT child FROM tasker.step_edges WHERE task_id = $1 AND parent = $2)",
+        " RETURNING ",
+        eval_columns!()
+    );
+    let rows = sqlx::query(SQL)
+        .bind(task_id.0)
+        .bind(position as i32)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    rows.iter().map(eval_step).collect()
+}
+
+pub(crate) async fn first_failed(conn: &mut Conn, task_id: TaskId) -> StoreResult<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT name FROM tasker.steps WHERE task_id = $1 AND state = 'error' ORDER BY position LIMIT 1",
     )
     .bind(task_id.0)
-    .fetch_all(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
-    .map_err(db)?;
-    let names = Interner::global();
-    rows.into_iter()
-        .map(|r| {
-            Ok(EvalStep {
-                id: StepId(r.get(0)),
-                name: names.intern(r.get(1)),
-                state: parse(r.get::<&str, _>(2))?,
-                handler: names.intern(r.get(3)),
-                queue: names.intern(r.get(4)),
-                attempts: r.get::<i32, _>(5) as u32,
-                parents: r
-                    .get::<Option<Vec<i32>>, _>(6)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|p| p as usize)
-                    .collect(),
-            })
-        })
-        .collect()
+    .map_err(db)
 }
 
 pub(crate) async fn edges(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
@@ -66,10 +115,10 @@ pub(crate) async fn get(
     lock: bool,
 ) -> StoreResult<Option<StepRow>> {
     let sql = if lock {
-        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms FROM tasker.steps
+        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position FROM tasker.steps
          WHERE id = $1 FOR UPDATE"
     } else {
-        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms FROM tasker.steps
+        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position FROM tasker.steps
          WHERE id = $1"
     };
     let row = sqlx::query(sql)
@@ -87,6 +136,7 @@ pub(crate) async fn get(
             attempts: r.get::<i32, _>(5) as u32,
             max_attempts: r.get::<i32, _>(6) as u32,
             timeout: Duration::from_millis(r.get::<i64, _>(7) as u64),
+            position: r.get::<i32, _>(8) as u32,
         })
     })
     .transpose()

@@ -4,31 +4,45 @@ use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::readiness::Progress;
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db, steps};
-use crate::rows::{parse, raw};
+use crate::rows::{counters, parent_counts, parse, raw};
 
-pub(crate) async fn state(
+/// The task's state and counters, with the row lock (`FOR UPDATE`) that serializes
+/// every change to one task.
+pub(crate) async fn lock(
     conn: &mut Conn,
     task_id: TaskId,
-    lock: bool,
-) -> StoreResult<Option<TaskState>> {
-    // PostgreSQL only: the row lock that serializes every change to one task.
-    let sql = if lock {
-        "SELECT state FROM tasker.tasks WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT state FROM tasker.tasks WHERE id = $1"
-    };
-    let state: Option<String> = sqlx::query_scalar(sql)
+) -> StoreResult<Option<(TaskState, Progress)>> {
+    let row: Option<(String, i32, i32)> = sqlx::query_as(
+        "SELECT state, steps_left, steps_active FROM tasker.tasks WHERE id = $1 FOR UPDATE",
+    )
+    .bind(task_id.0)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
+    row.map(|(state, left, active)| Ok((parse(&state)?, counters(left.into(), active.into()))))
+        .transpose()
+}
+
+pub(crate) async fn set_progress(
+    conn: &mut Conn,
+    task_id: TaskId,
+    progress: Progress,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE tasker.tasks SET steps_left = $2, steps_active = $3 WHERE id = $1")
         .bind(task_id.0)
-        .fetch_optional(&mut *conn)
+        .bind(progress.left as i32)
+        .bind(progress.active as i32)
+        .execute(&mut *conn)
         .await
         .map_err(db)?;
-    state.map(|s| parse(&s)).transpose()
+    Ok(())
 }
 
 pub(crate) async fn by_key(conn: &mut Conn, key: &str) -> StoreResult<Option<TaskId>> {
@@ -51,8 +65,9 @@ pub(crate) async fn insert(
     now: Timestamp,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO tasker.tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7)",
+        "INSERT INTO tasker.tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
+                                   step_count, steps_left, steps_active)
+         VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0)",
     )
     .bind(task_id.0)
     .bind(&t.namespace)
@@ -61,10 +76,16 @@ pub(crate) async fn insert(
     .bind(context.get())
     .bind(key)
     .bind(now.0)
+    .bind(t.steps.len() as i32)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
     let n = t.steps.len();
+    let edges = t.edges();
+    let waiting_on: Vec<i32> = parent_counts(n, &edges)
+        .into_iter()
+        .map(|c| c as i32)
+        .collect();
     let mut ids = Vec::with_capacity(n);
     let mut positions = Vec::with_capacity(n);
     let (mut names, mut handlers, mut queues) = (
@@ -92,10 +113,10 @@ pub(crate) async fn insert(
         timeouts.push(step.timeout.as_millis() as i64);
     }
     sqlx::query(
-        "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state)
-         SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending'
-         FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[])
-              AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms)",
+        "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
+         SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on
+         FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[])
+              AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on)",
     )
     .bind(task_id.0)
     .bind(&ids)
@@ -107,14 +128,12 @@ pub(crate) async fn insert(
     .bind(&retries)
     .bind(&max_attempts)
     .bind(&timeouts)
+    .bind(&waiting_on)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
-    let (parents, children): (Vec<i32>, Vec<i32>) = t
-        .edges()
-        .into_iter()
-        .map(|(p, c)| (p as i32, c as i32))
-        .unzip();
+    let (parents, children): (Vec<i32>, Vec<i32>) =
+        edges.into_iter().map(|(p, c)| (p as i32, c as i32)).unzip();
     if !parents.is_empty() {
         sqlx::query(
             "INSERT INTO tasker.step_edges (task_id, parent, child)
@@ -152,6 +171,24 @@ pub(crate) async fn move_(
     .await
     .map_err(db)?;
     Ok(done.rows_affected())
+}
+
+pub(crate) async fn progress(pool: &sqlx::PgPool, task_id: TaskId) -> StoreResult<TaskProgress> {
+    let row: Option<(String, i32, i32, i32)> = sqlx::query_as(
+        "SELECT state, step_count, steps_left, steps_active FROM tasker.tasks WHERE id = $1",
+    )
+    .bind(task_id.0)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    let (state, steps, left, active) =
+        row.ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+    Ok(TaskProgress {
+        state: parse(&state)?,
+        steps: steps.max(0) as u32,
+        done: (steps - left).max(0) as u32,
+        active: active.max(0) as u32,
+    })
 }
 
 pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDetail> {

@@ -32,6 +32,7 @@ use sqlx::sqlite::{
 };
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::{BufferPool, EncodeBuffer, StepMessage};
+use tasker_core::readiness::Progress;
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
@@ -173,8 +174,16 @@ impl Primitives for SqliteTx<'_> {
         templates::insert(self.conn, t, definition, self.now).await
     }
 
-    async fn task_state(&mut self, task_id: TaskId, _lock: bool) -> StoreResult<Option<TaskState>> {
-        tasks::state(self.conn, task_id).await
+    async fn task_lock(&mut self, task_id: TaskId) -> StoreResult<Option<(TaskState, Progress)>> {
+        tasks::lock(self.conn, task_id).await
+    }
+
+    async fn task_set_progress(&mut self, task_id: TaskId, progress: Progress) -> StoreResult<()> {
+        tasks::set_progress(self.conn, task_id, progress).await
+    }
+
+    async fn task_failed_step(&mut self, task_id: TaskId) -> StoreResult<Option<String>> {
+        steps::first_failed(self.conn, task_id).await
     }
 
     async fn task_by_key(&mut self, key: &str) -> StoreResult<Option<TaskId>> {
@@ -203,6 +212,18 @@ impl Primitives for SqliteTx<'_> {
 
     async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
         steps::of_task(self.conn, task_id).await
+    }
+
+    async fn steps_unblocked(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+        steps::unblocked(self.conn, task_id).await
+    }
+
+    async fn step_release_children(
+        &mut self,
+        task_id: TaskId,
+        position: u32,
+    ) -> StoreResult<Vec<EvalStep>> {
+        steps::release_children(self.conn, task_id, position).await
     }
 
     async fn step_get(&mut self, step_id: StepId, _lock: bool) -> StoreResult<Option<StepRow>> {
@@ -340,6 +361,10 @@ impl Store for SqliteStore {
     async fn task_get(&self, task_id: TaskId) -> StoreResult<TaskDetail> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         tasks::get(&mut conn, task_id).await
+    }
+
+    async fn task_progress(&self, task_id: TaskId) -> StoreResult<TaskProgress> {
+        tasks::progress(&self.pool, task_id).await
     }
 
     async fn template_list(&self) -> StoreResult<Vec<TemplateRecord>> {

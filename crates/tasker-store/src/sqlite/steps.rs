@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::intern::Interner;
@@ -16,39 +17,83 @@ use super::{Conn, db};
 use crate::primitives::{EvalStep, Move, Outcome, StepRow, Transition};
 use crate::rows::{link_parents, parse, raw};
 
+/// The columns of an [`EvalStep`], for `concat!` into static statements.
+macro_rules! eval_columns {
+    () => {
+        "id, position, state, handler, queue, attempts, waiting_on"
+    };
+}
+
+fn eval_step(r: &SqliteRow) -> StoreResult<EvalStep> {
+    let names = Interner::global();
+    Ok(EvalStep {
+        id: StepId(r.get(0)),
+        position: r.get::<i64, _>(1) as u32,
+        state: parse(r.get::<&str, _>(2))?,
+        handler: names.intern(r.get(3)),
+        queue: names.intern(r.get(4)),
+        attempts: r.get::<i64, _>(5) as u32,
+        waiting_on: r.get::<i64, _>(6).max(0) as u32,
+    })
+}
+
 pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-    let rows = sqlx::query(
-        "SELECT id, name, state, handler, queue, attempts,
-                (SELECT group_concat(parent) FROM step_edges e WHERE e.task_id = s.task_id AND e.child = s.position)
-         FROM steps s WHERE task_id = ? ORDER BY position",
-    )
+    const SQL: &str = concat!(
+        "SELECT ",
+        eval_columns!(),
+        " FROM steps WHERE task_id = ? ORDER BY position"
+    );
+    let rows = sqlx::query(SQL)
         .bind(task_id.0)
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-    let names = Interner::global();
-    rows.into_iter()
-        .map(|r| {
-            Ok(EvalStep {
-                id: StepId(r.get(0)),
-                name: names.intern(r.get(1)),
-                state: parse(r.get::<&str, _>(2))?,
-                handler: names.intern(r.get(3)),
-                queue: names.intern(r.get(4)),
-                attempts: r.get::<i64, _>(5) as u32,
-                parents: r
-                    .get::<Option<&str>, _>(6)
-                    .unwrap_or("")
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        p.parse()
-                            .map_err(|_| StoreError::Corrupt(format!("edge `{p}`")))
-                    })
-                    .collect::<StoreResult<_>>()?,
-            })
-        })
-        .collect()
+    rows.iter().map(eval_step).collect()
+}
+
+pub(crate) async fn unblocked(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        eval_columns!(),
+        " FROM steps",
+        " WHERE task_id = ? AND state = 'pending' AND waiting_on = 0 ORDER BY position"
+    );
+    let rows = sqlx::query(SQL)
+        .bind(task_id.0)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    rows.iter().map(eval_step).collect()
+}
+
+pub(crate) async fn release_children(
+    conn: &mut Conn,
+    task_id: TaskId,
+    position: u32,
+) -> StoreResult<Vec<EvalStep>> {
+    const SQL: &str = concat!(
+        "UPDATE steps SET waiting_on = waiting_on - 1",
+        " WHERE task_id = ?1 AND position IN (SELECT child FROM step_edges WHERE task_id = ?1 AND parent = ?2)",
+        " RETURNING ",
+        eval_columns!()
+    );
+    let rows = sqlx::query(SQL)
+        .bind(task_id.0)
+        .bind(i64::from(position))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    rows.iter().map(eval_step).collect()
+}
+
+pub(crate) async fn first_failed(conn: &mut Conn, task_id: TaskId) -> StoreResult<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT name FROM steps WHERE task_id = ? AND state = 'error' ORDER BY position LIMIT 1",
+    )
+    .bind(task_id.0)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)
 }
 
 pub(crate) async fn edges(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
@@ -66,7 +111,7 @@ pub(crate) async fn edges(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<(
 
 pub(crate) async fn get(conn: &mut Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
     let row = sqlx::query(
-        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms FROM steps WHERE id = ?",
+        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position FROM steps WHERE id = ?",
     )
     .bind(step_id.0)
     .fetch_optional(&mut *conn)
@@ -82,18 +127,21 @@ pub(crate) async fn get(conn: &mut Conn, step_id: StepId) -> StoreResult<Option<
             attempts: r.get::<i64, _>(5) as u32,
             max_attempts: r.get::<i64, _>(6) as u32,
             timeout: Duration::from_millis(r.get::<i64, _>(7) as u64),
+            position: r.get::<i64, _>(8) as u32,
         })
     })
     .transpose()
 }
 
+/// The parents' results are found from the step's edges (`CROSS JOIN` fixes that join
+/// order in SQLite), so loading a step costs its parents, not the size of its task.
 pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<StepExecution> {
     let r = sqlx::query(
         "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config, t.context,
                 (SELECT json_group_array(json_array(p.name, json(COALESCE(p.results, 'null'))))
                  FROM (SELECT p.name, p.results FROM step_edges e
-                       JOIN steps p ON p.task_id = e.task_id AND p.position = e.parent
-                       WHERE e.task_id = s.task_id AND e.child = s.position ORDER BY p.position) p),
+                       CROSS JOIN steps p ON p.task_id = e.task_id AND p.position = e.parent
+                       WHERE e.task_id = s.task_id AND e.child = s.position ORDER BY e.parent) p),
                 s.retry, s.timeout_ms
          FROM steps s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?",
     )

@@ -4,6 +4,7 @@ use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::readiness::Progress;
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
@@ -11,15 +12,36 @@ use tasker_core::time::Timestamp;
 
 use super::{Conn, db, steps, transitions};
 use crate::primitives::Transition;
-use crate::rows::{parse, raw};
+use crate::rows::{counters, parent_counts, parse, raw};
 
-pub(crate) async fn state(conn: &mut Conn, task_id: TaskId) -> StoreResult<Option<TaskState>> {
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
+/// The task's state and counters (SQLite has one writer: the task needs no lock).
+pub(crate) async fn lock(
+    conn: &mut Conn,
+    task_id: TaskId,
+) -> StoreResult<Option<(TaskState, Progress)>> {
+    let row: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT state, steps_left, steps_active FROM tasks WHERE id = ?")
+            .bind(task_id.0)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    row.map(|(state, left, active)| Ok((parse(&state)?, counters(left, active))))
+        .transpose()
+}
+
+pub(crate) async fn set_progress(
+    conn: &mut Conn,
+    task_id: TaskId,
+    progress: Progress,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE tasks SET steps_left = ?, steps_active = ? WHERE id = ?")
+        .bind(i64::from(progress.left))
+        .bind(i64::from(progress.active))
         .bind(task_id.0)
-        .fetch_optional(&mut *conn)
+        .execute(&mut *conn)
         .await
         .map_err(db)?;
-    state.map(|s| parse(&s)).transpose()
+    Ok(())
 }
 
 pub(crate) async fn by_key(conn: &mut Conn, key: &str) -> StoreResult<Option<TaskId>> {
@@ -41,8 +63,9 @@ pub(crate) async fn insert(
     now: Timestamp,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at)
-         VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+        "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
+                            step_count, steps_left, steps_active)
+         VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0)",
     )
     .bind(task_id.0)
     .bind(&t.namespace)
@@ -52,15 +75,19 @@ pub(crate) async fn insert(
     .bind(key)
     .bind(now.0)
     .bind(now.0)
+    .bind(t.steps.len() as i64)
+    .bind(t.steps.len() as i64)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
+    let edges = t.edges();
+    let parents = parent_counts(t.steps.len(), &edges);
     for (position, step) in t.steps.iter().enumerate() {
         let retry =
             serde_json::to_string(&step.retry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+            "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
         )
         .bind(StepId::new().0)
         .bind(task_id.0)
@@ -72,11 +99,12 @@ pub(crate) async fn insert(
         .bind(retry)
         .bind(i64::from(step.retry.max_attempts))
         .bind(step.timeout.as_millis() as i64)
+        .bind(i64::from(parents[position]))
         .execute(&mut *conn)
         .await
         .map_err(db)?;
     }
-    for (parent, child) in t.edges() {
+    for (parent, child) in edges {
         sqlx::query("INSERT INTO step_edges (task_id, parent, child) VALUES (?, ?, ?)")
             .bind(task_id.0)
             .bind(parent as i64)
@@ -115,6 +143,27 @@ pub(crate) async fn move_(
         transitions::append(conn, t, now).await?;
     }
     Ok(done.rows_affected())
+}
+
+pub(crate) async fn progress(
+    pool: &sqlx::SqlitePool,
+    task_id: TaskId,
+) -> StoreResult<TaskProgress> {
+    let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT state, step_count, steps_left, steps_active FROM tasks WHERE id = ?",
+    )
+    .bind(task_id.0)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    let (state, steps, left, active) =
+        row.ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
+    Ok(TaskProgress {
+        state: parse(&state)?,
+        steps: steps.max(0) as u32,
+        done: (steps - left).max(0) as u32,
+        active: active.max(0) as u32,
+    })
 }
 
 pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
