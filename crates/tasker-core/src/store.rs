@@ -142,7 +142,48 @@ pub enum StepStart {
     Skipped { state: StepState },
     /// The message came back more often than the step's attempts allow: it is in the
     /// dead letters and the step in error.
-    DeadLettered { attempts: u32 },
+    DeadLettered {
+        task_id: TaskId,
+        step_id: StepId,
+        attempts: u32,
+        /// The task's state after it (in error, if nothing else can progress).
+        task_state: TaskState,
+    },
+    /// The message does not parse, or names no step: it is in the dead letters.
+    Invalid { reason: String },
+}
+
+/// One message of a [`Store::step_claim`], and what claiming its step did.
+#[derive(Debug)]
+pub struct Claim {
+    pub msg_id: i64,
+    pub enqueued_at: Timestamp,
+    pub start: StepStart,
+}
+
+/// What a [`Store::step_claim`] took.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub claims: Vec<Claim>,
+    /// As [`QueueBatch::next_visible`].
+    pub next_visible: Option<Timestamp>,
+}
+
+/// One task request of a [`Store::task_start_batch`], and what starting it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartedTask {
+    pub task_id: TaskId,
+    pub started: TaskStarted,
+}
+
+/// What a [`Store::task_start_batch`] took.
+#[derive(Debug, Default)]
+pub struct TasksStarted {
+    pub tasks: Vec<StartedTask>,
+    /// Requests that did not parse or named no task, moved to the dead letters.
+    pub invalid: usize,
+    /// As [`QueueBatch::next_visible`].
+    pub next_visible: Option<Timestamp>,
 }
 
 /// Everything a handler is given, loaded in one query: the owned form of an
@@ -409,6 +450,13 @@ pub trait Store: Send + Sync + 'static {
         params: TaskStartParams,
     ) -> impl Future<Output = StoreResult<TaskStarted>> + Send;
 
+    /// Reads up to `limit` task requests and starts their tasks, in one transaction.
+    fn task_start_batch(
+        &self,
+        limit: u32,
+        visibility: Duration,
+    ) -> impl Future<Output = StoreResult<TasksStarted>> + Send;
+
     /// Cancels a task and every step that has not finished. Returns the task's state.
     fn task_cancel(
         &self,
@@ -443,12 +491,30 @@ pub trait Store: Send + Sync + 'static {
         params: StepStartParams<'_>,
     ) -> impl Future<Output = StoreResult<StepStart>> + Send;
 
+    /// Reads up to `limit` messages of `queue` and claims their steps as
+    /// [`Store::step_start`] does, in one transaction: the read hides each message for
+    /// `visibility`, its claim for the step's timeout plus `grace`.
+    fn step_claim(
+        &self,
+        queue: &str,
+        limit: u32,
+        visibility: Duration,
+        grace: Duration,
+    ) -> impl Future<Output = StoreResult<Claimed>> + Send;
+
     /// Records the end of an attempt, enqueues the children it unblocks, settles the
     /// task if it is finished, and deletes the message — in one transaction.
     fn step_finish(
         &self,
         params: StepFinishParams<'_>,
     ) -> impl Future<Output = StoreResult<StepFinished>> + Send;
+
+    /// [`Store::step_finish`] for each of `batch`, in one transaction (a group commit):
+    /// all are applied or, on an error, none. Results are in the order of `batch`.
+    fn step_finish_batch(
+        &self,
+        batch: &[StepFinishParams<'_>],
+    ) -> impl Future<Output = StoreResult<Vec<StepFinished>>> + Send;
 
     /// An operator marks a failed step done with `results`; its children proceed.
     fn step_resolve(

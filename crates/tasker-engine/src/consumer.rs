@@ -1,5 +1,6 @@
-//! The loop shared by orchestrators and workers: read a queue when there is a free
-//! slot, hand each message to a task of its own, and sleep — without polling — when
+//! The loop shared by orchestrators and workers: take work from a queue when there is
+//! a free slot (as many items as there are free slots, in one transaction of the
+//! store's), hand each item to a task of its own, and sleep — without polling — when
 //! the queues are empty.
 //!
 //! Sleeping never misses work: the loop registers for its wake-up *before* it reads,
@@ -12,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tasker_core::store::{QueueMessage, Store, Wakeups};
+use tasker_core::store::{Store, StoreResult, Wakeups};
 use tasker_core::time::Timestamp;
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -24,6 +25,13 @@ pub enum Queues {
     Named(Vec<String>),
 }
 
+/// What one take found.
+pub(crate) struct Taken<T> {
+    pub items: Vec<T>,
+    /// When the queue's next hidden message shows (see `QueueBatch::next_visible`).
+    pub next_visible: Option<Timestamp>,
+}
+
 pub(crate) struct Consumer<S> {
     pub store: Arc<S>,
     pub queues: Queues,
@@ -31,18 +39,23 @@ pub(crate) struct Consumer<S> {
     pub wakeup: fn(&Wakeups) -> &Notify,
     pub concurrency: usize,
     pub poll: Duration,
-    /// How long a message stays hidden once read: if this process dies before it is
-    /// done with it (a step's claim sets a longer time), another reader gets it then.
-    pub read_visibility: Duration,
     /// True while memory pressure holds new work back.
     pub paused: watch::Receiver<bool>,
 }
 
 impl<S: Store> Consumer<S> {
-    /// Runs until `shutdown` turns true, then waits for in-flight messages to finish.
-    pub async fn run<F, Fut>(mut self, mut shutdown: watch::Receiver<bool>, process: F)
-    where
-        F: Fn(Arc<str>, QueueMessage) -> Fut,
+    /// Runs until `shutdown` turns true, then waits for in-flight items to finish.
+    /// `take(queue, limit)` takes up to `limit` items of a queue and tells when its next
+    /// hidden message shows; `process` handles one item.
+    pub async fn run<T, Take, TakeFut, F, Fut>(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        take: Take,
+        process: F,
+    ) where
+        Take: Fn(Arc<str>, u32) -> TakeFut,
+        TakeFut: Future<Output = StoreResult<Taken<T>>>,
+        F: Fn(Arc<str>, T) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let slots = Arc::new(Semaphore::new(self.concurrency));
@@ -83,17 +96,13 @@ impl<S: Store> Consumer<S> {
             let mut got = None;
             let mut wake_at = Timestamp::now().after(self.poll);
             for i in 0..queues.len() {
-                let queue = &queues[(rotation + i) % queues.len()];
-                match self
-                    .store
-                    .queue_read(queue, self.read_visibility, free)
-                    .await
-                {
-                    Ok(batch) => {
-                        wake_at = wake_at.min(batch.next_visible.unwrap_or(wake_at));
-                        if !batch.messages.is_empty() {
+                let queue = Arc::<str>::from(queues[(rotation + i) % queues.len()].as_str());
+                match take(queue.clone(), free).await {
+                    Ok(taken) => {
+                        wake_at = wake_at.min(taken.next_visible.unwrap_or(wake_at));
+                        if !taken.items.is_empty() {
                             rotation = rotation.wrapping_add(i + 1);
-                            got = Some((Arc::<str>::from(queue.as_str()), batch.messages));
+                            got = Some((queue, taken.items));
                             break;
                         }
                     }
@@ -104,13 +113,11 @@ impl<S: Store> Consumer<S> {
             // gave less than asked with nothing else visible. Sleep until woken.
             let drained = match &got {
                 None => true,
-                Some((_, messages)) => {
-                    queues.len() == 1
-                        && (messages.len() as u32) < free
-                        && wake_at > Timestamp::now()
+                Some((_, items)) => {
+                    queues.len() == 1 && (items.len() as u32) < free && wake_at > Timestamp::now()
                 }
             };
-            let Some((queue, messages)) = got else {
+            let Some((queue, items)) = got else {
                 drop(first);
                 tokio::select! {
                     _ = notified => {}
@@ -120,12 +127,12 @@ impl<S: Store> Consumer<S> {
                 continue;
             };
             let mut slot = Some(first);
-            for message in messages {
+            for item in items {
                 let slot = match slot.take() {
                     Some(s) => s,
                     None => slots.clone().acquire_owned().await.expect("never closed"),
                 };
-                let work = process(queue.clone(), message);
+                let work = process(queue.clone(), item);
                 tokio::spawn(async move {
                     work.await;
                     drop(slot);

@@ -36,6 +36,7 @@
 mod builtin;
 mod catch_unwind;
 mod consumer;
+mod finisher;
 mod handler;
 pub mod metrics;
 mod orchestrator;
@@ -301,18 +302,22 @@ impl<S: Store> Engine<S> {
                 store: shared.store.clone(),
                 queues: Queues::Named(vec![TASK_QUEUE.to_owned()]),
                 wakeup: |w| &w.tasks,
-                concurrency: 4,
+                // Starting a task is done when it is taken: take many per transaction.
+                concurrency: 64,
                 poll: config.poll_interval,
-                read_visibility: Duration::from_secs(5),
                 paused: self.shared.paused.subscribe(),
             };
             let rx = rx.clone();
             loops.push(tokio::spawn(async move {
-                consumer
-                    .run(rx, |_, message| {
-                        orchestrator::start_task(shared.clone(), message)
-                    })
-                    .await
+                let take = |_queue, limit| {
+                    let shared = shared.clone();
+                    async move { orchestrator::start_tasks(&shared, limit).await }
+                };
+                let publish = |_queue, started| {
+                    orchestrator::started(&shared, started);
+                    std::future::ready(())
+                };
+                consumer.run(rx, take, publish).await
             }));
         }
         if let Some(worker) = &config.worker {
@@ -323,16 +328,26 @@ impl<S: Store> Engine<S> {
                 wakeup: |w| &w.steps,
                 concurrency: worker.concurrency.max(1),
                 poll: config.poll_interval,
-                read_visibility: Duration::from_secs(10),
                 paused: self.shared.paused.subscribe(),
             };
             let rx = rx.clone();
             loops.push(tokio::spawn(async move {
-                consumer
-                    .run(rx, |queue, message| {
-                        worker::run_step(shared.clone(), queue, message)
-                    })
-                    .await
+                let (outcomes, to_record) = tokio::sync::mpsc::unbounded_channel();
+                let recording = tokio::spawn(finisher::run(shared.store.clone(), to_record));
+                let take = |queue: Arc<str>, limit| {
+                    let shared = shared.clone();
+                    async move { worker::claim(&shared, &queue, limit).await }
+                };
+                let run = {
+                    let shared = shared.clone();
+                    move |queue, claim| {
+                        worker::run_step(shared.clone(), outcomes.clone(), queue, claim)
+                    }
+                };
+                // Returns once every step in flight has its outcome recorded; the last
+                // sender of outcomes goes with `run`, and the recorder stops.
+                consumer.run(rx, take, run).await;
+                let _ = recording.await;
             }));
         }
         if let Some(limits) = &config.memory {

@@ -1,53 +1,44 @@
-//! Starting submitted tasks: an orchestrator takes a task request from the internal
-//! task queue and enqueues the task's first steps.
+//! Starting submitted tasks: an orchestrator takes task requests from the internal task
+//! queue and starts their tasks (enqueues their first steps) in the same transaction,
+//! many at a time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tasker_core::event::EventKind;
-use tasker_core::message::{TASK_QUEUE, TaskStart};
 use tasker_core::store::*;
 
 use crate::Shared;
+use crate::consumer::Taken;
 
-pub(crate) async fn start_task<S: Store>(shared: Arc<Shared<S>>, message: QueueMessage) {
-    let store = &*shared.store;
-    let request: TaskStart = match serde_json::from_str(&message.body) {
-        Ok(r) => r,
-        Err(e) => {
-            let reason = format!("unparseable task request: {e}");
-            tracing::error!(msg_id = message.msg_id, %reason, "dead-lettering message");
-            if let Err(e) = store
-                .queue_dead_letter(TASK_QUEUE, message.msg_id, &reason)
-                .await
-            {
-                tracing::error!(error = %e, "cannot dead-letter message");
-            }
-            return;
-        }
-    };
-    let params = TaskStartParams {
-        msg_id: message.msg_id,
-        task_id: request.task_id,
-    };
-    match store.task_start(params).await {
-        Ok(started) if started.started => {
-            tracing::info!(task_id = %request.task_id, enqueued = started.enqueued, "task started");
-            shared.publish(EventKind::TaskStarted, request.task_id, None);
-        }
-        Ok(started) => {
-            tracing::debug!(task_id = %request.task_id, state = %started.state, "task was not pending")
-        }
-        Err(StoreError::NotFound(what)) => {
-            let reason = format!("{what} does not exist");
-            if let Err(e) = store
-                .queue_dead_letter(TASK_QUEUE, message.msg_id, &reason)
-                .await
-            {
-                tracing::error!(error = %e, "cannot dead-letter message");
-            }
-        }
-        Err(e) => {
-            tracing::error!(task_id = %request.task_id, error = %e, "cannot start task; will retry")
-        }
+/// How long a request stays hidden once read, should the transaction not commit.
+const READ_VISIBILITY: Duration = Duration::from_secs(5);
+
+pub(crate) async fn start_tasks<S: Store>(
+    shared: &Shared<S>,
+    limit: u32,
+) -> StoreResult<Taken<StartedTask>> {
+    let batch = shared
+        .store
+        .task_start_batch(limit, READ_VISIBILITY)
+        .await?;
+    if batch.invalid > 0 {
+        tracing::error!(
+            requests = batch.invalid,
+            "task requests that do not parse or name no task moved to the dead letters"
+        );
+    }
+    Ok(Taken {
+        items: batch.tasks,
+        next_visible: batch.next_visible,
+    })
+}
+
+pub(crate) fn started<S>(shared: &Arc<Shared<S>>, task: StartedTask) {
+    if task.started.started {
+        tracing::info!(task_id = %task.task_id, enqueued = task.started.enqueued, "task started");
+        shared.publish(EventKind::TaskStarted, task.task_id, None);
+    } else {
+        tracing::debug!(task_id = %task.task_id, state = %task.started.state, "task was not pending");
     }
 }

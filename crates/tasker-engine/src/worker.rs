@@ -1,76 +1,80 @@
-//! Running one step: claim it from its message, call its handler under the step's
-//! timeout, decide about retries, and record the outcome.
+//! Running steps: claim them from their messages (many in one transaction), call each
+//! handler under the step's timeout, decide about retries, and hand the outcome to the
+//! process's recorder (a group commit, see `finisher`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tasker_core::backoff::RetryDecision;
 use tasker_core::event::EventKind;
-use tasker_core::message::StepMessage;
+use tasker_core::id::TaskId;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::Shared;
 use crate::catch_unwind::CatchUnwind;
+use crate::consumer::Taken;
+use crate::finisher::{Ended, Finish};
 use crate::handler::{HandlerError, HandlerResult, StepContext};
+
+/// How long a message stays hidden once read, should its claim not commit (a claim
+/// hides it for the step's timeout plus the grace).
+const READ_VISIBILITY: Duration = Duration::from_secs(10);
+
+/// Takes up to `limit` messages of `queue` and claims their steps, in one transaction.
+pub(crate) async fn claim<S: Store>(
+    shared: &Shared<S>,
+    queue: &str,
+    limit: u32,
+) -> StoreResult<Taken<Claim>> {
+    let claimed = shared
+        .store
+        .step_claim(
+            queue,
+            limit,
+            READ_VISIBILITY,
+            shared.config.visibility_grace,
+        )
+        .await?;
+    Ok(Taken {
+        items: claimed.claims,
+        next_visible: claimed.next_visible,
+    })
+}
 
 pub(crate) async fn run_step<S: Store>(
     shared: Arc<Shared<S>>,
+    outcomes: mpsc::UnboundedSender<Finish>,
     queue: Arc<str>,
-    message: QueueMessage,
+    claim: Claim,
 ) {
-    let store = &*shared.store;
-    let decoded: StepMessage<'_> = match serde_json::from_str(&message.body) {
-        Ok(m) => m,
-        Err(e) => {
-            let reason = format!("unparseable step message: {e}");
-            tracing::error!(queue = %queue, msg_id = message.msg_id, %reason, "dead-lettering message");
-            if let Err(e) = store
-                .queue_dead_letter(&queue, message.msg_id, &reason)
-                .await
-            {
-                tracing::error!(error = %e, "cannot dead-letter message");
-            }
+    let exec = match claim.start {
+        StepStart::Run(exec) => exec,
+        StepStart::Skipped { state } => {
+            tracing::debug!(msg_id = claim.msg_id, %state, "nothing to run");
             return;
         }
-    };
-    let params = StepStartParams {
-        queue: &queue,
-        msg_id: message.msg_id,
-        task_id: decoded.task_id,
-        step_id: decoded.step_id,
-        grace: shared.config.visibility_grace,
-    };
-    let exec = match store.step_start(params).await {
-        Ok(StepStart::Run(exec)) => exec,
-        Ok(StepStart::Skipped { state }) => {
-            tracing::debug!(step_id = %decoded.step_id, %state, "nothing to run");
-            return;
-        }
-        Ok(StepStart::DeadLettered { attempts }) => {
-            tracing::error!(task_id = %decoded.task_id, step_id = %decoded.step_id, attempts, "step dead-lettered");
+        StepStart::DeadLettered {
+            task_id,
+            step_id,
+            attempts,
+            task_state,
+        } => {
+            tracing::error!(%task_id, %step_id, attempts, "step dead-lettered");
             shared.metrics.dead_lettered();
             shared.publish(
                 EventKind::StepDeadLettered,
-                decoded.task_id,
-                Some((decoded.step_id, None, attempts)),
+                task_id,
+                Some((step_id, None, attempts)),
             );
+            task_settled(&shared, task_id, task_state);
             return;
         }
-        Err(StoreError::NotFound(what)) => {
-            let reason = format!("{what} of this message does not exist");
-            if let Err(e) = store
-                .queue_dead_letter(&queue, message.msg_id, &reason)
-                .await
-            {
-                tracing::error!(error = %e, "cannot dead-letter message");
-            }
-            return;
-        }
-        Err(e) => {
-            // The message comes back after its visibility timeout.
-            tracing::error!(step_id = %decoded.step_id, error = %e, "cannot start step");
+        StepStart::Invalid { reason } => {
+            tracing::error!(queue = %queue, msg_id = claim.msg_id, %reason, "message moved to the dead letters");
             return;
         }
     };
@@ -78,7 +82,7 @@ pub(crate) async fn run_step<S: Store>(
         // Sent when its last parent finished: the dispatch latency of the DAG.
         shared
             .metrics
-            .dispatched(Timestamp::now().since(message.enqueued_at));
+            .dispatched(Timestamp::now().since(claim.enqueued_at));
     }
     let span = tracing::info_span!(
         "step",
@@ -88,13 +92,14 @@ pub(crate) async fn run_step<S: Store>(
         step = %exec.step_name,
         attempt = exec.attempt,
     );
-    execute(shared.clone(), queue, message.msg_id, *exec)
+    execute(shared.clone(), outcomes, queue, claim.msg_id, *exec)
         .instrument(span)
         .await;
 }
 
 async fn execute<S: Store>(
     shared: Arc<Shared<S>>,
+    outcomes: mpsc::UnboundedSender<Finish>,
     queue: Arc<str>,
     msg_id: i64,
     exec: StepExecution,
@@ -111,37 +116,38 @@ async fn execute<S: Store>(
     let result = call_handler(&shared, &step).await;
     let elapsed = Timestamp::now().since(started);
 
-    let error_text;
-    let outcome = match &result {
-        Ok(results) => StepOutcome::Succeeded { results },
-        Err(e) => {
-            match step
-                .retry()
-                .decide(attempt, e.retryable, e.retry_after, fastrand::f64())
-            {
-                RetryDecision::RetryAfter(delay) => {
-                    error_text = e.message.clone();
-                    StepOutcome::Retry {
-                        error: &error_text,
-                        delay,
-                    }
-                }
-                RetryDecision::GiveUp(why) => {
-                    error_text = format!("{} ({why})", e.message);
-                    StepOutcome::Failed { error: &error_text }
-                }
-            }
-        }
+    let ended = match result {
+        Ok(results) => Ended::Succeeded(results),
+        Err(e) => match step
+            .retry()
+            .decide(attempt, e.retryable, e.retry_after, fastrand::f64())
+        {
+            RetryDecision::RetryAfter(delay) => Ended::Retry {
+                error: e.message,
+                delay,
+            },
+            RetryDecision::GiveUp(why) => Ended::Failed {
+                error: format!("{} ({why})", e.message),
+            },
+        },
     };
-    let params = StepFinishParams {
-        queue: &queue,
+    let (reply, recorded) = oneshot::channel();
+    let finish = Finish {
+        queue,
         msg_id,
         task_id,
         step_id,
         attempt,
-        outcome,
+        ended,
+        reply,
     };
-    match shared.store.step_finish(params).await {
+    let recorded = match outcomes.send(finish) {
+        Ok(()) => recorded
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Busy("the outcome recorder stopped".into()))),
+        Err(_) => Err(StoreError::Busy("the outcome recorder stopped".into())),
+    };
+    match recorded {
         Ok(StepFinished::Applied {
             step_state,
             task_state,
@@ -151,9 +157,6 @@ async fn execute<S: Store>(
             shared
                 .metrics
                 .step_finished(&namespace, &handler, step_state, elapsed);
-            if task_state.is_final() {
-                shared.metrics.task_finished(task_state);
-            }
             let kind = match step_state {
                 StepState::Complete => EventKind::StepCompleted,
                 StepState::WaitingForRetry => EventKind::StepRetrying,
@@ -164,16 +167,24 @@ async fn execute<S: Store>(
                 task_id,
                 Some((step_id, Some(step.step_name_shared()), attempt)),
             );
-            match task_state {
-                TaskState::Complete => shared.publish(EventKind::TaskCompleted, task_id, None),
-                TaskState::Error => shared.publish(EventKind::TaskFailed, task_id, None),
-                _ => {}
-            }
+            task_settled(&shared, task_id, task_state);
         }
         Ok(StepFinished::Stale { state }) => {
             tracing::warn!(%state, "step changed while it ran (cancelled or reclaimed); result discarded");
         }
         Err(e) => tracing::error!(error = %e, "cannot record step outcome; it will run again"),
+    }
+}
+
+/// Counts and announces a task that a step's outcome finished.
+fn task_settled<S>(shared: &Shared<S>, task_id: TaskId, state: TaskState) {
+    if state.is_final() {
+        shared.metrics.task_finished(state);
+    }
+    match state {
+        TaskState::Complete => shared.publish(EventKind::TaskCompleted, task_id, None),
+        TaskState::Error => shared.publish(EventKind::TaskFailed, task_id, None),
+        _ => {}
     }
 }
 

@@ -140,6 +140,44 @@ pub(crate) async fn task_start<P: Primitives>(
     Ok(started)
 }
 
+/// Reads task requests and starts their tasks, locking them in id order (the same
+/// order in every batch, so two batches never deadlock).
+pub(crate) async fn task_start_batch<P: Primitives>(
+    p: &mut P,
+    limit: u32,
+    visibility: Duration,
+) -> StoreResult<TasksStarted> {
+    let batch = p.queue_read(TASK_QUEUE, visibility, limit).await?;
+    let mut out = TasksStarted {
+        next_visible: batch.next_visible,
+        ..TasksStarted::default()
+    };
+    let mut requests = Vec::with_capacity(batch.messages.len());
+    for m in &batch.messages {
+        match serde_json::from_str::<TaskStart>(&m.body) {
+            Ok(r) => requests.push((r.task_id, m.msg_id)),
+            Err(e) => {
+                let reason = format!("unparseable task request: {e}");
+                p.queue_dead_letter(TASK_QUEUE, m.msg_id, &reason).await?;
+                out.invalid += 1;
+            }
+        }
+    }
+    requests.sort_unstable();
+    for (task_id, msg_id) in requests {
+        match task_start(p, TaskStartParams { msg_id, task_id }).await {
+            Ok(started) => out.tasks.push(StartedTask { task_id, started }),
+            Err(StoreError::NotFound(what)) => {
+                let reason = format!("{what} does not exist");
+                p.queue_dead_letter(TASK_QUEUE, msg_id, &reason).await?;
+                out.invalid += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn task_cancel<P: Primitives>(
     p: &mut P,
     task_id: TaskId,
@@ -252,6 +290,60 @@ pub(crate) async fn step_start<P: Primitives>(
     )))
 }
 
+/// Reads messages of `queue` and claims their steps; a message that does not parse or
+/// names no step goes to the dead letters.
+pub(crate) async fn step_claim<P: Primitives>(
+    p: &mut P,
+    queue: &str,
+    limit: u32,
+    visibility: Duration,
+    grace: Duration,
+) -> StoreResult<Claimed> {
+    let batch = p.queue_read(queue, visibility, limit).await?;
+    let mut claims = Vec::with_capacity(batch.messages.len());
+    for m in &batch.messages {
+        let start = match serde_json::from_str::<StepMessage<'_>>(&m.body) {
+            Err(e) => invalid(p, queue, m.msg_id, format!("unparseable step message: {e}")).await?,
+            Ok(message) => {
+                let params = StepStartParams {
+                    queue,
+                    msg_id: m.msg_id,
+                    task_id: message.task_id,
+                    step_id: message.step_id,
+                    grace,
+                };
+                match step_start(p, params).await {
+                    Ok(start) => start,
+                    Err(StoreError::NotFound(what)) => {
+                        let reason = format!("{what} of this message does not exist");
+                        invalid(p, queue, m.msg_id, reason).await?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        claims.push(Claim {
+            msg_id: m.msg_id,
+            enqueued_at: m.enqueued_at,
+            start,
+        });
+    }
+    Ok(Claimed {
+        claims,
+        next_visible: batch.next_visible,
+    })
+}
+
+async fn invalid<P: Primitives>(
+    p: &mut P,
+    queue: &str,
+    msg_id: i64,
+    reason: String,
+) -> StoreResult<StepStart> {
+    p.queue_dead_letter(queue, msg_id, &reason).await?;
+    Ok(StepStart::Invalid { reason })
+}
+
 /// The message of a step whose every attempt lost its worker: to the dead letters,
 /// the step to error, and the task settled — with the task locked first.
 async fn dead_letter<P: Primitives>(
@@ -288,7 +380,10 @@ async fn dead_letter<P: Primitives>(
     task.moved(&m);
     settle(p, &mut task, Vec::new()).await?;
     Ok(StepStart::DeadLettered {
+        task_id,
+        step_id: params.step_id,
         attempts: step.attempts,
+        task_state: task.state,
     })
 }
 
@@ -358,6 +453,26 @@ pub(crate) async fn step_finish<P: Primitives>(
         enqueued,
         task_state: task.state,
     })
+}
+
+/// Finishes each of `batch`, taking their tasks in id order (the same order in every
+/// batch, so two batches never deadlock); results in the order of `batch`.
+pub(crate) async fn step_finish_batch<P: Primitives>(
+    p: &mut P,
+    batch: &[StepFinishParams<'_>],
+) -> StoreResult<Vec<StepFinished>> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_unstable_by_key(|&i| batch[i].task_id);
+    let mut out = vec![
+        StepFinished::Stale {
+            state: StepState::Pending
+        };
+        batch.len()
+    ];
+    for i in order {
+        out[i] = step_finish(p, batch[i]).await?;
+    }
+    Ok(out)
 }
 
 pub(crate) async fn step_resolve<P: Primitives>(

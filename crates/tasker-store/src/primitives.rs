@@ -17,7 +17,7 @@ use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::StepMessage;
 use tasker_core::readiness::Progress;
 use tasker_core::state::{StepState, TaskState};
-use tasker_core::store::{StepExecution, StoreResult, Wakeups};
+use tasker_core::store::{QueueBatch, StepExecution, StoreResult, Wakeups};
 use tasker_core::template::TaskTemplate;
 
 /// What readiness and enqueueing need of a step. Names are interned: they repeat in
@@ -244,6 +244,14 @@ pub(crate) trait Primitives: Send {
         queue: &str,
         messages: &[StepMessage<'_>],
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Reads up to `limit` visible messages, hiding them for `visibility`.
+    fn queue_read(
+        &mut self,
+        queue: &str,
+        visibility: Duration,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<QueueBatch>> + Send;
 
     fn queue_delete(
         &mut self,

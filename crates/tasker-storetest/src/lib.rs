@@ -61,6 +61,8 @@ macro_rules! conformance_tests {
             task_listing_filters_and_pages,
             templates_are_listed_with_their_definitions,
             queue_depths_count_messages,
+            batches_start_claim_and_finish_many_at_once,
+            a_failed_batch_changes_nothing,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [
             linear_passes_values_along_the_chain,

@@ -343,7 +343,7 @@ pub async fn a_lost_worker_is_reclaimed_then_dead_lettered<S: Store>(store: Arc<
     tokio::time::sleep(Duration::from_millis(400)).await;
     let third = d.claim("conf").await.expect("redelivered again");
     assert!(
-        matches!(third.start, StepStart::DeadLettered { attempts: 2 }),
+        matches!(third.start, StepStart::DeadLettered { attempts: 2, .. }),
         "{:?}",
         third.start
     );
@@ -754,4 +754,121 @@ pub async fn queue_depths_count_messages<S: Store>(store: Arc<S>) {
         2,
         "each task's first step waits in its queue"
     );
+}
+
+/// Every claimed step of `claimed` succeeds with `{}`, in one batch.
+async fn succeed_all<S: Store>(store: &S, claims: &[Claim]) -> Vec<StepFinished> {
+    let results = raw("{}");
+    let params: Vec<StepFinishParams<'_>> = claims
+        .iter()
+        .map(|c| {
+            let StepStart::Run(exec) = &c.start else {
+                panic!("not claimed: {:?}", c.start)
+            };
+            StepFinishParams {
+                queue: "conf",
+                msg_id: c.msg_id,
+                task_id: exec.task_id,
+                step_id: exec.step_id,
+                attempt: exec.attempt,
+                outcome: StepOutcome::Succeeded { results: &results },
+            }
+        })
+        .collect();
+    store.step_finish_batch(&params).await.unwrap()
+}
+
+fn enqueued(finished: &[StepFinished]) -> usize {
+    finished
+        .iter()
+        .map(|f| match f {
+            StepFinished::Applied { enqueued, .. } => *enqueued,
+            StepFinished::Stale { state } => panic!("stale: {state}"),
+        })
+        .sum()
+}
+
+pub async fn batches_start_claim_and_finish_many_at_once<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let t = template(DIAMOND);
+    for _ in 0..3 {
+        d.create(&t, "{}").await;
+    }
+    let started = store
+        .task_start_batch(10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(started.tasks.len(), 3);
+    assert!(
+        started
+            .tasks
+            .iter()
+            .all(|t| t.started.started && t.started.enqueued == 1)
+    );
+    let claim = |limit| store.step_claim("conf", limit, Duration::from_secs(30), d.grace);
+
+    let roots = claim(10).await.unwrap().claims;
+    assert_eq!(roots.len(), 3);
+    assert_eq!(
+        enqueued(&succeed_all(&*store, &roots).await),
+        9,
+        "b, c and e of each"
+    );
+
+    // b and c of each task finish in one transaction: d is enqueued once per task.
+    let middle = claim(10).await.unwrap().claims;
+    assert_eq!(middle.len(), 9);
+    assert_eq!(enqueued(&succeed_all(&*store, &middle).await), 3);
+
+    let joins = claim(10).await.unwrap().claims;
+    assert_eq!(joins.len(), 3);
+    for finished in succeed_all(&*store, &joins).await {
+        assert!(matches!(
+            finished,
+            StepFinished::Applied {
+                task_state: TaskState::Complete,
+                ..
+            }
+        ));
+    }
+    assert!(claim(10).await.unwrap().claims.is_empty());
+}
+
+pub async fn a_failed_batch_changes_nothing<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let task_id = d.create(&template(TWO_STEPS), "{}").await;
+    d.start_tasks().await;
+    let claims = store
+        .step_claim("conf", 10, Duration::from_secs(30), d.grace)
+        .await
+        .unwrap()
+        .claims;
+    let StepStart::Run(exec) = &claims[0].start else {
+        panic!("{:?}", claims[0].start)
+    };
+    let results = raw("{\"v\": 1}");
+    let good = StepFinishParams {
+        queue: "conf",
+        msg_id: claims[0].msg_id,
+        task_id,
+        step_id: exec.step_id,
+        attempt: exec.attempt,
+        outcome: StepOutcome::Succeeded { results: &results },
+    };
+    // A task created after the real one sorts after it: the good outcome is applied
+    // first, then the batch fails, and neither may remain.
+    let bogus = StepFinishParams {
+        task_id: tasker_core::id::TaskId::new(),
+        step_id: tasker_core::id::StepId::new(),
+        ..good
+    };
+    let err = store.step_finish_batch(&[good, bogus]).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.steps[0].state, StepState::InProgress);
+    assert_eq!(detail.steps[1].state, StepState::Pending);
+    assert!(matches!(
+        store.step_finish(good).await.unwrap(),
+        StepFinished::Applied { enqueued: 1, .. }
+    ));
 }

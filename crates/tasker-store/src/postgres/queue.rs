@@ -155,7 +155,7 @@ pub(crate) async fn depths(pool: &PgPool) -> StoreResult<Vec<QueueDepth>> {
 /// Reads with pgmq and, in the same statement, the time the earliest of the queue's
 /// other messages becomes visible.
 pub(crate) async fn read(
-    pool: &PgPool,
+    conn: &mut Conn,
     queue: &str,
     visibility: Duration,
     limit: u32,
@@ -174,7 +174,7 @@ pub(crate) async fn read(
         .bind(queue)
         .bind(vt_secs)
         .bind(limit as i32)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
     {
         Ok(rows) => rows,

@@ -288,6 +288,15 @@ impl Primitives for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn queue_read(
+        &mut self,
+        queue: &str,
+        visibility: Duration,
+        limit: u32,
+    ) -> StoreResult<QueueBatch> {
+        queue::read(self.conn, queue, visibility, limit, self.now).await
+    }
+
     async fn queue_delete(&mut self, queue: &str, msg_id: i64) -> StoreResult<()> {
         queue::delete(self.conn, queue, msg_id).await
     }
@@ -350,6 +359,14 @@ impl Store for SqliteStore {
         write!(self, |p| operations::task_start(p, params))
     }
 
+    async fn task_start_batch(
+        &self,
+        limit: u32,
+        visibility: Duration,
+    ) -> StoreResult<TasksStarted> {
+        write!(self, |p| operations::task_start_batch(p, limit, visibility))
+    }
+
     async fn task_cancel(&self, task_id: TaskId, reason: &str) -> StoreResult<TaskState> {
         write!(self, |p| operations::task_cancel(p, task_id, reason))
     }
@@ -385,8 +402,27 @@ impl Store for SqliteStore {
         write!(self, |p| operations::step_start(p, params))
     }
 
+    async fn step_claim(
+        &self,
+        queue: &str,
+        limit: u32,
+        visibility: Duration,
+        grace: Duration,
+    ) -> StoreResult<Claimed> {
+        write!(self, |p| operations::step_claim(
+            p, queue, limit, visibility, grace
+        ))
+    }
+
     async fn step_finish(&self, params: StepFinishParams<'_>) -> StoreResult<StepFinished> {
         write!(self, |p| operations::step_finish(p, params))
+    }
+
+    async fn step_finish_batch(
+        &self,
+        batch: &[StepFinishParams<'_>],
+    ) -> StoreResult<Vec<StepFinished>> {
+        write!(self, |p| operations::step_finish_batch(p, batch))
     }
 
     async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<TaskState> {
@@ -409,7 +445,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<QueueBatch> {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        queue::read(&self.pool, queue, visibility, limit, Timestamp::now()).await
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        queue::read(&mut conn, queue, visibility, limit, Timestamp::now()).await
     }
 
     async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>> {

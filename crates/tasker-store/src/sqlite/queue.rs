@@ -95,7 +95,7 @@ pub(crate) async fn depths(pool: &SqlitePool) -> StoreResult<Vec<QueueDepth>> {
 
 /// Reads visible messages, and when the earliest of the queue's other messages shows.
 pub(crate) async fn read(
-    pool: &SqlitePool,
+    conn: &mut Conn,
     queue: &str,
     visibility: Duration,
     limit: u32,
@@ -111,7 +111,7 @@ pub(crate) async fn read(
     .bind(queue)
     .bind(now.0)
     .bind(i64::from(limit))
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
     let mut messages: Vec<QueueMessage> = rows
@@ -125,7 +125,7 @@ pub(crate) async fn read(
         .collect();
     messages.sort_unstable_by_key(|m| m.msg_id);
     let read: Vec<i64> = messages.iter().map(|m| m.msg_id).collect();
-    let next_visible = next_visible(pool, queue, &read).await?;
+    let next_visible = next_visible(conn, queue, &read).await?;
     Ok(QueueBatch {
         messages,
         next_visible,
@@ -134,7 +134,7 @@ pub(crate) async fn read(
 
 /// The earliest visibility time of the queue's messages other than `except`.
 async fn next_visible(
-    pool: &SqlitePool,
+    conn: &mut Conn,
     queue: &str,
     except: &[i64],
 ) -> StoreResult<Option<Timestamp>> {
@@ -145,7 +145,7 @@ async fn next_visible(
     )
     .bind(queue)
     .bind(except)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await
     .map_err(db)?;
     Ok(vt.map(Timestamp))
