@@ -92,6 +92,18 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Delete tasks finished (complete, in error or cancelled) longer ago than a
+    /// duration, with their steps, transitions, messages and dead letters.
+    Prune {
+        /// How long ago, at least: `30d`, `12h`, `90m`.
+        #[arg(long)]
+        finished_before: String,
+        /// Tasks deleted per transaction.
+        #[arg(long, default_value_t = tasker_engine::retention::BATCH)]
+        batch: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Manage templates in the database.
     Template {
         #[command(subcommand)]
@@ -178,6 +190,10 @@ pub struct BenchArgs {
     /// Steps each worker runs at the same time.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Fill the database with this many finished steps (of finished tasks of the same
+    /// shape) before measuring: throughput as the tables grow.
+    #[arg(long, default_value_t = 0)]
+    pub preload_steps: u64,
     /// Messages of the raw pgmq round trips (PostgreSQL).
     #[arg(long, default_value_t = 10_000)]
     pub ceiling_messages: usize,

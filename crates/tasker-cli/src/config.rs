@@ -47,6 +47,9 @@ pub struct EngineSection {
     pub poll_interval: Duration,
     #[serde(with = "serde_human")]
     pub visibility_grace: Duration,
+    /// Orchestrators delete tasks finished longer ago than this; none keeps them all.
+    #[serde(with = "serde_human_option", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
 }
 
 impl Default for EngineSection {
@@ -54,7 +57,30 @@ impl Default for EngineSection {
         Self {
             poll_interval: Duration::from_secs(5),
             visibility_grace: Duration::from_secs(5),
+            retention: None,
         }
+    }
+}
+
+/// An optional human duration (`30d`).
+mod serde_human_option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tasker_core::duration::{HumanDuration, parse_duration};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&HumanDuration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -235,6 +261,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TASKER_DATABASE_POOL_SIZE", "database.pool_size"),
     ("TASKER_ENGINE_POLL_INTERVAL", "engine.poll_interval"),
     ("TASKER_ENGINE_VISIBILITY_GRACE", "engine.visibility_grace"),
+    ("TASKER_ENGINE_RETENTION", "engine.retention"),
     ("TASKER_WORKER_QUEUES", "worker.queues"),
     ("TASKER_WORKER_CONCURRENCY", "worker.concurrency"),
     ("TASKER_API_LISTEN", "api.listen"),
@@ -336,6 +363,7 @@ impl Config {
             }
             "engine.poll_interval" => self.engine.poll_interval = duration()?,
             "engine.visibility_grace" => self.engine.visibility_grace = duration()?,
+            "engine.retention" => self.engine.retention = Some(duration()?),
             "worker.queues" => self.worker.queues = list(),
             "worker.concurrency" => self.worker.concurrency = number("a number of steps")? as usize,
             "api.listen" => self.api.listen = value.to_owned(),
@@ -460,7 +488,7 @@ mod tests {
     #[test]
     fn defaults_file_then_environment() {
         let f = file(
-            "[api]\nlisten = \"0.0.0.0:9000\"\ntokens = [\"a\"]\n[memory]\nhigh_watermark = \"512MiB\"\n",
+            "[api]\nlisten = \"0.0.0.0:9000\"\ntokens = [\"a\"]\n[engine]\nretention = \"30d\"\n[memory]\nhigh_watermark = \"512MiB\"\n",
         );
         let c = Config::load(
             Some(f.path()),
@@ -475,6 +503,7 @@ mod tests {
         assert_eq!(c.api.tokens, ["x", "y"]);
         assert_eq!(c.worker.concurrency, 3);
         assert_eq!(c.engine.poll_interval, Duration::from_secs(5));
+        assert_eq!(c.engine.retention, Some(Duration::from_secs(30 * 86_400)));
         let limits = c.memory_limits().unwrap();
         assert_eq!(
             (limits.high_watermark, limits.low_watermark),

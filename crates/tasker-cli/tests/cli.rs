@@ -253,6 +253,53 @@ fn status_lists_and_shows_tasks() {
     assert_eq!(no_db.status.code(), Some(2));
 }
 
+#[test]
+fn prune_deletes_finished_tasks_older_than_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    for _ in 0..2 {
+        let o = run(&[
+            "run",
+            examples().join("diamond.yaml").to_str().unwrap(),
+            "--db",
+            db,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let kept = run(&["prune", "--finished-before", "1h", "--db", db]);
+    assert_eq!(kept.status.code(), Some(0), "{}", stderr(&kept));
+    assert!(
+        stdout(&kept).contains("pruned 0 task(s) finished more than 1h ago"),
+        "{}",
+        stdout(&kept)
+    );
+    let pruned = run(&[
+        "prune",
+        "--finished-before",
+        "0s",
+        "--batch",
+        "1",
+        "--db",
+        db,
+    ]);
+    assert_eq!(pruned.status.code(), Some(0), "{}", stderr(&pruned));
+    assert!(
+        stdout(&pruned).contains("pruned 2 task(s)") && stdout(&pruned).contains("(8 steps)"),
+        "{}",
+        stdout(&pruned)
+    );
+    let list = run(&["status", "--db", db, "--json"]);
+    assert_eq!(json(&list), serde_json::json!([]));
+    let bad = run(&["prune", "--finished-before", "30x", "--db", db]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("--finished-before: invalid duration `30x`"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_workflow_then_resume_completes_each_step_once() {
     let dir = tempfile::tempdir().unwrap();

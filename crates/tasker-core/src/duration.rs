@@ -1,5 +1,5 @@
 //! Human durations as written in templates and on the command line: `250ms`, `5s`,
-//! `2m`, `1h`, or a combination such as `1m30s`.
+//! `2m`, `1h`, `30d`, or a combination such as `1m30s`.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,13 +8,13 @@ use serde::{Deserialize, Deserializer, Serializer};
 
 /// Why a duration string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration `{input}`: {reason} (write it like `250ms`, `5s`, `2m` or `1h`)")]
+#[error("invalid duration `{input}`: {reason} (write it like `250ms`, `5s`, `2m`, `1h` or `30d`)")]
 pub struct DurationError {
     pub input: String,
     pub reason: &'static str,
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`, `1m30s`.
+/// Parses `250ms`, `5s`, `2m`, `1h`, `30d`, `1m30s`.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_owned(),
@@ -45,6 +45,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
+            "d" => 86_400_000,
             "" => return Err(err("missing unit")),
             _ => return Err(err("unknown unit")),
         };
@@ -68,13 +69,14 @@ impl fmt::Display for HumanDuration {
         if ms == 0 {
             return f.write_str("0ms");
         }
-        let (h, m, s, rem) = (
-            ms / 3_600_000,
+        let (d, h, m, s, rem) = (
+            ms / 86_400_000,
+            (ms / 3_600_000) % 24,
             (ms / 60_000) % 60,
             (ms / 1000) % 60,
             ms % 1000,
         );
-        for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (rem, "ms")] {
+        for (n, unit) in [(d, "d"), (h, "h"), (m, "m"), (s, "s"), (rem, "ms")] {
             if n > 0 {
                 write!(f, "{n}{unit}")?;
             }
@@ -126,6 +128,10 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
         assert_eq!(parse_duration(" 0s ").unwrap(), Duration::ZERO);
     }
 
@@ -135,7 +141,7 @@ mod tests {
             ("", "it is empty"),
             ("5", "missing unit"),
             ("5 s", "unknown unit"),
-            ("5d", "unknown unit"),
+            ("5w", "unknown unit"),
             ("s", "expected a number"),
             ("-1s", "expected a number"),
             ("99999999999999999999s", "number too large"),
@@ -147,7 +153,16 @@ mod tests {
 
     #[test]
     fn displays_round_trip() {
-        for s in ["250ms", "5s", "2m", "1h", "1m30s", "1h1m1s1ms"] {
+        for s in [
+            "250ms",
+            "5s",
+            "2m",
+            "1h",
+            "1m30s",
+            "1h1m1s1ms",
+            "30d",
+            "1d12h",
+        ] {
             let d = parse_duration(s).unwrap();
             assert_eq!(HumanDuration(d).to_string(), s);
         }

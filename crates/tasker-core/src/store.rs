@@ -363,6 +363,13 @@ pub struct TaskProgress {
     pub active: u32,
 }
 
+/// What one [`Store::task_prune`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub tasks: u64,
+    pub steps: u64,
+}
+
 /// A registered template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TemplateRecord {
@@ -522,6 +529,15 @@ pub trait Store: Send + Sync + 'static {
         step_id: StepId,
         results: &RawValue,
     ) -> impl Future<Output = StoreResult<TaskState>> + Send;
+
+    /// Deletes up to `limit` finished tasks (complete, in error or cancelled) last
+    /// changed before `before`, with their steps, edges, transitions, queue messages and
+    /// dead letters — one transaction. Fewer than `limit` means none is left.
+    fn task_prune(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Pruned>> + Send;
 
     /// The audit trail of a task, oldest first.
     fn transition_list(

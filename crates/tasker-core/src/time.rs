@@ -30,6 +30,12 @@ impl Timestamp {
         Self(self.0.saturating_add(us))
     }
 
+    /// This instant moved back by `d` (saturating).
+    pub fn before(self, d: Duration) -> Self {
+        let us = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(us))
+    }
+
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_micros(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))

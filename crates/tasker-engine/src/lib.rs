@@ -41,6 +41,7 @@ mod handler;
 pub mod metrics;
 mod orchestrator;
 pub mod pressure;
+pub mod retention;
 mod worker;
 
 use std::collections::HashSet;
@@ -101,6 +102,8 @@ pub struct EngineConfig {
     pub visibility_grace: Duration,
     /// Stop taking work above a memory watermark (none: no limit).
     pub memory: Option<pressure::MemoryLimits>,
+    /// An orchestrator deletes tasks finished longer ago than this (none: keep all).
+    pub retention: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -115,6 +118,7 @@ impl EngineConfig {
             poll_interval: Duration::from_secs(5),
             visibility_grace: Duration::from_secs(5),
             memory: None,
+            retention: None,
         }
     }
 }
@@ -348,6 +352,12 @@ impl<S: Store> Engine<S> {
                 // sender of outcomes goes with `run`, and the recorder stops.
                 consumer.run(rx, take, run).await;
                 let _ = recording.await;
+            }));
+        }
+        if let (true, Some(retention)) = (config.orchestrator, config.retention) {
+            let (store, rx) = (self.shared.store.clone(), rx.clone());
+            loops.push(tokio::spawn(async move {
+                retention::keep(&*store, retention, rx).await
             }));
         }
         if let Some(limits) = &config.memory {

@@ -61,3 +61,20 @@ pub(crate) fn queue_depth((queue, messages): (String, i64)) -> QueueDepth {
         messages: messages.max(0) as u64,
     }
 }
+
+/// The steps of `template` as a JSON array of `[name, handler, queue, retry policy]`,
+/// for generating finished tasks inside the database.
+pub(crate) fn preload_steps(
+    template: &tasker_core::template::TaskTemplate,
+) -> Result<String, StoreError> {
+    let steps: Vec<(&str, &str, &str, String)> = template
+        .steps
+        .iter()
+        .map(|s| {
+            let retry =
+                serde_json::to_string(&s.retry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((s.name.as_str(), s.handler.as_str(), s.queue.as_str(), retry))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    serde_json::to_string(&steps).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

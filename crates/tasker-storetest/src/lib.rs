@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             queue_depths_count_messages,
             batches_start_claim_and_finish_many_at_once,
             a_failed_batch_changes_nothing,
+            prune_removes_old_finished_tasks_in_batches,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [
             linear_passes_values_along_the_chain,
@@ -82,6 +83,7 @@ macro_rules! conformance_tests {
             operator_resolution_lets_children_proceed,
             concurrency_limit_is_respected,
             many_tasks_complete_each_step_once,
+            an_orchestrator_prunes_tasks_past_their_retention,
         ]);
     };
     (@cases $fresh:path, $module:ident: [$($case:ident),* $(,)?]) => {

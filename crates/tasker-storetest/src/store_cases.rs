@@ -872,3 +872,59 @@ pub async fn a_failed_batch_changes_nothing<S: Store>(store: Arc<S>) {
         StepFinished::Applied { enqueued: 1, .. }
     ));
 }
+
+pub async fn prune_removes_old_finished_tasks_in_batches<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let t = template(TWO_STEPS);
+    let done = d.create(&t, "{}").await;
+    d.start_tasks().await;
+    d.run_queue("conf").await;
+    let running = d.create(&t, "{}").await;
+    d.start_tasks().await;
+    // Cancelled while pending: its start request is still on the task queue.
+    let cancelled = d.create(&t, "{}").await;
+    store.task_cancel(cancelled, "not needed").await.unwrap();
+    assert_eq!(d.detail(done).await.task.state, TaskState::Complete);
+
+    let long_ago = tasker_core::time::Timestamp(1);
+    assert_eq!(
+        store.task_prune(long_ago, 10).await.unwrap(),
+        Pruned::default()
+    );
+
+    let later = tasker_core::time::Timestamp::now().after(Duration::from_secs(1));
+    let first = store.task_prune(later, 1).await.unwrap();
+    assert_eq!(first.tasks, 1, "a batch is bounded");
+    let second = store.task_prune(later, 1).await.unwrap();
+    assert_eq!((first.steps + second.steps, second.tasks), (4, 1));
+    assert_eq!(
+        store.task_prune(later, 10).await.unwrap(),
+        Pruned::default()
+    );
+
+    for gone in [done, cancelled] {
+        let err = store.task_get(gone).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        assert!(store.transition_list(gone).await.unwrap().is_empty());
+    }
+    assert_eq!(d.detail(running).await.task.state, TaskState::InProgress);
+    let depth = |queue: &str| {
+        let queue = queue.to_owned();
+        let store = store.clone();
+        async move {
+            store
+                .queue_depths()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|q| q.queue == queue)
+                .map_or(0, |q| q.messages)
+        }
+    };
+    assert_eq!(
+        depth(TASK_QUEUE).await,
+        0,
+        "the cancelled task's request is gone"
+    );
+    assert_eq!(depth("conf").await, 1, "the running task's message stays");
+}

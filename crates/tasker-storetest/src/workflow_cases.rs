@@ -439,3 +439,33 @@ pub async fn many_tasks_complete_each_step_once<S: Store>(store: Arc<S>) {
     }
     running.shutdown().await;
 }
+
+pub async fn an_orchestrator_prunes_tasks_past_their_retention<S: Store>(store: Arc<S>) {
+    let config = tasker_engine::EngineConfig {
+        retention: Some(Duration::from_millis(1)),
+        ..tasker_engine::EngineConfig::embedded()
+    };
+    let engine = tasker_engine::Engine::new(
+        store.clone(),
+        tasker_engine::HandlerRegistry::with_builtins(),
+        config,
+    );
+    let running = engine.start();
+    let task = engine
+        .submit(&example("diamond.yaml"), "{}", None)
+        .await
+        .unwrap();
+    let done = engine.wait(task.task_id, |_| {}).await.unwrap();
+    assert_eq!(done.task.state, TaskState::Complete);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.task_get(task.task_id).await {
+            Err(StoreError::NotFound(_)) => break,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => panic!("not pruned within 10 s: {other:?}"),
+        }
+    }
+    running.shutdown().await;
+}

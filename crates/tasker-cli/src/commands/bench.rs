@@ -90,6 +90,29 @@ pub fn shape_template(shape: &str, steps: Option<usize>) -> Result<TaskTemplate,
     parse_template(&yaml, &name).map_err(CliError::failed)
 }
 
+/// Fills the database with `steps` finished steps (whole tasks of `template`).
+async fn preload<'a, F, Fut>(
+    steps: u64,
+    template: &'a TaskTemplate,
+    fill: F,
+) -> Result<(), CliError>
+where
+    F: FnOnce(&'a TaskTemplate, u64) -> Fut,
+    Fut: std::future::Future<Output = tasker_core::store::StoreResult<u64>>,
+{
+    if steps == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let tasks = steps.div_ceil(template.steps.len() as u64);
+    let done = fill(template, tasks).await.map_err(CliError::failed)?;
+    eprintln!(
+        "preloaded {done} finished steps ({tasks} tasks) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Nearest-rank percentiles of a list of durations, in milliseconds.
 #[derive(Serialize, Default)]
 pub struct Percentiles {
@@ -148,6 +171,8 @@ struct Report {
     idle_task_latency: Percentiles,
     /// Tasks of the one-at-a-time phase.
     idle_tasks: usize,
+    /// Finished steps in the database before the run.
+    preloaded_steps: u64,
     transactions_per_step: f64,
     transactions_counted: &'static str,
     processes: Vec<ProcessRss>,
@@ -343,6 +368,10 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
     let report = match Backend::from_args(&args.store)? {
         Backend::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(&path).await.map_err(super::open_error)?);
+            preload(args.preload_steps, &template, |t, n| {
+                store.preload_finished(t, n)
+            })
+            .await?;
             let config = EngineConfig {
                 worker: Some(WorkerConfig {
                     queues: Queues::All,
@@ -427,6 +456,7 @@ async fn report<S: Store>(
         idle_dispatch_latency: percentiles(idle_dispatch),
         idle_task_latency: percentiles(idle_task_latency),
         idle_tasks: run.idle.len(),
+        preloaded_steps: args.preload_steps,
         transactions_per_step: transactions / all_steps as f64,
         transactions_counted: counted,
         processes,
@@ -484,6 +514,10 @@ async fn bench_postgres(
     template: &TaskTemplate,
 ) -> Result<Report, CliError> {
     let store = Arc::new(connect_postgres(url, 4).await?);
+    preload(args.preload_steps, template, |t, n| {
+        store.preload_finished(t, n)
+    })
+    .await?;
     let exe = std::env::current_exe().map_err(CliError::failed)?;
     let spawn = |role: &str, extra: &[String]| -> Result<Spawned, CliError> {
         let child = Command::new(&exe)

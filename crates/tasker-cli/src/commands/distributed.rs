@@ -86,6 +86,7 @@ pub async fn orchestrator(
         worker: None,
         poll_interval: config.engine.poll_interval,
         memory: config.memory_limits(),
+        retention: config.engine.retention,
         ..EngineConfig::embedded()
     };
     let pool = config.database.pool_size.unwrap_or(6);
@@ -134,6 +135,7 @@ pub async fn worker(args: WorkerArgs<'_>, config: &Config) -> Result<Outcome, Cl
         poll_interval: config.engine.poll_interval,
         visibility_grace: args.grace.unwrap_or(config.engine.visibility_grace),
         memory: config.memory_limits(),
+        retention: None,
     };
     let pool = config.database.pool_size.unwrap_or(concurrency as u32 + 2);
     serve(

@@ -171,6 +171,15 @@ pub async fn dispatch(
             results,
             store,
         } => with_store!(&store, true, |s| operate::resolve(&s, &step_id, &results)),
+        Command::Prune {
+            finished_before,
+            batch,
+            store,
+        } => with_store!(&store, true, |s| operate::prune(
+            &s,
+            &finished_before,
+            batch
+        )),
         Command::Template {
             command: TemplateCommand::Register { paths, store },
         } => with_store!(&store, true, |s| operate::register(&s, &paths)),

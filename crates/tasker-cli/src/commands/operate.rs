@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
+use tasker_core::duration::{HumanDuration, parse_duration};
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::state::TaskState;
 use tasker_core::store::{Registration, Store, StoreError};
@@ -121,6 +122,29 @@ pub async fn resolve<S: Store>(
         .await
         .map_err(store_error)?;
     println!("step {step} resolved; its task is {state}");
+    Ok(Outcome::Success)
+}
+
+pub async fn prune<S: Store>(
+    store: &S,
+    finished_before: &str,
+    batch: u32,
+) -> Result<Outcome, CliError> {
+    let older_than = parse_duration(finished_before)
+        .map_err(|e| CliError::BadInput(format!("--finished-before: {e}")))?;
+    let mut progress = ProgressLine::new(true);
+    let pruned = tasker_engine::retention::prune(store, older_than, batch, |so_far| {
+        progress.show(&format!("pruned {} tasks so far", so_far.tasks))
+    })
+    .await
+    .map_err(store_error)?;
+    progress.finish();
+    println!(
+        "pruned {} task(s) finished more than {} ago ({} steps)",
+        pruned.tasks,
+        HumanDuration(older_than),
+        pruned.steps
+    );
     Ok(Outcome::Success)
 }
 

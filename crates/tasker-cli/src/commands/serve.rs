@@ -32,6 +32,7 @@ pub async fn serve(
         poll_interval: config.engine.poll_interval,
         visibility_grace: config.engine.visibility_grace,
         memory: config.memory_limits(),
+        retention: config.engine.retention,
         ..EngineConfig::embedded()
     };
     match Backend::resolve(store, config)? {

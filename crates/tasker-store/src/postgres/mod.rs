@@ -12,6 +12,7 @@
 //! re-established, and readers are woken in case a notification was missed.
 
 pub mod ceiling;
+mod preload;
 mod queue;
 mod steps;
 mod tasks;
@@ -468,6 +469,14 @@ impl Store for PgStore {
 
     async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<TaskState> {
         write!(self, |p| operations::step_resolve(p, step_id, results))
+    }
+
+    async fn task_prune(&self, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let pruned = tasks::prune(&mut tx, before, limit).await?;
+        tx.commit().await.map_err(db)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(pruned)
     }
 
     async fn transition_list(&self, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {

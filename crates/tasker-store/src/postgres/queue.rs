@@ -221,3 +221,35 @@ pub(crate) async fn dead_letters(pool: &PgPool, queue: &str) -> StoreResult<Vec<
         })
         .collect())
 }
+
+/// Deletes the messages and dead letters of every queue that belong to `tasks`.
+pub(crate) async fn forget_tasks(conn: &mut Conn, tasks: &[uuid::Uuid]) -> StoreResult<()> {
+    let ids: Vec<String> = tasks.iter().map(|t| t.hyphenated().to_string()).collect();
+    let queues: Vec<String> = sqlx::query_scalar("SELECT queue_name::text FROM pgmq.meta")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    for queue in queues {
+        let sql = format!(
+            "DELETE FROM {} WHERE message->>'task_id' = ANY($1)",
+            table("q", &queue)?
+        );
+        sqlx::query(&sql)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        let sql = format!(
+            "WITH gone AS (DELETE FROM {} WHERE message->>'task_id' = ANY($1) RETURNING msg_id)
+             DELETE FROM tasker.dead_letter_reasons WHERE queue = $2 AND msg_id IN (SELECT msg_id FROM gone)",
+            table("a", &queue)?
+        );
+        sqlx::query(&sql)
+            .bind(&ids)
+            .bind(&queue)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}

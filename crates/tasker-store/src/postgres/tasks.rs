@@ -247,3 +247,44 @@ fn task_record(r: PgRow) -> StoreResult<TaskRecord> {
         updated_at: Timestamp(r.get(8)),
     })
 }
+
+/// Deletes up to `limit` finished tasks changed before `before`, and all that is theirs.
+/// Tasks another process is pruning are skipped, not waited for.
+pub(crate) async fn prune(conn: &mut Conn, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT id FROM tasker.tasks
+         WHERE state IN ('complete', 'error', 'cancelled') AND updated_at < $1
+         ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(before.0)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    if ids.is_empty() {
+        return Ok(Pruned::default());
+    }
+    let mut steps = 0;
+    for sql in [
+        "DELETE FROM tasker.transitions WHERE task_id = ANY($1)",
+        "DELETE FROM tasker.step_edges WHERE task_id = ANY($1)",
+        "DELETE FROM tasker.steps WHERE task_id = ANY($1)",
+    ] {
+        let done = sqlx::query(sql)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        steps = done.rows_affected();
+    }
+    super::queue::forget_tasks(conn, &ids).await?;
+    sqlx::query("DELETE FROM tasker.tasks WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(Pruned {
+        tasks: ids.len() as u64,
+        steps,
+    })
+}

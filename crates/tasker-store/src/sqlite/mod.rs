@@ -13,6 +13,7 @@
 //! `synchronous = NORMAL`: a process crash loses nothing; a power loss may lose the
 //! last transactions.
 
+mod preload;
 mod queue;
 mod steps;
 mod tasks;
@@ -427,6 +428,14 @@ impl Store for SqliteStore {
 
     async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<TaskState> {
         write!(self, |p| operations::step_resolve(p, step_id, results))
+    }
+
+    async fn task_prune(&self, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let pruned = tasks::prune(&mut tx, before, limit).await?;
+        tx.commit().await.map_err(db)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(pruned)
     }
 
     async fn transition_list(&self, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {

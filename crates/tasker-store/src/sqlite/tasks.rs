@@ -220,3 +220,44 @@ fn task_record(r: SqliteRow) -> StoreResult<TaskRecord> {
         updated_at: Timestamp(r.get(8)),
     })
 }
+
+/// Deletes up to `limit` finished tasks changed before `before`, and all that is theirs.
+/// The doomed ids go to a temporary table, so every statement deletes the same tasks.
+pub(crate) async fn prune(conn: &mut Conn, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
+    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS pruned (id BLOB PRIMARY KEY)")
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    sqlx::query("DELETE FROM temp.pruned")
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    let tasks = sqlx::query(
+        "INSERT INTO temp.pruned SELECT id FROM tasks
+         WHERE state IN ('complete', 'error', 'cancelled') AND updated_at < ?
+         ORDER BY updated_at LIMIT ?",
+    )
+    .bind(before.0)
+    .bind(i64::from(limit))
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    let mut steps = 0;
+    for sql in [
+        "DELETE FROM transitions WHERE task_id IN (SELECT id FROM temp.pruned)",
+        "DELETE FROM step_edges WHERE task_id IN (SELECT id FROM temp.pruned)",
+        "DELETE FROM queue_messages WHERE replace(json_extract(message, '$.task_id'), '-', '')
+         IN (SELECT lower(hex(id)) FROM temp.pruned)",
+        "DELETE FROM queue_dead_letters WHERE replace(json_extract(message, '$.task_id'), '-', '')
+         IN (SELECT lower(hex(id)) FROM temp.pruned)",
+        "DELETE FROM steps WHERE task_id IN (SELECT id FROM temp.pruned)",
+        "DELETE FROM tasks WHERE id IN (SELECT id FROM temp.pruned)",
+    ] {
+        let done = sqlx::query(sql).execute(&mut *conn).await.map_err(db)?;
+        if sql.starts_with("DELETE FROM steps") {
+            steps = done.rows_affected();
+        }
+    }
+    Ok(Pruned { tasks, steps })
+}

@@ -1,0 +1,3 @@
+-- Finished tasks by age, for pruning: covers only the final states.
+CREATE INDEX tasks_finished ON tasker.tasks (updated_at)
+    WHERE state IN ('complete', 'error', 'cancelled');
