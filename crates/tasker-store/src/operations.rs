@@ -12,7 +12,7 @@ use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 
-use crate::primitives::{EvalStep, Move, Outcome, Primitives, StepRow, Transition};
+use crate::primitives::{EvalStep, Move, Outcome, Primitives, Transition};
 
 pub(crate) async fn template_register<P: Primitives>(
     p: &mut P,
@@ -99,17 +99,26 @@ impl Task {
     }
 }
 
+/// Locks the tasks of `ids` (sorted, without repeats) in id order; every one must exist.
+async fn lock_tasks<P: Primitives>(p: &mut P, ids: &[TaskId]) -> StoreResult<Vec<Task>> {
+    let rows = p.tasks_lock(ids).await?;
+    if let Some(missing) = ids.iter().find(|id| !rows.iter().any(|r| r.0 == **id)) {
+        return Err(StoreError::NotFound(format!("task {missing}")));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(id, state, progress)| Task {
+            id,
+            state,
+            progress,
+            stored: progress,
+        })
+        .collect())
+}
+
 async fn lock_task<P: Primitives>(p: &mut P, task_id: TaskId) -> StoreResult<Task> {
-    let (state, progress) = p
-        .task_lock(task_id)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-    Ok(Task {
-        id: task_id,
-        state,
-        progress,
-        stored: progress,
-    })
+    let mut tasks = lock_tasks(p, &[task_id]).await?;
+    Ok(tasks.remove(0))
 }
 
 fn step_not_found(step_id: StepId) -> StoreError {
@@ -136,7 +145,7 @@ pub(crate) async fn task_start<P: Primitives>(
             state: task.state,
         };
     }
-    p.queue_delete(TASK_QUEUE, params.msg_id).await?;
+    p.queue_delete(TASK_QUEUE, &[params.msg_id]).await?;
     Ok(started)
 }
 
@@ -265,7 +274,7 @@ pub(crate) async fn step_start<P: Primitives>(
             attempts + 1
         ),
         other => {
-            p.queue_delete(params.queue, params.msg_id).await?;
+            p.queue_delete(params.queue, &[params.msg_id]).await?;
             return Ok(StepStart::Skipped { state: other });
         }
     };
@@ -376,7 +385,7 @@ async fn dead_letter<P: Primitives>(
         results: None,
         error: Some(&reason),
     };
-    check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
+    check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
     task.moved(&m);
     settle(p, &mut task, Vec::new()).await?;
     Ok(StepStart::DeadLettered {
@@ -387,92 +396,161 @@ async fn dead_letter<P: Primitives>(
     })
 }
 
-pub(crate) async fn step_finish<P: Primitives>(
-    p: &mut P,
-    params: StepFinishParams<'_>,
-) -> StoreResult<StepFinished> {
-    let mut task = lock_task(p, params.task_id).await?;
-    let step: StepRow = p
-        .step_get(params.step_id, true)
-        .await?
-        .ok_or_else(|| step_not_found(params.step_id))?;
-    if step.state != StepState::InProgress || step.attempts != params.attempt {
-        return Ok(StepFinished::Stale { state: step.state });
-    }
-    let task_id = step.task_id;
-    p.queue_delete(params.queue, params.msg_id).await?;
-    let (event, outcome, reason) = match params.outcome {
-        StepOutcome::Succeeded { results } => {
-            let outcome = Outcome {
-                results: Some(results),
-                error: None,
-            };
-            (StepEvent::Succeed, outcome, "succeeded".to_owned())
-        }
-        StepOutcome::Retry { error, delay } => {
-            let outcome = Outcome {
-                results: None,
-                error: Some(error),
-            };
-            (
-                StepEvent::FailRetryable,
-                outcome,
-                format!("retry in {}: {error}", HumanDuration(delay)),
-            )
-        }
-        StepOutcome::Failed { error } => {
-            let outcome = Outcome {
-                results: None,
-                error: Some(error),
-            };
-            (StepEvent::FailPermanent, outcome, error.to_owned())
-        }
-    };
-    let m = Move {
-        task_id,
-        step_id: params.step_id,
-        from: step.state,
-        to: step.state.apply(event)?,
-        reason: &reason,
-    };
-    check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
-    task.moved(&m);
-    if let StepOutcome::Retry { delay, .. } = params.outcome {
-        let message = step_message(task_id, params.step_id, &step.handler, step.attempts + 1);
-        p.queue_send(&step.queue, &message, delay).await?;
-        return Ok(StepFinished::Applied {
-            step_state: m.to,
-            enqueued: 0,
-            task_state: task.state,
-        });
-    }
-    let ready = release(p, &m, step.position).await?;
-    let enqueued = settle(p, &mut task, ready).await?;
-    Ok(StepFinished::Applied {
-        step_state: m.to,
-        enqueued,
-        task_state: task.state,
-    })
-}
-
-/// Finishes each of `batch`, taking their tasks in id order (the same order in every
-/// batch, so two batches never deadlock); results in the order of `batch`.
+/// Finishes each of `batch` in one transaction: its tasks locked in id order (the same
+/// order in every batch, so two batches never deadlock), then one statement per kind of
+/// change for the whole batch. Results are in the order of `batch`; each task's last
+/// outcome in the batch carries the task's new state and the steps it enqueued.
 pub(crate) async fn step_finish_batch<P: Primitives>(
     p: &mut P,
     batch: &[StepFinishParams<'_>],
 ) -> StoreResult<Vec<StepFinished>> {
-    let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_unstable_by_key(|&i| batch[i].task_id);
+    let mut task_ids: Vec<TaskId> = batch.iter().map(|b| b.task_id).collect();
+    task_ids.sort_unstable();
+    task_ids.dedup();
+    let mut tasks = lock_tasks(p, &task_ids).await?;
+    let before: Vec<TaskState> = tasks.iter().map(|t| t.state).collect();
+    let step_ids: Vec<StepId> = batch.iter().map(|b| b.step_id).collect();
+    let rows = p.steps_get(&step_ids).await?;
+    let row_of = |id: StepId| rows.iter().find(|(s, _)| *s == id).map(|(_, r)| r);
+
+    // Which outcomes apply: the step still runs the attempt that ended.
     let mut out = vec![
         StepFinished::Stale {
             state: StepState::Pending
         };
         batch.len()
     ];
-    for i in order {
-        out[i] = step_finish(p, batch[i]).await?;
+    let mut live = Vec::with_capacity(batch.len());
+    let mut reasons = Vec::with_capacity(batch.len());
+    for (i, params) in batch.iter().enumerate() {
+        let step = row_of(params.step_id).ok_or_else(|| step_not_found(params.step_id))?;
+        if step.task_id != params.task_id {
+            return Err(StoreError::Conflict(format!(
+                "step {} is not a step of task {}",
+                params.step_id, params.task_id
+            )));
+        }
+        if step.state != StepState::InProgress || step.attempts != params.attempt {
+            out[i] = StepFinished::Stale { state: step.state };
+            continue;
+        }
+        live.push((i, step));
+        reasons.push(reason_of(params.outcome));
+    }
+    let mut changes = Vec::with_capacity(live.len());
+    for (&(i, step), reason) in live.iter().zip(&reasons) {
+        let (event, outcome) = event_of(batch[i].outcome);
+        let m = Move {
+            task_id: step.task_id,
+            step_id: batch[i].step_id,
+            from: step.state,
+            to: step.state.apply(event)?,
+            reason,
+        };
+        changes.push((m, outcome));
+    }
+    let mut by_queue: Vec<(&str, Vec<i64>)> = Vec::new();
+    for &(i, _) in &live {
+        let (queue, msg_id) = (batch[i].queue, batch[i].msg_id);
+        match by_queue.iter_mut().find(|(q, _)| *q == queue) {
+            Some((_, ids)) => ids.push(msg_id),
+            None => by_queue.push((queue, vec![msg_id])),
+        }
+    }
+    for (queue, ids) in &by_queue {
+        p.queue_delete(queue, ids).await?;
+    }
+    if p.steps_set_outcome(&changes).await? != changes.len() as u64 {
+        return Err(StoreError::Conflict(
+            "a step of the batch changed while it was recorded".into(),
+        ));
+    }
+    for (m, _) in &changes {
+        task_of(&mut tasks, m.task_id).moved(m);
+    }
+    for &(i, step) in &live {
+        if let StepOutcome::Retry { delay, .. } = batch[i].outcome {
+            let message = step_message(
+                step.task_id,
+                batch[i].step_id,
+                &step.handler,
+                step.attempts + 1,
+            );
+            p.queue_send(&step.queue, &message, delay).await?;
+        }
+    }
+    let moved: Vec<(Move<'_>, u32)> = changes
+        .iter()
+        .zip(&live)
+        .map(|((m, _), (_, step))| (*m, step.position))
+        .collect();
+    let ready = release(p, &moved).await?;
+    let enqueued = settle_all(p, &mut tasks, ready).await?;
+    for (k, &(i, step)) in live.iter().enumerate() {
+        let t = tasks
+            .iter()
+            .position(|t| t.id == step.task_id)
+            .expect("locked");
+        let last = live[k + 1..].iter().all(|(_, s)| s.task_id != step.task_id);
+        out[i] = StepFinished::Applied {
+            step_state: changes[k].0.to,
+            enqueued: if last { enqueued[t] } else { 0 },
+            task_state: if last { tasks[t].state } else { before[t] },
+        };
     }
     Ok(out)
+}
+
+pub(crate) async fn step_finish<P: Primitives>(
+    p: &mut P,
+    params: StepFinishParams<'_>,
+) -> StoreResult<StepFinished> {
+    Ok(step_finish_batch(p, &[params]).await?[0])
+}
+
+/// Why an attempt ended, for its transition.
+fn reason_of(outcome: StepOutcome<'_>) -> String {
+    match outcome {
+        StepOutcome::Succeeded { .. } => "succeeded".to_owned(),
+        StepOutcome::Retry { error, delay } => {
+            format!("retry in {}: {error}", HumanDuration(delay))
+        }
+        StepOutcome::Failed { error } => error.to_owned(),
+    }
+}
+
+/// The step event of an attempt's end, and the columns it writes.
+fn event_of(outcome: StepOutcome<'_>) -> (StepEvent, Outcome<'_>) {
+    match outcome {
+        StepOutcome::Succeeded { results } => (
+            StepEvent::Succeed,
+            Outcome {
+                results: Some(results),
+                error: None,
+            },
+        ),
+        StepOutcome::Retry { error, .. } => (
+            StepEvent::FailRetryable,
+            Outcome {
+                results: None,
+                error: Some(error),
+            },
+        ),
+        StepOutcome::Failed { error } => (
+            StepEvent::FailPermanent,
+            Outcome {
+                results: None,
+                error: Some(error),
+            },
+        ),
+    }
+}
+
+fn task_of(tasks: &mut [Task], id: TaskId) -> &mut Task {
+    tasks
+        .iter_mut()
+        .find(|t| t.id == id)
+        .expect("the task is locked")
 }
 
 pub(crate) async fn step_resolve<P: Primitives>(
@@ -501,46 +579,93 @@ pub(crate) async fn step_resolve<P: Primitives>(
         results: Some(results),
         error: None,
     };
-    check_moved(p.step_set_outcome(m, outcome).await?, &m)?;
+    check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
     task.moved(&m);
     if task.state == TaskState::Error {
         let reason = format!("step `{}` resolved by an operator", step.name);
         move_task(p, &mut task, TaskEvent::Resume, &reason).await?;
     }
-    let ready = release(p, &m, step.position).await?;
+    let ready = release(p, &[(m, step.position)]).await?;
     settle(p, &mut task, ready).await?;
     Ok(task.state)
 }
 
-/// The children a step's move released: if it became done, each child waits on one
-/// parent less, and those waiting on none are ready. Costs the step's own edges.
+/// The children that moves released: each child of a step that became done waits on one
+/// parent less, and those waiting on none are ready, by task and position. Costs the
+/// moved steps' own edges.
 async fn release<P: Primitives>(
     p: &mut P,
-    m: &Move<'_>,
-    position: u32,
+    moved: &[(Move<'_>, u32)],
 ) -> StoreResult<Vec<EvalStep>> {
-    if m.from.is_done() || !m.to.is_done() {
+    let done: Vec<(TaskId, u32)> = moved
+        .iter()
+        .filter(|(m, _)| !m.from.is_done() && m.to.is_done())
+        .map(|(m, position)| (m.task_id, *position))
+        .collect();
+    if done.is_empty() {
         return Ok(Vec::new());
     }
-    let mut children = p.step_release_children(m.task_id, position).await?;
+    let mut children = p.steps_release_children(&done).await?;
     children.retain(|c| readiness::released(c.state, c.waiting_on));
-    children.sort_unstable_by_key(|c| c.position);
+    children.sort_unstable_by_key(|c| (c.task_id, c.position));
     Ok(children)
 }
 
-/// Applies a change to the task: enqueues the `ready` steps and, if the task is
-/// finished, completes or fails it — all only while it is in progress — and writes its
-/// counters. Returns the number of steps enqueued.
+/// [`settle_all`] for one task; returns the number of steps enqueued.
 async fn settle<P: Primitives>(
     p: &mut P,
     task: &mut Task,
     ready: Vec<EvalStep>,
 ) -> StoreResult<usize> {
-    let mut enqueued = 0;
-    if task.state == TaskState::InProgress {
-        enqueued = ready.len();
-        if !ready.is_empty() {
-            enqueue(p, task, &ready).await?;
+    Ok(settle_all(p, std::slice::from_mut(task), ready).await?[0])
+}
+
+/// Applies a change to tasks: enqueues the `ready` steps of those in progress and
+/// completes or fails each in-progress task its counters say is finished, then writes
+/// the counters that changed. Returns the steps enqueued per task, in `tasks` order.
+async fn settle_all<P: Primitives>(
+    p: &mut P,
+    tasks: &mut [Task],
+    mut ready: Vec<EvalStep>,
+) -> StoreResult<Vec<usize>> {
+    let mut enqueued = vec![0; tasks.len()];
+    ready.retain(|s| {
+        tasks
+            .iter()
+            .any(|t| t.id == s.task_id && t.state == TaskState::InProgress)
+    });
+    if !ready.is_empty() {
+        let to = StepState::Pending.apply(StepEvent::Enqueue)?;
+        let ids: Vec<(TaskId, StepId)> = ready.iter().map(|s| (s.task_id, s.id)).collect();
+        if p.steps_enqueue(&ids, "dependencies done").await? != ids.len() as u64 {
+            return Err(StoreError::Conflict(
+                "a ready step was no longer pending".into(),
+            ));
+        }
+        for s in &ready {
+            let t = tasks
+                .iter()
+                .position(|t| t.id == s.task_id)
+                .expect("ready steps are of these tasks");
+            tasks[t].progress.shift(StepState::Pending, to);
+            enqueued[t] += 1;
+        }
+        // One batch per queue, in the order the steps were made ready.
+        let mut batches: Vec<(&str, Vec<StepMessage<'_>>)> = Vec::new();
+        for s in &ready {
+            let message = step_message(s.task_id, s.id, &s.handler, s.attempts + 1);
+            match batches.iter_mut().find(|(queue, _)| *queue == &*s.queue) {
+                Some((_, messages)) => messages.push(message),
+                None => batches.push((&s.queue, vec![message])),
+            }
+        }
+        for (queue, messages) in &batches {
+            p.queue_send_batch(queue, messages).await?;
+        }
+    }
+    for task in tasks.iter_mut() {
+        if task.state != TaskState::InProgress {
+            continue;
         }
         match task.progress.outcome() {
             Readiness::Complete => {
@@ -557,40 +682,18 @@ async fn settle<P: Primitives>(
             Readiness::Running => {}
         }
     }
-    if task.progress != task.stored {
-        p.task_set_progress(task.id, task.progress).await?;
-        task.stored = task.progress;
-    }
-    Ok(enqueued)
-}
-
-/// Moves the `ready` steps to enqueued and sends their messages, one batch per queue.
-async fn enqueue<P: Primitives>(p: &mut P, task: &mut Task, ready: &[EvalStep]) -> StoreResult<()> {
-    let to = StepState::Pending.apply(StepEvent::Enqueue)?;
-    let ids: Vec<StepId> = ready.iter().map(|s| s.id).collect();
-    let moved = p.steps_enqueue(task.id, &ids, "dependencies done").await?;
-    if moved != ids.len() as u64 {
-        return Err(StoreError::Conflict(format!(
-            "task {}: a ready step was no longer pending",
-            task.id
-        )));
-    }
-    for _ in ready {
-        task.progress.shift(StepState::Pending, to);
-    }
-    // One batch per queue, in the order the steps were made ready.
-    let mut batches: Vec<(&str, Vec<StepMessage<'_>>)> = Vec::new();
-    for s in ready {
-        let message = step_message(task.id, s.id, &s.handler, s.attempts + 1);
-        match batches.iter_mut().find(|(queue, _)| *queue == &*s.queue) {
-            Some((_, messages)) => messages.push(message),
-            None => batches.push((&s.queue, vec![message])),
+    let changed: Vec<(TaskId, Progress)> = tasks
+        .iter()
+        .filter(|t| t.progress != t.stored)
+        .map(|t| (t.id, t.progress))
+        .collect();
+    if !changed.is_empty() {
+        p.tasks_set_progress(&changed).await?;
+        for t in tasks.iter_mut() {
+            t.stored = t.progress;
         }
     }
-    for (queue, messages) in &batches {
-        p.queue_send_batch(queue, messages).await?;
-    }
-    Ok(())
+    Ok(enqueued)
 }
 
 fn step_message(task_id: TaskId, step_id: StepId, handler: &str, attempt: u32) -> StepMessage<'_> {

@@ -24,6 +24,7 @@ use tasker_core::template::TaskTemplate;
 /// every task of a template.
 pub(crate) struct EvalStep {
     pub id: StepId,
+    pub task_id: TaskId,
     pub position: u32,
     pub state: StepState,
     pub handler: Arc<str>,
@@ -117,18 +118,17 @@ pub(crate) trait Primitives: Send {
         definition: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// The task's state and counters, locked: this serializes the transaction with
-    /// every other that changes the task.
-    fn task_lock(
+    /// The state and counters of each task of `tasks` that exists, locked in id order:
+    /// this serializes the transaction with every other that changes them.
+    fn tasks_lock(
         &mut self,
-        task_id: TaskId,
-    ) -> impl Future<Output = StoreResult<Option<(TaskState, Progress)>>> + Send;
+        tasks: &[TaskId],
+    ) -> impl Future<Output = StoreResult<Vec<(TaskId, TaskState, Progress)>>> + Send;
 
-    /// Writes the task's counters.
-    fn task_set_progress(
+    /// Writes each task's counters.
+    fn tasks_set_progress(
         &mut self,
-        task_id: TaskId,
-        progress: Progress,
+        tasks: &[(TaskId, Progress)],
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The name of a step of the task in error, the first by position.
@@ -172,12 +172,11 @@ pub(crate) trait Primitives: Send {
         task_id: TaskId,
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
 
-    /// The step at `position` is done: each of its children waits on one parent less.
-    /// Returns the children, after the decrement.
-    fn step_release_children(
+    /// Each step of `done` (task, position) is done: each of its children waits on one
+    /// parent less. Returns the children after the decrement, each once.
+    fn steps_release_children(
         &mut self,
-        task_id: TaskId,
-        position: u32,
+        done: &[(TaskId, u32)],
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
 
     /// The step row; `lock` locks it for this transaction. Lock a step only after its
@@ -187,6 +186,12 @@ pub(crate) trait Primitives: Send {
         step_id: StepId,
         lock: bool,
     ) -> impl Future<Output = StoreResult<Option<StepRow>>> + Send;
+
+    /// The rows of `steps` that exist, locked for this transaction (after their tasks).
+    fn steps_get(
+        &mut self,
+        steps: &[StepId],
+    ) -> impl Future<Output = StoreResult<Vec<(StepId, StepRow)>>> + Send;
 
     /// Everything a handler is given, in one query (the step, its task, its parents' results).
     fn step_execution(
@@ -204,21 +209,21 @@ pub(crate) trait Primitives: Send {
         attempts: u32,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// Ends an attempt (or resolves the step): results, error, completed now.
-    fn step_set_outcome(
+    /// Ends attempts (or resolves steps): results, error, completed now; returns the
+    /// rows changed.
+    fn steps_set_outcome(
         &mut self,
-        m: Move<'_>,
-        outcome: Outcome<'_>,
+        outcomes: &[(Move<'_>, Outcome<'_>)],
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Clears attempts, results, error and times (an operator's retry).
     fn step_reset(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// Moves every step of `steps` from pending to enqueued, each with its transition.
+    /// Moves every step of `steps` (task, step) from pending to enqueued, each with
+    /// its transition.
     fn steps_enqueue(
         &mut self,
-        task_id: TaskId,
-        steps: &[StepId],
+        steps: &[(TaskId, StepId)],
         reason: &str,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
@@ -256,7 +261,7 @@ pub(crate) trait Primitives: Send {
     fn queue_delete(
         &mut self,
         queue: &str,
-        msg_id: i64,
+        msg_ids: &[i64],
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Hides a message for `hidden` from now.

@@ -83,10 +83,10 @@ pub(crate) async fn send_batch(
     Ok(())
 }
 
-pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<()> {
-    sqlx::query("SELECT pgmq.delete($1, $2::bigint)")
+pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
+    sqlx::query("SELECT pgmq.delete($1, $2::bigint[])")
         .bind(queue)
-        .bind(msg_id)
+        .bind(msg_ids)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

@@ -8,7 +8,6 @@ use sqlx::postgres::PgRow;
 use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::intern::Interner;
-use tasker_core::state::StepState;
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
@@ -19,7 +18,7 @@ use crate::rows::{link_parents, parse, raw};
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, position, state, handler, queue, attempts, waiting_on"
+        "id, task_id, position, state, handler, queue, attempts, waiting_on"
     };
 }
 
@@ -27,12 +26,13 @@ fn eval_step(r: &PgRow) -> StoreResult<EvalStep> {
     let names = Interner::global();
     Ok(EvalStep {
         id: StepId(r.get(0)),
-        position: r.get::<i32, _>(1) as u32,
-        state: parse(r.get::<&str, _>(2))?,
-        handler: names.intern(r.get(3)),
-        queue: names.intern(r.get(4)),
-        attempts: r.get::<i32, _>(5) as u32,
-        waiting_on: r.get::<i32, _>(6).max(0) as u32,
+        task_id: TaskId(r.get(1)),
+        position: r.get::<i32, _>(2) as u32,
+        state: parse(r.get::<&str, _>(3))?,
+        handler: names.intern(r.get(4)),
+        queue: names.intern(r.get(5)),
+        attempts: r.get::<i32, _>(6) as u32,
+        waiting_on: r.get::<i32, _>(7).max(0) as u32,
     })
 }
 
@@ -65,21 +65,24 @@ pub(crate) async fn unblocked(conn: &mut Conn, task_id: TaskId) -> StoreResult<V
     rows.iter().map(eval_step).collect()
 }
 
+/// One statement for all of `done`: a child of two of them waits on two parents less.
 pub(crate) async fn release_children(
     conn: &mut Conn,
-    task_id: TaskId,
-    position: u32,
+    done: &[(TaskId, u32)],
 ) -> StoreResult<Vec<EvalStep>> {
     const SQL: &str = concat!(
-        "UPDATE tasker.steps SET waiting_on = waiting_on - 1",
-        " WHERE task_id = $1 AND position IN",
-        " (SELECT child FROM tasker.step_edges WHERE task_id = $1 AND parent = $2)",
-        " RETURNING ",
-        eval_columns!()
+        "WITH done AS (SELECT * FROM UNNEST($1::uuid[], $2::int[]) AS d(task_id, parent)),",
+        " released AS (SELECT e.task_id, e.child, count(*)::int AS n FROM tasker.step_edges e",
+        "   JOIN done d ON e.task_id = d.task_id AND e.parent = d.parent GROUP BY e.task_id, e.child)",
+        " UPDATE tasker.steps s SET waiting_on = s.waiting_on - r.n FROM released r",
+        " WHERE s.task_id = r.task_id AND s.position = r.child",
+        " RETURNING s.id, s.task_id, s.position, s.state, s.handler, s.queue, s.attempts, s.waiting_on"
     );
+    let tasks: Vec<uuid::Uuid> = done.iter().map(|d| d.0.0).collect();
+    let parents: Vec<i32> = done.iter().map(|d| d.1 as i32).collect();
     let rows = sqlx::query(SQL)
-        .bind(task_id.0)
-        .bind(position as i32)
+        .bind(&tasks)
+        .bind(&parents)
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
@@ -126,20 +129,40 @@ pub(crate) async fn get(
         .fetch_optional(&mut *conn)
         .await
         .map_err(db)?;
-    row.map(|r| {
-        Ok(StepRow {
-            task_id: TaskId(r.get(0)),
-            name: r.get(1),
-            handler: r.get(2),
-            queue: r.get(3),
-            state: parse(r.get::<&str, _>(4))?,
-            attempts: r.get::<i32, _>(5) as u32,
-            max_attempts: r.get::<i32, _>(6) as u32,
-            timeout: Duration::from_millis(r.get::<i64, _>(7) as u64),
-            position: r.get::<i32, _>(8) as u32,
-        })
+    row.as_ref().map(step_row).transpose()
+}
+
+fn step_row(r: &PgRow) -> StoreResult<StepRow> {
+    Ok(StepRow {
+        task_id: TaskId(r.get(0)),
+        name: r.get(1),
+        handler: r.get(2),
+        queue: r.get(3),
+        state: parse(r.get::<&str, _>(4))?,
+        attempts: r.get::<i32, _>(5) as u32,
+        max_attempts: r.get::<i32, _>(6) as u32,
+        timeout: Duration::from_millis(r.get::<i64, _>(7) as u64),
+        position: r.get::<i32, _>(8) as u32,
     })
-    .transpose()
+}
+
+/// The rows of `steps`, locked (`FOR UPDATE`) in id order.
+pub(crate) async fn get_many(
+    conn: &mut Conn,
+    steps: &[StepId],
+) -> StoreResult<Vec<(StepId, StepRow)>> {
+    let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
+    let rows = sqlx::query(
+        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position, id
+         FROM tasker.steps WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|r| Ok((StepId(r.get(9)), step_row(r)?)))
+        .collect()
 }
 
 pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<StepExecution> {
@@ -241,20 +264,53 @@ pub(crate) async fn begin_attempt(
     Ok(done.rows_affected())
 }
 
+/// One statement for all of `outcomes`: the compare-and-set of each step and its
+/// transition.
 pub(crate) async fn set_outcome(
     conn: &mut Conn,
-    m: Move<'_>,
-    outcome: Outcome<'_>,
+    outcomes: &[(Move<'_>, Outcome<'_>)],
     now: Timestamp,
 ) -> StoreResult<u64> {
-    const SQL: &str = with_transition!(
-        "UPDATE tasker.steps SET state = $3, results = COALESCE($7::json, results), error = $8, completed_at = $5
-         WHERE id = $6 AND state = $2"
+    const SQL: &str = "WITH u AS (
+            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                AS u(id, task_id, from_state, to_state, reason, results, error)),
+        moved AS (
+            UPDATE tasker.steps s SET state = u.to_state, results = COALESCE(u.results::json, s.results),
+                   error = u.error, completed_at = $8
+            FROM u WHERE s.id = u.id AND s.state = u.from_state
+            RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
+        INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+        SELECT task_id, id, from_state, to_state, reason, $8 FROM moved";
+    let n = outcomes.len();
+    let (mut ids, mut tasks, mut from, mut to) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
-    let done = bind_move(SQL, &m, now)
-        .bind(m.step_id.0)
-        .bind(outcome.results.map(RawValue::get))
-        .bind(outcome.error)
+    let (mut reasons, mut results, mut errors) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (m, o) in outcomes {
+        ids.push(m.step_id.0);
+        tasks.push(m.task_id.0);
+        from.push(m.from.as_str());
+        to.push(m.to.as_str());
+        reasons.push(m.reason);
+        results.push(o.results.map(RawValue::get));
+        errors.push(o.error);
+    }
+    let done = sqlx::query(SQL)
+        .bind(&ids)
+        .bind(&tasks)
+        .bind(&from)
+        .bind(&to)
+        .bind(&reasons)
+        .bind(&results)
+        .bind(&errors)
+        .bind(now.0)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -275,25 +331,23 @@ pub(crate) async fn reset(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> Store
     Ok(done.rows_affected())
 }
 
+/// One statement for all of `steps` (task, step): pending to enqueued, with transitions.
 pub(crate) async fn enqueue_many(
     conn: &mut Conn,
-    task_id: TaskId,
-    steps: &[StepId],
+    steps: &[(TaskId, StepId)],
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<u64> {
-    const SQL: &str =
-        with_transition!("UPDATE tasker.steps SET state = $3 WHERE id = ANY($6) AND state = $2");
-    let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
-    let m = Move {
-        task_id,
-        step_id: steps[0],
-        from: StepState::Pending,
-        to: StepState::Enqueued,
-        reason,
-    };
-    let done = bind_move(SQL, &m, now)
+    const SQL: &str = "WITH moved AS (
+            UPDATE tasker.steps SET state = 'enqueued'
+            WHERE id = ANY($1) AND state = 'pending' RETURNING id, task_id)
+        INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+        SELECT task_id, id, 'pending', 'enqueued', $2, $3 FROM moved";
+    let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.1.0).collect();
+    let done = sqlx::query(SQL)
         .bind(&ids)
+        .bind(reason)
+        .bind(now.0)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

@@ -13,35 +13,46 @@ use tasker_core::time::Timestamp;
 use super::{Conn, db, steps};
 use crate::rows::{counters, parent_counts, parse, raw};
 
-/// The task's state and counters, with the row lock (`FOR UPDATE`) that serializes
-/// every change to one task.
+/// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that
+/// serialize every change to one task.
 pub(crate) async fn lock(
     conn: &mut Conn,
-    task_id: TaskId,
-) -> StoreResult<Option<(TaskState, Progress)>> {
-    let row: Option<(String, i32, i32)> = sqlx::query_as(
-        "SELECT state, steps_left, steps_active FROM tasker.tasks WHERE id = $1 FOR UPDATE",
+    tasks: &[TaskId],
+) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
+    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
+    let rows: Vec<(uuid::Uuid, String, i32, i32)> = sqlx::query_as(
+        "SELECT id, state, steps_left, steps_active FROM tasker.tasks
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
-    .bind(task_id.0)
-    .fetch_optional(&mut *conn)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
-    row.map(|(state, left, active)| Ok((parse(&state)?, counters(left.into(), active.into()))))
-        .transpose()
+    rows.into_iter()
+        .map(|(id, state, left, active)| {
+            Ok((
+                TaskId(id),
+                parse(&state)?,
+                counters(left.into(), active.into()),
+            ))
+        })
+        .collect()
 }
 
-pub(crate) async fn set_progress(
-    conn: &mut Conn,
-    task_id: TaskId,
-    progress: Progress,
-) -> StoreResult<()> {
-    sqlx::query("UPDATE tasker.tasks SET steps_left = $2, steps_active = $3 WHERE id = $1")
-        .bind(task_id.0)
-        .bind(progress.left as i32)
-        .bind(progress.active as i32)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+pub(crate) async fn set_progress(conn: &mut Conn, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
+    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0.0).collect();
+    let left: Vec<i32> = tasks.iter().map(|t| t.1.left as i32).collect();
+    let active: Vec<i32> = tasks.iter().map(|t| t.1.active as i32).collect();
+    sqlx::query(
+        "UPDATE tasker.tasks t SET steps_left = u.left_, steps_active = u.active
+         FROM UNNEST($1::uuid[], $2::int[], $3::int[]) AS u(id, left_, active) WHERE t.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&left)
+    .bind(&active)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 

@@ -175,12 +175,15 @@ impl Primitives for SqliteTx<'_> {
         templates::insert(self.conn, t, definition, self.now).await
     }
 
-    async fn task_lock(&mut self, task_id: TaskId) -> StoreResult<Option<(TaskState, Progress)>> {
-        tasks::lock(self.conn, task_id).await
+    async fn tasks_lock(
+        &mut self,
+        tasks: &[TaskId],
+    ) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
+        tasks::lock(self.conn, tasks).await
     }
 
-    async fn task_set_progress(&mut self, task_id: TaskId, progress: Progress) -> StoreResult<()> {
-        tasks::set_progress(self.conn, task_id, progress).await
+    async fn tasks_set_progress(&mut self, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
+        tasks::set_progress(self.conn, tasks).await
     }
 
     async fn task_failed_step(&mut self, task_id: TaskId) -> StoreResult<Option<String>> {
@@ -219,12 +222,15 @@ impl Primitives for SqliteTx<'_> {
         steps::unblocked(self.conn, task_id).await
     }
 
-    async fn step_release_children(
+    async fn steps_release_children(
         &mut self,
-        task_id: TaskId,
-        position: u32,
+        done: &[(TaskId, u32)],
     ) -> StoreResult<Vec<EvalStep>> {
-        steps::release_children(self.conn, task_id, position).await
+        steps::release_children(self.conn, done).await
+    }
+
+    async fn steps_get(&mut self, ids: &[StepId]) -> StoreResult<Vec<(StepId, StepRow)>> {
+        steps::get_many(self.conn, ids).await
     }
 
     async fn step_get(&mut self, step_id: StepId, _lock: bool) -> StoreResult<Option<StepRow>> {
@@ -243,8 +249,11 @@ impl Primitives for SqliteTx<'_> {
         steps::begin_attempt(self.conn, m, attempts, self.now).await
     }
 
-    async fn step_set_outcome(&mut self, m: Move<'_>, outcome: Outcome<'_>) -> StoreResult<u64> {
-        steps::set_outcome(self.conn, m, outcome, self.now).await
+    async fn steps_set_outcome(
+        &mut self,
+        outcomes: &[(Move<'_>, Outcome<'_>)],
+    ) -> StoreResult<u64> {
+        steps::set_outcome(self.conn, outcomes, self.now).await
     }
 
     async fn step_reset(&mut self, m: Move<'_>) -> StoreResult<u64> {
@@ -253,11 +262,10 @@ impl Primitives for SqliteTx<'_> {
 
     async fn steps_enqueue(
         &mut self,
-        task_id: TaskId,
-        steps: &[StepId],
+        steps: &[(TaskId, StepId)],
         reason: &str,
     ) -> StoreResult<u64> {
-        steps::enqueue_many(self.conn, task_id, steps, reason, self.now).await
+        steps::enqueue_many(self.conn, steps, reason, self.now).await
     }
 
     async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
@@ -298,8 +306,8 @@ impl Primitives for SqliteTx<'_> {
         queue::read(self.conn, queue, visibility, limit, self.now).await
     }
 
-    async fn queue_delete(&mut self, queue: &str, msg_id: i64) -> StoreResult<()> {
-        queue::delete(self.conn, queue, msg_id).await
+    async fn queue_delete(&mut self, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
+        queue::delete(self.conn, queue, msg_ids).await
     }
 
     async fn queue_set_vt(

@@ -49,13 +49,17 @@ pub(crate) async fn send_batch(
     Ok(())
 }
 
-pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_id: i64) -> StoreResult<()> {
-    sqlx::query("DELETE FROM queue_messages WHERE msg_id = ? AND queue = ?")
-        .bind(msg_id)
-        .bind(queue)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
+    let ids = serde_json::to_string(msg_ids)
+        .map_err(|e| tasker_core::store::StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "DELETE FROM queue_messages WHERE queue = ? AND msg_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(queue)
+    .bind(ids)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 
@@ -171,7 +175,7 @@ pub(crate) async fn dead_letter(
     .execute(&mut *conn)
     .await
     .map_err(db)?;
-    delete(conn, queue, msg_id).await?;
+    delete(conn, queue, &[msg_id]).await?;
     Ok(())
 }
 

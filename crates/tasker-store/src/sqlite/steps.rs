@@ -20,7 +20,7 @@ use crate::rows::{link_parents, parse, raw};
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, position, state, handler, queue, attempts, waiting_on"
+        "id, task_id, position, state, handler, queue, attempts, waiting_on"
     };
 }
 
@@ -28,12 +28,13 @@ fn eval_step(r: &SqliteRow) -> StoreResult<EvalStep> {
     let names = Interner::global();
     Ok(EvalStep {
         id: StepId(r.get(0)),
-        position: r.get::<i64, _>(1) as u32,
-        state: parse(r.get::<&str, _>(2))?,
-        handler: names.intern(r.get(3)),
-        queue: names.intern(r.get(4)),
-        attempts: r.get::<i64, _>(5) as u32,
-        waiting_on: r.get::<i64, _>(6).max(0) as u32,
+        task_id: TaskId(r.get(1)),
+        position: r.get::<i64, _>(2) as u32,
+        state: parse(r.get::<&str, _>(3))?,
+        handler: names.intern(r.get(4)),
+        queue: names.intern(r.get(5)),
+        attempts: r.get::<i64, _>(6) as u32,
+        waiting_on: r.get::<i64, _>(7).max(0) as u32,
     })
 }
 
@@ -66,10 +67,10 @@ pub(crate) async fn unblocked(conn: &mut Conn, task_id: TaskId) -> StoreResult<V
     rows.iter().map(eval_step).collect()
 }
 
+/// A child of two steps of `done` is decremented twice and returned once, as it ends.
 pub(crate) async fn release_children(
     conn: &mut Conn,
-    task_id: TaskId,
-    position: u32,
+    done: &[(TaskId, u32)],
 ) -> StoreResult<Vec<EvalStep>> {
     const SQL: &str = concat!(
         "UPDATE steps SET waiting_on = waiting_on - 1",
@@ -77,13 +78,23 @@ pub(crate) async fn release_children(
         " RETURNING ",
         eval_columns!()
     );
-    let rows = sqlx::query(SQL)
-        .bind(task_id.0)
-        .bind(i64::from(position))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.iter().map(eval_step).collect()
+    let mut children: Vec<EvalStep> = Vec::new();
+    for (task_id, position) in done {
+        let rows = sqlx::query(SQL)
+            .bind(task_id.0)
+            .bind(i64::from(*position))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        for row in &rows {
+            let child = eval_step(row)?;
+            match children.iter_mut().find(|c| c.id == child.id) {
+                Some(seen) => *seen = child,
+                None => children.push(child),
+            }
+        }
+    }
+    Ok(children)
 }
 
 pub(crate) async fn first_failed(conn: &mut Conn, task_id: TaskId) -> StoreResult<Option<String>> {
@@ -131,6 +142,19 @@ pub(crate) async fn get(conn: &mut Conn, step_id: StepId) -> StoreResult<Option<
         })
     })
     .transpose()
+}
+
+pub(crate) async fn get_many(
+    conn: &mut Conn,
+    steps: &[StepId],
+) -> StoreResult<Vec<(StepId, StepRow)>> {
+    let mut out = Vec::with_capacity(steps.len());
+    for &id in steps {
+        if let Some(row) = get(conn, id).await? {
+            out.push((id, row));
+        }
+    }
+    Ok(out)
 }
 
 /// The parents' results are found from the step's edges (`CROSS JOIN` fixes that join
@@ -226,24 +250,27 @@ pub(crate) async fn begin_attempt(
 
 pub(crate) async fn set_outcome(
     conn: &mut Conn,
-    m: Move<'_>,
-    outcome: Outcome<'_>,
+    outcomes: &[(Move<'_>, Outcome<'_>)],
     now: Timestamp,
 ) -> StoreResult<u64> {
-    let done = sqlx::query(
-        "UPDATE steps SET state = ?, results = COALESCE(?, results), error = ?, completed_at = ?
-         WHERE id = ? AND state = ?",
-    )
-    .bind(m.to.as_str())
-    .bind(outcome.results.map(RawValue::get))
-    .bind(outcome.error)
-    .bind(now.0)
-    .bind(m.step_id.0)
-    .bind(m.from.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    recorded(conn, &m, done.rows_affected(), now).await
+    let mut changed = 0;
+    for (m, outcome) in outcomes {
+        let done = sqlx::query(
+            "UPDATE steps SET state = ?, results = COALESCE(?, results), error = ?, completed_at = ?
+             WHERE id = ? AND state = ?",
+        )
+        .bind(m.to.as_str())
+        .bind(outcome.results.map(RawValue::get))
+        .bind(outcome.error)
+        .bind(now.0)
+        .bind(m.step_id.0)
+        .bind(m.from.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        changed += recorded(conn, m, done.rows_affected(), now).await?;
+    }
+    Ok(changed)
 }
 
 pub(crate) async fn reset(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
@@ -263,13 +290,12 @@ pub(crate) async fn reset(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> Store
 
 pub(crate) async fn enqueue_many(
     conn: &mut Conn,
-    task_id: TaskId,
-    steps: &[StepId],
+    steps: &[(TaskId, StepId)],
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<u64> {
     let mut moved = 0;
-    for &step_id in steps {
+    for &(task_id, step_id) in steps {
         let m = Move {
             task_id,
             step_id,

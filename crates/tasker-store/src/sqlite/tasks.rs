@@ -14,33 +14,39 @@ use super::{Conn, db, steps, transitions};
 use crate::primitives::Transition;
 use crate::rows::{counters, parent_counts, parse, raw};
 
-/// The task's state and counters (SQLite has one writer: the task needs no lock).
+/// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
 pub(crate) async fn lock(
     conn: &mut Conn,
-    task_id: TaskId,
-) -> StoreResult<Option<(TaskState, Progress)>> {
-    let row: Option<(String, i64, i64)> =
-        sqlx::query_as("SELECT state, steps_left, steps_active FROM tasks WHERE id = ?")
-            .bind(task_id.0)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-    row.map(|(state, left, active)| Ok((parse(&state)?, counters(left, active))))
-        .transpose()
+    tasks: &[TaskId],
+) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
+    let mut ids = tasks.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT state, steps_left, steps_active FROM tasks WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?;
+        if let Some((state, left, active)) = row {
+            out.push((id, parse(&state)?, counters(left, active)));
+        }
+    }
+    Ok(out)
 }
 
-pub(crate) async fn set_progress(
-    conn: &mut Conn,
-    task_id: TaskId,
-    progress: Progress,
-) -> StoreResult<()> {
-    sqlx::query("UPDATE tasks SET steps_left = ?, steps_active = ? WHERE id = ?")
-        .bind(i64::from(progress.left))
-        .bind(i64::from(progress.active))
-        .bind(task_id.0)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+pub(crate) async fn set_progress(conn: &mut Conn, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
+    for (id, progress) in tasks {
+        sqlx::query("UPDATE tasks SET steps_left = ?, steps_active = ? WHERE id = ?")
+            .bind(i64::from(progress.left))
+            .bind(i64::from(progress.active))
+            .bind(id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
     Ok(())
 }
 
