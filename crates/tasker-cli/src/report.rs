@@ -52,10 +52,16 @@ pub fn table(detail: &TaskDetail) -> String {
             let _ = writeln!(out, "  {name}: {error}");
         }
     }
+    // The final steps are those no step depends on.
+    let parents: std::collections::HashSet<&str> = detail
+        .steps
+        .iter()
+        .flat_map(|s| s.depends_on.iter().map(String::as_str))
+        .collect();
     let finals: Vec<_> = detail
         .steps
         .iter()
-        .filter(|s| !detail.steps.iter().any(|c| c.depends_on.contains(&s.name)))
+        .filter(|s| !parents.contains(s.name.as_str()))
         .filter_map(|s| Some((&s.name, s.results.as_ref()?)))
         .collect();
     if !finals.is_empty() {

@@ -104,11 +104,11 @@ impl Sent {
 /// Row and queue operations inside one open transaction. Every method that changes a
 /// state is a compare-and-set on it (`from`) that also appends the transition, and
 /// returns the number of rows changed.
-pub(crate) trait Primitives: Send {
+pub(crate) trait Primitives {
     fn template_definition(
         &mut self,
         template: &TaskTemplate,
-    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<String>>>;
 
     /// Inserts the definition unless that version exists (another transaction may have
     /// inserted it meanwhile); true if it did.
@@ -116,31 +116,28 @@ pub(crate) trait Primitives: Send {
         &mut self,
         template: &TaskTemplate,
         definition: &str,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> impl Future<Output = StoreResult<bool>>;
 
     /// The state and counters of each task of `tasks` that exists, locked in id order:
     /// this serializes the transaction with every other that changes them.
     fn tasks_lock(
         &mut self,
         tasks: &[TaskId],
-    ) -> impl Future<Output = StoreResult<Vec<(TaskId, TaskState, Progress)>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<(TaskId, TaskState, Progress)>>>;
 
     /// Writes each task's counters.
     fn tasks_set_progress(
         &mut self,
         tasks: &[(TaskId, Progress)],
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>>;
 
     /// The name of a step of the task in error, the first by position.
     fn task_failed_step(
         &mut self,
         task_id: TaskId,
-    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<String>>>;
 
-    fn task_by_key(
-        &mut self,
-        key: &str,
-    ) -> impl Future<Output = StoreResult<Option<TaskId>>> + Send;
+    fn task_by_key(&mut self, key: &str) -> impl Future<Output = StoreResult<Option<TaskId>>>;
 
     /// Inserts a pending task with its steps, edges and counters.
     fn task_insert(
@@ -149,7 +146,7 @@ pub(crate) trait Primitives: Send {
         template: &TaskTemplate,
         context: &RawValue,
         idempotency_key: Option<&str>,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>>;
 
     /// Moves the task from `from` to `to` and records why.
     fn task_move(
@@ -158,26 +155,26 @@ pub(crate) trait Primitives: Send {
         from: TaskState,
         to: TaskState,
         reason: &str,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<u64>>;
 
     /// The task's steps in position order (for operator actions on a whole task).
     fn steps_of_task(
         &mut self,
         task_id: TaskId,
-    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
 
     /// The task's pending steps with no parent left to finish (its roots, at start).
     fn steps_unblocked(
         &mut self,
         task_id: TaskId,
-    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
 
     /// Each step of `done` (task, position) is done: each of its children waits on one
     /// parent less. Returns the children after the decrement, each once.
     fn steps_release_children(
         &mut self,
         done: &[(TaskId, u32)],
-    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
 
     /// The step row; `lock` locks it for this transaction. Lock a step only after its
     /// task: every transaction takes the two in that order.
@@ -185,39 +182,39 @@ pub(crate) trait Primitives: Send {
         &mut self,
         step_id: StepId,
         lock: bool,
-    ) -> impl Future<Output = StoreResult<Option<StepRow>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<StepRow>>>;
 
     /// The rows of `steps` that exist, locked for this transaction (after their tasks).
     fn steps_get(
         &mut self,
         steps: &[StepId],
-    ) -> impl Future<Output = StoreResult<Vec<(StepId, StepRow)>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<(StepId, StepRow)>>>;
 
     /// Everything a handler is given, in one query (the step, its task, its parents' results).
     fn step_execution(
         &mut self,
         step_id: StepId,
-    ) -> impl Future<Output = StoreResult<StepExecution>> + Send;
+    ) -> impl Future<Output = StoreResult<StepExecution>>;
 
     /// Changes the state only.
-    fn step_move(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>> + Send;
+    fn step_move(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>>;
 
     /// Starts attempt `attempts + 1` (also a compare-and-set on `attempts`), started now.
     fn step_begin_attempt(
         &mut self,
         m: Move<'_>,
         attempts: u32,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<u64>>;
 
     /// Ends attempts (or resolves steps): results, error, completed now; returns the
     /// rows changed.
     fn steps_set_outcome(
         &mut self,
         outcomes: &[(Move<'_>, Outcome<'_>)],
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<u64>>;
 
     /// Clears attempts, results, error and times (an operator's retry).
-    fn step_reset(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>> + Send;
+    fn step_reset(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>>;
 
     /// Moves every step of `steps` (task, step) from pending to enqueued, each with
     /// its transition.
@@ -225,15 +222,12 @@ pub(crate) trait Primitives: Send {
         &mut self,
         steps: &[(TaskId, StepId)],
         reason: &str,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<u64>>;
 
-    fn transition_append(
-        &mut self,
-        t: Transition<'_>,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn transition_append(&mut self, t: Transition<'_>) -> impl Future<Output = StoreResult<()>>;
 
     /// Makes sure `queue` exists (PostgreSQL creates a pgmq queue once; SQLite needs nothing).
-    fn queue_ensure(&mut self, queue: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    fn queue_ensure(&mut self, queue: &str) -> impl Future<Output = StoreResult<()>>;
 
     /// Sends a message visible after `delay`; readers are woken after the commit.
     fn queue_send<M: Serialize + Sync>(
@@ -241,14 +235,14 @@ pub(crate) trait Primitives: Send {
         queue: &str,
         message: &M,
         delay: Duration,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>>;
 
     /// Sends step messages visible at once, in one statement.
     fn queue_send_batch(
         &mut self,
         queue: &str,
         messages: &[StepMessage<'_>],
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>>;
 
     /// Reads up to `limit` visible messages, hiding them for `visibility`.
     fn queue_read(
@@ -256,13 +250,13 @@ pub(crate) trait Primitives: Send {
         queue: &str,
         visibility: Duration,
         limit: u32,
-    ) -> impl Future<Output = StoreResult<QueueBatch>> + Send;
+    ) -> impl Future<Output = StoreResult<QueueBatch>>;
 
     fn queue_delete(
         &mut self,
         queue: &str,
         msg_ids: &[i64],
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>>;
 
     /// Hides a message for `hidden` from now.
     fn queue_set_vt(
@@ -270,7 +264,7 @@ pub(crate) trait Primitives: Send {
         queue: &str,
         msg_id: i64,
         hidden: Duration,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>>;
 
     /// Moves a message to the dead letters with the reason.
     fn queue_dead_letter(
@@ -278,5 +272,5 @@ pub(crate) trait Primitives: Send {
         queue: &str,
         msg_id: i64,
         reason: &str,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>>;
 }

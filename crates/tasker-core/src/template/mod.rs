@@ -109,17 +109,19 @@ impl TaskTemplate {
         serde_json::to_string(self).expect("a template always serializes")
     }
 
-    /// The position of the step named `name`.
-    pub fn step_index(&self, name: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.name == name)
-    }
-
-    /// `(parent, child)` pairs of step positions.
+    /// `(parent, child)` pairs of step positions. Names are looked up in a map: a step
+    /// of ten thousand parents costs ten thousand lookups, not their square.
     pub fn edges(&self) -> Vec<(usize, usize)> {
+        let positions: std::collections::HashMap<&str, usize> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         let mut edges = Vec::new();
         for (child, step) in self.steps.iter().enumerate() {
             for dep in &step.depends_on {
-                if let Some(parent) = self.step_index(dep) {
+                if let Some(&parent) = positions.get(dep.as_str()) {
                     edges.push((parent, child));
                 }
             }

@@ -1,4 +1,4 @@
-//! The embedded store: SQLite through sqlx, in WAL mode, migrations embedded.
+//! The embedded store: SQLite through rusqlite, in WAL mode, migrations embedded.
 //!
 //! **One process owns a database file.** [`SqliteStore::open`] takes an exclusive lock
 //! on `<file>-lock` for as long as the store lives, and a second engine on the same
@@ -8,11 +8,18 @@
 //! visibility timeout. [`SqliteStore::open_read_only`] is for inspection from another
 //! process while an engine runs.
 //!
-//! All statements go through one connection: SQLite has one writer anyway, and this
-//! serializes the evaluation of each task without `SQLITE_BUSY` retries. Durability is
-//! `synchronous = NORMAL`: a process crash loses nothing; a power loss may lose the
-//! last transactions.
+//! **One connection, no thread hops.** SQLite has one writer anyway; one connection
+//! serializes the evaluation of each task without `SQLITE_BUSY` retries. A transaction
+//! runs all its statements on the calling thread, holding the connection's lock:
+//! statements are microseconds each, and handing every one to a dedicated thread (as
+//! an async driver must) cost more than the statements themselves.
+//!
+//! **Durability** ([`Synchronous`]) is `NORMAL` by default: in WAL mode a committed
+//! transaction survives a crash of the process; a power loss or an OS crash may lose
+//! the last transactions before a checkpoint, never corrupt the file. `FULL` keeps them
+//! through a power loss too, at the cost of a sync per commit.
 
+mod migrate;
 mod preload;
 mod queue;
 mod steps;
@@ -26,11 +33,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rusqlite::{OpenFlags, TransactionBehavior};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::{BufferPool, EncodeBuffer, StepMessage};
 use tasker_core::readiness::Progress;
@@ -38,16 +43,38 @@ use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
+use tokio::sync::Mutex;
 
 use crate::operations;
 use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
 
-pub(crate) type Conn = sqlx::SqliteConnection;
+pub(crate) type Conn = rusqlite::Connection;
+
+/// How hard SQLite makes each commit durable (its `synchronous` setting).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Survives a crash of the process; a power loss may lose the last commits.
+    #[default]
+    Normal,
+    /// Survives a power loss too: a sync at every commit.
+    Full,
+}
+
+impl FromStr for Synchronous {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "normal" => Ok(Self::Normal),
+            "full" => Ok(Self::Full),
+            other => Err(format!("`{other}` is not a durability: use normal or full")),
+        }
+    }
+}
 
 /// The embedded [`Store`]. See the module docs for its guarantees.
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    conn: Mutex<Conn>,
     wakeups: Wakeups,
     /// Write transactions committed (queue reads included: they write).
     writes: AtomicU64,
@@ -56,51 +83,42 @@ pub struct SqliteStore {
     _lock: Option<File>,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
 impl SqliteStore {
     /// Opens (creating it if needed) the database at `path`, or a private in-memory one
-    /// for `:memory:`, applies migrations, and takes ownership of the file.
+    /// for `:memory:`, applies migrations, and takes ownership of the file. Durability
+    /// is [`Synchronous::Normal`].
     pub async fn open(path: &str) -> StoreResult<Self> {
-        let (options, lock) = if path == ":memory:" {
-            (
-                SqliteConnectOptions::from_str("sqlite::memory:").map_err(db)?,
-                None,
-            )
+        Self::open_with(path, Synchronous::default()).await
+    }
+
+    /// [`SqliteStore::open`] with the given durability.
+    pub async fn open_with(path: &str, synchronous: Synchronous) -> StoreResult<Self> {
+        let (conn, lock) = if path == ":memory:" {
+            (Conn::open_in_memory().map_err(db)?, None)
         } else {
             let lock = lock_file(path)?;
-            let options = SqliteConnectOptions::new()
-                .filename(path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal);
-            (options, Some(lock))
+            let conn = Conn::open(path).map_err(db)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(db)?;
+            let level = match synchronous {
+                Synchronous::Normal => "NORMAL",
+                Synchronous::Full => "FULL",
+            };
+            conn.pragma_update(None, "synchronous", level).map_err(db)?;
+            (conn, Some(lock))
         };
-        let pool = pool(options.foreign_keys(true)).await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))?;
-        let store = Self {
-            pool,
-            wakeups: Wakeups::default(),
-            writes: AtomicU64::new(0),
-            buffers: BufferPool::default(),
-            _lock: lock,
-        };
-        let reclaimed = queue::release_in_flight(&store.pool, Timestamp::now()).await?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate::run(&conn)?;
+        let reclaimed = queue::release_in_flight(&conn, Timestamp::now())?;
         if reclaimed > 0 {
             tracing::info!(
                 reclaimed,
                 "made in-flight messages of a previous run visible again"
             );
         }
-        Ok(store)
-    }
-
-    /// How many write transactions this store has committed, for measurements.
-    pub fn write_transactions(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
+        Ok(Self::with(conn, lock))
     }
 
     /// Opens an existing database for reading while another process may own it.
@@ -108,26 +126,25 @@ impl SqliteStore {
         if !Path::new(path).exists() {
             return Err(StoreError::NotFound(format!("database file {path}")));
         }
-        let options = SqliteConnectOptions::new().filename(path).read_only(true);
-        Ok(Self {
-            pool: pool(options).await?,
+        let conn = Conn::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        Ok(Self::with(conn, None))
+    }
+
+    fn with(conn: Conn, lock: Option<File>) -> Self {
+        Self {
+            conn: Mutex::new(conn),
             wakeups: Wakeups::default(),
             writes: AtomicU64::new(0),
             buffers: BufferPool::default(),
-            _lock: None,
-        })
+            _lock: lock,
+        }
     }
-}
 
-async fn pool(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options.busy_timeout(Duration::from_secs(5)))
-        .await
-        .map_err(db)
+    /// How many write transactions this store has committed, for measurements.
+    pub fn write_transactions(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
 }
 
 fn lock_file(path: &str) -> StoreResult<File> {
@@ -149,18 +166,49 @@ fn lock_file(path: &str) -> StoreResult<File> {
     }
 }
 
-/// Maps sqlx errors to the store's (see style.md: the engine never sees driver errors).
-pub(crate) fn db(e: sqlx::Error) -> StoreError {
+/// Maps SQLite errors to the store's (see style.md: the engine never sees driver errors).
+pub(crate) fn db(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi;
     match e {
-        sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
+        rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound("row".into()),
+        rusqlite::Error::FromSqlConversionFailure(..) => {
+            StoreError::Corrupt(format!("stored data: {e}"))
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            StoreError::Conflict(e.to_string())
+        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy => {
+            StoreError::Busy(e.to_string())
+        }
         other => StoreError::Database(Box::new(other)),
     }
 }
 
+/// Column `i` of a row parsed into its type (a state, say): anything else is corrupt.
+pub(crate) fn parsed<T>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text = r.get_ref(i)?.as_str()?;
+    text.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Column `i` of a row as stored JSON, wrapped without copying.
+pub(crate) fn json(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Box<RawValue>> {
+    RawValue::from_string(r.get(i)?).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 /// One open transaction of the embedded store.
 pub(crate) struct SqliteTx<'c> {
-    conn: &'c mut Conn,
+    conn: &'c Conn,
     now: Timestamp,
     sent: Sent,
     buf: EncodeBuffer,
@@ -168,30 +216,30 @@ pub(crate) struct SqliteTx<'c> {
 
 impl Primitives for SqliteTx<'_> {
     async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
-        templates::definition(self.conn, t).await
+        templates::definition(self.conn, t)
     }
 
     async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<bool> {
-        templates::insert(self.conn, t, definition, self.now).await
+        templates::insert(self.conn, t, definition, self.now)
     }
 
     async fn tasks_lock(
         &mut self,
         tasks: &[TaskId],
     ) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
-        tasks::lock(self.conn, tasks).await
+        tasks::lock(self.conn, tasks)
     }
 
     async fn tasks_set_progress(&mut self, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
-        tasks::set_progress(self.conn, tasks).await
+        tasks::set_progress(self.conn, tasks)
     }
 
     async fn task_failed_step(&mut self, task_id: TaskId) -> StoreResult<Option<String>> {
-        steps::first_failed(self.conn, task_id).await
+        steps::first_failed(self.conn, task_id)
     }
 
     async fn task_by_key(&mut self, key: &str) -> StoreResult<Option<TaskId>> {
-        tasks::by_key(self.conn, key).await
+        tasks::by_key(self.conn, key)
     }
 
     async fn task_insert(
@@ -201,7 +249,7 @@ impl Primitives for SqliteTx<'_> {
         context: &RawValue,
         key: Option<&str>,
     ) -> StoreResult<()> {
-        tasks::insert(self.conn, task_id, t, context, key, self.now).await
+        tasks::insert(self.conn, task_id, t, context, key, self.now)
     }
 
     async fn task_move(
@@ -211,53 +259,53 @@ impl Primitives for SqliteTx<'_> {
         to: TaskState,
         reason: &str,
     ) -> StoreResult<u64> {
-        tasks::move_(self.conn, task_id, from, to, reason, self.now).await
+        tasks::move_(self.conn, task_id, from, to, reason, self.now)
     }
 
     async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-        steps::of_task(self.conn, task_id).await
+        steps::of_task(self.conn, task_id)
     }
 
     async fn steps_unblocked(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-        steps::unblocked(self.conn, task_id).await
+        steps::unblocked(self.conn, task_id)
     }
 
     async fn steps_release_children(
         &mut self,
         done: &[(TaskId, u32)],
     ) -> StoreResult<Vec<EvalStep>> {
-        steps::release_children(self.conn, done).await
+        steps::release_children(self.conn, done)
     }
 
     async fn steps_get(&mut self, ids: &[StepId]) -> StoreResult<Vec<(StepId, StepRow)>> {
-        steps::get_many(self.conn, ids).await
+        steps::get_many(self.conn, ids)
     }
 
     async fn step_get(&mut self, step_id: StepId, _lock: bool) -> StoreResult<Option<StepRow>> {
-        steps::get(self.conn, step_id).await
+        steps::get(self.conn, step_id)
     }
 
     async fn step_execution(&mut self, step_id: StepId) -> StoreResult<StepExecution> {
-        steps::execution(self.conn, step_id).await
+        steps::execution(self.conn, step_id)
     }
 
     async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {
-        steps::move_(self.conn, m, self.now).await
+        steps::move_(self.conn, m, self.now)
     }
 
     async fn step_begin_attempt(&mut self, m: Move<'_>, attempts: u32) -> StoreResult<u64> {
-        steps::begin_attempt(self.conn, m, attempts, self.now).await
+        steps::begin_attempt(self.conn, m, attempts, self.now)
     }
 
     async fn steps_set_outcome(
         &mut self,
         outcomes: &[(Move<'_>, Outcome<'_>)],
     ) -> StoreResult<u64> {
-        steps::set_outcome(self.conn, outcomes, self.now).await
+        steps::set_outcome(self.conn, outcomes, self.now)
     }
 
     async fn step_reset(&mut self, m: Move<'_>) -> StoreResult<u64> {
-        steps::reset(self.conn, m, self.now).await
+        steps::reset(self.conn, m, self.now)
     }
 
     async fn steps_enqueue(
@@ -265,11 +313,11 @@ impl Primitives for SqliteTx<'_> {
         steps: &[(TaskId, StepId)],
         reason: &str,
     ) -> StoreResult<u64> {
-        steps::enqueue_many(self.conn, steps, reason, self.now).await
+        steps::enqueue_many(self.conn, steps, reason, self.now)
     }
 
     async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
-        transitions::append(self.conn, t, self.now).await
+        transitions::append(self.conn, t, self.now)
     }
 
     async fn queue_ensure(&mut self, _queue: &str) -> StoreResult<()> {
@@ -282,7 +330,7 @@ impl Primitives for SqliteTx<'_> {
         message: &M,
         delay: Duration,
     ) -> StoreResult<()> {
-        queue::send(self.conn, queue, self.buf.encode(message), delay, self.now).await?;
+        queue::send(self.conn, queue, self.buf.encode(message), delay, self.now)?;
         self.sent.queue(queue);
         Ok(())
     }
@@ -292,7 +340,7 @@ impl Primitives for SqliteTx<'_> {
         queue: &str,
         messages: &[StepMessage<'_>],
     ) -> StoreResult<()> {
-        queue::send_batch(self.conn, queue, self.buf.encode_all(messages), self.now).await?;
+        queue::send_batch(self.conn, queue, self.buf.encode_all(messages), self.now)?;
         self.sent.queue(queue);
         Ok(())
     }
@@ -303,11 +351,11 @@ impl Primitives for SqliteTx<'_> {
         visibility: Duration,
         limit: u32,
     ) -> StoreResult<QueueBatch> {
-        queue::read(self.conn, queue, visibility, limit, self.now).await
+        queue::read(self.conn, queue, visibility, limit, self.now)
     }
 
     async fn queue_delete(&mut self, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
-        queue::delete(self.conn, queue, msg_ids).await
+        queue::delete(self.conn, queue, msg_ids)
     }
 
     async fn queue_set_vt(
@@ -316,7 +364,7 @@ impl Primitives for SqliteTx<'_> {
         msg_id: i64,
         hidden: Duration,
     ) -> StoreResult<()> {
-        queue::set_vt(self.conn, queue, msg_id, self.now.after(hidden)).await
+        queue::set_vt(self.conn, queue, msg_id, self.now.after(hidden))
     }
 
     async fn queue_dead_letter(
@@ -325,34 +373,49 @@ impl Primitives for SqliteTx<'_> {
         msg_id: i64,
         reason: &str,
     ) -> StoreResult<()> {
-        queue::dead_letter(self.conn, queue, msg_id, reason, self.now).await
+        queue::dead_letter(self.conn, queue, msg_id, reason, self.now)
     }
 }
 
-/// Runs one operation in a write transaction, then wakes the readers of the queues it sent to.
+/// Runs one operation in a write transaction, then wakes the readers of the queues it
+/// sent to. The operation's statements run on this thread (see the module docs), so its
+/// future completes in one poll, holding the connection's lock.
 macro_rules! write {
     ($store:expr, |$p:ident| $op:expr) => {{
-        let mut tx = $store
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
+        let mut conn = $store.conn.lock().await;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
         let mut tx_ops = SqliteTx {
-            conn: &mut tx,
+            conn: &tx,
             now: Timestamp::now(),
             sent: Sent::default(),
             buf: $store.buffers.take(),
         };
-        let $p = &mut tx_ops;
-        let result = $op.await;
+        let result = at_once({
+            let $p = &mut tx_ops;
+            $op
+        });
         $store.buffers.give(std::mem::take(&mut tx_ops.buf));
-        let result = result?;
         let sent = std::mem::take(&mut tx_ops.sent);
-        tx.commit().await.map_err(db)?;
+        let result = result?;
+        tx.commit().map_err(db)?;
+        drop(conn);
         $store.writes.fetch_add(1, Ordering::Relaxed);
         sent.wake(&$store.wakeups);
         Ok(result)
     }};
+}
+
+/// Runs a future that never waits (an operation over [`SqliteTx`], whose primitives are
+/// synchronous) to its end.
+fn at_once<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => unreachable!("the embedded store's operations never wait"),
+    }
 }
 
 impl Store for SqliteStore {
@@ -385,26 +448,23 @@ impl Store for SqliteStore {
     }
 
     async fn task_get(&self, task_id: TaskId) -> StoreResult<TaskDetail> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        tasks::get(&mut conn, task_id).await
+        tasks::get(&*self.conn.lock().await, task_id)
     }
 
     async fn task_progress(&self, task_id: TaskId) -> StoreResult<TaskProgress> {
-        tasks::progress(&self.pool, task_id).await
+        tasks::progress(&*self.conn.lock().await, task_id)
     }
 
     async fn template_list(&self) -> StoreResult<Vec<TemplateRecord>> {
-        templates::list(&self.pool).await
+        templates::list(&*self.conn.lock().await)
     }
 
     async fn task_list(&self, params: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        tasks::list(&mut conn, params).await
+        tasks::list(&*self.conn.lock().await, params)
     }
 
     async fn task_list_unfinished(&self) -> StoreResult<Vec<TaskId>> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        tasks::list_unfinished(&mut conn).await
+        tasks::list_unfinished(&*self.conn.lock().await)
     }
 
     async fn step_start(&self, params: StepStartParams<'_>) -> StoreResult<StepStart> {
@@ -439,20 +499,22 @@ impl Store for SqliteStore {
     }
 
     async fn task_prune(&self, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let pruned = tasks::prune(&mut tx, before, limit).await?;
-        tx.commit().await.map_err(db)?;
+        let mut conn = self.conn.lock().await;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let pruned = tasks::prune(&tx, before, limit)?;
+        tx.commit().map_err(db)?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(pruned)
     }
 
     async fn transition_list(&self, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        transitions::list(&mut conn, task_id).await
+        transitions::list(&*self.conn.lock().await, task_id)
     }
 
     async fn queue_list(&self) -> StoreResult<Vec<String>> {
-        queue::list(&self.pool).await
+        queue::list(&*self.conn.lock().await)
     }
 
     async fn queue_read(
@@ -462,19 +524,19 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<QueueBatch> {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        queue::read(&mut conn, queue, visibility, limit, Timestamp::now()).await
+        let conn = self.conn.lock().await;
+        queue::read(&conn, queue, visibility, limit, Timestamp::now())
     }
 
     async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>> {
-        queue::depths(&self.pool).await
+        queue::depths(&*self.conn.lock().await)
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        self.conn
+            .lock()
             .await
-            .map(drop)
+            .query_row("SELECT 1", [], |_| Ok(()))
             .map_err(db)
     }
 
@@ -483,7 +545,7 @@ impl Store for SqliteStore {
     }
 
     async fn queue_dead_letters(&self, queue: &str) -> StoreResult<Vec<DeadLetter>> {
-        queue::dead_letters(&self.pool, queue).await
+        queue::dead_letters(&*self.conn.lock().await, queue)
     }
 
     fn wakeups(&self) -> &Wakeups {

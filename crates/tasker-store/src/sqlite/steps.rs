@@ -1,10 +1,11 @@
 //! The `steps` and `step_edges` tables.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
+use rusqlite::{OptionalExtension, Row, params};
 use serde_json::value::RawValue;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::intern::Interner;
@@ -12,10 +13,9 @@ use tasker_core::state::StepState;
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
-use super::transitions;
-use super::{Conn, db};
+use super::{Conn, db, json, parsed, transitions};
 use crate::primitives::{EvalStep, Move, Outcome, StepRow, Transition};
-use crate::rows::{link_parents, parse, raw};
+use crate::rows::link_parents;
 
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
@@ -24,133 +24,120 @@ macro_rules! eval_columns {
     };
 }
 
-fn eval_step(r: &SqliteRow) -> StoreResult<EvalStep> {
+fn eval_step(r: &Row<'_>) -> rusqlite::Result<EvalStep> {
     let names = Interner::global();
     Ok(EvalStep {
-        id: StepId(r.get(0)),
-        task_id: TaskId(r.get(1)),
-        position: r.get::<i64, _>(2) as u32,
-        state: parse(r.get::<&str, _>(3))?,
-        handler: names.intern(r.get(4)),
-        queue: names.intern(r.get(5)),
-        attempts: r.get::<i64, _>(6) as u32,
-        waiting_on: r.get::<i64, _>(7).max(0) as u32,
+        id: StepId(r.get(0)?),
+        task_id: TaskId(r.get(1)?),
+        position: r.get(2)?,
+        state: parsed(r, 3)?,
+        handler: names.intern(r.get_ref(4)?.as_str()?),
+        queue: names.intern(r.get_ref(5)?.as_str()?),
+        attempts: r.get(6)?,
+        waiting_on: r.get::<_, i64>(7)?.max(0) as u32,
     })
 }
 
-pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+fn eval_steps(conn: &Conn, sql: &str, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+    let mut s = conn.prepare_cached(sql).map_err(db)?;
+    let rows = s.query_map([task_id.0], eval_step).map_err(db)?;
+    rows.map(|r| r.map_err(db)).collect()
+}
+
+pub(crate) fn of_task(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
     const SQL: &str = concat!(
         "SELECT ",
         eval_columns!(),
         " FROM steps WHERE task_id = ? ORDER BY position"
     );
-    let rows = sqlx::query(SQL)
-        .bind(task_id.0)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.iter().map(eval_step).collect()
+    eval_steps(conn, SQL, task_id)
 }
 
-pub(crate) async fn unblocked(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+pub(crate) fn unblocked(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
     const SQL: &str = concat!(
         "SELECT ",
         eval_columns!(),
         " FROM steps",
         " WHERE task_id = ? AND state = 'pending' AND waiting_on = 0 ORDER BY position"
     );
-    let rows = sqlx::query(SQL)
-        .bind(task_id.0)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.iter().map(eval_step).collect()
+    eval_steps(conn, SQL, task_id)
 }
 
 /// A child of two steps of `done` is decremented twice and returned once, as it ends.
-pub(crate) async fn release_children(
-    conn: &mut Conn,
-    done: &[(TaskId, u32)],
-) -> StoreResult<Vec<EvalStep>> {
+pub(crate) fn release_children(conn: &Conn, done: &[(TaskId, u32)]) -> StoreResult<Vec<EvalStep>> {
     const SQL: &str = concat!(
         "UPDATE steps SET waiting_on = waiting_on - 1",
         " WHERE task_id = ?1 AND position IN (SELECT child FROM step_edges WHERE task_id = ?1 AND parent = ?2)",
         " RETURNING ",
         eval_columns!()
     );
+    let mut s = conn.prepare_cached(SQL).map_err(db)?;
     let mut children: Vec<EvalStep> = Vec::new();
+    let mut seen: HashMap<StepId, usize> = HashMap::new();
     for (task_id, position) in done {
-        let rows = sqlx::query(SQL)
-            .bind(task_id.0)
-            .bind(i64::from(*position))
-            .fetch_all(&mut *conn)
-            .await
+        let rows = s
+            .query_map(params![task_id.0, position], eval_step)
             .map_err(db)?;
-        for row in &rows {
-            let child = eval_step(row)?;
-            match children.iter_mut().find(|c| c.id == child.id) {
-                Some(seen) => *seen = child,
-                None => children.push(child),
+        for row in rows {
+            let child = row.map_err(db)?;
+            match seen.entry(child.id) {
+                Entry::Occupied(at) => children[*at.get()] = child,
+                Entry::Vacant(at) => {
+                    at.insert(children.len());
+                    children.push(child);
+                }
             }
         }
     }
     Ok(children)
 }
 
-pub(crate) async fn first_failed(conn: &mut Conn, task_id: TaskId) -> StoreResult<Option<String>> {
-    sqlx::query_scalar(
+pub(crate) fn first_failed(conn: &Conn, task_id: TaskId) -> StoreResult<Option<String>> {
+    conn.prepare_cached(
         "SELECT name FROM steps WHERE task_id = ? AND state = 'error' ORDER BY position LIMIT 1",
     )
-    .bind(task_id.0)
-    .fetch_optional(&mut *conn)
-    .await
+    .and_then(|mut s| s.query_row([task_id.0], |r| r.get(0)).optional())
     .map_err(db)
 }
 
-pub(crate) async fn edges(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
-    let rows: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT parent, child FROM step_edges WHERE task_id = ?")
-            .bind(task_id.0)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-    Ok(rows
-        .into_iter()
-        .map(|(p, c)| (p as usize, c as usize))
-        .collect())
+fn edges(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
+    let mut s = conn
+        .prepare_cached("SELECT parent, child FROM step_edges WHERE task_id = ?")
+        .map_err(db)?;
+    let rows = s
+        .query_map([task_id.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?;
+    rows.map(|r| r.map_err(db)).collect()
 }
 
-pub(crate) async fn get(conn: &mut Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
-    let row = sqlx::query(
-        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position FROM steps WHERE id = ?",
+pub(crate) fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
+    conn.prepare_cached(
+        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position
+         FROM steps WHERE id = ?",
     )
-    .bind(step_id.0)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?;
-    row.map(|r| {
-        Ok(StepRow {
-            task_id: TaskId(r.get(0)),
-            name: r.get(1),
-            handler: r.get(2),
-            queue: r.get(3),
-            state: parse(r.get::<&str, _>(4))?,
-            attempts: r.get::<i64, _>(5) as u32,
-            max_attempts: r.get::<i64, _>(6) as u32,
-            timeout: Duration::from_millis(r.get::<i64, _>(7) as u64),
-            position: r.get::<i64, _>(8) as u32,
+    .and_then(|mut s| {
+        s.query_row([step_id.0], |r| {
+            Ok(StepRow {
+                task_id: TaskId(r.get(0)?),
+                name: r.get(1)?,
+                handler: r.get(2)?,
+                queue: r.get(3)?,
+                state: parsed(r, 4)?,
+                attempts: r.get(5)?,
+                max_attempts: r.get(6)?,
+                timeout: Duration::from_millis(r.get(7)?),
+                position: r.get(8)?,
+            })
         })
+        .optional()
     })
-    .transpose()
+    .map_err(db)
 }
 
-pub(crate) async fn get_many(
-    conn: &mut Conn,
-    steps: &[StepId],
-) -> StoreResult<Vec<(StepId, StepRow)>> {
+pub(crate) fn get_many(conn: &Conn, steps: &[StepId]) -> StoreResult<Vec<(StepId, StepRow)>> {
     let mut out = Vec::with_capacity(steps.len());
     for &id in steps {
-        if let Some(row) = get(conn, id).await? {
+        if let Some(row) = get(conn, id)? {
             out.push((id, row));
         }
     }
@@ -159,49 +146,58 @@ pub(crate) async fn get_many(
 
 /// The parents' results are found from the step's edges (`CROSS JOIN` fixes that join
 /// order in SQLite), so loading a step costs its parents, not the size of its task.
-pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<StepExecution> {
-    let r = sqlx::query(
-        "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config, t.context,
-                (SELECT json_group_array(json_array(p.name, json(COALESCE(p.results, 'null'))))
-                 FROM (SELECT p.name, p.results FROM step_edges e
-                       CROSS JOIN steps p ON p.task_id = e.task_id AND p.position = e.parent
-                       WHERE e.task_id = s.task_id AND e.child = s.position ORDER BY e.parent) p),
-                s.retry, s.timeout_ms
-         FROM steps s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?",
-    )
-    .bind(step_id.0)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?
-    .ok_or_else(|| StoreError::NotFound(format!("step {step_id}")))?;
+pub(crate) fn execution(conn: &Conn, step_id: StepId) -> StoreResult<StepExecution> {
     let names = Interner::global();
-    let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> =
-        serde_json::from_str(r.get::<&str, _>(9))
-            .map_err(|e| StoreError::Corrupt(format!("parent results: {e}")))?;
-    let retry: RetryPolicy = serde_json::from_str(r.get::<&str, _>(10))
-        .map_err(|e| StoreError::Corrupt(format!("retry policy: {e}")))?;
-    Ok(StepExecution {
-        task_id: TaskId(r.get(0)),
-        step_id,
-        attempt: r.get::<i64, _>(1) as u32,
-        namespace: names.intern(r.get(2)),
-        task_name: names.intern(r.get(3)),
-        task_version: names.intern(r.get(4)),
-        step_name: names.intern(r.get(5)),
-        handler: names.intern(r.get(6)),
-        config: raw(r.get(7))?,
-        context: raw(r.get(8))?,
-        parents: parents
-            .into_iter()
-            .map(|(n, r)| (names.intern(&n), r))
-            .collect(),
-        retry,
-        timeout: Duration::from_millis(r.get::<i64, _>(11) as u64),
-    })
+    let exec = conn
+        .prepare_cached(
+            "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config, t.context,
+                    (SELECT json_group_array(json_array(p.name, json(COALESCE(p.results, 'null'))))
+                     FROM (SELECT p.name, p.results FROM step_edges e
+                           CROSS JOIN steps p ON p.task_id = e.task_id AND p.position = e.parent
+                           WHERE e.task_id = s.task_id AND e.child = s.position ORDER BY e.parent) p),
+                    s.retry, s.timeout_ms
+             FROM steps s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?",
+        )
+        .and_then(|mut s| {
+            s.query_row([step_id.0], |r| {
+                let name = |i: usize| -> rusqlite::Result<std::sync::Arc<str>> {
+                    Ok(names.intern(r.get_ref(i)?.as_str()?))
+                };
+                let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> =
+                    serde_json::from_str(r.get_ref(9)?.as_str()?).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+                    })?;
+                let retry: RetryPolicy =
+                    serde_json::from_str(r.get_ref(10)?.as_str()?).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
+                    })?;
+                Ok(StepExecution {
+                    task_id: TaskId(r.get(0)?),
+                    step_id,
+                    attempt: r.get(1)?,
+                    namespace: name(2)?,
+                    task_name: name(3)?,
+                    task_version: name(4)?,
+                    step_name: name(5)?,
+                    handler: name(6)?,
+                    config: json(r, 7)?,
+                    context: json(r, 8)?,
+                    parents: parents
+                        .into_iter()
+                        .map(|(n, r)| (names.intern(&n), r))
+                        .collect(),
+                    retry,
+                    timeout: Duration::from_millis(r.get(11)?),
+                })
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    exec.ok_or_else(|| StoreError::NotFound(format!("step {step_id}")))
 }
 
 /// Appends the transition of `m` if its compare-and-set changed a row.
-async fn recorded(conn: &mut Conn, m: &Move<'_>, rows: u64, now: Timestamp) -> StoreResult<u64> {
+fn recorded(conn: &Conn, m: &Move<'_>, rows: usize, now: Timestamp) -> StoreResult<u64> {
     if rows == 1 {
         let t = Transition {
             task_id: m.task_id,
@@ -210,86 +206,86 @@ async fn recorded(conn: &mut Conn, m: &Move<'_>, rows: u64, now: Timestamp) -> S
             to: m.to.as_str(),
             reason: m.reason,
         };
-        transitions::append(conn, t, now).await?;
+        transitions::append(conn, t, now)?;
     }
-    Ok(rows)
+    Ok(rows as u64)
 }
 
-pub(crate) async fn move_(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
-    let done = sqlx::query("UPDATE steps SET state = ? WHERE id = ? AND state = ?")
-        .bind(m.to.as_str())
-        .bind(m.step_id.0)
-        .bind(m.from.as_str())
-        .execute(&mut *conn)
-        .await
+pub(crate) fn move_(conn: &Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
+    let rows = conn
+        .prepare_cached("UPDATE steps SET state = ? WHERE id = ? AND state = ?")
+        .and_then(|mut s| s.execute(params![m.to.as_str(), m.step_id.0, m.from.as_str()]))
         .map_err(db)?;
-    recorded(conn, &m, done.rows_affected(), now).await
+    recorded(conn, &m, rows, now)
 }
 
-pub(crate) async fn begin_attempt(
-    conn: &mut Conn,
+pub(crate) fn begin_attempt(
+    conn: &Conn,
     m: Move<'_>,
     attempts: u32,
     now: Timestamp,
 ) -> StoreResult<u64> {
-    let done = sqlx::query(
-        "UPDATE steps SET state = ?, attempts = ?, started_at = ?, completed_at = NULL
-         WHERE id = ? AND state = ? AND attempts = ?",
-    )
-    .bind(m.to.as_str())
-    .bind(i64::from(attempts + 1))
-    .bind(now.0)
-    .bind(m.step_id.0)
-    .bind(m.from.as_str())
-    .bind(i64::from(attempts))
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    recorded(conn, &m, done.rows_affected(), now).await
+    let rows = conn
+        .prepare_cached(
+            "UPDATE steps SET state = ?, attempts = ?, started_at = ?, completed_at = NULL
+             WHERE id = ? AND state = ? AND attempts = ?",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                m.to.as_str(),
+                attempts + 1,
+                now.0,
+                m.step_id.0,
+                m.from.as_str(),
+                attempts
+            ])
+        })
+        .map_err(db)?;
+    recorded(conn, &m, rows, now)
 }
 
-pub(crate) async fn set_outcome(
-    conn: &mut Conn,
+pub(crate) fn set_outcome(
+    conn: &Conn,
     outcomes: &[(Move<'_>, Outcome<'_>)],
     now: Timestamp,
 ) -> StoreResult<u64> {
-    let mut changed = 0;
-    for (m, outcome) in outcomes {
-        let done = sqlx::query(
+    let mut s = conn
+        .prepare_cached(
             "UPDATE steps SET state = ?, results = COALESCE(?, results), error = ?, completed_at = ?
              WHERE id = ? AND state = ?",
         )
-        .bind(m.to.as_str())
-        .bind(outcome.results.map(RawValue::get))
-        .bind(outcome.error)
-        .bind(now.0)
-        .bind(m.step_id.0)
-        .bind(m.from.as_str())
-        .execute(&mut *conn)
-        .await
         .map_err(db)?;
-        changed += recorded(conn, m, done.rows_affected(), now).await?;
+    let mut changed = 0;
+    for (m, outcome) in outcomes {
+        let rows = s
+            .execute(params![
+                m.to.as_str(),
+                outcome.results.map(RawValue::get),
+                outcome.error,
+                now.0,
+                m.step_id.0,
+                m.from.as_str()
+            ])
+            .map_err(db)?;
+        changed += recorded(conn, m, rows, now)?;
     }
     Ok(changed)
 }
 
-pub(crate) async fn reset(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
-    let done = sqlx::query(
-        "UPDATE steps SET state = ?, attempts = 0, results = NULL, error = NULL,
-                started_at = NULL, completed_at = NULL
-         WHERE id = ? AND state = ?",
-    )
-    .bind(m.to.as_str())
-    .bind(m.step_id.0)
-    .bind(m.from.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    recorded(conn, &m, done.rows_affected(), now).await
+pub(crate) fn reset(conn: &Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
+    let rows = conn
+        .prepare_cached(
+            "UPDATE steps SET state = ?, attempts = 0, results = NULL, error = NULL,
+                    started_at = NULL, completed_at = NULL
+             WHERE id = ? AND state = ?",
+        )
+        .and_then(|mut s| s.execute(params![m.to.as_str(), m.step_id.0, m.from.as_str()]))
+        .map_err(db)?;
+    recorded(conn, &m, rows, now)
 }
 
-pub(crate) async fn enqueue_many(
-    conn: &mut Conn,
+pub(crate) fn enqueue_many(
+    conn: &Conn,
     steps: &[(TaskId, StepId)],
     reason: &str,
     now: Timestamp,
@@ -303,43 +299,46 @@ pub(crate) async fn enqueue_many(
             to: StepState::Enqueued,
             reason,
         };
-        moved += move_(conn, m, now).await?;
+        moved += move_(conn, m, now)?;
     }
     Ok(moved)
 }
 
 /// The task's steps for reports, with `depends_on` rebuilt from the edges.
-pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>> {
-    let rows = sqlx::query(
-        "SELECT id, position, name, handler, queue, state, attempts, max_attempts, results, error,
-                started_at, completed_at
-         FROM steps WHERE task_id = ? ORDER BY position",
-    )
-    .bind(task_id.0)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    let mut steps = rows
-        .into_iter()
-        .map(|r| {
+pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT id, position, name, handler, queue, state, attempts, max_attempts, results, error,
+                    started_at, completed_at
+             FROM steps WHERE task_id = ? ORDER BY position",
+        )
+        .map_err(db)?;
+    let rows = s
+        .query_map([task_id.0], |r| {
             Ok(StepRecord {
-                id: StepId(r.get(0)),
+                id: StepId(r.get(0)?),
                 task_id,
-                position: r.get::<i64, _>(1) as u32,
-                name: r.get(2),
-                handler: r.get(3),
-                queue: r.get(4),
+                position: r.get(1)?,
+                name: r.get(2)?,
+                handler: r.get(3)?,
+                queue: r.get(4)?,
                 depends_on: Vec::new(),
-                state: parse(r.get::<&str, _>(5))?,
-                attempts: r.get::<i64, _>(6) as u32,
-                max_attempts: r.get::<i64, _>(7) as u32,
-                results: r.get::<Option<String>, _>(8).map(raw).transpose()?,
-                error: r.get(9),
-                started_at: r.get::<Option<i64>, _>(10).map(Timestamp),
-                completed_at: r.get::<Option<i64>, _>(11).map(Timestamp),
+                state: parsed(r, 5)?,
+                attempts: r.get(6)?,
+                max_attempts: r.get(7)?,
+                results: match r.get_ref(8)?.as_str_or_null()? {
+                    Some(_) => Some(json(r, 8)?),
+                    None => None,
+                },
+                error: r.get(9)?,
+                started_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
+                completed_at: r.get::<_, Option<i64>>(11)?.map(Timestamp),
             })
         })
+        .map_err(db)?;
+    let mut steps = rows
+        .map(|r| r.map_err(db))
         .collect::<StoreResult<Vec<_>>>()?;
-    link_parents(&mut steps, edges(conn, task_id).await?);
+    link_parents(&mut steps, edges(conn, task_id)?);
     Ok(steps)
 }

@@ -1,8 +1,7 @@
 //! The `tasks` table, and the steps and edges a task is created with.
 
+use rusqlite::{OptionalExtension, Row, params};
 use serde_json::value::RawValue;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::readiness::Progress;
 use tasker_core::state::TaskState;
@@ -15,21 +14,22 @@ use crate::primitives::Transition;
 use crate::rows::{counters, parent_counts, parse, raw};
 
 /// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
-pub(crate) async fn lock(
-    conn: &mut Conn,
+pub(crate) fn lock(
+    conn: &Conn,
     tasks: &[TaskId],
 ) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
     let mut ids = tasks.to_vec();
     ids.sort_unstable();
     ids.dedup();
+    let mut s = conn
+        .prepare_cached("SELECT state, steps_left, steps_active FROM tasks WHERE id = ?")
+        .map_err(db)?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let row: Option<(String, i64, i64)> =
-            sqlx::query_as("SELECT state, steps_left, steps_active FROM tasks WHERE id = ?")
-                .bind(id.0)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db)?;
+        let row: Option<(String, i64, i64)> = s
+            .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(db)?;
         if let Some((state, left, active)) = row {
             out.push((id, parse(&state)?, counters(left, active)));
         }
@@ -37,108 +37,104 @@ pub(crate) async fn lock(
     Ok(out)
 }
 
-pub(crate) async fn set_progress(conn: &mut Conn, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
+pub(crate) fn set_progress(conn: &Conn, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
+    let mut s = conn
+        .prepare_cached("UPDATE tasks SET steps_left = ?, steps_active = ? WHERE id = ?")
+        .map_err(db)?;
     for (id, progress) in tasks {
-        sqlx::query("UPDATE tasks SET steps_left = ?, steps_active = ? WHERE id = ?")
-            .bind(i64::from(progress.left))
-            .bind(i64::from(progress.active))
-            .bind(id.0)
-            .execute(&mut *conn)
-            .await
+        s.execute(params![progress.left, progress.active, id.0])
             .map_err(db)?;
     }
     Ok(())
 }
 
-pub(crate) async fn by_key(conn: &mut Conn, key: &str) -> StoreResult<Option<TaskId>> {
-    let id: Option<uuid::Uuid> =
-        sqlx::query_scalar("SELECT id FROM tasks WHERE idempotency_key = ?")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-    Ok(id.map(TaskId))
+pub(crate) fn by_key(conn: &Conn, key: &str) -> StoreResult<Option<TaskId>> {
+    conn.prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?")
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .map(|id| id.map(TaskId))
+        .map_err(db)
 }
 
-pub(crate) async fn insert(
-    conn: &mut Conn,
+pub(crate) fn insert(
+    conn: &Conn,
     task_id: TaskId,
     t: &TaskTemplate,
     context: &RawValue,
     key: Option<&str>,
     now: Timestamp,
 ) -> StoreResult<()> {
-    sqlx::query(
+    let steps = t.steps.len() as i64;
+    conn.prepare_cached(
         "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
                             step_count, steps_left, steps_active)
          VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0)",
     )
-    .bind(task_id.0)
-    .bind(&t.namespace)
-    .bind(&t.name)
-    .bind(&t.version)
-    .bind(context.get())
-    .bind(key)
-    .bind(now.0)
-    .bind(now.0)
-    .bind(t.steps.len() as i64)
-    .bind(t.steps.len() as i64)
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut s| {
+        s.execute(params![
+            task_id.0,
+            t.namespace,
+            t.name,
+            t.version,
+            context.get(),
+            key,
+            now.0,
+            now.0,
+            steps,
+            steps
+        ])
+    })
     .map_err(db)?;
     let edges = t.edges();
     let parents = parent_counts(t.steps.len(), &edges);
-    for (position, step) in t.steps.iter().enumerate() {
-        let retry =
-            serde_json::to_string(&step.retry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
+    let mut insert_step = conn
+        .prepare_cached(
             "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
         )
-        .bind(StepId::new().0)
-        .bind(task_id.0)
-        .bind(position as i64)
-        .bind(&step.name)
-        .bind(&step.handler)
-        .bind(&step.queue)
-        .bind(step.config.to_string())
-        .bind(retry)
-        .bind(i64::from(step.retry.max_attempts))
-        .bind(step.timeout.as_millis() as i64)
-        .bind(i64::from(parents[position]))
-        .execute(&mut *conn)
-        .await
         .map_err(db)?;
+    for (position, step) in t.steps.iter().enumerate() {
+        let retry =
+            serde_json::to_string(&step.retry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        insert_step
+            .execute(params![
+                StepId::new().0,
+                task_id.0,
+                position as i64,
+                step.name,
+                step.handler,
+                step.queue,
+                step.config.to_string(),
+                retry,
+                step.retry.max_attempts,
+                step.timeout.as_millis() as i64,
+                parents[position],
+            ])
+            .map_err(db)?;
     }
+    let mut insert_edge = conn
+        .prepare_cached("INSERT INTO step_edges (task_id, parent, child) VALUES (?, ?, ?)")
+        .map_err(db)?;
     for (parent, child) in edges {
-        sqlx::query("INSERT INTO step_edges (task_id, parent, child) VALUES (?, ?, ?)")
-            .bind(task_id.0)
-            .bind(parent as i64)
-            .bind(child as i64)
-            .execute(&mut *conn)
-            .await
+        insert_edge
+            .execute(params![task_id.0, parent as i64, child as i64])
             .map_err(db)?;
     }
     Ok(())
 }
 
-pub(crate) async fn move_(
-    conn: &mut Conn,
+pub(crate) fn move_(
+    conn: &Conn,
     task_id: TaskId,
     from: TaskState,
     to: TaskState,
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<u64> {
-    let done = sqlx::query("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
-        .bind(to.as_str())
-        .bind(now.0)
-        .bind(task_id.0)
-        .bind(from.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    if done.rows_affected() == 1 {
+    let moved = conn
+        .prepare_cached("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
+        .and_then(|mut s| s.execute(params![to.as_str(), now.0, task_id.0, from.as_str()]))
+        .map_err(db)? as u64;
+    if moved == 1 {
         let t = Transition {
             task_id,
             step_id: None,
@@ -146,22 +142,23 @@ pub(crate) async fn move_(
             to: to.as_str(),
             reason,
         };
-        transitions::append(conn, t, now).await?;
+        transitions::append(conn, t, now)?;
     }
-    Ok(done.rows_affected())
+    Ok(moved)
 }
 
-pub(crate) async fn progress(
-    pool: &sqlx::SqlitePool,
-    task_id: TaskId,
-) -> StoreResult<TaskProgress> {
-    let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT state, step_count, steps_left, steps_active FROM tasks WHERE id = ?",
-    )
-    .bind(task_id.0)
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?;
+pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
+    let row: Option<(String, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT state, step_count, steps_left, steps_active FROM tasks WHERE id = ?",
+        )
+        .and_then(|mut s| {
+            s.query_row([task_id.0], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })
+        .map_err(db)?;
     let (state, steps, left, active) =
         row.ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
     Ok(TaskProgress {
@@ -172,83 +169,108 @@ pub(crate) async fn progress(
     })
 }
 
-pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
-    let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
-        .bind(task_id.0)
-        .fetch_optional(&mut *conn)
-        .await
+pub(crate) fn get(conn: &Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
+    let task = conn
+        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
+        .and_then(|mut s| s.query_row([task_id.0], task_row).optional())
         .map_err(db)?
         .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-    let task = task_record(row)?;
-    let steps = steps::list(conn, task_id).await?;
+    let task = task_record(task)?;
+    let steps = steps::list(conn, task_id)?;
     Ok(TaskDetail { task, steps })
 }
 
-pub(crate) async fn list(conn: &mut Conn, p: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR id < ?3)
-         ORDER BY id DESC LIMIT ?4"
-    ))
-    .bind(p.state.map(|s| s.as_str()))
-    .bind(p.namespace)
-    .bind(p.before.map(|t| t.0))
-    .bind(i64::from(p.limit))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    rows.into_iter().map(task_record).collect()
+pub(crate) fn list(conn: &Conn, p: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
+    let mut s = conn
+        .prepare_cached(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4"
+        ))
+        .map_err(db)?;
+    let rows = s
+        .query_map(
+            params![
+                p.state.map(|s| s.as_str()),
+                p.namespace,
+                p.before.map(|t| t.0),
+                p.limit
+            ],
+            task_row,
+        )
+        .map_err(db)?;
+    rows.map(|r| r.map_err(db).and_then(task_record)).collect()
 }
 
-pub(crate) async fn list_unfinished(conn: &mut Conn) -> StoreResult<Vec<TaskId>> {
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT id FROM tasks WHERE state IN ('pending', 'in_progress') ORDER BY id",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(ids.into_iter().map(TaskId).collect())
+pub(crate) fn list_unfinished(conn: &Conn) -> StoreResult<Vec<TaskId>> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT id FROM tasks WHERE state IN ('pending', 'in_progress') ORDER BY id",
+        )
+        .map_err(db)?;
+    let rows = s.query_map([], |r| r.get(0).map(TaskId)).map_err(db)?;
+    rows.map(|r| r.map_err(db)).collect()
 }
 
 const TASK_COLUMNS: &str =
     "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at";
 
-fn task_record(r: SqliteRow) -> StoreResult<TaskRecord> {
+/// A `tasks` row as read, before its names and JSON are checked.
+struct TaskRow {
+    id: uuid::Uuid,
+    namespace: String,
+    name: String,
+    version: String,
+    state: String,
+    context: String,
+    idempotency_key: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        id: r.get(0)?,
+        namespace: r.get(1)?,
+        name: r.get(2)?,
+        version: r.get(3)?,
+        state: r.get(4)?,
+        context: r.get(5)?,
+        idempotency_key: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+fn task_record(r: TaskRow) -> StoreResult<TaskRecord> {
     Ok(TaskRecord {
-        id: TaskId(r.get(0)),
-        namespace: r.get(1),
-        name: r.get(2),
-        version: r.get(3),
-        state: parse(r.get::<&str, _>(4))?,
-        context: raw(r.get(5))?,
-        idempotency_key: r.get(6),
-        created_at: Timestamp(r.get(7)),
-        updated_at: Timestamp(r.get(8)),
+        id: TaskId(r.id),
+        namespace: r.namespace,
+        name: r.name,
+        version: r.version,
+        state: parse(&r.state)?,
+        context: raw(r.context)?,
+        idempotency_key: r.idempotency_key,
+        created_at: Timestamp(r.created_at),
+        updated_at: Timestamp(r.updated_at),
     })
 }
 
 /// Deletes up to `limit` finished tasks changed before `before`, and all that is theirs.
 /// The doomed ids go to a temporary table, so every statement deletes the same tasks.
-pub(crate) async fn prune(conn: &mut Conn, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
-    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS pruned (id BLOB PRIMARY KEY)")
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    sqlx::query("DELETE FROM temp.pruned")
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    let tasks = sqlx::query(
-        "INSERT INTO temp.pruned SELECT id FROM tasks
-         WHERE state IN ('complete', 'error', 'cancelled') AND updated_at < ?
-         ORDER BY updated_at LIMIT ?",
+pub(crate) fn prune(conn: &Conn, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS pruned (id BLOB PRIMARY KEY); DELETE FROM temp.pruned;",
     )
-    .bind(before.0)
-    .bind(i64::from(limit))
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?
-    .rows_affected();
+    .map_err(db)?;
+    let tasks = conn
+        .execute(
+            "INSERT INTO temp.pruned SELECT id FROM tasks
+             WHERE state IN ('complete', 'error', 'cancelled') AND updated_at < ?
+             ORDER BY updated_at LIMIT ?",
+            params![before.0, limit],
+        )
+        .map_err(db)? as u64;
     let mut steps = 0;
     for sql in [
         "DELETE FROM transitions WHERE task_id IN (SELECT id FROM temp.pruned)",
@@ -260,9 +282,9 @@ pub(crate) async fn prune(conn: &mut Conn, before: Timestamp, limit: u32) -> Sto
         "DELETE FROM steps WHERE task_id IN (SELECT id FROM temp.pruned)",
         "DELETE FROM tasks WHERE id IN (SELECT id FROM temp.pruned)",
     ] {
-        let done = sqlx::query(sql).execute(&mut *conn).await.map_err(db)?;
+        let deleted = conn.execute(sql, []).map_err(db)? as u64;
         if sql.starts_with("DELETE FROM steps") {
-            steps = done.rows_affected();
+            steps = deleted;
         }
     }
     Ok(Pruned { tasks, steps })

@@ -1,6 +1,6 @@
 //! The `transitions` table: the append-only audit trail of every state change.
 
-use sqlx::Row;
+use rusqlite::params;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::store::{StoreResult, TransitionRecord};
 use tasker_core::time::Timestamp;
@@ -8,41 +8,43 @@ use tasker_core::time::Timestamp;
 use super::{Conn, db};
 use crate::primitives::Transition;
 
-pub(crate) async fn append(conn: &mut Conn, t: Transition<'_>, now: Timestamp) -> StoreResult<()> {
-    sqlx::query(
+pub(crate) fn append(conn: &Conn, t: Transition<'_>, now: Timestamp) -> StoreResult<()> {
+    conn.prepare_cached(
         "INSERT INTO transitions (task_id, step_id, from_state, to_state, reason, at)
          VALUES (?, ?, ?, ?, ?, ?)",
     )
-    .bind(t.task_id.0)
-    .bind(t.step_id.map(|s| s.0))
-    .bind(t.from)
-    .bind(t.to)
-    .bind(t.reason)
-    .bind(now.0)
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut s| {
+        s.execute(params![
+            t.task_id.0,
+            t.step_id.map(|s| s.0),
+            t.from,
+            t.to,
+            t.reason,
+            now.0
+        ])
+    })
     .map_err(db)?;
     Ok(())
 }
 
-pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
-    let rows = sqlx::query(
-        "SELECT step_id, from_state, to_state, reason, at FROM transitions
-         WHERE task_id = ? ORDER BY id",
-    )
-    .bind(task_id.0)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| TransitionRecord {
-            task_id,
-            step_id: r.get::<Option<uuid::Uuid>, _>(0).map(StepId),
-            from_state: r.get(1),
-            to_state: r.get(2),
-            reason: r.get(3),
-            at: Timestamp(r.get(4)),
+pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT step_id, from_state, to_state, reason, at FROM transitions
+             WHERE task_id = ? ORDER BY id",
+        )
+        .map_err(db)?;
+    let rows = s
+        .query_map([task_id.0], |r| {
+            Ok(TransitionRecord {
+                task_id,
+                step_id: r.get::<_, Option<uuid::Uuid>>(0)?.map(StepId),
+                from_state: r.get(1)?,
+                to_state: r.get(2)?,
+                reason: r.get(3)?,
+                at: Timestamp(r.get(4)?),
+            })
         })
-        .collect())
+        .map_err(db)?;
+    rows.map(|r| r.map_err(db)).collect()
 }
