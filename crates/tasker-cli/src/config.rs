@@ -278,6 +278,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
 /// The variable naming the configuration file.
 pub const CONFIG_ENV: &str = "TASKER_CONFIG";
 
+/// The durability of the embedded store, read by every command that opens one for an
+/// engine (`run`, `resume`, `serve --db`, …), not a key of the file.
+pub const SQLITE_SYNCHRONOUS_ENV: &str = "TASKER_SQLITE_SYNCHRONOUS";
+
 /// ` (section.key)` for the `key = value` line at byte `at` of a TOML text, if it is one.
 fn key_at(text: &str, at: usize) -> String {
     let at = at.min(text.len());
@@ -322,7 +326,7 @@ impl Config {
             }
         };
         for (name, value) in env {
-            if name.starts_with("TASKER_") && name != CONFIG_ENV {
+            if name.starts_with("TASKER_") && name != CONFIG_ENV && name != SQLITE_SYNCHRONOUS_ENV {
                 config.apply_env(&name, &value)?;
             }
         }

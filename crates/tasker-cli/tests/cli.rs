@@ -254,6 +254,29 @@ fn status_lists_and_shows_tasks() {
 }
 
 #[test]
+fn embedded_durability_is_chosen_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let tree = examples().join("tree.yaml");
+    let run_with = |value: &str| {
+        tasker()
+            .args(["run", tree.to_str().unwrap(), "--db", db.to_str().unwrap()])
+            .env("TASKER_SQLITE_SYNCHRONOUS", value)
+            .output()
+            .unwrap()
+    };
+    let full = run_with("full");
+    assert_eq!(full.status.code(), Some(0), "{}", stderr(&full));
+    let bad = run_with("fsync");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("TASKER_SQLITE_SYNCHRONOUS: `fsync` is not a durability"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
 fn prune_deletes_finished_tasks_older_than_asked() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");

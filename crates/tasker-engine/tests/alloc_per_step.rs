@@ -14,7 +14,7 @@ use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
 use tasker_store::sqlite::SqliteStore;
 
 /// Measured (BENCHMARKS.md) plus a margin for the noise of thread scheduling.
-const BUDGET_PER_STEP: f64 = 460.0;
+const BUDGET_PER_STEP: f64 = 100.0;
 
 const DIAMOND: &str = "namespace: bench\nname: diamond\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n  - {name: b, handler: noop, depends_on: [a]}\n  - {name: c, handler: noop, depends_on: [a]}\n  - {name: d, handler: noop, depends_on: [b, c]}\n";
 

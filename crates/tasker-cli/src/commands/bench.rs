@@ -15,7 +15,6 @@ use tasker_core::store::Store;
 use tasker_core::template::{TaskTemplate, parse_template};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
 use tasker_store::postgres::ceiling;
-use tasker_store::sqlite::SqliteStore;
 
 use super::{Backend, connect_postgres};
 use crate::cli::BenchArgs;
@@ -367,7 +366,7 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
     let template = shape_template(&args.shape, args.steps)?;
     let report = match Backend::from_args(&args.store)? {
         Backend::Sqlite(path) => {
-            let store = Arc::new(SqliteStore::open(&path).await.map_err(super::open_error)?);
+            let store = Arc::new(super::open_sqlite(&path).await?);
             preload(args.preload_steps, &template, |t, n| {
                 store.preload_finished(t, n)
             })

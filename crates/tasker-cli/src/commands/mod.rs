@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tasker_core::store::StoreError;
 use tasker_core::template::TaskTemplate;
 use tasker_store::postgres::PgStore;
-use tasker_store::sqlite::SqliteStore;
+use tasker_store::sqlite::{SqliteStore, Synchronous};
 
 use crate::cli::{Command, ConfigCommand, ContextArgs, StoreArgs, TemplateCommand};
 use crate::config::Config;
@@ -91,12 +91,13 @@ macro_rules! with_store {
     ($args:expr, $write:expr, |$store:ident| $body:expr) => {
         match Backend::from_args($args)? {
             Backend::Sqlite(path) => {
-                let opened = if $write {
-                    SqliteStore::open(&path).await
+                let $store = if $write {
+                    open_sqlite(&path).await?
                 } else {
-                    SqliteStore::open_read_only(&path).await
+                    SqliteStore::open_read_only(&path)
+                        .await
+                        .map_err(open_error)?
                 };
-                let $store = opened.map_err(open_error)?;
                 $body.await
             }
             Backend::Postgres(url) => {
@@ -105,6 +106,21 @@ macro_rules! with_store {
             }
         }
     };
+}
+
+/// Opens an embedded database for an engine, with the durability that
+/// `TASKER_SQLITE_SYNCHRONOUS` asks for (`normal`, the default, or `full`).
+pub async fn open_sqlite(path: &str) -> Result<SqliteStore, CliError> {
+    let var = crate::config::SQLITE_SYNCHRONOUS_ENV;
+    let synchronous = match std::env::var(var) {
+        Ok(value) => value
+            .parse()
+            .map_err(|e| CliError::BadInput(format!("{var}: {e}")))?,
+        Err(_) => Synchronous::default(),
+    };
+    SqliteStore::open_with(path, synchronous)
+        .await
+        .map_err(open_error)
 }
 
 /// An embedded database that cannot be opened: missing or busy is the user's to fix.

@@ -9,16 +9,13 @@ use tasker_core::store::Store;
 use tasker_engine::{Engine, EngineConfig, EngineError, HandlerRegistry, Queues, WorkerConfig};
 use tasker_store::sqlite::SqliteStore;
 
-use super::{ProgressLine, load_one, open_error, read_context, stop_requested};
+use super::{ProgressLine, load_one, open_sqlite, read_context, stop_requested};
 use crate::cli::RunArgs;
 use crate::report;
 use crate::{CliError, Outcome};
 
 async fn open(db: &str) -> Result<Arc<SqliteStore>, CliError> {
-    SqliteStore::open(db)
-        .await
-        .map(Arc::new)
-        .map_err(open_error)
+    open_sqlite(db).await.map(Arc::new)
 }
 
 fn embedded(store: Arc<SqliteStore>, concurrency: usize) -> Engine<SqliteStore> {

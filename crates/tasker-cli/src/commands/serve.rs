@@ -8,9 +8,8 @@ use std::sync::Arc;
 use tasker_api::ApiConfig;
 use tasker_core::store::Store;
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
-use tasker_store::sqlite::SqliteStore;
 
-use super::{Backend, connect_postgres, open_error, redact, stop_requested};
+use super::{Backend, connect_postgres, redact, stop_requested};
 use crate::cli::StoreArgs;
 use crate::config::Config;
 use crate::{CliError, Outcome};
@@ -37,7 +36,7 @@ pub async fn serve(
     };
     match Backend::resolve(store, config)? {
         Backend::Sqlite(path) => {
-            let store = SqliteStore::open(&path).await.map_err(open_error)?;
+            let store = super::open_sqlite(&path).await?;
             let engine_config = EngineConfig {
                 worker: Some(WorkerConfig {
                     queues: Queues::All,

@@ -552,3 +552,36 @@ impl Store for SqliteStore {
         &self.wakeups
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous_of(store: &SqliteStore) -> i64 {
+        let conn = store.conn.lock().await;
+        conn.pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn durability_is_normal_unless_asked_for_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let path = path.to_str().unwrap();
+        // SQLite's numbers: 1 is NORMAL, 2 is FULL.
+        assert_eq!(
+            synchronous_of(&SqliteStore::open(path).await.unwrap()).await,
+            1
+        );
+        let full = SqliteStore::open_with(path, Synchronous::Full)
+            .await
+            .unwrap();
+        assert_eq!(synchronous_of(&full).await, 2);
+        assert!(
+            "fsync"
+                .parse::<Synchronous>()
+                .unwrap_err()
+                .contains("normal or full")
+        );
+    }
+}
