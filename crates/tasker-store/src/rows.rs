@@ -33,6 +33,21 @@ pub(crate) fn counters(left: i64, active: i64) -> Progress {
     }
 }
 
+/// A task's progress from its row: state, step count, steps left, steps active.
+pub(crate) fn task_progress(
+    state: &str,
+    steps: i64,
+    left: i64,
+    active: i64,
+) -> Result<tasker_core::store::TaskProgress, StoreError> {
+    Ok(tasker_core::store::TaskProgress {
+        state: parse(state)?,
+        steps: steps.max(0) as u32,
+        done: (steps - left).max(0) as u32,
+        active: active.max(0) as u32,
+    })
+}
+
 /// Fills each step's `depends_on` from `(parent, child)` position pairs, in parent order.
 pub(crate) fn link_parents(steps: &mut [StepRecord], mut edges: Vec<(usize, usize)>) {
     edges.sort_unstable();

@@ -36,18 +36,26 @@ fn eval_step(r: &PgRow) -> StoreResult<EvalStep> {
     })
 }
 
+async fn eval_steps(
+    conn: &mut Conn,
+    sql: &'static str,
+    task_id: TaskId,
+) -> StoreResult<Vec<EvalStep>> {
+    let rows = sqlx::query(sql)
+        .bind(task_id.0)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    rows.iter().map(eval_step).collect()
+}
+
 pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
     const SQL: &str = concat!(
         "SELECT ",
         eval_columns!(),
         " FROM tasker.steps WHERE task_id = $1 ORDER BY position"
     );
-    let rows = sqlx::query(SQL)
-        .bind(task_id.0)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.iter().map(eval_step).collect()
+    eval_steps(conn, SQL, task_id).await
 }
 
 pub(crate) async fn unblocked(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
@@ -57,12 +65,7 @@ pub(crate) async fn unblocked(conn: &mut Conn, task_id: TaskId) -> StoreResult<V
         " FROM tasker.steps",
         " WHERE task_id = $1 AND state = 'pending' AND waiting_on = 0 ORDER BY position"
     );
-    let rows = sqlx::query(SQL)
-        .bind(task_id.0)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.iter().map(eval_step).collect()
+    eval_steps(conn, SQL, task_id).await
 }
 
 /// One statement for all of `done`: a child of two of them waits on two parents less.

@@ -11,7 +11,7 @@ use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db, steps};
-use crate::rows::{counters, parent_counts, parse, raw};
+use crate::rows::{counters, parent_counts, parse, raw, task_progress};
 
 /// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that
 /// serialize every change to one task.
@@ -194,12 +194,7 @@ pub(crate) async fn progress(pool: &sqlx::PgPool, task_id: TaskId) -> StoreResul
     .map_err(db)?;
     let (state, steps, left, active) =
         row.ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-    Ok(TaskProgress {
-        state: parse(&state)?,
-        steps: steps.max(0) as u32,
-        done: (steps - left).max(0) as u32,
-        active: active.max(0) as u32,
-    })
+    task_progress(&state, steps.into(), left.into(), active.into())
 }
 
 pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDetail> {

@@ -11,7 +11,7 @@ use tasker_core::time::Timestamp;
 
 use super::{Conn, db, steps, transitions};
 use crate::primitives::Transition;
-use crate::rows::{counters, parent_counts, parse, raw};
+use crate::rows::{counters, parent_counts, parse, raw, task_progress};
 
 /// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
 pub(crate) fn lock(
@@ -161,12 +161,7 @@ pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress
         .map_err(db)?;
     let (state, steps, left, active) =
         row.ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-    Ok(TaskProgress {
-        state: parse(&state)?,
-        steps: steps.max(0) as u32,
-        done: (steps - left).max(0) as u32,
-        active: active.max(0) as u32,
-    })
+    task_progress(&state, steps, left, active)
 }
 
 pub(crate) fn get(conn: &Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
