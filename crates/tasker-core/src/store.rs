@@ -517,7 +517,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<StepFinished>> + Send;
 
     /// [`Store::step_finish`] for each of `batch`, in one transaction (a group commit):
-    /// all are applied or, on an error, none. Results are in the order of `batch`.
+    /// all are applied or, on an error, none. Results are in the order of `batch`; the
+    /// last outcome of each task in the batch carries that task's new state and the
+    /// steps it enqueued (the others: the state before, and none), so a finished task
+    /// is reported once.
     fn step_finish_batch(
         &self,
         batch: &[StepFinishParams<'_>],

@@ -2,10 +2,16 @@
 //! The rules that combine them — which transitions, when to evaluate readiness, what to
 //! send — are written once, in [`crate::operations`], so both backends behave alike.
 //!
-//! Methods that read a row a transaction will change (`task_state` with `lock`,
-//! `step_get`) lock it where the backend has row locks (PostgreSQL `FOR UPDATE`);
-//! SQLite needs none, having one writer. Every change of state is a compare-and-set
-//! that appends its transition in the same call (one statement on PostgreSQL).
+//! Methods that read rows a transaction will change (`tasks_lock`, `steps_get`,
+//! `step_get` with `lock`) lock them where the backend has row locks (PostgreSQL
+//! `FOR UPDATE`); SQLite needs none, having one writer. Every change of state is a
+//! compare-and-set that appends its transition in the same call (one statement on
+//! PostgreSQL). Methods on slices do a whole batch's rows at once (one statement on
+//! PostgreSQL; SQLite, whose statements cost microseconds, loops).
+//!
+//! The futures are not required to be `Send`: the embedded store's run to their end
+//! in one poll on the calling thread, and the PostgreSQL store's are `Send` by their
+//! own types.
 
 use std::future::Future;
 use std::sync::Arc;
