@@ -70,9 +70,7 @@ pub(crate) async fn run<S: Store>(store: Arc<S>, mut outcomes: mpsc::UnboundedRe
 }
 
 async fn commit<S: Store>(store: &S, batch: &mut Vec<Finish>) {
-    let results = if let [one] = batch.as_slice() {
-        store.step_finish(one.params()).await.map(|r| vec![r])
-    } else {
+    let results = {
         let params: Vec<StepFinishParams<'_>> = batch.iter().map(Finish::params).collect();
         store.step_finish_batch(&params).await
     };

@@ -449,16 +449,8 @@ pub(crate) async fn step_finish_batch<P: Primitives>(
         };
         changes.push((m, outcome));
     }
-    let mut by_queue: Vec<(&str, Vec<i64>)> = Vec::new();
-    for &(i, _) in &live {
-        let (queue, msg_id) = (batch[i].queue, batch[i].msg_id);
-        match by_queue.iter_mut().find(|(q, _)| *q == queue) {
-            Some((_, ids)) => ids.push(msg_id),
-            None => by_queue.push((queue, vec![msg_id])),
-        }
-    }
-    for (queue, ids) in &by_queue {
-        p.queue_delete(queue, ids).await?;
+    for (queue, ids) in by_queue(live.iter().map(|&(i, _)| (batch[i].queue, batch[i].msg_id))) {
+        p.queue_delete(queue, &ids).await?;
     }
     if p.steps_set_outcome(&changes).await? != changes.len() as u64 {
         return Err(StoreError::Conflict(
@@ -651,16 +643,12 @@ async fn settle_all<P: Primitives>(
             enqueued[t] += 1;
         }
         // One batch per queue, in the order the steps were made ready.
-        let mut batches: Vec<(&str, Vec<StepMessage<'_>>)> = Vec::new();
-        for s in &ready {
+        let messages = ready.iter().map(|s| {
             let message = step_message(s.task_id, s.id, &s.handler, s.attempts + 1);
-            match batches.iter_mut().find(|(queue, _)| *queue == &*s.queue) {
-                Some((_, messages)) => messages.push(message),
-                None => batches.push((&s.queue, vec![message])),
-            }
-        }
-        for (queue, messages) in &batches {
-            p.queue_send_batch(queue, messages).await?;
+            (&*s.queue, message)
+        });
+        for (queue, messages) in by_queue(messages) {
+            p.queue_send_batch(queue, &messages).await?;
         }
     }
     for task in tasks.iter_mut() {
@@ -694,6 +682,18 @@ async fn settle_all<P: Primitives>(
         }
     }
     Ok(enqueued)
+}
+
+/// `items` grouped by queue, queues in the order they first appear.
+fn by_queue<'q, T>(items: impl IntoIterator<Item = (&'q str, T)>) -> Vec<(&'q str, Vec<T>)> {
+    let mut groups: Vec<(&str, Vec<T>)> = Vec::new();
+    for (queue, item) in items {
+        match groups.iter_mut().find(|(q, _)| *q == queue) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((queue, vec![item])),
+        }
+    }
+    groups
 }
 
 fn step_message(task_id: TaskId, step_id: StepId, handler: &str, attempt: u32) -> StepMessage<'_> {
