@@ -161,6 +161,16 @@ pub struct Claim {
     pub start: StepStart,
 }
 
+/// Read up to `limit` messages of `queue` and claim their steps: the read hides each
+/// message for `visibility`, its claim for the step's timeout plus `grace`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimParams<'a> {
+    pub queue: &'a str,
+    pub limit: u32,
+    pub visibility: Duration,
+    pub grace: Duration,
+}
+
 /// What a [`Store::step_claim`] took.
 #[derive(Debug, Default)]
 pub struct Claimed {
@@ -270,6 +280,15 @@ pub enum StepFinished {
     /// The step was no longer running this attempt (cancelled, or reclaimed by another
     /// worker after a visibility timeout): nothing changed.
     Stale { state: StepState },
+}
+
+/// What a [`Store::step_finish_batch`] did.
+#[derive(Debug, Default)]
+pub struct FinishedBatch {
+    /// In the order of the outcomes.
+    pub finished: Vec<StepFinished>,
+    /// In the order of the claims.
+    pub claimed: Vec<Claimed>,
 }
 
 /// A task row.
@@ -498,15 +517,11 @@ pub trait Store: Send + Sync + 'static {
         params: StepStartParams<'_>,
     ) -> impl Future<Output = StoreResult<StepStart>> + Send;
 
-    /// Reads up to `limit` messages of `queue` and claims their steps as
-    /// [`Store::step_start`] does, in one transaction: the read hides each message for
-    /// `visibility`, its claim for the step's timeout plus `grace`.
+    /// Reads messages and claims their steps as [`Store::step_start`] does, in one
+    /// transaction (see [`ClaimParams`]).
     fn step_claim(
         &self,
-        queue: &str,
-        limit: u32,
-        visibility: Duration,
-        grace: Duration,
+        params: ClaimParams<'_>,
     ) -> impl Future<Output = StoreResult<Claimed>> + Send;
 
     /// Records the end of an attempt, enqueues the children it unblocks, settles the
@@ -521,10 +536,15 @@ pub trait Store: Send + Sync + 'static {
     /// last outcome of each task in the batch carries that task's new state and the
     /// steps it enqueued (the others: the state before, and none), so a finished task
     /// is reported once.
+    ///
+    /// Then, in the same transaction, each of `claims` as [`Store::step_claim`]: a
+    /// worker refills the slots the outcomes free, and may take the children they
+    /// enqueued, for one commit per round instead of two.
     fn step_finish_batch(
         &self,
         batch: &[StepFinishParams<'_>],
-    ) -> impl Future<Output = StoreResult<Vec<StepFinished>>> + Send;
+        claims: &[ClaimParams<'_>],
+    ) -> impl Future<Output = StoreResult<FinishedBatch>> + Send;
 
     /// An operator marks a failed step done with `results`; its children proceed.
     fn step_resolve(

@@ -3,6 +3,12 @@
 //! ([`Store::step_finish_batch`]): one durable commit for many steps under load, and no
 //! added wait when idle (a lone outcome is committed at once).
 //!
+//! The same transaction refills the slots its outcomes free: it claims, from each
+//! outcome's queue, as many messages as outcomes of that queue — the children the
+//! outcomes just enqueued among them — and hands each claim back to the slot of one
+//! outcome. Under load a worker then makes one commit per round of steps, not two.
+//! It claims nothing while the process stops or memory pressure holds work back.
+//!
 //! A batch is all or nothing. When its transaction fails, each of its outcomes is
 //! recorded again alone (the pool gives a healthy connection), so none is lost; an
 //! outcome that did commit after all is found stale rather than applied twice.
@@ -13,9 +19,9 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::store::{
-    StepFinishParams, StepFinished, StepOutcome, Store, StoreError, StoreResult,
+    Claim, ClaimParams, StepFinishParams, StepFinished, StepOutcome, Store, StoreError, StoreResult,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The most outcomes one transaction records.
 const MAX_BATCH: usize = 128;
@@ -38,7 +44,29 @@ pub(crate) struct Finish {
     pub step_id: StepId,
     pub attempt: u32,
     pub ended: Ended,
-    pub reply: oneshot::Sender<StoreResult<StepFinished>>,
+    pub reply: oneshot::Sender<Recorded>,
+}
+
+/// What recording an outcome gave: its result, and the next step for its slot.
+pub(crate) struct Recorded {
+    pub result: StoreResult<StepFinished>,
+    pub next: Option<Claim>,
+}
+
+/// How the recorder refills slots.
+pub(crate) struct Refill {
+    pub visibility: Duration,
+    pub grace: Duration,
+    /// True once the process stops taking work.
+    pub shutdown: watch::Receiver<bool>,
+    /// True while memory pressure holds new work back.
+    pub paused: watch::Receiver<bool>,
+}
+
+impl Refill {
+    fn allowed(&self) -> bool {
+        !*self.shutdown.borrow() && !*self.paused.borrow()
+    }
 }
 
 impl Finish {
@@ -62,29 +90,62 @@ impl Finish {
 }
 
 /// Records outcomes until every sender is gone.
-pub(crate) async fn run<S: Store>(store: Arc<S>, mut outcomes: mpsc::UnboundedReceiver<Finish>) {
+pub(crate) async fn run<S: Store>(
+    store: Arc<S>,
+    refill: Refill,
+    mut outcomes: mpsc::UnboundedReceiver<Finish>,
+) {
     let mut batch = Vec::new();
     while outcomes.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&*store, &mut batch).await;
+        commit(&*store, &refill, &mut batch).await;
     }
 }
 
-async fn commit<S: Store>(store: &S, batch: &mut Vec<Finish>) {
-    let results = {
-        let params: Vec<StepFinishParams<'_>> = batch.iter().map(Finish::params).collect();
-        store.step_finish_batch(&params).await
-    };
-    match results {
-        Ok(results) => {
-            for (finish, result) in batch.drain(..).zip(results) {
-                let _ = finish.reply.send(Ok(result));
+async fn commit<S: Store>(store: &S, refill: &Refill, batch: &mut Vec<Finish>) {
+    // The outcomes of each queue, by index into `batch`, queues in first-seen order.
+    let mut queues: Vec<(&str, Vec<usize>)> = Vec::new();
+    if refill.allowed() {
+        for (i, f) in batch.iter().enumerate() {
+            match queues.iter_mut().find(|(q, _)| *q == &*f.queue) {
+                Some((_, outcomes)) => outcomes.push(i),
+                None => queues.push((&f.queue, vec![i])),
+            }
+        }
+    }
+    let claims: Vec<ClaimParams<'_>> = queues
+        .iter()
+        .map(|(queue, outcomes)| ClaimParams {
+            queue,
+            limit: outcomes.len() as u32,
+            visibility: refill.visibility,
+            grace: refill.grace,
+        })
+        .collect();
+    let params: Vec<StepFinishParams<'_>> = batch.iter().map(Finish::params).collect();
+    let recorded = store.step_finish_batch(&params, &claims).await;
+    drop(params);
+    match recorded {
+        Ok(recorded) => {
+            let mut next: Vec<Option<Claim>> = batch.iter().map(|_| None).collect();
+            for ((_, outcomes), claimed) in queues.iter().zip(recorded.claimed) {
+                for (&i, claim) in outcomes.iter().zip(claimed.claims) {
+                    next[i] = Some(claim);
+                }
+            }
+            drop(queues);
+            for ((finish, result), next) in batch.drain(..).zip(recorded.finished).zip(next) {
+                let _ = finish.reply.send(Recorded {
+                    result: Ok(result),
+                    next,
+                });
             }
         }
         Err(e) => {
+            drop(queues);
             tracing::warn!(error = %e, outcomes = batch.len(), "recording outcomes failed; recording each alone");
             for finish in batch.drain(..) {
                 let result = alone(store, &finish).await;
-                let _ = finish.reply.send(result);
+                let _ = finish.reply.send(Recorded { result, next: None });
             }
         }
     }

@@ -337,7 +337,14 @@ impl<S: Store> Engine<S> {
             let rx = rx.clone();
             loops.push(tokio::spawn(async move {
                 let (outcomes, to_record) = tokio::sync::mpsc::unbounded_channel();
-                let recording = tokio::spawn(finisher::run(shared.store.clone(), to_record));
+                let refill = finisher::Refill {
+                    visibility: worker::READ_VISIBILITY,
+                    grace: shared.config.visibility_grace,
+                    shutdown: rx.clone(),
+                    paused: shared.paused.subscribe(),
+                };
+                let recording =
+                    tokio::spawn(finisher::run(shared.store.clone(), refill, to_record));
                 let take = |queue: Arc<str>, limit| {
                     let shared = shared.clone();
                     async move { worker::claim(&shared, &queue, limit).await }
@@ -345,7 +352,7 @@ impl<S: Store> Engine<S> {
                 let run = {
                     let shared = shared.clone();
                     move |queue, claim| {
-                        worker::run_step(shared.clone(), outcomes.clone(), queue, claim)
+                        worker::run_steps(shared.clone(), outcomes.clone(), queue, claim)
                     }
                 };
                 // Returns once every step in flight has its outcome recorded; the last

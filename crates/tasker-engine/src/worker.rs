@@ -17,12 +17,12 @@ use tracing::Instrument;
 use crate::Shared;
 use crate::catch_unwind::CatchUnwind;
 use crate::consumer::Taken;
-use crate::finisher::{Ended, Finish};
+use crate::finisher::{Ended, Finish, Recorded};
 use crate::handler::{HandlerError, HandlerResult, StepContext};
 
 /// How long a message stays hidden once read, should its claim not commit (a claim
 /// hides it for the step's timeout plus the grace).
-const READ_VISIBILITY: Duration = Duration::from_secs(10);
+pub(crate) const READ_VISIBILITY: Duration = Duration::from_secs(10);
 
 /// Takes up to `limit` messages of `queue` and claims their steps, in one transaction.
 pub(crate) async fn claim<S: Store>(
@@ -32,12 +32,12 @@ pub(crate) async fn claim<S: Store>(
 ) -> StoreResult<Taken<Claim>> {
     let claimed = shared
         .store
-        .step_claim(
+        .step_claim(ClaimParams {
             queue,
             limit,
-            READ_VISIBILITY,
-            shared.config.visibility_grace,
-        )
+            visibility: READ_VISIBILITY,
+            grace: shared.config.visibility_grace,
+        })
         .await?;
     Ok(Taken {
         items: claimed.claims,
@@ -45,17 +45,32 @@ pub(crate) async fn claim<S: Store>(
     })
 }
 
-pub(crate) async fn run_step<S: Store>(
+/// Runs the claimed step, then each step the recording of its outcome claimed for
+/// the same slot.
+pub(crate) async fn run_steps<S: Store>(
     shared: Arc<Shared<S>>,
     outcomes: mpsc::UnboundedSender<Finish>,
     queue: Arc<str>,
     claim: Claim,
 ) {
+    let mut next = Some(claim);
+    while let Some(claim) = next {
+        next = run_step(&shared, &outcomes, &queue, claim).await;
+    }
+}
+
+/// Runs one claimed step; returns the next claim for its slot, if any.
+async fn run_step<S: Store>(
+    shared: &Arc<Shared<S>>,
+    outcomes: &mpsc::UnboundedSender<Finish>,
+    queue: &Arc<str>,
+    claim: Claim,
+) -> Option<Claim> {
     let exec = match claim.start {
         StepStart::Run(exec) => exec,
         StepStart::Skipped { state } => {
             tracing::debug!(msg_id = claim.msg_id, %state, "nothing to run");
-            return;
+            return None;
         }
         StepStart::DeadLettered {
             task_id,
@@ -70,12 +85,12 @@ pub(crate) async fn run_step<S: Store>(
                 task_id,
                 Some((step_id, None, attempts)),
             );
-            task_settled(&shared, task_id, task_state);
-            return;
+            task_settled(shared, task_id, task_state);
+            return None;
         }
         StepStart::Invalid { reason } => {
             tracing::error!(queue = %queue, msg_id = claim.msg_id, %reason, "message moved to the dead letters");
-            return;
+            return None;
         }
     };
     if exec.attempt == 1 {
@@ -92,18 +107,18 @@ pub(crate) async fn run_step<S: Store>(
         step = %exec.step_name,
         attempt = exec.attempt,
     );
-    execute(shared.clone(), outcomes, queue, claim.msg_id, *exec)
+    execute(shared, outcomes, queue, claim.msg_id, *exec)
         .instrument(span)
-        .await;
+        .await
 }
 
 async fn execute<S: Store>(
-    shared: Arc<Shared<S>>,
-    outcomes: mpsc::UnboundedSender<Finish>,
-    queue: Arc<str>,
+    shared: &Arc<Shared<S>>,
+    outcomes: &mpsc::UnboundedSender<Finish>,
+    queue: &Arc<str>,
     msg_id: i64,
     exec: StepExecution,
-) {
+) -> Option<Claim> {
     let (namespace, handler) = (exec.namespace.clone(), exec.handler.clone());
     let step = StepContext::new(exec);
     let (task_id, step_id, attempt) = (step.task_id(), step.step_id(), step.attempt());
@@ -113,7 +128,7 @@ async fn execute<S: Store>(
         Some((step_id, Some(step.step_name_shared()), attempt)),
     );
     let started = Timestamp::now();
-    let result = call_handler(&shared, &step).await;
+    let result = call_handler(shared, &step).await;
     let elapsed = Timestamp::now().since(started);
 
     let ended = match result {
@@ -133,7 +148,7 @@ async fn execute<S: Store>(
     };
     let (reply, recorded) = oneshot::channel();
     let finish = Finish {
-        queue,
+        queue: queue.clone(),
         msg_id,
         task_id,
         step_id,
@@ -141,13 +156,15 @@ async fn execute<S: Store>(
         ended,
         reply,
     };
-    let recorded = match outcomes.send(finish) {
-        Ok(()) => recorded
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Busy("the outcome recorder stopped".into()))),
-        Err(_) => Err(StoreError::Busy("the outcome recorder stopped".into())),
+    let stopped = || Recorded {
+        result: Err(StoreError::Busy("the outcome recorder stopped".into())),
+        next: None,
     };
-    match recorded {
+    let recorded = match outcomes.send(finish) {
+        Ok(()) => recorded.await.unwrap_or_else(|_| stopped()),
+        Err(_) => stopped(),
+    };
+    match recorded.result {
         Ok(StepFinished::Applied {
             step_state,
             task_state,
@@ -167,13 +184,14 @@ async fn execute<S: Store>(
                 task_id,
                 Some((step_id, Some(step.step_name_shared()), attempt)),
             );
-            task_settled(&shared, task_id, task_state);
+            task_settled(shared, task_id, task_state);
         }
         Ok(StepFinished::Stale { state }) => {
             tracing::warn!(%state, "step changed while it ran (cancelled or reclaimed); result discarded");
         }
         Err(e) => tracing::error!(error = %e, "cannot record step outcome; it will run again"),
     }
+    recorded.next
 }
 
 /// Counts and announces a task that a step's outcome finished.

@@ -12,7 +12,7 @@ use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 
-use crate::primitives::{EvalStep, Move, Outcome, Primitives, Transition};
+use crate::primitives::{EvalStep, Move, Outcome, Primitives, StepRow, Transition};
 
 pub(crate) async fn template_register<P: Primitives>(
     p: &mut P,
@@ -246,101 +246,157 @@ pub(crate) async fn step_start<P: Primitives>(
     p: &mut P,
     params: StepStartParams<'_>,
 ) -> StoreResult<StepStart> {
-    // No task lock: starting a step changes none of the task's counters.
-    let step = p
-        .step_get(params.step_id, false)
-        .await?
-        .ok_or_else(|| step_not_found(params.step_id))?;
-    if step.state == StepState::InProgress && step.attempts >= step.max_attempts {
-        return dead_letter(p, params, step.task_id).await;
-    }
-    let (mut from, attempts) = (step.state, step.attempts);
-    let reason = match from {
-        StepState::Enqueued => format!("attempt {}", attempts + 1),
-        StepState::WaitingForRetry => {
-            let m = Move {
-                task_id: step.task_id,
-                step_id: params.step_id,
-                from,
-                to: from.apply(StepEvent::RetryDue)?,
-                reason: "retry delay elapsed",
-            };
-            check_moved(p.step_move(m).await?, &m)?;
-            from = m.to;
-            format!("attempt {}", attempts + 1)
-        }
-        StepState::InProgress => format!(
-            "attempt {}: worker lost during attempt {attempts} (visibility timeout expired)",
-            attempts + 1
-        ),
-        other => {
-            p.queue_delete(params.queue, &[params.msg_id]).await?;
-            return Ok(StepStart::Skipped { state: other });
-        }
-    };
-    let event = if from == StepState::InProgress {
-        StepEvent::Reclaim
-    } else {
-        StepEvent::Start
-    };
-    let m = Move {
-        task_id: step.task_id,
-        step_id: params.step_id,
-        from,
-        to: from.apply(event)?,
-        reason: &reason,
-    };
-    // The compare-and-set on the attempt count settles a race between two readers.
-    check_moved(p.step_begin_attempt(m, attempts).await?, &m)?;
-    p.queue_set_vt(params.queue, params.msg_id, step.timeout + params.grace)
-        .await?;
-    Ok(StepStart::Run(Box::new(
-        p.step_execution(params.step_id).await?,
-    )))
+    let message = [(params.msg_id, params.step_id)];
+    let mut starts = claim_steps(p, params.queue, params.grace, &message).await?;
+    Ok(starts.remove(0))
 }
 
 /// Reads messages of `queue` and claims their steps; a message that does not parse or
 /// names no step goes to the dead letters.
 pub(crate) async fn step_claim<P: Primitives>(
     p: &mut P,
-    queue: &str,
-    limit: u32,
-    visibility: Duration,
-    grace: Duration,
+    params: ClaimParams<'_>,
 ) -> StoreResult<Claimed> {
-    let batch = p.queue_read(queue, visibility, limit).await?;
-    let mut claims = Vec::with_capacity(batch.messages.len());
-    for m in &batch.messages {
-        let start = match serde_json::from_str::<StepMessage<'_>>(&m.body) {
-            Err(e) => invalid(p, queue, m.msg_id, format!("unparseable step message: {e}")).await?,
-            Ok(message) => {
-                let params = StepStartParams {
-                    queue,
-                    msg_id: m.msg_id,
-                    task_id: message.task_id,
-                    step_id: message.step_id,
-                    grace,
-                };
-                match step_start(p, params).await {
-                    Ok(start) => start,
-                    Err(StoreError::NotFound(what)) => {
-                        let reason = format!("{what} of this message does not exist");
-                        invalid(p, queue, m.msg_id, reason).await?
-                    }
-                    Err(e) => return Err(e),
-                }
+    let queue = params.queue;
+    let batch = p.queue_read(queue, params.visibility, params.limit).await?;
+    let mut starts: Vec<Option<StepStart>> = batch.messages.iter().map(|_| None).collect();
+    let mut parsed = Vec::with_capacity(batch.messages.len());
+    for (i, m) in batch.messages.iter().enumerate() {
+        match serde_json::from_str::<StepMessage<'_>>(&m.body) {
+            Ok(message) => parsed.push((i, (m.msg_id, message.step_id))),
+            Err(e) => {
+                let reason = format!("unparseable step message: {e}");
+                starts[i] = Some(invalid(p, queue, m.msg_id, reason).await?);
             }
-        };
-        claims.push(Claim {
+        }
+    }
+    let messages: Vec<(i64, StepId)> = parsed.iter().map(|&(_, m)| m).collect();
+    let claimed = claim_steps(p, queue, params.grace, &messages).await?;
+    for ((i, _), start) in parsed.into_iter().zip(claimed) {
+        starts[i] = Some(start);
+    }
+    let claims = batch
+        .messages
+        .iter()
+        .zip(starts)
+        .map(|(m, start)| Claim {
             msg_id: m.msg_id,
             enqueued_at: m.enqueued_at,
-            start,
-        });
-    }
+            start: start.expect("every message has its start"),
+        })
+        .collect();
     Ok(Claimed {
         claims,
         next_visible: batch.next_visible,
     })
+}
+
+/// Claims the step of each message (message id, step id) read from `queue`, one
+/// statement per kind of change for them all (no task lock: starting a step changes
+/// none of the task's counters). Returns what each claim did, in the order of
+/// `messages`; the message of a missing step goes to the dead letters, and a second
+/// message of a step in the same batch is deleted.
+async fn claim_steps<P: Primitives>(
+    p: &mut P,
+    queue: &str,
+    grace: Duration,
+    messages: &[(i64, StepId)],
+) -> StoreResult<Vec<StepStart>> {
+    let ids: Vec<StepId> = messages.iter().map(|m| m.1).collect();
+    let rows = p.steps_get(&ids, false).await?;
+    let mut starts: Vec<Option<StepStart>> = messages.iter().map(|_| None).collect();
+    // (index into `messages`, its step row, the state the attempt starts from)
+    let mut begin: Vec<(usize, &StepRow, StepState)> = Vec::with_capacity(messages.len());
+    let mut gone = Vec::new();
+    for (i, &(msg_id, step_id)) in messages.iter().enumerate() {
+        let Some((_, step)) = rows.iter().find(|(id, _)| *id == step_id) else {
+            let reason = format!("step {step_id} of this message does not exist");
+            starts[i] = Some(invalid(p, queue, msg_id, reason).await?);
+            continue;
+        };
+        let repeated = messages[..i].iter().any(|m| m.1 == step_id);
+        let from = match step.state {
+            _ if repeated => None,
+            StepState::InProgress if step.attempts >= step.max_attempts => {
+                starts[i] = Some(dead_letter(p, queue, msg_id, step_id, step.task_id).await?);
+                continue;
+            }
+            StepState::WaitingForRetry => {
+                let m = Move {
+                    task_id: step.task_id,
+                    step_id,
+                    from: step.state,
+                    to: step.state.apply(StepEvent::RetryDue)?,
+                    reason: "retry delay elapsed",
+                };
+                check_moved(p.step_move(m).await?, &m)?;
+                Some(m.to)
+            }
+            StepState::Enqueued | StepState::InProgress => Some(step.state),
+            _ => None,
+        };
+        match from {
+            Some(from) => begin.push((i, step, from)),
+            None => {
+                gone.push(msg_id);
+                starts[i] = Some(StepStart::Skipped { state: step.state });
+            }
+        }
+    }
+    if !gone.is_empty() {
+        p.queue_delete(queue, &gone).await?;
+    }
+    if !begin.is_empty() {
+        let reasons: Vec<String> = begin
+            .iter()
+            .map(|&(_, step, from)| match from {
+                StepState::InProgress => format!(
+                    "attempt {}: worker lost during attempt {} (visibility timeout expired)",
+                    step.attempts + 1,
+                    step.attempts
+                ),
+                _ => format!("attempt {}", step.attempts + 1),
+            })
+            .collect();
+        let mut attempts = Vec::with_capacity(begin.len());
+        for (&(i, step, from), reason) in begin.iter().zip(&reasons) {
+            let event = if from == StepState::InProgress {
+                StepEvent::Reclaim
+            } else {
+                StepEvent::Start
+            };
+            let m = Move {
+                task_id: step.task_id,
+                step_id: messages[i].1,
+                from,
+                to: from.apply(event)?,
+                reason,
+            };
+            attempts.push((m, step.attempts));
+        }
+        // The compare-and-set on the attempt count settles a race between two readers.
+        if p.steps_begin_attempt(&attempts).await? != attempts.len() as u64 {
+            return Err(StoreError::Conflict(
+                "a step of the claim changed while it was claimed".into(),
+            ));
+        }
+        let hidden: Vec<(i64, Duration)> = begin
+            .iter()
+            .map(|&(i, step, _)| (messages[i].0, step.timeout + grace))
+            .collect();
+        p.queue_set_vt(queue, &hidden).await?;
+        let claimed: Vec<StepId> = begin.iter().map(|&(i, ..)| messages[i].1).collect();
+        for exec in p.steps_execution(&claimed).await? {
+            if let Some(&(i, ..)) = begin.iter().find(|&&(i, ..)| messages[i].1 == exec.step_id) {
+                starts[i] = Some(StepStart::Run(Box::new(exec)));
+            }
+        }
+    }
+    starts
+        .into_iter()
+        .zip(messages)
+        .map(|(start, &(_, step_id))| start.ok_or_else(|| step_not_found(step_id)))
+        .collect()
 }
 
 async fn invalid<P: Primitives>(
@@ -353,18 +409,26 @@ async fn invalid<P: Primitives>(
     Ok(StepStart::Invalid { reason })
 }
 
+/// The step row, locked if `lock`.
+async fn step_get<P: Primitives>(p: &mut P, step_id: StepId, lock: bool) -> StoreResult<StepRow> {
+    p.steps_get(&[step_id], lock)
+        .await?
+        .pop()
+        .map(|(_, row)| row)
+        .ok_or_else(|| step_not_found(step_id))
+}
+
 /// The message of a step whose every attempt lost its worker: to the dead letters,
 /// the step to error, and the task settled — with the task locked first.
 async fn dead_letter<P: Primitives>(
     p: &mut P,
-    params: StepStartParams<'_>,
+    queue: &str,
+    msg_id: i64,
+    step_id: StepId,
     task_id: TaskId,
 ) -> StoreResult<StepStart> {
     let mut task = lock_task(p, task_id).await?;
-    let step = p
-        .step_get(params.step_id, true)
-        .await?
-        .ok_or_else(|| step_not_found(params.step_id))?;
+    let step = step_get(p, step_id, true).await?;
     if step.state != StepState::InProgress {
         return Ok(StepStart::Skipped { state: step.state });
     }
@@ -372,11 +436,10 @@ async fn dead_letter<P: Primitives>(
         "worker lost during attempt {} of {} (visibility timeout expired); message moved to dead letters",
         step.attempts, step.max_attempts
     );
-    p.queue_dead_letter(params.queue, params.msg_id, &reason)
-        .await?;
+    p.queue_dead_letter(queue, msg_id, &reason).await?;
     let m = Move {
         task_id,
-        step_id: params.step_id,
+        step_id,
         from: step.state,
         to: step.state.apply(StepEvent::DeadLetter)?,
         reason: &reason,
@@ -390,17 +453,31 @@ async fn dead_letter<P: Primitives>(
     settle(p, &mut task, Vec::new()).await?;
     Ok(StepStart::DeadLettered {
         task_id,
-        step_id: params.step_id,
+        step_id,
         attempts: step.attempts,
         task_state: task.state,
     })
 }
 
-/// Finishes each of `batch` in one transaction: its tasks locked in id order (the same
-/// order in every batch, so two batches never deadlock), then one statement per kind of
-/// change for the whole batch. Results are in the order of `batch`; each task's last
-/// outcome in the batch carries the task's new state and the steps it enqueued.
+/// Finishes each of `batch`, then claims each of `claims`, in one transaction.
 pub(crate) async fn step_finish_batch<P: Primitives>(
+    p: &mut P,
+    batch: &[StepFinishParams<'_>],
+    claims: &[ClaimParams<'_>],
+) -> StoreResult<FinishedBatch> {
+    let finished = finish(p, batch).await?;
+    let mut claimed = Vec::with_capacity(claims.len());
+    for &c in claims {
+        claimed.push(step_claim(p, c).await?);
+    }
+    Ok(FinishedBatch { finished, claimed })
+}
+
+/// Finishes each of `batch`: its tasks locked in id order (the same order in every
+/// batch, so two batches never deadlock), then one statement per kind of change for the
+/// whole batch. Results are in the order of `batch`; each task's last outcome in the
+/// batch carries the task's new state and the steps it enqueued.
+async fn finish<P: Primitives>(
     p: &mut P,
     batch: &[StepFinishParams<'_>],
 ) -> StoreResult<Vec<StepFinished>> {
@@ -410,7 +487,7 @@ pub(crate) async fn step_finish_batch<P: Primitives>(
     let mut tasks = lock_tasks(p, &task_ids).await?;
     let before: Vec<TaskState> = tasks.iter().map(|t| t.state).collect();
     let step_ids: Vec<StepId> = batch.iter().map(|b| b.step_id).collect();
-    let rows = p.steps_get(&step_ids).await?;
+    let rows = p.steps_get(&step_ids, true).await?;
     let row_of = |id: StepId| rows.iter().find(|(s, _)| *s == id).map(|(_, r)| r);
 
     // Which outcomes apply: the step still runs the attempt that ended.
@@ -497,7 +574,7 @@ pub(crate) async fn step_finish<P: Primitives>(
     p: &mut P,
     params: StepFinishParams<'_>,
 ) -> StoreResult<StepFinished> {
-    Ok(step_finish_batch(p, &[params]).await?[0])
+    Ok(finish(p, &[params]).await?[0])
 }
 
 /// Why an attempt ended, for its transition.
@@ -550,16 +627,9 @@ pub(crate) async fn step_resolve<P: Primitives>(
     step_id: StepId,
     results: &RawValue,
 ) -> StoreResult<TaskState> {
-    let task_id = p
-        .step_get(step_id, false)
-        .await?
-        .ok_or_else(|| step_not_found(step_id))?
-        .task_id;
+    let task_id = step_get(p, step_id, false).await?.task_id;
     let mut task = lock_task(p, task_id).await?;
-    let step = p
-        .step_get(step_id, true)
-        .await?
-        .ok_or_else(|| step_not_found(step_id))?;
+    let step = step_get(p, step_id, true).await?;
     let m = Move {
         task_id,
         step_id,

@@ -2,8 +2,8 @@
 //! The rules that combine them — which transitions, when to evaluate readiness, what to
 //! send — are written once, in [`crate::operations`], so both backends behave alike.
 //!
-//! Methods that read rows a transaction will change (`tasks_lock`, `steps_get`,
-//! `step_get` with `lock`) lock them where the backend has row locks (PostgreSQL
+//! Methods that read rows a transaction will change (`tasks_lock`, `steps_get` with
+//! `lock`) lock them where the backend has row locks (PostgreSQL
 //! `FOR UPDATE`); SQLite needs none, having one writer. Every change of state is a
 //! compare-and-set that appends its transition in the same call (one statement on
 //! PostgreSQL). Methods on slices do a whole batch's rows at once (one statement on
@@ -182,34 +182,30 @@ pub(crate) trait Primitives {
         done: &[(TaskId, u32)],
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
 
-    /// The step row; `lock` locks it for this transaction. Lock a step only after its
-    /// task: every transaction takes the two in that order.
-    fn step_get(
-        &mut self,
-        step_id: StepId,
-        lock: bool,
-    ) -> impl Future<Output = StoreResult<Option<StepRow>>>;
-
-    /// The rows of `steps` that exist, locked for this transaction (after their tasks).
+    /// The rows of `steps` that exist; `lock` locks them for this transaction, in id
+    /// order. Lock steps only after their tasks: every transaction takes the two in
+    /// that order.
     fn steps_get(
         &mut self,
         steps: &[StepId],
+        lock: bool,
     ) -> impl Future<Output = StoreResult<Vec<(StepId, StepRow)>>>;
 
-    /// Everything a handler is given, in one query (the step, its task, its parents' results).
-    fn step_execution(
+    /// Everything a handler is given, for each of `steps` that exists, in one query
+    /// (the step, its task, its parents' results).
+    fn steps_execution(
         &mut self,
-        step_id: StepId,
-    ) -> impl Future<Output = StoreResult<StepExecution>>;
+        steps: &[StepId],
+    ) -> impl Future<Output = StoreResult<Vec<StepExecution>>>;
 
     /// Changes the state only.
     fn step_move(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>>;
 
-    /// Starts attempt `attempts + 1` (also a compare-and-set on `attempts`), started now.
-    fn step_begin_attempt(
+    /// Starts, for each (move, attempts), attempt `attempts + 1` (also a compare-and-set
+    /// on `attempts`), started now.
+    fn steps_begin_attempt(
         &mut self,
-        m: Move<'_>,
-        attempts: u32,
+        attempts: &[(Move<'_>, u32)],
     ) -> impl Future<Output = StoreResult<u64>>;
 
     /// Ends attempts (or resolves steps): results, error, completed now; returns the
@@ -264,12 +260,11 @@ pub(crate) trait Primitives {
         msg_ids: &[i64],
     ) -> impl Future<Output = StoreResult<()>>;
 
-    /// Hides a message for `hidden` from now.
+    /// Hides each message (id, for how long) from now.
     fn queue_set_vt(
         &mut self,
         queue: &str,
-        msg_id: i64,
-        hidden: Duration,
+        hidden: &[(i64, Duration)],
     ) -> impl Future<Output = StoreResult<()>>;
 
     /// Moves a message to the dead letters with the reason.

@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             queue_depths_count_messages,
             batches_start_claim_and_finish_many_at_once,
             a_failed_batch_changes_nothing,
+            finishing_claims_the_slots_it_frees,
             prune_removes_old_finished_tasks_in_batches,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [

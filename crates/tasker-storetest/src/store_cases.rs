@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tasker_core::id::TaskId;
 use tasker_core::message::TASK_QUEUE;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::*;
@@ -775,7 +776,20 @@ async fn succeed_all<S: Store>(store: &S, claims: &[Claim]) -> Vec<StepFinished>
             }
         })
         .collect();
-    store.step_finish_batch(&params).await.unwrap()
+    store
+        .step_finish_batch(&params, &[])
+        .await
+        .unwrap()
+        .finished
+}
+
+fn conf(limit: u32, grace: Duration) -> ClaimParams<'static> {
+    ClaimParams {
+        queue: "conf",
+        limit,
+        visibility: Duration::from_secs(30),
+        grace,
+    }
 }
 
 fn enqueued(finished: &[StepFinished]) -> usize {
@@ -805,7 +819,7 @@ pub async fn batches_start_claim_and_finish_many_at_once<S: Store>(store: Arc<S>
             .iter()
             .all(|t| t.started.started && t.started.enqueued == 1)
     );
-    let claim = |limit| store.step_claim("conf", limit, Duration::from_secs(30), d.grace);
+    let claim = |limit| store.step_claim(conf(limit, d.grace));
 
     let roots = claim(10).await.unwrap().claims;
     assert_eq!(roots.len(), 3);
@@ -838,11 +852,7 @@ pub async fn a_failed_batch_changes_nothing<S: Store>(store: Arc<S>) {
     let d = Driver::new(store.clone());
     let task_id = d.create(&template(TWO_STEPS), "{}").await;
     d.start_tasks().await;
-    let claims = store
-        .step_claim("conf", 10, Duration::from_secs(30), d.grace)
-        .await
-        .unwrap()
-        .claims;
+    let claims = store.step_claim(conf(10, d.grace)).await.unwrap().claims;
     let StepStart::Run(exec) = &claims[0].start else {
         panic!("{:?}", claims[0].start)
     };
@@ -858,19 +868,88 @@ pub async fn a_failed_batch_changes_nothing<S: Store>(store: Arc<S>) {
     // A task created after the real one sorts after it: the good outcome is applied
     // first, then the batch fails, and neither may remain.
     let bogus = StepFinishParams {
-        task_id: tasker_core::id::TaskId::new(),
+        task_id: TaskId::new(),
         step_id: tasker_core::id::StepId::new(),
         ..good
     };
-    let err = store.step_finish_batch(&[good, bogus]).await.unwrap_err();
+    let err = store
+        .step_finish_batch(&[good, bogus], &[conf(10, d.grace)])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     let detail = d.detail(task_id).await;
     assert_eq!(detail.steps[0].state, StepState::InProgress);
     assert_eq!(detail.steps[1].state, StepState::Pending);
+    assert!(
+        store
+            .step_claim(conf(10, d.grace))
+            .await
+            .unwrap()
+            .claims
+            .is_empty(),
+        "nothing was enqueued, nothing claimed"
+    );
     assert!(matches!(
         store.step_finish(good).await.unwrap(),
         StepFinished::Applied { enqueued: 1, .. }
     ));
+}
+
+pub async fn finishing_claims_the_slots_it_frees<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let t = template(TWO_STEPS);
+    let (one, two) = (d.create(&t, "{}").await, d.create(&t, "{}").await);
+    d.start_tasks().await;
+    let first = store.step_claim(conf(1, d.grace)).await.unwrap().claims;
+    let StepStart::Run(exec) = &first[0].start else {
+        panic!("{:?}", first[0].start)
+    };
+    let results = raw("{\"v\": 1}");
+    let done = StepFinishParams {
+        queue: "conf",
+        msg_id: first[0].msg_id,
+        task_id: exec.task_id,
+        step_id: exec.step_id,
+        attempt: exec.attempt,
+        outcome: StepOutcome::Succeeded { results: &results },
+    };
+    let batch = store
+        .step_finish_batch(&[done], &[conf(3, d.grace)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        batch.finished[..],
+        [StepFinished::Applied { enqueued: 1, .. }]
+    ));
+    // The other task's first step, and the child the outcome enqueued a moment before.
+    let claimed: Vec<(TaskId, String, u32)> = batch.claimed[0]
+        .claims
+        .iter()
+        .map(|c| match &c.start {
+            StepStart::Run(e) => (e.task_id, e.step_name.to_string(), e.attempt),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let (first_task, other) = if exec.task_id == one {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert_eq!(
+        claimed,
+        [(other, "first".into(), 1), (first_task, "second".into(), 1)]
+    );
+    let second = d.detail(first_task).await;
+    assert_eq!(second.steps[1].state, StepState::InProgress);
+    assert!(
+        store
+            .step_claim(conf(10, d.grace))
+            .await
+            .unwrap()
+            .claims
+            .is_empty(),
+        "the claims hide their messages"
+    );
 }
 
 pub async fn prune_removes_old_finished_tasks_in_batches<S: Store>(store: Arc<S>) {

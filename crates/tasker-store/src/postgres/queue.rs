@@ -93,16 +93,22 @@ pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_ids: &[i64]) -> Sto
     Ok(())
 }
 
+/// Hides each message (id, for how long) from now: one statement on the queue's table.
 pub(crate) async fn set_vt(
     conn: &mut Conn,
     queue: &str,
-    msg_id: i64,
-    hidden: Duration,
+    hidden: &[(i64, Duration)],
 ) -> StoreResult<()> {
-    sqlx::query("SELECT 1 FROM pgmq.set_vt($1, $2, clock_timestamp() + make_interval(secs => $3))")
-        .bind(queue)
-        .bind(msg_id)
-        .bind(hidden.as_secs_f64())
+    let sql = format!(
+        "UPDATE {} q SET vt = clock_timestamp() + make_interval(secs => h.secs)
+         FROM UNNEST($1::bigint[], $2::float8[]) AS h(msg_id, secs) WHERE q.msg_id = h.msg_id",
+        table("q", queue)?
+    );
+    let ids: Vec<i64> = hidden.iter().map(|h| h.0).collect();
+    let secs: Vec<f64> = hidden.iter().map(|h| h.1.as_secs_f64()).collect();
+    sqlx::query(&sql)
+        .bind(&ids)
+        .bind(&secs)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

@@ -115,26 +115,6 @@ pub(crate) async fn edges(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<(
         .collect())
 }
 
-pub(crate) async fn get(
-    conn: &mut Conn,
-    step_id: StepId,
-    lock: bool,
-) -> StoreResult<Option<StepRow>> {
-    let sql = if lock {
-        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position FROM tasker.steps
-         WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position FROM tasker.steps
-         WHERE id = $1"
-    };
-    let row = sqlx::query(sql)
-        .bind(step_id.0)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
-    row.as_ref().map(step_row).transpose()
-}
-
 fn step_row(r: &PgRow) -> StoreResult<StepRow> {
     Ok(StepRow {
         task_id: TaskId(r.get(0)),
@@ -149,41 +129,60 @@ fn step_row(r: &PgRow) -> StoreResult<StepRow> {
     })
 }
 
-/// The rows of `steps`, locked (`FOR UPDATE`) in id order.
+/// The rows of `steps`, in id order; locked (`FOR UPDATE`) if `lock`.
 pub(crate) async fn get_many(
     conn: &mut Conn,
     steps: &[StepId],
+    lock: bool,
 ) -> StoreResult<Vec<(StepId, StepRow)>> {
+    macro_rules! select {
+        ($lock:literal) => {
+            concat!(
+                "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position, id
+                 FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
+                $lock
+            )
+        };
+    }
+    let sql = if lock {
+        select!(" FOR UPDATE")
+    } else {
+        select!("")
+    };
     let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
-    let rows = sqlx::query(
-        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position, id
-         FROM tasker.steps WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
+    let rows = sqlx::query(sql)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
     rows.iter()
         .map(|r| Ok((StepId(r.get(9)), step_row(r)?)))
         .collect()
 }
 
-pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<StepExecution> {
-    let r = sqlx::query(
+pub(crate) async fn executions(
+    conn: &mut Conn,
+    steps: &[StepId],
+) -> StoreResult<Vec<StepExecution>> {
+    let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
+    let rows = sqlx::query(
         "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config::text,
                 t.context::text,
                 (SELECT COALESCE(json_agg(json_build_array(p.name, p.results) ORDER BY p.position), '[]')::text
                  FROM tasker.step_edges e
                  JOIN tasker.steps p ON p.task_id = e.task_id AND p.position = e.parent
                  WHERE e.task_id = s.task_id AND e.child = s.position),
-                s.retry, s.timeout_ms
-         FROM tasker.steps s JOIN tasker.tasks t ON t.id = s.task_id WHERE s.id = $1",
+                s.retry, s.timeout_ms, s.id
+         FROM tasker.steps s JOIN tasker.tasks t ON t.id = s.task_id WHERE s.id = ANY($1)",
     )
-    .bind(step_id.0)
-    .fetch_optional(&mut *conn)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
     .await
-    .map_err(db)?
-    .ok_or_else(|| StoreError::NotFound(format!("step {step_id}")))?;
+    .map_err(db)?;
+    rows.iter().map(execution).collect()
+}
+
+fn execution(r: &PgRow) -> StoreResult<StepExecution> {
     let names = Interner::global();
     let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> =
         serde_json::from_str(r.get::<&str, _>(9))
@@ -192,7 +191,7 @@ pub(crate) async fn execution(conn: &mut Conn, step_id: StepId) -> StoreResult<S
         .map_err(|e| StoreError::Corrupt(format!("retry policy: {e}")))?;
     Ok(StepExecution {
         task_id: TaskId(r.get(0)),
-        step_id,
+        step_id: StepId(r.get(12)),
         attempt: r.get::<i32, _>(1) as u32,
         namespace: names.intern(r.get(2)),
         task_name: names.intern(r.get(3)),
@@ -248,19 +247,48 @@ pub(crate) async fn move_(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> Store
     Ok(done.rows_affected())
 }
 
-pub(crate) async fn begin_attempt(
+/// One statement for all of `attempts`: the compare-and-set of each step (on its state
+/// and attempt count) and its transition.
+pub(crate) async fn begin_attempts(
     conn: &mut Conn,
-    m: Move<'_>,
-    attempts: u32,
+    attempts: &[(Move<'_>, u32)],
     now: Timestamp,
 ) -> StoreResult<u64> {
-    const SQL: &str = with_transition!(
-        "UPDATE tasker.steps SET state = $3, attempts = $7 + 1, started_at = $5, completed_at = NULL
-         WHERE id = $6 AND state = $2 AND attempts = $7"
+    const SQL: &str = "WITH u AS (
+            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[])
+                AS u(id, task_id, from_state, to_state, reason, attempts)),
+        moved AS (
+            UPDATE tasker.steps s SET state = u.to_state, attempts = u.attempts + 1, started_at = $7,
+                   completed_at = NULL
+            FROM u WHERE s.id = u.id AND s.state = u.from_state AND s.attempts = u.attempts
+            RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
+        INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+        SELECT task_id, id, from_state, to_state, reason, $7 FROM moved";
+    let n = attempts.len();
+    let (mut ids, mut tasks, mut from, mut to, mut reasons, mut counts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
-    let done = bind_move(SQL, &m, now)
-        .bind(m.step_id.0)
-        .bind(attempts as i32)
+    for (m, attempts) in attempts {
+        ids.push(m.step_id.0);
+        tasks.push(m.task_id.0);
+        from.push(m.from.as_str());
+        to.push(m.to.as_str());
+        reasons.push(m.reason);
+        counts.push(*attempts as i32);
+    }
+    let done = sqlx::query(SQL)
+        .bind(&ids)
+        .bind(&tasks)
+        .bind(&from)
+        .bind(&to)
+        .bind(&reasons)
+        .bind(&counts)
+        .bind(now.0)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

@@ -277,24 +277,24 @@ impl Primitives for SqliteTx<'_> {
         steps::release_children(self.conn, done)
     }
 
-    async fn steps_get(&mut self, ids: &[StepId]) -> StoreResult<Vec<(StepId, StepRow)>> {
+    async fn steps_get(
+        &mut self,
+        ids: &[StepId],
+        _lock: bool,
+    ) -> StoreResult<Vec<(StepId, StepRow)>> {
         steps::get_many(self.conn, ids)
     }
 
-    async fn step_get(&mut self, step_id: StepId, _lock: bool) -> StoreResult<Option<StepRow>> {
-        steps::get(self.conn, step_id)
-    }
-
-    async fn step_execution(&mut self, step_id: StepId) -> StoreResult<StepExecution> {
-        steps::execution(self.conn, step_id)
+    async fn steps_execution(&mut self, ids: &[StepId]) -> StoreResult<Vec<StepExecution>> {
+        steps::executions(self.conn, ids)
     }
 
     async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {
         steps::move_(self.conn, m, self.now)
     }
 
-    async fn step_begin_attempt(&mut self, m: Move<'_>, attempts: u32) -> StoreResult<u64> {
-        steps::begin_attempt(self.conn, m, attempts, self.now)
+    async fn steps_begin_attempt(&mut self, attempts: &[(Move<'_>, u32)]) -> StoreResult<u64> {
+        steps::begin_attempts(self.conn, attempts, self.now)
     }
 
     async fn steps_set_outcome(
@@ -358,13 +358,8 @@ impl Primitives for SqliteTx<'_> {
         queue::delete(self.conn, queue, msg_ids)
     }
 
-    async fn queue_set_vt(
-        &mut self,
-        queue: &str,
-        msg_id: i64,
-        hidden: Duration,
-    ) -> StoreResult<()> {
-        queue::set_vt(self.conn, queue, msg_id, self.now.after(hidden))
+    async fn queue_set_vt(&mut self, queue: &str, hidden: &[(i64, Duration)]) -> StoreResult<()> {
+        queue::set_vt(self.conn, queue, hidden, self.now)
     }
 
     async fn queue_dead_letter(
@@ -471,16 +466,8 @@ impl Store for SqliteStore {
         write!(self, |p| operations::step_start(p, params))
     }
 
-    async fn step_claim(
-        &self,
-        queue: &str,
-        limit: u32,
-        visibility: Duration,
-        grace: Duration,
-    ) -> StoreResult<Claimed> {
-        write!(self, |p| operations::step_claim(
-            p, queue, limit, visibility, grace
-        ))
+    async fn step_claim(&self, params: ClaimParams<'_>) -> StoreResult<Claimed> {
+        write!(self, |p| operations::step_claim(p, params))
     }
 
     async fn step_finish(&self, params: StepFinishParams<'_>) -> StoreResult<StepFinished> {
@@ -490,8 +477,9 @@ impl Store for SqliteStore {
     async fn step_finish_batch(
         &self,
         batch: &[StepFinishParams<'_>],
-    ) -> StoreResult<Vec<StepFinished>> {
-        write!(self, |p| operations::step_finish_batch(p, batch))
+        claims: &[ClaimParams<'_>],
+    ) -> StoreResult<FinishedBatch> {
+        write!(self, |p| operations::step_finish_batch(p, batch, claims))
     }
 
     async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<TaskState> {

@@ -58,11 +58,20 @@ pub(crate) fn delete(conn: &Conn, queue: &str, msg_ids: &[i64]) -> StoreResult<(
     Ok(())
 }
 
-/// Hides a message until `vt`.
-pub(crate) fn set_vt(conn: &Conn, queue: &str, msg_id: i64, vt: Timestamp) -> StoreResult<()> {
-    conn.prepare_cached("UPDATE queue_messages SET vt = ? WHERE msg_id = ? AND queue = ?")
-        .and_then(|mut s| s.execute(params![vt.0, msg_id, queue]))
+/// Hides each message (id, for how long) from `now`.
+pub(crate) fn set_vt(
+    conn: &Conn,
+    queue: &str,
+    hidden: &[(i64, Duration)],
+    now: Timestamp,
+) -> StoreResult<()> {
+    let mut s = conn
+        .prepare_cached("UPDATE queue_messages SET vt = ? WHERE msg_id = ? AND queue = ?")
         .map_err(db)?;
+    for &(msg_id, hide) in hidden {
+        s.execute(params![now.after(hide).0, msg_id, queue])
+            .map_err(db)?;
+    }
     Ok(())
 }
 

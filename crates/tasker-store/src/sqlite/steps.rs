@@ -110,7 +110,7 @@ fn edges(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
     rows.map(|r| r.map_err(db)).collect()
 }
 
-pub(crate) fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
+fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
     conn.prepare_cached(
         "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position
          FROM steps WHERE id = ?",
@@ -146,7 +146,11 @@ pub(crate) fn get_many(conn: &Conn, steps: &[StepId]) -> StoreResult<Vec<(StepId
 
 /// The parents' results are found from the step's edges (`CROSS JOIN` fixes that join
 /// order in SQLite), so loading a step costs its parents, not the size of its task.
-pub(crate) fn execution(conn: &Conn, step_id: StepId) -> StoreResult<StepExecution> {
+pub(crate) fn executions(conn: &Conn, steps: &[StepId]) -> StoreResult<Vec<StepExecution>> {
+    steps.iter().map(|&id| execution(conn, id)).collect()
+}
+
+fn execution(conn: &Conn, step_id: StepId) -> StoreResult<StepExecution> {
     let names = Interner::global();
     let exec = conn
         .prepare_cached(
@@ -219,19 +223,21 @@ pub(crate) fn move_(conn: &Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64
     recorded(conn, &m, rows, now)
 }
 
-pub(crate) fn begin_attempt(
+pub(crate) fn begin_attempts(
     conn: &Conn,
-    m: Move<'_>,
-    attempts: u32,
+    attempts: &[(Move<'_>, u32)],
     now: Timestamp,
 ) -> StoreResult<u64> {
-    let rows = conn
+    let mut s = conn
         .prepare_cached(
             "UPDATE steps SET state = ?, attempts = ?, started_at = ?, completed_at = NULL
              WHERE id = ? AND state = ? AND attempts = ?",
         )
-        .and_then(|mut s| {
-            s.execute(params![
+        .map_err(db)?;
+    let mut changed = 0;
+    for (m, attempts) in attempts {
+        let rows = s
+            .execute(params![
                 m.to.as_str(),
                 attempts + 1,
                 now.0,
@@ -239,9 +245,10 @@ pub(crate) fn begin_attempt(
                 m.from.as_str(),
                 attempts
             ])
-        })
-        .map_err(db)?;
-    recorded(conn, &m, rows, now)
+            .map_err(db)?;
+        changed += recorded(conn, m, rows, now)?;
+    }
+    Ok(changed)
 }
 
 pub(crate) fn set_outcome(
