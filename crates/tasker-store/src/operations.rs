@@ -1,6 +1,7 @@
 //! The state-changing operations of the `Store` trait, written once over
 //! [`Primitives`]: each runs inside one transaction that its backend opens and commits.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -12,7 +13,7 @@ use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 
-use crate::primitives::{EvalStep, Move, Outcome, Primitives, StepRow, Transition};
+use crate::primitives::{EvalStep, Move, Outcome, Primitives, StepRow, TaskMove, Transition};
 
 pub(crate) async fn template_register<P: Primitives>(
     p: &mut P,
@@ -129,24 +130,8 @@ pub(crate) async fn task_start<P: Primitives>(
     p: &mut P,
     params: TaskStartParams,
 ) -> StoreResult<TaskStarted> {
-    let mut task = lock_task(p, params.task_id).await?;
-    let mut started = TaskStarted {
-        started: false,
-        enqueued: 0,
-        state: task.state,
-    };
-    if task.state == TaskState::Pending {
-        move_task(p, &mut task, TaskEvent::Start, "started").await?;
-        let roots = p.steps_unblocked(task.id).await?;
-        let enqueued = settle(p, &mut task, roots).await?;
-        started = TaskStarted {
-            started: true,
-            enqueued,
-            state: task.state,
-        };
-    }
-    p.queue_delete(TASK_QUEUE, &[params.msg_id]).await?;
-    Ok(started)
+    let started = start_tasks(p, &[(params.task_id, params.msg_id)]).await?;
+    started[0].ok_or_else(|| StoreError::NotFound(format!("task {}", params.task_id)))
 }
 
 /// Reads task requests and starts their tasks, locking them in id order (the same
@@ -173,18 +158,82 @@ pub(crate) async fn task_start_batch<P: Primitives>(
         }
     }
     requests.sort_unstable();
-    for (task_id, msg_id) in requests {
-        match task_start(p, TaskStartParams { msg_id, task_id }).await {
-            Ok(started) => out.tasks.push(StartedTask { task_id, started }),
-            Err(StoreError::NotFound(what)) => {
-                let reason = format!("{what} does not exist");
+    let started = start_tasks(p, &requests).await?;
+    for (&(task_id, msg_id), started) in requests.iter().zip(started) {
+        match started {
+            Some(started) => out.tasks.push(StartedTask { task_id, started }),
+            None => {
+                let reason = format!("task {task_id} does not exist");
                 p.queue_dead_letter(TASK_QUEUE, msg_id, &reason).await?;
                 out.invalid += 1;
             }
-            Err(e) => return Err(e),
         }
     }
     Ok(out)
+}
+
+/// Starts the tasks of `requests` (task, message), sorted by task, one statement per
+/// kind of change for them all: the pending ones move to in progress with their roots
+/// enqueued, and the messages of every task that exists are deleted. What each request
+/// did, in order; `None` for a task that does not exist (its message is left alone). A
+/// task named twice is started by its first request.
+async fn start_tasks<P: Primitives>(
+    p: &mut P,
+    requests: &[(TaskId, i64)],
+) -> StoreResult<Vec<Option<TaskStarted>>> {
+    let mut ids: Vec<TaskId> = requests.iter().map(|r| r.0).collect();
+    ids.dedup();
+    let locked = p.tasks_lock(&ids).await?;
+    let mut tasks: Vec<Task> = locked
+        .iter()
+        .filter(|(_, state, _)| *state == TaskState::Pending)
+        .map(|&(id, state, progress)| Task {
+            id,
+            state,
+            progress,
+            stored: progress,
+        })
+        .collect();
+    let starts: Vec<(usize, TaskEvent, &str)> = (0..tasks.len())
+        .map(|i| (i, TaskEvent::Start, "started"))
+        .collect();
+    move_tasks(p, &mut tasks, &starts).await?;
+    let enqueued = if tasks.is_empty() {
+        Vec::new()
+    } else {
+        let started: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+        let roots = p.steps_unblocked(&started).await?;
+        settle_all(p, &mut tasks, roots).await?
+    };
+    let exists = |id: TaskId| locked.iter().find(|r| r.0 == id);
+    let done: Vec<i64> = requests
+        .iter()
+        .filter(|r| exists(r.0).is_some())
+        .map(|r| r.1)
+        .collect();
+    if !done.is_empty() {
+        p.queue_delete(TASK_QUEUE, &done).await?;
+    }
+    Ok(requests
+        .iter()
+        .enumerate()
+        .map(|(i, &(id, _))| {
+            let row = exists(id)?;
+            let first = requests[..i].iter().all(|r| r.0 != id);
+            Some(match tasks.iter().position(|t| t.id == id) {
+                Some(k) => TaskStarted {
+                    started: first,
+                    enqueued: if first { enqueued[k] } else { 0 },
+                    state: tasks[k].state,
+                },
+                None => TaskStarted {
+                    started: false,
+                    enqueued: 0,
+                    state: row.1,
+                },
+            })
+        })
+        .collect())
 }
 
 pub(crate) async fn task_cancel<P: Primitives>(
@@ -721,13 +770,14 @@ async fn settle_all<P: Primitives>(
             p.queue_send_batch(queue, &messages).await?;
         }
     }
-    for task in tasks.iter_mut() {
+    let mut finished: Vec<(usize, TaskEvent, Cow<'static, str>)> = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
         if task.state != TaskState::InProgress {
             continue;
         }
         match task.progress.outcome() {
             Readiness::Complete => {
-                move_task(p, task, TaskEvent::Complete, "all steps complete").await?;
+                finished.push((i, TaskEvent::Complete, "all steps complete".into()));
             }
             Readiness::Failed => {
                 let failed = p.task_failed_step(task.id).await?;
@@ -735,11 +785,14 @@ async fn settle_all<P: Primitives>(
                     "step `{}` failed and nothing else can progress",
                     failed.as_deref().unwrap_or("?")
                 );
-                move_task(p, task, TaskEvent::Fail, &reason).await?;
+                finished.push((i, TaskEvent::Fail, reason.into()));
             }
             Readiness::Running => {}
         }
     }
+    let events: Vec<(usize, TaskEvent, &str)> =
+        finished.iter().map(|(i, e, r)| (*i, *e, &**r)).collect();
+    move_tasks(p, tasks, &events).await?;
     let changed: Vec<(TaskId, Progress)> = tasks
         .iter()
         .filter(|t| t.progress != t.stored)
@@ -782,14 +835,37 @@ async fn move_task<P: Primitives>(
     event: TaskEvent,
     reason: &str,
 ) -> StoreResult<()> {
-    let (from, to) = (task.state, task.state.apply(event)?);
-    if p.task_move(task.id, from, to, reason).await? != 1 {
-        return Err(StoreError::Conflict(format!(
-            "task {} is no longer {from}",
-            task.id
-        )));
+    move_tasks(p, std::slice::from_mut(task), &[(0, event, reason)]).await
+}
+
+/// Applies each (index into `tasks`, event, reason), one statement for all.
+async fn move_tasks<P: Primitives>(
+    p: &mut P,
+    tasks: &mut [Task],
+    events: &[(usize, TaskEvent, &str)],
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
     }
-    task.state = to;
+    let mut moves = Vec::with_capacity(events.len());
+    for &(i, event, reason) in events {
+        let task = &tasks[i];
+        moves.push(TaskMove {
+            task_id: task.id,
+            from: task.state,
+            to: task.state.apply(event)?,
+            reason,
+        });
+    }
+    if p.tasks_move(&moves).await? != moves.len() as u64 {
+        return Err(StoreError::Conflict(match &moves[..] {
+            [m] => format!("task {} is no longer {}", m.task_id, m.from),
+            _ => "a task of the batch changed while it was moved".into(),
+        }));
+    }
+    for (&(i, ..), m) in events.iter().zip(&moves) {
+        tasks[i].state = m.to;
+    }
     Ok(())
 }
 

@@ -72,6 +72,15 @@ pub(crate) struct Move<'a> {
     pub reason: &'a str,
 }
 
+/// A compare-and-set of a task's state from `from` to `to`, recorded with `reason`.
+#[derive(Clone, Copy)]
+pub(crate) struct TaskMove<'a> {
+    pub task_id: TaskId,
+    pub from: TaskState,
+    pub to: TaskState,
+    pub reason: &'a str,
+}
+
 /// The outcome columns written with a step's new state.
 pub(crate) struct Outcome<'a> {
     /// Replaces the results when set.
@@ -154,14 +163,8 @@ pub(crate) trait Primitives {
         idempotency_key: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>>;
 
-    /// Moves the task from `from` to `to` and records why.
-    fn task_move(
-        &mut self,
-        task_id: TaskId,
-        from: TaskState,
-        to: TaskState,
-        reason: &str,
-    ) -> impl Future<Output = StoreResult<u64>>;
+    /// Moves each task of `moves`, recording why.
+    fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> impl Future<Output = StoreResult<u64>>;
 
     /// The task's steps in position order (for operator actions on a whole task).
     fn steps_of_task(
@@ -169,10 +172,11 @@ pub(crate) trait Primitives {
         task_id: TaskId,
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
 
-    /// The task's pending steps with no parent left to finish (its roots, at start).
+    /// The pending steps of `tasks` with no parent left to finish (their roots, at
+    /// start), by task and position.
     fn steps_unblocked(
         &mut self,
-        task_id: TaskId,
+        tasks: &[TaskId],
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
 
     /// Each step of `done` (task, position) is done: each of its children waits on one

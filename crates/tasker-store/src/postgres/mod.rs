@@ -39,7 +39,7 @@ use tasker_core::time::Timestamp;
 use tokio::task::JoinHandle;
 
 use crate::operations;
-use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
+use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, TaskMove, Transition};
 
 pub(crate) type Conn = sqlx::PgConnection;
 
@@ -226,22 +226,16 @@ impl Primitives for PgTx<'_> {
         tasks::insert(self.conn, task_id, t, context, key, self.now).await
     }
 
-    async fn task_move(
-        &mut self,
-        task_id: TaskId,
-        from: TaskState,
-        to: TaskState,
-        reason: &str,
-    ) -> StoreResult<u64> {
-        tasks::move_(self.conn, task_id, from, to, reason, self.now).await
+    async fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> StoreResult<u64> {
+        tasks::move_many(self.conn, moves, self.now).await
     }
 
     async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
         steps::of_task(self.conn, task_id).await
     }
 
-    async fn steps_unblocked(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-        steps::unblocked(self.conn, task_id).await
+    async fn steps_unblocked(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
+        steps::unblocked(self.conn, tasks).await
     }
 
     async fn steps_release_children(

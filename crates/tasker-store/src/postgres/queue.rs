@@ -1,5 +1,8 @@
-//! The queues: pgmq's SQL functions, called directly (its crate's client builds
-//! `serde_json::Value` trees on the hot path). Messages are bound as text and cast to
+//! The queues: pgmq's tables, written by static statements that do what its SQL
+//! functions do. The functions build their statements with `EXECUTE format(...)`,
+//! planned on every call; these are prepared once per queue, and measured faster
+//! (BENCHMARKS.md). pgmq's own functions and tools still work on the same tables; they
+//! create queues and archive dead letters here. Messages are bound as text and cast to
 //! `jsonb`; they are read back as text and decoded by borrowing from it.
 
 use std::time::Duration;
@@ -40,7 +43,7 @@ pub(crate) async fn create(conn: &mut Conn, queue: &str) -> StoreResult<()> {
 }
 
 /// Sends a message and notifies the queue's listeners, delivered at commit (repeats
-/// within one transaction are folded into one).
+/// within one transaction are folded into one). `enqueued_at` takes its default.
 pub(crate) async fn send(
     conn: &mut Conn,
     queue: &str,
@@ -48,15 +51,17 @@ pub(crate) async fn send(
     delay: Duration,
     sender: &str,
 ) -> StoreResult<()> {
-    const SEND: &str =
-        "SELECT pgmq.send($1, $2::jsonb, clock_timestamp() + make_interval(secs => $3)),
-                               pg_notify($4, $1 || ' ' || $5)";
-    sqlx::query(SEND)
-        .bind(queue)
-        .bind(body)
+    let sql = format!(
+        "WITH sent AS (INSERT INTO {} (vt, message)
+                       VALUES (clock_timestamp() + make_interval(secs => $1), $2::jsonb))
+         SELECT pg_notify($3, $4)",
+        table("q", queue)?
+    );
+    sqlx::query(&sql)
         .bind(delay.as_secs_f64())
+        .bind(body)
         .bind(super::CHANNEL)
-        .bind(sender)
+        .bind(notice(queue, sender))
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -70,22 +75,30 @@ pub(crate) async fn send_batch(
     messages: &str,
     sender: &str,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "SELECT pgmq.send_batch($1, ARRAY(SELECT jsonb_array_elements($2::jsonb))), pg_notify($3, $1 || ' ' || $4)",
-    )
-    .bind(queue)
-    .bind(messages)
-    .bind(super::CHANNEL)
-    .bind(sender)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    let sql = format!(
+        "WITH sent AS (INSERT INTO {} (vt, message)
+                       SELECT clock_timestamp(), m FROM jsonb_array_elements($1::jsonb) AS m)
+         SELECT pg_notify($2, $3)",
+        table("q", queue)?
+    );
+    sqlx::query(&sql)
+        .bind(messages)
+        .bind(super::CHANNEL)
+        .bind(notice(queue, sender))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     Ok(())
 }
 
+/// The payload of a notification: `<queue> <token of the sender>`.
+fn notice(queue: &str, sender: &str) -> String {
+    format!("{queue} {sender}")
+}
+
 pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
-    sqlx::query("SELECT pgmq.delete($1, $2::bigint[])")
-        .bind(queue)
+    let sql = format!("DELETE FROM {} WHERE msg_id = ANY($1)", table("q", queue)?);
+    sqlx::query(&sql)
         .bind(msg_ids)
         .execute(&mut *conn)
         .await
@@ -158,28 +171,33 @@ pub(crate) async fn depths(pool: &PgPool) -> StoreResult<Vec<QueueDepth>> {
     Ok(rows.into_iter().map(crate::rows::queue_depth).collect())
 }
 
-/// Reads with pgmq and, in the same statement, the time the earliest of the queue's
-/// other messages becomes visible.
+/// Reads as `pgmq.read` does (the oldest visible messages, skipping those another
+/// transaction holds, hidden for `visibility`) and, in the same statement, the time the
+/// earliest of the queue's other messages becomes visible.
 pub(crate) async fn read(
     conn: &mut Conn,
     queue: &str,
     visibility: Duration,
     limit: u32,
 ) -> StoreResult<QueueBatch> {
-    let vt_secs = visibility.as_secs_f64().ceil().max(1.0) as i32;
+    let vt_secs = visibility.as_secs_f64().ceil().max(1.0);
+    let q = table("q", queue)?;
     // `n` sees the rows as they were before the read: the ones just read are left out.
     let sql = format!(
-        "WITH r AS (SELECT * FROM pgmq.read($1, $2, $3)),
-              n AS (SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint AS next FROM {}
+        "WITH c AS (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() ORDER BY msg_id
+                    LIMIT $1 FOR UPDATE SKIP LOCKED),
+              r AS (UPDATE {q} m SET last_read_at = clock_timestamp(),
+                           vt = clock_timestamp() + make_interval(secs => $2), read_ct = read_ct + 1
+                    FROM c WHERE m.msg_id = c.msg_id
+                    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message),
+              n AS (SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint AS next FROM {q}
                     WHERE msg_id NOT IN (SELECT msg_id FROM r))
          SELECT r.msg_id, r.read_ct, (extract(epoch FROM r.enqueued_at) * 1000000)::bigint, r.message::text, n.next
-         FROM n LEFT JOIN r ON true",
-        table("q", queue)?
+         FROM n LEFT JOIN r ON true"
     );
     let rows = match sqlx::query(&sql)
-        .bind(queue)
+        .bind(limit as i64)
         .bind(vt_secs)
-        .bind(limit as i32)
         .fetch_all(&mut *conn)
         .await
     {

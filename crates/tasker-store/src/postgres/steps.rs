@@ -58,14 +58,20 @@ pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec
     eval_steps(conn, SQL, task_id).await
 }
 
-pub(crate) async fn unblocked(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+pub(crate) async fn unblocked(conn: &mut Conn, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
     const SQL: &str = concat!(
         "SELECT ",
         eval_columns!(),
         " FROM tasker.steps",
-        " WHERE task_id = $1 AND state = 'pending' AND waiting_on = 0 ORDER BY position"
+        " WHERE task_id = ANY($1) AND state = 'pending' AND waiting_on = 0 ORDER BY task_id, position"
     );
-    eval_steps(conn, SQL, task_id).await
+    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
+    let rows = sqlx::query(SQL)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    rows.iter().map(eval_step).collect()
 }
 
 /// One statement for all of `done`: a child of two of them waits on two parents less.

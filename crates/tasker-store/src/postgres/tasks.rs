@@ -11,6 +11,7 @@ use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db, steps};
+use crate::primitives::TaskMove;
 use crate::rows::{counters, parent_counts, parse, raw, task_progress};
 
 /// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that
@@ -160,23 +161,29 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-pub(crate) async fn move_(
+/// One statement for all of `moves`: the compare-and-set of each task and its transition.
+pub(crate) async fn move_many(
     conn: &mut Conn,
-    task_id: TaskId,
-    from: TaskState,
-    to: TaskState,
-    reason: &str,
+    moves: &[TaskMove<'_>],
     now: Timestamp,
 ) -> StoreResult<u64> {
+    let ids: Vec<uuid::Uuid> = moves.iter().map(|m| m.task_id.0).collect();
+    let from: Vec<&str> = moves.iter().map(|m| m.from.as_str()).collect();
+    let to: Vec<&str> = moves.iter().map(|m| m.to.as_str()).collect();
+    let reasons: Vec<&str> = moves.iter().map(|m| m.reason).collect();
     let done = sqlx::query(
-        "WITH moved AS (UPDATE tasker.tasks SET state = $3, updated_at = $5 WHERE id = $1 AND state = $2 RETURNING id)
+        "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
+                    AS u(id, from_state, to_state, reason)),
+              moved AS (UPDATE tasker.tasks t SET state = u.to_state, updated_at = $5
+                        FROM u WHERE t.id = u.id AND t.state = u.from_state
+                        RETURNING t.id, u.from_state, u.to_state, u.reason)
          INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
-         SELECT id, NULL, $2, $3, $4, $5 FROM moved",
+         SELECT id, NULL, from_state, to_state, reason, $5 FROM moved",
     )
-    .bind(task_id.0)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .bind(reason)
+    .bind(&ids)
+    .bind(&from)
+    .bind(&to)
+    .bind(&reasons)
     .bind(now.0)
     .execute(&mut *conn)
     .await

@@ -46,7 +46,7 @@ use tasker_core::time::Timestamp;
 use tokio::sync::Mutex;
 
 use crate::operations;
-use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, Transition};
+use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, TaskMove, Transition};
 
 pub(crate) type Conn = rusqlite::Connection;
 
@@ -252,22 +252,16 @@ impl Primitives for SqliteTx<'_> {
         tasks::insert(self.conn, task_id, t, context, key, self.now)
     }
 
-    async fn task_move(
-        &mut self,
-        task_id: TaskId,
-        from: TaskState,
-        to: TaskState,
-        reason: &str,
-    ) -> StoreResult<u64> {
-        tasks::move_(self.conn, task_id, from, to, reason, self.now)
+    async fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> StoreResult<u64> {
+        tasks::move_many(self.conn, moves, self.now)
     }
 
     async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
         steps::of_task(self.conn, task_id)
     }
 
-    async fn steps_unblocked(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-        steps::unblocked(self.conn, task_id)
+    async fn steps_unblocked(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
+        steps::unblocked(self.conn, tasks)
     }
 
     async fn steps_release_children(

@@ -53,14 +53,20 @@ pub(crate) fn of_task(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>
     eval_steps(conn, SQL, task_id)
 }
 
-pub(crate) fn unblocked(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+pub(crate) fn unblocked(conn: &Conn, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
     const SQL: &str = concat!(
         "SELECT ",
         eval_columns!(),
         " FROM steps",
         " WHERE task_id = ? AND state = 'pending' AND waiting_on = 0 ORDER BY position"
     );
-    eval_steps(conn, SQL, task_id)
+    let mut ids = tasks.to_vec();
+    ids.sort_unstable();
+    let mut out = Vec::new();
+    for id in ids {
+        out.extend(eval_steps(conn, SQL, id)?);
+    }
+    Ok(out)
 }
 
 /// A child of two steps of `done` is decremented twice and returned once, as it ends.

@@ -10,7 +10,7 @@ use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, db, steps, transitions};
-use crate::primitives::Transition;
+use crate::primitives::{TaskMove, Transition};
 use crate::rows::{counters, parent_counts, parse, raw, task_progress};
 
 /// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
@@ -122,29 +122,28 @@ pub(crate) fn insert(
     Ok(())
 }
 
-pub(crate) fn move_(
-    conn: &Conn,
-    task_id: TaskId,
-    from: TaskState,
-    to: TaskState,
-    reason: &str,
-    now: Timestamp,
-) -> StoreResult<u64> {
-    let moved = conn
+pub(crate) fn move_many(conn: &Conn, moves: &[TaskMove<'_>], now: Timestamp) -> StoreResult<u64> {
+    let mut s = conn
         .prepare_cached("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
-        .and_then(|mut s| s.execute(params![to.as_str(), now.0, task_id.0, from.as_str()]))
-        .map_err(db)? as u64;
-    if moved == 1 {
-        let t = Transition {
-            task_id,
-            step_id: None,
-            from: Some(from.as_str()),
-            to: to.as_str(),
-            reason,
-        };
-        transitions::append(conn, t, now)?;
+        .map_err(db)?;
+    let mut changed = 0;
+    for m in moves {
+        let moved = s
+            .execute(params![m.to.as_str(), now.0, m.task_id.0, m.from.as_str()])
+            .map_err(db)? as u64;
+        if moved == 1 {
+            let t = Transition {
+                task_id: m.task_id,
+                step_id: None,
+                from: Some(m.from.as_str()),
+                to: m.to.as_str(),
+                reason: m.reason,
+            };
+            transitions::append(conn, t, now)?;
+        }
+        changed += moved;
     }
-    Ok(moved)
+    Ok(changed)
 }
 
 pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
