@@ -71,6 +71,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Store(s) => s.into(),
+            EngineError::Template(why) => Self::bad_request("invalid_template", why),
             invalid => Self::bad_request("invalid_context", invalid.to_string()),
         }
     }

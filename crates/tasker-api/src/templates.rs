@@ -58,7 +58,7 @@ pub async fn register<S: Store>(
         .map_err(|_| ApiError::bad_request("invalid_template", "the template is not UTF-8 text"))?;
     let template = parse_template(text, "request body")
         .map_err(|e| ApiError::bad_request("invalid_template", e.to_string()))?;
-    let registration = state.engine.store().template_register(&template).await?;
+    let registration = state.engine.register(&template).await?;
     let (status, registered) = match registration {
         Registration::Registered => (StatusCode::CREATED, true),
         Registration::Unchanged => (StatusCode::OK, false),

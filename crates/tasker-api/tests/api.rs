@@ -279,6 +279,25 @@ async fn bad_input_gets_a_stable_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_cannot_run_commands_on_the_server() {
+    let s = server(&[]).await;
+    let yaml = "namespace: api\nname: sneaky\nversion: 1.0.0\nsteps:\n  - name: own\n    handler: shell\n    config: {command: [/bin/sh, -c, 'id > /tmp/owned']}\n";
+    let (status, error) = call(&s, "POST", "/v1/templates", Some(yaml), None).await;
+    assert_eq!(
+        (status, error["code"].as_str(), error["message"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("invalid_template"),
+            Some(
+                "step `own` uses the `shell` handler, which is not enabled here (handlers.shell.allow in the configuration)"
+            )
+        )
+    );
+    let (_, list) = call(&s, "GET", "/v1/templates", None, None).await;
+    assert!(list["templates"].as_array().unwrap().is_empty(), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_are_listed_newest_first_with_a_cursor() {
     let s = server(&[]).await;
     register(&s, CHAIN).await;

@@ -38,6 +38,9 @@ pub enum Command {
         /// Steps run at the same time, at most.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Let `shell` steps run any program (as `run --allow-shell`).
+        #[arg(long)]
+        allow_shell: bool,
     },
     /// Show a task (or, without an id, the latest tasks).
     Status {
@@ -260,4 +263,8 @@ pub struct RunArgs {
     /// Steps run at the same time, at most.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Let `shell` steps run any program (for a template you trust: it runs commands
+    /// as you).
+    #[arg(long)]
+    pub allow_shell: bool,
 }

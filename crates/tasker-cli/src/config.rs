@@ -27,6 +27,21 @@ pub struct Config {
     pub metrics: Metrics,
     pub memory: Memory,
     pub log: Log,
+    pub handlers: Handlers,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Handlers {
+    pub shell: Shell,
+}
+
+/// The built-in `shell` handler runs programs as this process's user: off unless
+/// `allow` lists the programs it may run.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shell {
+    pub allow: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -273,6 +288,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TASKER_MEMORY_SAMPLE_INTERVAL", "memory.sample_interval"),
     ("TASKER_LOG_FORMAT", "log.format"),
     ("TASKER_LOG_LEVEL", "log.level"),
+    ("TASKER_HANDLERS_SHELL_ALLOW", "handlers.shell.allow"),
 ];
 
 /// The variable naming the configuration file.
@@ -389,6 +405,7 @@ impl Config {
             "memory.sample_interval" => self.memory.sample_interval = duration()?,
             "log.format" => self.log.format = value.parse().map_err(bad)?,
             "log.level" => self.log.level = value.to_owned(),
+            "handlers.shell.allow" => self.handlers.shell.allow = list(),
             other => unreachable!("ENV_KEYS names {other}, which is not handled"),
         }
         Ok(())
@@ -451,6 +468,15 @@ impl Config {
     }
 
     /// The memory limits, when a high watermark is set; the low one defaults to 80 % of it.
+    /// The handlers of this process: the built-in ones, `shell` where it is allowed.
+    pub fn handlers(&self) -> tasker_engine::HandlerRegistry {
+        let builtins = tasker_engine::HandlerRegistry::with_builtins();
+        match &self.handlers.shell.allow {
+            allow if allow.is_empty() => builtins,
+            allow => builtins.with_shell(tasker_engine::ShellPolicy::Allow(allow.clone())),
+        }
+    }
+
     pub fn memory_limits(&self) -> Option<tasker_engine::pressure::MemoryLimits> {
         let high = self.memory.high_watermark?.0;
         let low = self.memory.low_watermark.map_or(high / 5 * 4, |l| l.0);

@@ -46,19 +46,23 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    // The long-running processes read the configuration; a bad one stops them here.
+    // The long-running processes read the configuration, and so do the commands that
+    // check templates against it (which `shell` programs it allows); a bad one stops
+    // them here.
     let config = match &args.command {
         cli::Command::Serve { .. }
         | cli::Command::Orchestrator { .. }
-        | cli::Command::Worker { .. } => {
-            match config::Config::load(args.config.as_deref(), std::env::vars()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("tasker: error: {e}");
-                    return ExitCode::from(2);
-                }
+        | cli::Command::Worker { .. }
+        | cli::Command::Submit { .. }
+        | cli::Command::Template {
+            command: cli::TemplateCommand::Register { .. },
+        } => match config::Config::load(args.config.as_deref(), std::env::vars()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tasker: error: {e}");
+                return ExitCode::from(2);
             }
-        }
+        },
         _ => config::Config::default(),
     };
     let format = match args.log_format.as_deref() {

@@ -424,6 +424,7 @@ fn a_second_engine_on_the_same_file_is_refused() {
 }
 
 /// Runs a template given as text; returns the exit code and the JSON report.
+/// `tasker run --allow-shell` of `yaml` on a memory database: exit code and JSON.
 fn run_yaml(yaml: &str, context: &str) -> (i32, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.yaml");
@@ -434,10 +435,28 @@ fn run_yaml(yaml: &str, context: &str) -> (i32, serde_json::Value) {
         "--db",
         ":memory:",
         "--json",
+        "--allow-shell",
         "--context",
         context,
     ]);
     (o.status.code().unwrap(), json(&o))
+}
+
+#[test]
+fn shell_steps_run_only_where_they_are_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    let yaml = "namespace: sh\nname: t\nversion: 1.0.0\nsteps:\n  - name: script\n    handler: shell\n    config: {command: [sh, -c, 'echo {}']}\n";
+    std::fs::write(&path, yaml).unwrap();
+    let path = path.to_str().unwrap();
+    let refused = run(&["run", path, "--db", ":memory:"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "tasker: error: step `script` uses the `shell` handler, which is not enabled here (handlers.shell.allow in the configuration)"
+    );
+    let allowed = run(&["run", path, "--db", ":memory:", "--allow-shell", "--json"]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", json(&allowed));
 }
 
 #[test]

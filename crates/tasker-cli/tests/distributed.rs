@@ -26,7 +26,9 @@ fn examples() -> PathBuf {
 
 fn tasker(url: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
-    c.env_remove("RUST_LOG").env("DATABASE_URL", url);
+    c.env_remove("RUST_LOG")
+        .env("DATABASE_URL", url)
+        .env("TASKER_HANDLERS_SHELL_ALLOW", "sh");
     c
 }
 

@@ -9,6 +9,12 @@
 //! | `fail`  | an error with `config.message`, permanent unless `config.retryable` is true |
 //! | `sleep` | waits `config.ms`, then `{"slept_ms": ms}` |
 //! | `shell` | runs `config.command` (an argv list, no shell) with the step's [`ExecutionMessage`](tasker_core::message::ExecutionMessage) as JSON on stdin; stdout (JSON) is the result; exit 0 = success, 75 = retryable, other = permanent |
+//!
+//! `shell` runs programs as the process's user, so it is registered only where the
+//! process enables it with a [`ShellPolicy`] ([`HandlerRegistry::with_shell`]): a
+//! template that can reach a server must not be a way to run commands on its host. The
+//! child gets an empty environment plus `config.env`, runs in a process group of its
+//! own, and the whole group is killed when the step ends or times out.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -19,6 +25,7 @@ use serde_json::{Number, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tasker_core::message::EncodeBuffer;
+use tasker_core::template::TaskTemplate;
 
 use crate::handler::*;
 
@@ -37,9 +44,64 @@ impl HandlerRegistry {
             .register("sum", FnHandler(sum))
             .register("flaky", FnHandler(flaky))
             .register("fail", FnHandler(fail))
-            .register("sleep", Sleep)
-            .register("shell", Shell);
+            .register("sleep", Sleep);
         r
+    }
+
+    /// Registers the `shell` handler, running only what `policy` permits.
+    pub fn with_shell(mut self, policy: ShellPolicy) -> Self {
+        self.register("shell", Shell(policy.clone()));
+        self.shell = Some(policy);
+        self
+    }
+
+    /// Checks the template's `shell` steps against this registry: each needs the
+    /// handler enabled, a `config.command` and a program the policy permits. The error
+    /// names the step and the rule.
+    pub fn check_template(&self, template: &TaskTemplate) -> Result<(), String> {
+        for step in template.steps.iter().filter(|s| s.handler == "shell") {
+            let Some(policy) = &self.shell else {
+                return Err(format!(
+                    "step `{}` uses the `shell` handler, which is not enabled here (handlers.shell.allow in the configuration)",
+                    step.name
+                ));
+            };
+            let command: ShellConfig = serde_json::from_value(step.config.clone())
+                .map_err(|e| format!("step `{}`: shell config: {e}", step.name))?;
+            policy
+                .check(&command.command)
+                .map_err(|why| format!("step `{}`: {why}", step.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// Which programs the `shell` handler may run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShellPolicy {
+    /// These programs, as a step's `command[0]` names them (use absolute paths).
+    Allow(Vec<String>),
+    /// Any program: `tasker run --allow-shell` of a file the user trusts.
+    Any,
+}
+
+impl ShellPolicy {
+    fn check(&self, command: &[String]) -> Result<(), String> {
+        let Some(program) = command.first() else {
+            return Err("shell: config.command is an empty list".into());
+        };
+        match self {
+            ShellPolicy::Any => Ok(()),
+            ShellPolicy::Allow(allowed) if allowed.contains(program) => Ok(()),
+            ShellPolicy::Allow(allowed) => Err(format!(
+                "shell: `{program}` is not in handlers.shell.allow ({})",
+                if allowed.is_empty() {
+                    "empty".to_owned()
+                } else {
+                    allowed.join(", ")
+                }
+            )),
+        }
     }
 }
 
@@ -129,11 +191,27 @@ impl Handler for Sleep {
     }
 }
 
-struct Shell;
+struct Shell(ShellPolicy);
 
 #[derive(Deserialize)]
 struct ShellConfig {
     command: Vec<String>,
+    /// The child's whole environment.
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+}
+
+/// Kills a process group when dropped: the command and whatever it started.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // The group outlives its leader while any member runs; once empty, its id is
+        // not reused while this still refers to it, and the call fails harmlessly.
+        unsafe {
+            libc::kill(-(self.0 as libc::pid_t), libc::SIGKILL);
+        }
+    }
 }
 
 /// The most of a failing command's stderr kept in the step's error.
@@ -143,15 +221,15 @@ impl Handler for Shell {
     fn call<'a>(&'a self, step: &'a StepContext) -> HandlerFuture<'a> {
         Box::pin(async move {
             let c: ShellConfig = step.config_as()?;
-            let Some((program, args)) = c.command.split_first() else {
-                return Err(HandlerError::permanent(
-                    "shell: config.command is an empty list",
-                ));
-            };
+            self.0.check(&c.command).map_err(HandlerError::permanent)?;
+            let (program, args) = c.command.split_first().expect("checked: not empty");
             let mut buffer = EncodeBuffer::default();
             let input = buffer.encode(&step.message());
             let mut child = tokio::process::Command::new(program)
                 .args(args)
+                .env_clear()
+                .envs(&c.env)
+                .process_group(0)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -160,6 +238,7 @@ impl Handler for Shell {
                 .map_err(|e| {
                     HandlerError::permanent(format!("shell: cannot run `{program}`: {e}"))
                 })?;
+            let _group = child.id().map(Group);
             let mut stdin = child.stdin.take().expect("stdin is piped");
             let mut stdout = child.stdout.take().expect("stdout is piped");
             let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -214,4 +293,128 @@ fn tail(s: &str, max: usize) -> &str {
         start += 1;
     }
     &s[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasker_core::id::{StepId, TaskId};
+    use tasker_core::store::StepExecution;
+    use tasker_core::template::parse_template;
+
+    fn shell_step(config: &str, timeout: Duration) -> StepContext {
+        StepContext::new(StepExecution {
+            task_id: TaskId::new(),
+            step_id: StepId::new(),
+            attempt: 1,
+            namespace: "ns".into(),
+            task_name: "task".into(),
+            task_version: "1.0.0".into(),
+            step_name: "script".into(),
+            handler: "shell".into(),
+            config: RawValue::from_string(config.into()).unwrap(),
+            context: RawValue::from_string("{}".into()).unwrap(),
+            parents: Vec::new(),
+            retry: tasker_core::backoff::RetryPolicy::default(),
+            timeout,
+        })
+    }
+
+    fn template(command: &str) -> TaskTemplate {
+        let yaml = format!(
+            "namespace: ns\nname: t\nversion: 1.0.0\nsteps:\n  - {{name: first, handler: noop}}\n  - {{name: script, handler: shell, config: {{command: {command}}}}}\n"
+        );
+        parse_template(&yaml, "t.yaml").unwrap()
+    }
+
+    #[test]
+    fn shell_steps_need_the_handler_enabled_and_the_program_allowed() {
+        let t = template("[/bin/echo, '{}']");
+        assert_eq!(
+            HandlerRegistry::with_builtins().check_template(&t),
+            Err("step `script` uses the `shell` handler, which is not enabled here (handlers.shell.allow in the configuration)".into())
+        );
+        let allowed = HandlerRegistry::with_builtins()
+            .with_shell(ShellPolicy::Allow(vec!["/bin/echo".into()]));
+        assert_eq!(allowed.check_template(&t), Ok(()));
+        assert_eq!(
+            allowed.check_template(&template("[sh, -c, 'id']")),
+            Err("step `script`: shell: `sh` is not in handlers.shell.allow (/bin/echo)".into())
+        );
+        assert_eq!(
+            allowed.check_template(&template("[]")),
+            Err("step `script`: shell: config.command is an empty list".into())
+        );
+        let any = HandlerRegistry::with_builtins().with_shell(ShellPolicy::Any);
+        assert_eq!(any.check_template(&template("[sh, -c, 'id']")), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_program_outside_the_allowlist_does_not_run() {
+        let shell = Shell(ShellPolicy::Allow(vec!["/bin/echo".into()]));
+        let step = shell_step(
+            r#"{"command": ["sh", "-c", "echo {}"]}"#,
+            Duration::from_secs(5),
+        );
+        let err = shell.call(&step).await.unwrap_err();
+        assert!(!err.retryable);
+        assert_eq!(
+            err.message,
+            "shell: `sh` is not in handlers.shell.allow (/bin/echo)"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_child_sees_only_the_environment_its_config_names() {
+        assert!(
+            std::env::var("CARGO_MANIFEST_DIR").is_ok(),
+            "cargo sets it for tests"
+        );
+        let script = r#"printf '{"manifest":"%s","home":"%s","given":"%s"}' "$CARGO_MANIFEST_DIR" "$HOME" "$GIVEN""#;
+        let config = serde_json::json!({"command": ["sh", "-c", script], "env": {"GIVEN": "yes"}});
+        let step = shell_step(&config.to_string(), Duration::from_secs(5));
+        let out = Shell(ShellPolicy::Any).call(&step).await.unwrap();
+        assert_eq!(out.get(), r#"{"manifest":"","home":"","given":"yes"}"#);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_command_takes_its_children_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let config = serde_json::json!({"command": ["sh", "-c", script]});
+        let step = shell_step(&config.to_string(), Duration::from_secs(5));
+        let shell = Shell(ShellPolicy::Any);
+        let mut call = shell.call(&step);
+        // Run until the grandchild exists, then drop the call as a timeout does.
+        let pid = loop {
+            tokio::select! {
+                _ = &mut call => panic!("the command finished"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if let Ok(text) = std::fs::read_to_string(&pid_file)
+                && let Ok(pid) = text.trim().parse::<u32>()
+            {
+                break pid;
+            }
+        };
+        assert!(alive(pid), "the grandchild runs");
+        drop(call);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !alive(pid),
+            "the grandchild {pid} was killed with its group"
+        );
+    }
+
+    /// Running, or stopped: not gone and not a zombie.
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+    }
 }

@@ -174,6 +174,8 @@ pub struct HandlerRegistry {
     /// Takes every name no handler is registered under: the bridge to a registry kept
     /// in another language, which reports unknown names itself.
     fallback: Option<Arc<dyn Handler>>,
+    /// What `shell` may run, when it is registered.
+    pub(crate) shell: Option<crate::builtin::ShellPolicy>,
 }
 
 impl HandlerRegistry {

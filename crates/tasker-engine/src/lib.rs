@@ -53,14 +53,14 @@ use tasker_core::event::{Event, EventBus, EventKind, RecvError};
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::TASK_QUEUE;
 use tasker_core::store::{
-    Store, StoreError, TaskCreateParams, TaskCreated, TaskDetail, TaskProgress,
+    Registration, Store, StoreError, TaskCreateParams, TaskCreated, TaskDetail, TaskProgress,
 };
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use builtin::SHELL_RETRY_EXIT;
+pub use builtin::{SHELL_RETRY_EXIT, ShellPolicy};
 pub use consumer::Queues;
 pub use handler::{
     FnHandler, Handler, HandlerError, HandlerFuture, HandlerRegistry, HandlerResult, StepContext,
@@ -76,6 +76,9 @@ pub enum EngineError {
     ContextNotObject(&'static str),
     #[error(transparent)]
     Context(#[from] ContextError),
+    /// The template breaks a rule of this process (a `shell` step it does not permit).
+    #[error("{0}")]
+    Template(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -233,6 +236,16 @@ impl<S: Store> Engine<S> {
         *self.shared.paused.borrow()
     }
 
+    /// Registers the template after checking it against this process's rules (see
+    /// [`HandlerRegistry::check_template`]).
+    pub async fn register(&self, template: &TaskTemplate) -> Result<Registration, EngineError> {
+        self.shared
+            .handlers
+            .check_template(template)
+            .map_err(EngineError::Template)?;
+        Ok(self.shared.store.template_register(template).await?)
+    }
+
     /// Validates `context` (JSON text) against the template, registers the template if
     /// it is new, and creates the task. The same `idempotency_key` returns the same task.
     pub async fn submit(
@@ -257,7 +270,7 @@ impl<S: Store> Engine<S> {
             .expect("registry lock")
             .contains(&definition);
         if !known {
-            self.shared.store.template_register(template).await?;
+            self.register(template).await?;
             self.shared
                 .registered
                 .lock()

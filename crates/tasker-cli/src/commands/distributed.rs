@@ -35,6 +35,7 @@ async fn serve(
     url: &str,
     connections: u32,
     config: EngineConfig,
+    handlers: HandlerRegistry,
     role: &str,
     metrics_addr: Option<&str>,
 ) -> Result<Outcome, CliError> {
@@ -47,7 +48,7 @@ async fn serve(
         None => None,
     };
     let store = Arc::new(connect_postgres(url, connections).await?);
-    let engine = Engine::new(store.clone(), HandlerRegistry::with_builtins(), config);
+    let engine = Engine::new(store.clone(), handlers, config);
     let running = engine.start();
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some(listener) = metrics {
@@ -94,6 +95,7 @@ pub async fn orchestrator(
         &url,
         pool,
         engine,
+        config.handlers(),
         "orchestrator",
         metrics_addr(metrics, config),
     )
@@ -142,6 +144,7 @@ pub async fn worker(args: WorkerArgs<'_>, config: &Config) -> Result<Outcome, Cl
         &url,
         pool,
         engine,
+        config.handlers(),
         "worker",
         metrics_addr(args.metrics, config),
     )

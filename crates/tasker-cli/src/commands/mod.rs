@@ -141,7 +141,11 @@ pub async fn dispatch(
     match command {
         Command::Validate { paths } => validate::validate(&paths),
         Command::Run(args) => run::run(args).await,
-        Command::Resume { db, concurrency } => run::resume(&db.db, concurrency).await,
+        Command::Resume {
+            db,
+            concurrency,
+            allow_shell,
+        } => run::resume(&db.db, concurrency, allow_shell).await,
         Command::Status {
             task_id,
             store,
@@ -162,8 +166,9 @@ pub async fn dispatch(
             let template = load_one(&template)?;
             let context = read_context(&context)?;
             let key = idempotency_key.as_deref();
+            let handlers = config.handlers();
             with_store!(&store, true, |s| operate::submit(
-                s, &template, &context, key
+                s, &template, &context, key, &handlers
             ))
         }
         Command::Wait {
@@ -198,7 +203,10 @@ pub async fn dispatch(
         )),
         Command::Template {
             command: TemplateCommand::Register { paths, store },
-        } => with_store!(&store, true, |s| operate::register(&s, &paths)),
+        } => {
+            let handlers = config.handlers();
+            with_store!(&store, true, |s| operate::register(&s, &paths, &handlers))
+        }
         Command::Migrate { store } => distributed::migrate(&store).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Orchestrator { store, metrics } => {

@@ -35,18 +35,21 @@ fn store_error(e: StoreError) -> CliError {
     }
 }
 
+/// Submits through an engine that runs nothing; `handlers` are what the template is
+/// checked against.
 pub async fn submit<S: Store>(
     store: S,
     template: &TaskTemplate,
     context: &str,
     idempotency_key: Option<&str>,
+    handlers: &HandlerRegistry,
 ) -> Result<Outcome, CliError> {
     let config = EngineConfig {
         orchestrator: false,
         worker: None,
         ..EngineConfig::embedded()
     };
-    let engine = Engine::new(Arc::new(store), HandlerRegistry::new(), config);
+    let engine = Engine::new(Arc::new(store), handlers.clone(), config);
     let created = engine
         .submit(template, context, idempotency_key)
         .await
@@ -148,10 +151,19 @@ pub async fn prune<S: Store>(
     Ok(Outcome::Success)
 }
 
-pub async fn register<S: Store>(store: &S, paths: &[PathBuf]) -> Result<Outcome, CliError> {
+/// Registers the templates of `paths`, each checked against `handlers` first (a
+/// `shell` step must be one this configuration permits).
+pub async fn register<S: Store>(
+    store: &S,
+    paths: &[PathBuf],
+    handlers: &HandlerRegistry,
+) -> Result<Outcome, CliError> {
     let mut templates = Vec::new();
     for path in paths {
         templates.extend(tasker_core::template::load_path(path).map_err(CliError::bad)?);
+    }
+    for t in &templates {
+        handlers.check_template(t).map_err(CliError::BadInput)?;
     }
     for t in &templates {
         match store.template_register(t).await.map_err(store_error)? {

@@ -6,7 +6,9 @@ use tasker_core::StepState;
 use tasker_core::TaskState;
 use tasker_core::id::TaskId;
 use tasker_core::store::Store;
-use tasker_engine::{Engine, EngineConfig, EngineError, HandlerRegistry, Queues, WorkerConfig};
+use tasker_engine::{
+    Engine, EngineConfig, EngineError, HandlerRegistry, Queues, ShellPolicy, WorkerConfig,
+};
 use tasker_store::sqlite::SqliteStore;
 
 use super::{ProgressLine, load_one, open_sqlite, read_context, stop_requested};
@@ -18,7 +20,8 @@ async fn open(db: &str) -> Result<Arc<SqliteStore>, CliError> {
     open_sqlite(db).await.map(Arc::new)
 }
 
-fn embedded(store: Arc<SqliteStore>, concurrency: usize) -> Engine<SqliteStore> {
+/// The embedded engine; `allow_shell` lets `shell` steps run any program.
+fn embedded(store: Arc<SqliteStore>, concurrency: usize, allow_shell: bool) -> Engine<SqliteStore> {
     let config = EngineConfig {
         worker: Some(WorkerConfig {
             queues: Queues::All,
@@ -26,14 +29,18 @@ fn embedded(store: Arc<SqliteStore>, concurrency: usize) -> Engine<SqliteStore> 
         }),
         ..EngineConfig::embedded()
     };
-    Engine::new(store, HandlerRegistry::with_builtins(), config)
+    let mut handlers = HandlerRegistry::with_builtins();
+    if allow_shell {
+        handlers = handlers.with_shell(ShellPolicy::Any);
+    }
+    Engine::new(store, handlers, config)
 }
 
 pub async fn run(args: RunArgs) -> Result<Outcome, CliError> {
     let template = load_one(&args.template)?;
     let context = read_context(&args.context)?;
     let store = open(&args.db.db).await?;
-    let engine = embedded(store, args.concurrency);
+    let engine = embedded(store, args.concurrency, args.allow_shell);
     let running = engine.start();
     let task = match engine.submit(&template, &context, None).await {
         Ok(t) => t,
@@ -91,7 +98,7 @@ async fn follow(
     waited.transpose().map_err(CliError::failed)
 }
 
-pub async fn resume(db: &str, concurrency: usize) -> Result<Outcome, CliError> {
+pub async fn resume(db: &str, concurrency: usize, allow_shell: bool) -> Result<Outcome, CliError> {
     if db != ":memory:" && !std::path::Path::new(db).exists() {
         return Err(CliError::BadInput(format!("no database file {db}")));
     }
@@ -105,7 +112,7 @@ pub async fn resume(db: &str, concurrency: usize) -> Result<Outcome, CliError> {
         return Ok(Outcome::Success);
     }
     eprintln!("resuming {} unfinished task(s) in {db}", unfinished.len());
-    let engine = embedded(store, concurrency);
+    let engine = embedded(store, concurrency, allow_shell);
     let running = engine.start();
     let mut all_complete = true;
     for id in unfinished {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tasker_api::ApiConfig;
 use tasker_core::store::Store;
-use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
+use tasker_engine::{Engine, EngineConfig, Queues, WorkerConfig};
 
 use super::{Backend, connect_postgres, redact, stop_requested};
 use crate::cli::StoreArgs;
@@ -44,11 +44,7 @@ pub async fn serve(
                 }),
                 ..engine_config
             };
-            let engine = Engine::new(
-                Arc::new(store),
-                HandlerRegistry::with_builtins(),
-                engine_config,
-            );
+            let engine = Engine::new(Arc::new(store), config.handlers(), engine_config);
             run(engine, addr, api, &format!("sqlite {path}")).await
         }
         Backend::Postgres(url) => {
@@ -59,11 +55,7 @@ pub async fn serve(
                 worker: None,
                 ..engine_config
             };
-            let engine = Engine::new(
-                Arc::new(store),
-                HandlerRegistry::with_builtins(),
-                engine_config,
-            );
+            let engine = Engine::new(Arc::new(store), config.handlers(), engine_config);
             run(engine, addr, api, &redact(&url)).await
         }
     }
