@@ -21,8 +21,9 @@ pub async fn require_token<S>(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::as_bytes);
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().as_bytes());
     let accepted = presented.is_some_and(|p| {
         // Every token is compared, each in constant time, so timing tells nothing.
         state

@@ -1,34 +1,76 @@
-//! Request bodies read with the API's own errors: malformed JSON is a 400
-//! `invalid_json`, a body over the limit a 413 `payload_too_large`.
+//! Request bodies read with the API's own errors: a body must declare its media type
+//! (415 `unsupported_media_type` otherwise: a form or `text/plain` is what a foreign web
+//! page can send without asking), malformed JSON is a 400 `invalid_json`, a body over
+//! the limit a 413 `payload_too_large`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// The raw body, within the configured limit.
-pub struct Body(pub Bytes);
+/// The media types a JSON body may declare.
+const JSON: &[&str] = &["application/json"];
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+/// A template: JSON or YAML.
+const TEMPLATE: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+    "text/x-yaml",
+];
+
+pub(crate) fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than the server's limit (api.body_limit)",
+    )
+}
+
+/// Refuses a body whose `Content-Type` (without its parameters) is not one of `accepted`.
+fn check_type(req: &Request, accepted: &[&str]) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim());
+    match declared {
+        Some(t) if accepted.iter().any(|a| a.eq_ignore_ascii_case(t)) => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "the body must be sent as {} (Content-Type: {})",
+                accepted.join(" or "),
+                other.unwrap_or("none")
+            ),
+        )),
+    }
+}
+
+async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::bad_request("invalid_body", rejection.body_text())
+        }
+    })
+}
+
+/// A template's text, within the configured limit.
+pub struct TemplateBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for TemplateBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state)
-            .await
-            .map(Body)
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "the request body is larger than the server's limit (api.body_limit)",
-                    )
-                } else {
-                    ApiError::bad_request("invalid_body", rejection.body_text())
-                }
-            })
+        check_type(&req, TEMPLATE)?;
+        bytes(req, state).await.map(TemplateBody)
     }
 }
 
@@ -39,7 +81,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Body(bytes) = Body::from_request(req, state).await?;
+        check_type(&req, JSON)?;
+        let bytes = bytes(req, state).await?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             let code = if e.is_syntax() || e.is_eof() {
                 "invalid_json"

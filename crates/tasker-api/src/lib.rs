@@ -9,6 +9,7 @@
 mod allocator;
 mod auth;
 mod body;
+mod edge;
 mod error;
 mod probes;
 mod tasks;
@@ -57,21 +58,28 @@ pub struct ApiConfig {
     pub tokens: Vec<String>,
     /// Request bodies above this many bytes are refused with 413.
     pub body_limit: usize,
+    /// Without tokens, answer requests for any host name, not only loopback ones (the
+    /// operator chose to serve without authentication on a non-loopback address).
+    pub any_host: bool,
 }
 
 pub struct AppState<S> {
     engine: Engine<S>,
     tokens: Arc<[String]>,
+    body_limit: usize,
+    any_host: bool,
     /// Registered templates parsed once, by `namespace/name@version`: versions are
     /// immutable, so a parsed one never goes stale.
     templates: Arc<Mutex<HashMap<String, Arc<TaskTemplate>>>>,
 }
 
 impl<S> AppState<S> {
-    fn new(engine: Engine<S>, tokens: Vec<String>) -> Self {
+    fn new(engine: Engine<S>, config: ApiConfig) -> Self {
         Self {
             engine,
-            tokens: tokens.into(),
+            tokens: config.tokens.into(),
+            body_limit: config.body_limit,
+            any_host: config.any_host,
             templates: Arc::default(),
         }
     }
@@ -82,6 +90,8 @@ impl<S> Clone for AppState<S> {
         Self {
             engine: self.engine.clone(),
             tokens: self.tokens.clone(),
+            body_limit: self.body_limit,
+            any_host: self.any_host,
             templates: self.templates.clone(),
         }
     }
@@ -89,7 +99,8 @@ impl<S> Clone for AppState<S> {
 
 /// The whole API.
 pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
-    let state = AppState::new(engine, config.tokens);
+    let body_limit = config.body_limit;
+    let state = AppState::new(engine, config);
     let v1 = Router::new()
         .route("/v1/tasks", post(tasks::create::<S>).get(tasks::list::<S>))
         .route("/v1/tasks/{id}", get(tasks::get::<S>))
@@ -110,14 +121,24 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::guard::<S>,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
 /// `/health`, `/ready` and `/metrics` alone, for orchestrator and worker processes.
 pub fn probes_router<S: Store>(engine: Engine<S>) -> Router {
-    let state = AppState::new(engine, Vec::new());
-    probes().fallback(no_route).with_state(state)
+    let config = ApiConfig {
+        tokens: Vec::new(),
+        body_limit: 0,
+        any_host: true,
+    };
+    probes()
+        .fallback(no_route)
+        .with_state(AppState::new(engine, config))
 }
 
 fn probes<S: Store>() -> Router<AppState<S>> {

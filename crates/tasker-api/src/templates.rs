@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use tasker_core::store::{Registration, Store};
 use tasker_core::template::parse_template;
 
-use crate::body::Body;
+use crate::body::TemplateBody;
 use crate::error::ApiError;
 use crate::{AppState, json};
 
@@ -52,7 +52,7 @@ struct Registered {
 /// content is registered already, 409 when the version holds different content.
 pub async fn register<S: Store>(
     State(state): State<AppState<S>>,
-    Body(body): Body,
+    TemplateBody(body): TemplateBody,
 ) -> Result<Response, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_template", "the template is not UTF-8 text"))?;

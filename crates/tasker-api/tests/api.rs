@@ -31,6 +31,7 @@ async fn server(tokens: &[&str]) -> Server {
     let config = ApiConfig {
         tokens: tokens.iter().map(|t| t.to_string()).collect(),
         body_limit: 64 * 1024,
+        any_host: false,
     };
     Server {
         router: router(engine, config),
@@ -38,7 +39,8 @@ async fn server(tokens: &[&str]) -> Server {
     }
 }
 
-/// (status, JSON body — or the text as a JSON string when it is not JSON).
+/// (status, JSON body — or the text as a JSON string when it is not JSON). A body is
+/// sent as YAML to `/v1/templates`, as JSON elsewhere.
 async fn call(
     s: &Server,
     method: &str,
@@ -46,11 +48,35 @@ async fn call(
     body: Option<&str>,
     token: Option<&str>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
+    let mut headers = Vec::new();
     if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+        headers.push(("authorization", format!("Bearer {t}")));
     }
-    let req = req.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
+    if body.is_some() {
+        let media = if uri == "/v1/templates" {
+            "application/yaml"
+        } else {
+            "application/json"
+        };
+        headers.push(("content-type", media.to_owned()));
+    }
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    send(s, method, uri, &headers, body.unwrap_or("")).await
+}
+
+/// A request with exactly these headers: (status, JSON body or text).
+async fn send(
+    s: &Server,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Body::from(body.to_owned())).unwrap();
     let response = s.router.clone().oneshot(req).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -276,6 +302,116 @@ async fn bad_input_gets_a_stable_code() {
         (status, error["code"].as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_origins_and_undeclared_bodies_are_refused() {
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    let task = r#"{"namespace": "api", "name": "chain"}"#;
+    let json = ("content-type", "application/json");
+    // What a foreign page can send without asking: a form, or text.
+    for media in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let (status, error) = send(&s, "POST", "/v1/tasks", &[("content-type", media)], task).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("unsupported_media_type")
+            ),
+            "{media}"
+        );
+    }
+    let (status, _) = send(&s, "POST", "/v1/tasks", &[], task).await;
+    assert_eq!(
+        status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "no content type"
+    );
+    let (status, _) = send(
+        &s,
+        "POST",
+        "/v1/tasks",
+        &[json, ("host", "127.0.0.1:8080")],
+        task,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "same origin, JSON");
+    let refused: &[&[(&str, &str)]] = &[
+        // Cross-site request forgery: a page elsewhere posts to the loopback server.
+        &[
+            json,
+            ("host", "127.0.0.1:8080"),
+            ("origin", "https://evil.example"),
+        ],
+        &[json, ("host", "localhost:8080"), ("origin", "null")],
+        // DNS rebinding: the attacker's name resolves to 127.0.0.1.
+        &[
+            json,
+            ("host", "evil.example:8080"),
+            ("origin", "http://evil.example:8080"),
+        ],
+        &[json, ("host", "evil.example:8080")],
+    ];
+    for headers in refused {
+        let (status, error) = send(&s, "POST", "/v1/tasks", headers, task).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden_origin")),
+            "{headers:?}"
+        );
+    }
+    let own = [
+        json,
+        ("host", "localhost:8080"),
+        ("origin", "http://localhost:8080"),
+    ];
+    let (status, _) = send(&s, "POST", "/v1/tasks", &own, task).await;
+    assert_eq!(status, StatusCode::CREATED, "the server's own page");
+    // A declared body over the limit is refused before it is read.
+    let (status, error) = send(
+        &s,
+        "POST",
+        "/v1/tasks",
+        &[
+            json,
+            ("content-length", "10000000"),
+            ("expect", "100-continue"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_any_host_may_call_and_the_scheme_is_case_insensitive() {
+    let s = server(&["s3cret"]).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} s3cret");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("host", "tasker.internal:8080"),
+        ];
+        let (status, _) = send(&s, "GET", "/v1/tasks", &headers, "").await;
+        assert_eq!(status, StatusCode::OK, "{scheme}");
+    }
+    let (status, _) = send(
+        &s,
+        "GET",
+        "/v1/tasks",
+        &[("authorization", "Basic s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,7 @@ fn api() -> ApiConfig {
     ApiConfig {
         tokens: Vec::new(),
         body_limit: 1 << 20,
+        any_host: false,
     }
 }
 

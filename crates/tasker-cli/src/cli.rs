@@ -151,6 +151,10 @@ pub enum Command {
         /// The address to listen on (api.listen, 127.0.0.1:8080); port 0 picks one.
         #[arg(long)]
         listen: Option<String>,
+        /// Serve without API tokens on a non-loopback address: anyone who reaches it
+        /// may submit, cancel and register templates.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Inspect the configuration.
     Config {

@@ -227,3 +227,44 @@ pub fn poll(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn serve_without_tokens_stays_on_loopback_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let refused = tasker()
+        .args(["serve", "--db", db, "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("refusing to serve on 0.0.0.0:0 without API tokens"),
+        "{err}"
+    );
+    let mut open = tasker()
+        .args([
+            "serve",
+            "--db",
+            db,
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-no-auth",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, log) = address(&mut open, "listening on");
+    assert!(
+        log.text()
+            .contains("without API tokens on a non-loopback address")
+    );
+    let port = addr.rsplit(':').next().unwrap();
+    assert_eq!(
+        http(&format!("127.0.0.1:{port}"), "GET", "/v1/tasks", "", None).0,
+        200
+    );
+    assert_eq!(terminate(&mut open), Some(0));
+}

@@ -231,7 +231,11 @@ pub async fn dispatch(
             };
             distributed::worker(args, config).await
         }
-        Command::Serve { store, listen } => serve::serve(&store, listen, config).await,
+        Command::Serve {
+            store,
+            listen,
+            insecure_no_auth,
+        } => serve::serve(&store, listen, insecure_no_auth, config).await,
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {

@@ -17,15 +17,26 @@ use crate::{CliError, Outcome};
 pub async fn serve(
     store: &StoreArgs,
     listen: Option<String>,
+    insecure_no_auth: bool,
     config: &Config,
 ) -> Result<Outcome, CliError> {
     let listen = listen.unwrap_or_else(|| config.api.listen.clone());
     let addr: SocketAddr = listen
         .parse()
         .map_err(|e| CliError::BadInput(format!("--listen `{listen}`: {e}")))?;
+    let open = config.api.tokens.is_empty();
+    if open && !addr.ip().is_loopback() {
+        if !insecure_no_auth {
+            return Err(CliError::BadInput(format!(
+                "refusing to serve on {addr} without API tokens (api.tokens): anyone who reaches it could submit and cancel work; set tokens, listen on 127.0.0.1, or pass --insecure-no-auth"
+            )));
+        }
+        tracing::warn!(%addr, "serving without API tokens on a non-loopback address (--insecure-no-auth)");
+    }
     let api = ApiConfig {
         tokens: config.api.tokens.clone(),
         body_limit: usize::try_from(config.api.body_limit.0).unwrap_or(usize::MAX),
+        any_host: insecure_no_auth,
     };
     let engine_config = EngineConfig {
         poll_interval: config.engine.poll_interval,
