@@ -138,7 +138,9 @@ pub struct StepStartParams<'a> {
 pub enum StepStart {
     /// Run the handler with this.
     Run(Box<StepExecution>),
-    /// Nothing to run (the step was cancelled, or already done); the message is gone.
+    /// Nothing to run: the step was cancelled or is done (its message is gone), or
+    /// another claim or an operator changed it as this one read it (its message shows
+    /// again after the read's visibility, and is settled then).
     Skipped { state: StepState },
     /// The message came back more often than the step's attempts allow: it is in the
     /// dead letters and the step in error.

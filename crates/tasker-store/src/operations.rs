@@ -395,6 +395,9 @@ async fn claim_steps<P: Primitives>(
     if !gone.is_empty() {
         p.queue_delete(queue, &gone).await?;
     }
+    // In step id order: the order in which every transaction that locks several steps
+    // of a task takes them, so a claim and an operator's action never deadlock.
+    begin.sort_unstable_by_key(|&(i, ..)| messages[i].1);
     if !begin.is_empty() {
         let reasons: Vec<String> = begin
             .iter()
@@ -423,19 +426,23 @@ async fn claim_steps<P: Primitives>(
             };
             attempts.push((m, step.attempts));
         }
-        // The compare-and-set on the attempt count settles a race between two readers.
-        if p.steps_begin_attempt(&attempts).await? != attempts.len() as u64 {
-            return Err(StoreError::Conflict(
-                "a step of the claim changed while it was claimed".into(),
-            ));
-        }
+        // The compare-and-set on the state and attempt count settles a race with another
+        // reader or an operator (a step cancelled meanwhile): a step it did not start
+        // is left alone, its message to show again after the read's visibility.
+        let started = p.steps_begin_attempt(&attempts).await?;
+        begin.retain(|&(i, step, _)| {
+            let won = started.contains(&messages[i].1);
+            if !won {
+                starts[i] = Some(StepStart::Skipped { state: step.state });
+            }
+            won
+        });
         let hidden: Vec<(i64, Duration)> = begin
             .iter()
             .map(|&(i, step, _)| (messages[i].0, step.timeout + grace))
             .collect();
         p.queue_set_vt(queue, &hidden).await?;
-        let claimed: Vec<StepId> = begin.iter().map(|&(i, ..)| messages[i].1).collect();
-        for exec in p.steps_execution(&claimed).await? {
+        for exec in p.steps_execution(&started).await? {
             if let Some(&(i, ..)) = begin.iter().find(|&&(i, ..)| messages[i].1 == exec.step_id) {
                 starts[i] = Some(StepStart::Run(Box::new(exec)));
             }

@@ -166,7 +166,9 @@ pub(crate) trait Primitives {
     /// Moves each task of `moves`, recording why.
     fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> impl Future<Output = StoreResult<u64>>;
 
-    /// The task's steps in position order (for operator actions on a whole task).
+    /// The task's steps in position order, locked (after the task) in id order, the
+    /// order claims change them in: for operator actions on a whole task, which then
+    /// see no step change under them.
     fn steps_of_task(
         &mut self,
         task_id: TaskId,
@@ -206,11 +208,11 @@ pub(crate) trait Primitives {
     fn step_move(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>>;
 
     /// Starts, for each (move, attempts), attempt `attempts + 1` (also a compare-and-set
-    /// on `attempts`), started now.
+    /// on `attempts`), started now, in the order given. Returns the steps it started.
     fn steps_begin_attempt(
         &mut self,
         attempts: &[(Move<'_>, u32)],
-    ) -> impl Future<Output = StoreResult<u64>>;
+    ) -> impl Future<Output = StoreResult<Vec<StepId>>>;
 
     /// Ends attempts (or resolves steps): results, error, completed now; returns the
     /// rows changed.

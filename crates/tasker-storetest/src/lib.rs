@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
             concurrency_limit_is_respected,
             many_tasks_complete_each_step_once,
             an_orchestrator_prunes_tasks_past_their_retention,
+            cancel_succeeds_while_workers_are_busy,
         ]);
     };
     (@cases $fresh:path, $module:ident: [$($case:ident),* $(,)?]) => {

@@ -339,6 +339,53 @@ pub async fn cancellation_stops_a_running_task<S: Store>(store: Arc<S>) {
     );
 }
 
+/// Cancelling while workers claim and finish the task's steps: every cancel succeeds,
+/// and no step of a cancelled task runs to completion after it.
+pub async fn cancel_succeeds_while_workers_are_busy<S: Store>(store: Arc<S>) {
+    let leaves: String = (0..200)
+        .map(|i| format!("  - {{name: leaf{i}, handler: noop, depends_on: [root]}}\n"))
+        .collect();
+    let yaml = format!(
+        "namespace: conf\nname: busy\nversion: 1.0.0\nsteps:\n  - {{name: root, handler: noop}}\n{leaves}"
+    );
+    let t = template(&yaml);
+    let engine = engine(store.clone(), 8, no_extra);
+    let running = engine.start();
+    let mut events = engine.events().subscribe();
+    for _ in 0..5 {
+        let task = engine.submit(&t, "{}", None).await.unwrap().task_id;
+        let mut completed = 0;
+        while completed < 20 {
+            match events.recv().await {
+                Ok(e)
+                    if e.task_id == Some(task)
+                        && e.kind == tasker_core::event::EventKind::StepCompleted =>
+                {
+                    completed += 1
+                }
+                _ => {}
+            }
+        }
+        let state = store.task_cancel(task, "operator cancelled").await;
+        assert!(matches!(state, Ok(TaskState::Cancelled)), "{state:?}");
+        let cancelled = store.task_get(task).await.unwrap();
+        let done = cancelled
+            .steps
+            .iter()
+            .filter(|s| s.state == StepState::Complete)
+            .count();
+        let detail = engine.wait(task, |_| {}).await.unwrap();
+        assert_eq!(detail.task.state, TaskState::Cancelled);
+        let later = detail
+            .steps
+            .iter()
+            .filter(|s| s.state == StepState::Complete)
+            .count();
+        assert_eq!(later, done, "no step completes after the cancel");
+    }
+    running.shutdown().await;
+}
+
 pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) {
     let engine = engine(store.clone(), 2, no_extra);
     let running = engine.start();

@@ -13,3 +13,117 @@ async fn fresh() -> Option<Fixture<PgStore>> {
 }
 
 tasker_storetest::conformance_tests!(fresh);
+
+/// A store with one started task of one `noop` step on queue `conf`, and its id.
+async fn one_started_task(
+    db: &ScratchDatabase,
+) -> (std::sync::Arc<PgStore>, tasker_core::id::TaskId) {
+    use tasker_core::store::{Store, TaskCreateParams};
+
+    let store = std::sync::Arc::new(PgStore::connect(&db.url, 4).await.expect("connect"));
+    store.migrate().await.expect("migrate");
+    let template = tasker_core::template::parse_template(
+        "namespace: conf\nname: one\nversion: 1.0.0\nsteps:\n  - {name: only, handler: noop}\n",
+        "one.yaml",
+    )
+    .unwrap();
+    store.template_register(&template).await.unwrap();
+    let context = serde_json::value::RawValue::from_string("{}".into()).unwrap();
+    let params = TaskCreateParams {
+        template: &template,
+        context: &context,
+        idempotency_key: None,
+    };
+    let task = store.task_create(params).await.unwrap().task_id;
+    store
+        .task_start_batch(10, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    (store, task)
+}
+
+/// Runs `sql` (with the task id as `$1`) in a transaction on a connection of its own,
+/// and commits it 300 ms after `meanwhile` started.
+async fn concurrently<T: Send + 'static>(
+    db: &ScratchDatabase,
+    sql: &str,
+    task: tasker_core::id::TaskId,
+    meanwhile: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    use sqlx::Connection;
+
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query(sql)
+        .bind(task.0)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let running = tokio::spawn(meanwhile);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    running.await.unwrap()
+}
+
+/// A cancel that meets a claim in flight waits for it and cancels what it claimed,
+/// rather than failing because the step changed under it.
+#[tokio::test]
+async fn cancel_waits_for_a_claim_in_flight() {
+    use tasker_core::state::{StepState, TaskState};
+    use tasker_core::store::Store;
+
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let (store, task) = one_started_task(&db).await;
+    let cancelling = {
+        let store = store.clone();
+        async move { store.task_cancel(task, "operator cancelled").await }
+    };
+    let claim = "UPDATE tasker.steps SET state = 'in_progress', attempts = 1 WHERE task_id = $1";
+    let state = concurrently(&db, claim, task, cancelling).await;
+    assert!(matches!(state, Ok(TaskState::Cancelled)), "{state:?}");
+    let detail = store.task_get(task).await.unwrap();
+    assert_eq!(detail.steps[0].state, StepState::Cancelled);
+}
+
+/// A claim whose step an operator changes as it reads it skips the step, and the rest
+/// of its batch stands.
+#[tokio::test]
+async fn a_claim_that_loses_its_step_to_a_cancel_skips_it() {
+    use std::time::Duration;
+
+    use tasker_core::state::StepState;
+    use tasker_core::store::{ClaimParams, StepStart, Store};
+
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let (store, task) = one_started_task(&db).await;
+    let claiming = {
+        let store = store.clone();
+        async move {
+            let params = ClaimParams {
+                queue: "conf",
+                limit: 10,
+                visibility: Duration::from_secs(30),
+                grace: Duration::from_secs(5),
+            };
+            store.step_claim(params).await
+        }
+    };
+    let cancel = "UPDATE tasker.steps SET state = 'cancelled' WHERE task_id = $1";
+    let claimed = concurrently(&db, cancel, task, claiming).await.unwrap();
+    assert!(
+        matches!(
+            claimed.claims[..],
+            [tasker_core::store::Claim {
+                start: StepStart::Skipped { .. },
+                ..
+            }]
+        ),
+        "{claimed:?}"
+    );
+    let detail = store.task_get(task).await.unwrap();
+    assert_eq!(detail.steps[0].state, StepState::Cancelled);
+}

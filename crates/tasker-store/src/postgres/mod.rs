@@ -261,7 +261,10 @@ impl Primitives for PgTx<'_> {
         steps::move_(self.conn, m, self.now).await
     }
 
-    async fn steps_begin_attempt(&mut self, attempts: &[(Move<'_>, u32)]) -> StoreResult<u64> {
+    async fn steps_begin_attempt(
+        &mut self,
+        attempts: &[(Move<'_>, u32)],
+    ) -> StoreResult<Vec<StepId>> {
         steps::begin_attempts(self.conn, attempts, self.now).await
     }
 

@@ -53,9 +53,11 @@ pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec
     const SQL: &str = concat!(
         "SELECT ",
         eval_columns!(),
-        " FROM tasker.steps WHERE task_id = $1 ORDER BY position"
+        " FROM tasker.steps WHERE task_id = $1 ORDER BY id FOR UPDATE"
     );
-    eval_steps(conn, SQL, task_id).await
+    let mut steps = eval_steps(conn, SQL, task_id).await?;
+    steps.sort_unstable_by_key(|s| s.position);
+    Ok(steps)
 }
 
 pub(crate) async fn unblocked(conn: &mut Conn, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
@@ -254,12 +256,12 @@ pub(crate) async fn move_(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> Store
 }
 
 /// One statement for all of `attempts`: the compare-and-set of each step (on its state
-/// and attempt count) and its transition.
+/// and attempt count) and its transition. Returns the steps it changed.
 pub(crate) async fn begin_attempts(
     conn: &mut Conn,
     attempts: &[(Move<'_>, u32)],
     now: Timestamp,
-) -> StoreResult<u64> {
+) -> StoreResult<Vec<StepId>> {
     const SQL: &str = "WITH u AS (
             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[])
                 AS u(id, task_id, from_state, to_state, reason, attempts)),
@@ -269,7 +271,7 @@ pub(crate) async fn begin_attempts(
             FROM u WHERE s.id = u.id AND s.state = u.from_state AND s.attempts = u.attempts
             RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
         INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
-        SELECT task_id, id, from_state, to_state, reason, $7 FROM moved";
+        SELECT task_id, id, from_state, to_state, reason, $7 FROM moved RETURNING step_id";
     let n = attempts.len();
     let (mut ids, mut tasks, mut from, mut to, mut reasons, mut counts) = (
         Vec::with_capacity(n),
@@ -287,7 +289,7 @@ pub(crate) async fn begin_attempts(
         reasons.push(m.reason);
         counts.push(*attempts as i32);
     }
-    let done = sqlx::query(SQL)
+    let started: Vec<uuid::Uuid> = sqlx::query_scalar(SQL)
         .bind(&ids)
         .bind(&tasks)
         .bind(&from)
@@ -295,10 +297,10 @@ pub(crate) async fn begin_attempts(
         .bind(&reasons)
         .bind(&counts)
         .bind(now.0)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-    Ok(done.rows_affected())
+    Ok(started.into_iter().map(StepId).collect())
 }
 
 /// One statement for all of `outcomes`: the compare-and-set of each step and its

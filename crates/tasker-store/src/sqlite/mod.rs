@@ -287,7 +287,10 @@ impl Primitives for SqliteTx<'_> {
         steps::move_(self.conn, m, self.now)
     }
 
-    async fn steps_begin_attempt(&mut self, attempts: &[(Move<'_>, u32)]) -> StoreResult<u64> {
+    async fn steps_begin_attempt(
+        &mut self,
+        attempts: &[(Move<'_>, u32)],
+    ) -> StoreResult<Vec<StepId>> {
         steps::begin_attempts(self.conn, attempts, self.now)
     }
 

@@ -233,14 +233,14 @@ pub(crate) fn begin_attempts(
     conn: &Conn,
     attempts: &[(Move<'_>, u32)],
     now: Timestamp,
-) -> StoreResult<u64> {
+) -> StoreResult<Vec<StepId>> {
     let mut s = conn
         .prepare_cached(
             "UPDATE steps SET state = ?, attempts = ?, started_at = ?, completed_at = NULL
              WHERE id = ? AND state = ? AND attempts = ?",
         )
         .map_err(db)?;
-    let mut changed = 0;
+    let mut started = Vec::with_capacity(attempts.len());
     for (m, attempts) in attempts {
         let rows = s
             .execute(params![
@@ -252,9 +252,11 @@ pub(crate) fn begin_attempts(
                 attempts
             ])
             .map_err(db)?;
-        changed += recorded(conn, m, rows, now)?;
+        if recorded(conn, m, rows, now)? == 1 {
+            started.push(m.step_id);
+        }
     }
-    Ok(changed)
+    Ok(started)
 }
 
 pub(crate) fn set_outcome(
