@@ -14,6 +14,7 @@ RSpec.describe "Tasker on PostgreSQL (distributed)" do
     @db, @url = Specs::Postgres.create_database
     @logs = Dir.mktmpdir("tasker-pg-spec")
     @log = File.open(File.join(@logs, "processes.log"), "w")
+    Specs::Processes.migrate(@url, log: @log)
     @orchestrator = Specs::Processes.tasker("orchestrator", "--database-url", @url, log: @log)
     @worker = Tasker::Worker.new(database_url: @url, queues: %w[ruby_examples fulfillment ruby_q], concurrency: 4)
     @worker_thread = Thread.new { @worker.run }

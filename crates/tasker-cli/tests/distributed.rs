@@ -482,3 +482,54 @@ async fn orchestrator_and_worker_serve_metrics_health_and_readiness() {
     assert_eq!(worker.terminate(), Some(0));
     assert_eq!(orchestrator.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_migrate_changes_the_schema_and_a_read_only_role_can_look() {
+    use sqlx::Connection;
+
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let status = run(url, &["status"]);
+    assert_eq!(status.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        err.trim().starts_with(
+            "tasker: error: the database schema is at version none, this tasker needs "
+        ) && err.trim().ends_with(": run `tasker migrate`"),
+        "{err}"
+    );
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let schemas: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname IN ('tasker', 'pgmq')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(schemas, 0, "status created nothing");
+
+    assert!(run(url, &["migrate"]).status.success());
+    // A role that may read and nothing else.
+    let role = format!("tasker_ro_{}", std::process::id());
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE ON SCHEMA tasker, pgmq, public TO {role}"),
+        format!("GRANT SELECT ON ALL TABLES IN SCHEMA tasker, pgmq, public TO {role}"),
+    ] {
+        sqlx::query(&sql).execute(&mut conn).await.unwrap();
+    }
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host_and_db = rest.split_once('@').map_or(rest, |(_, r)| r);
+    let read_only = format!("{scheme}://{role}@{host_and_db}");
+    let listed = run(&read_only, &["status"]);
+    let looked = listed.status.code();
+    for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(&sql).execute(&mut conn).await.unwrap();
+    }
+    assert_eq!(
+        looked,
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+}

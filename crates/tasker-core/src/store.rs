@@ -39,6 +39,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Busy(String),
+    /// The database's schema is not the one this build uses.
+    #[error("{0}")]
+    Schema(String),
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -56,6 +56,11 @@ module Specs
       Process.spawn(BIN, *args, out: log, err: log)
     end
 
+    # `tasker migrate`: every other command needs the schema in place.
+    def migrate(url, log:)
+      system(BIN, "migrate", "--database-url", url, out: log, err: log) or raise "tasker migrate failed"
+    end
+
     # A Ruby worker process with the spec handlers loaded.
     def ruby_worker(url, queues, log:)
       script = "require 'tasker'; require '#{File.join(__dir__, 'handlers')}'; " \

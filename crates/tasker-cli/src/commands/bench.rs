@@ -16,7 +16,7 @@ use tasker_core::template::{TaskTemplate, parse_template};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
 use tasker_store::postgres::ceiling;
 
-use super::{Backend, connect_postgres};
+use super::{Backend, migrate_postgres};
 use crate::cli::BenchArgs;
 use crate::{CliError, Outcome};
 
@@ -512,7 +512,8 @@ async fn bench_postgres(
     url: &str,
     template: &TaskTemplate,
 ) -> Result<Report, CliError> {
-    let store = Arc::new(connect_postgres(url, 4).await?);
+    // A benchmark runs on a scratch database: it may set the schema up itself.
+    let store = Arc::new(migrate_postgres(url, 4).await?);
     preload(args.preload_steps, template, |t, n| {
         store.preload_finished(t, n)
     })

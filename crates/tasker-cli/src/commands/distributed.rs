@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
 
-use super::{Backend, connect_postgres, redact, stop_requested};
+use super::{Backend, connect_postgres, migrate_postgres, redact, stop_requested};
 use crate::cli::{MetricsArgs, StoreArgs};
 use crate::config::Config;
 use crate::{CliError, Outcome};
@@ -23,7 +23,7 @@ fn postgres_url(args: &StoreArgs, config: &Config, command: &str) -> Result<Stri
 
 pub async fn migrate(args: &StoreArgs) -> Result<Outcome, CliError> {
     let url = postgres_url(args, &Config::default(), "migrate")?;
-    connect_postgres(&url, 2).await?;
+    migrate_postgres(&url, 2).await?;
     println!("{} is up to date", redact(&url));
     Ok(Outcome::Success)
 }

@@ -62,7 +62,21 @@ impl Backend {
 }
 
 /// Connects to PostgreSQL and brings its schema up to date.
+/// Connects and checks the schema without changing it: only `tasker migrate` (and the
+/// benchmark, on its scratch database) changes it, see [`migrate_postgres`].
 pub async fn connect_postgres(url: &str, connections: u32) -> Result<PgStore, CliError> {
+    let store = PgStore::connect(url, connections)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", redact(url))))?;
+    store.check_schema().await.map_err(|e| match e {
+        StoreError::Schema(_) => CliError::bad(e),
+        other => CliError::failed(other),
+    })?;
+    Ok(store)
+}
+
+/// Connects, installs pgmq and applies the migrations.
+pub async fn migrate_postgres(url: &str, connections: u32) -> Result<PgStore, CliError> {
     let store = PgStore::connect(url, connections)
         .await
         .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", redact(url))))?;

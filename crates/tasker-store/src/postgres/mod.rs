@@ -130,6 +130,35 @@ impl PgStore {
         result
     }
 
+    /// Checks, reading only, that the database holds the schema this build uses: every
+    /// command but `tasker migrate` runs this instead of migrating, so it needs no right
+    /// to change the schema and never takes the migration lock.
+    pub async fn check_schema(&self) -> StoreResult<()> {
+        let expected = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let found: Option<i64> = match sqlx::query_scalar(
+            "SELECT max(version) FROM _sqlx_migrations WHERE success
+             AND EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgmq')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        {
+            Ok(found) => found,
+            // 42P01: no migrations table, a database Tasker never migrated.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => None,
+            Err(e) => return Err(db(e)),
+        };
+        match found {
+            Some(v) if v == expected => Ok(()),
+            Some(v) if v > expected => Err(StoreError::Schema(format!(
+                "the database schema is at version {v}, newer than this tasker ({expected}): upgrade tasker"
+            ))),
+            found => Err(StoreError::Schema(format!(
+                "the database schema is at version {}, this tasker needs {expected}: run `tasker migrate`",
+                found.map_or("none".to_owned(), |v| v.to_string())
+            ))),
+        }
+    }
+
     /// How many write transactions this store has committed, for measurements.
     pub fn write_transactions(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
