@@ -62,6 +62,9 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "illegal_transition", message)
             }
             StoreError::Busy(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
+            StoreError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
         }
     }
@@ -74,5 +77,19 @@ impl From<EngineError> for ApiError {
             EngineError::Template(why) => Self::bad_request("invalid_template", why),
             invalid => Self::bad_request("invalid_context", invalid.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_out_of_reach_is_a_503_to_retry() {
+        let e = ApiError::from(StoreError::Unavailable("connection reset".into()));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
     }
 }

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// The database's schema is not the one this build uses.
     #[error("{0}")]
     Schema(String),
+    /// The database cannot be reached or dropped the connection: worth trying again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -26,8 +26,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// The most outcomes one transaction records.
 const MAX_BATCH: usize = 128;
 
-/// How often an outcome recorded alone is tried when the database fails, and the pauses.
-const RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(100), Duration::from_secs(1)];
+/// The pauses before each new try of an outcome recorded alone while the database
+/// fails (about 20 s in all): a dropped connection or a restarting server is waited out
+/// here, rather than by the step's visibility timeout and a second run.
+const RETRY_PAUSES: [Duration; 6] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
 
 /// How an attempt ended, owned while it waits for its commit.
 pub(crate) enum Ended {
@@ -156,13 +165,15 @@ async fn alone<S: Store>(store: &S, finish: &Finish) -> StoreResult<StepFinished
     let mut pauses = RETRY_PAUSES.iter();
     loop {
         match store.step_finish(finish.params()).await {
-            Err(StoreError::Database(e)) => match pauses.next() {
-                Some(pause) => {
-                    tracing::warn!(error = %e, "recording an outcome failed; trying again");
-                    tokio::time::sleep(*pause).await;
+            Err(e @ (StoreError::Database(_) | StoreError::Unavailable(_))) => {
+                match pauses.next() {
+                    Some(pause) => {
+                        tracing::warn!(error = %e, "recording an outcome failed; trying again");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => return Err(e),
                 }
-                None => return Err(StoreError::Database(e)),
-            },
+            }
             other => return other,
         }
     }

@@ -127,3 +127,39 @@ async fn a_claim_that_loses_its_step_to_a_cancel_skips_it() {
     let detail = store.task_get(task).await.unwrap();
     assert_eq!(detail.steps[0].state, StepState::Cancelled);
 }
+
+/// An operation whose connection the server ends before it commits runs again on a
+/// fresh connection: the caller sees it succeed, not a database error.
+#[tokio::test]
+async fn an_operation_whose_connection_is_killed_runs_again() {
+    use tasker_core::state::TaskState;
+    use tasker_core::store::Store;
+
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let (store, task) = one_started_task(&db).await;
+    let cancelling = {
+        let store = store.clone();
+        async move { store.task_cancel(task, "operator cancelled").await }
+    };
+    // The cancel waits for the task's lock; meanwhile the server ends its connection.
+    let lock = "SELECT 1 FROM tasker.tasks WHERE id = $1 FOR UPDATE";
+    let killer = db.url.clone();
+    let killing = async move {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&killer).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock') AS t",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    };
+    let both = async move { tokio::join!(cancelling, killing) };
+    let (state, killed) = concurrently(&db, lock, task, both).await;
+    assert_eq!(killed, 1, "the waiting cancel's connection was ended");
+    assert!(matches!(state, Ok(TaskState::Cancelled)), "{state:?}");
+}

@@ -202,8 +202,24 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
+        sqlx::Error::Database(d) if d.code().as_deref().is_some_and(lost_connection) => {
+            StoreError::Unavailable(d.to_string())
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         other => StoreError::Database(Box::new(other)),
     }
+}
+
+/// SQLSTATEs of a connection the server ended or refused: class 08 (connection
+/// exception), 57P01–57P03 (terminated by an administrator, a shutdown, or the server
+/// starting), 53300 (too many connections).
+fn lost_connection(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// One open transaction of the distributed store.
@@ -384,25 +400,53 @@ impl Primitives for PgTx<'_> {
     }
 }
 
+/// The pauses before running an operation again whose connection was lost before it
+/// committed (see `write!`).
+const RECONNECT_PAUSES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(1),
+];
+
 /// Runs one operation in a transaction, then records the queues it created and wakes
-/// this process's readers of the queues it sent to.
+/// this process's readers of the queues it sent to. When the connection is lost before
+/// the commit (the server ended it, or it broke), nothing was applied: the operation
+/// runs again on a fresh connection, a few times. A commit that fails is not retried:
+/// it may have been applied.
 macro_rules! write {
     ($store:expr, |$p:ident| $op:expr) => {{
-        let mut tx = $store.pool.begin().await.map_err(db)?;
-        let mut tx_ops = PgTx {
-            conn: &mut tx,
-            now: Timestamp::now(),
-            sent: Sent::default(),
-            known: &$store.queues,
-            created: Vec::new(),
-            token: &$store.token,
-            buf: $store.buffers.take(),
+        let mut pauses = RECONNECT_PAUSES.iter();
+        let (tx, result, sent, created) = loop {
+            let attempt = async {
+                let mut tx = $store.pool.begin().await.map_err(db)?;
+                let mut tx_ops = PgTx {
+                    conn: &mut tx,
+                    now: Timestamp::now(),
+                    sent: Sent::default(),
+                    known: &$store.queues,
+                    created: Vec::new(),
+                    token: &$store.token,
+                    buf: $store.buffers.take(),
+                };
+                let $p = &mut tx_ops;
+                let result = $op.await;
+                $store.buffers.give(std::mem::take(&mut tx_ops.buf));
+                let result = result?;
+                let (sent, created) = (tx_ops.sent, std::mem::take(&mut tx_ops.created));
+                Ok((tx, result, sent, created))
+            };
+            match attempt.await {
+                Ok(done) => break done,
+                Err(StoreError::Unavailable(why)) => match pauses.next() {
+                    Some(pause) => {
+                        tracing::warn!(error = %why, "the database connection was lost; running the operation again");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => return Err(StoreError::Unavailable(why)),
+                },
+                Err(e) => return Err(e),
+            }
         };
-        let $p = &mut tx_ops;
-        let result = $op.await;
-        $store.buffers.give(std::mem::take(&mut tx_ops.buf));
-        let result = result?;
-        let (sent, created) = (tx_ops.sent, std::mem::take(&mut tx_ops.created));
         tx.commit().await.map_err(db)?;
         $store.writes.fetch_add(1, Ordering::Relaxed);
         if !created.is_empty() {
