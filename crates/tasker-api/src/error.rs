@@ -75,6 +75,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Store(s) => s.into(),
             EngineError::Template(why) => Self::bad_request("invalid_template", why),
+            EngineError::Input(why) => Self::bad_request("invalid_request", why),
             invalid => Self::bad_request("invalid_context", invalid.to_string()),
         }
     }

@@ -257,6 +257,14 @@ pub async fn list<S: Store>(
             }
         },
     };
+    if let Some(namespace) = q.namespace.as_deref() {
+        tasker_core::names::check_name(namespace).map_err(|why| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("namespace `{}`: {why}", namespace.escape_debug()),
+            )
+        })?;
+    }
     let before = q.cursor.as_deref().map(task_id).transpose()?;
     // One more than asked tells whether another page exists.
     let mut tasks = state

@@ -235,6 +235,27 @@ async fn bad_input_gets_a_stable_code() {
             "invalid_context",
         ),
         (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "chain", "idempotency_key": "a\u0000b"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "chain", "context": {"note": "a\u0000b"}}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/v1/tasks?namespace=a%00b",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
             "GET",
             "/v1/tasks/01a21b7e-8efb-7081-ae3f-03e03d380a55",
             None,

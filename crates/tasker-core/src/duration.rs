@@ -15,6 +15,10 @@ pub struct DurationError {
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`, `30d`, `1m30s`.
+/// The longest duration accepted anywhere (365 days): a timeout, a backoff or a
+/// retention beyond it is a typo, and would overflow the databases' timestamps.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_owned(),
@@ -56,6 +60,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         total = total
             .checked_add(Duration::from_millis(ms))
             .ok_or_else(|| err("number too large"))?;
+    }
+    if total > MAX_DURATION {
+        return Err(err("longer than the maximum of 365d"));
     }
     Ok(total)
 }
@@ -120,6 +127,18 @@ pub mod serde_human_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_capped_at_a_year() {
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        for input in ["366d", "9999999999h", "365d1ms"] {
+            let e = parse_duration(input).unwrap_err();
+            assert!(
+                e.to_string().contains("longer than the maximum of 365d"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn parses_units_and_combinations() {

@@ -16,6 +16,7 @@
 pub mod backoff;
 pub mod duration;
 pub mod event;
+pub mod file;
 pub mod id;
 pub mod intern;
 #[cfg(feature = "alloc-counter")]

@@ -79,6 +79,9 @@ pub enum EngineError {
     /// The template breaks a rule of this process (a `shell` step it does not permit).
     #[error("{0}")]
     Template(String),
+    /// Text the database cannot store (a NUL) or that is too long.
+    #[error("{0}")]
+    Input(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -259,6 +262,15 @@ impl<S: Store> Engine<S> {
         if !value.is_object() {
             return Err(EngineError::ContextNotObject(json_kind(&value)));
         }
+        if has_nul(&value) {
+            return Err(EngineError::Input(
+                "the context holds a NUL character (\\u0000), which the database cannot store"
+                    .into(),
+            ));
+        }
+        if let Some(key) = idempotency_key {
+            check_text("the idempotency key", key, MAX_KEY)?;
+        }
         template.check_context(&value)?;
         let raw: &RawValue =
             serde_json::from_str(context).map_err(|e| EngineError::ContextJson(e.to_string()))?;
@@ -418,6 +430,35 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
+    }
+}
+
+/// The longest idempotency key, in bytes.
+const MAX_KEY: usize = 255;
+
+/// Refuses text a database cannot store or index: a NUL, or more than `max` bytes.
+fn check_text(what: &str, text: &str, max: usize) -> Result<(), EngineError> {
+    if text.contains('\0') {
+        return Err(EngineError::Input(format!(
+            "{what} holds a NUL character, which the database cannot store"
+        )));
+    }
+    if text.len() > max {
+        return Err(EngineError::Input(format!(
+            "{what} is {} bytes long, more than {max}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a string or key anywhere in `v` holds a NUL.
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 

@@ -274,8 +274,10 @@ pub fn load_one(path: &Path) -> Result<TaskTemplate, CliError> {
 pub fn read_context(args: &ContextArgs) -> Result<String, CliError> {
     match (&args.context, &args.context_file) {
         (Some(c), _) => Ok(c.clone()),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display()))),
+        (None, Some(path)) => {
+            tasker_core::file::read_text(path, tasker_core::file::MAX_CONTEXT_BYTES)
+                .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))
+        }
         (None, None) => Ok("{}".to_owned()),
     }
 }

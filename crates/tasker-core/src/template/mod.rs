@@ -184,16 +184,8 @@ pub fn load_path(path: &Path) -> Result<Vec<TaskTemplate>, TemplateErrors> {
     let file_name = path.display().to_string();
     let mut files = Vec::new();
     if path.is_dir() {
-        let entries = std::fs::read_dir(path)
-            .map_err(|e| TemplateErrors::one(TemplateError::io(&file_name, &e)))?;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| TemplateErrors::one(TemplateError::io(&file_name, &e)))?;
-            let p = entry.path();
-            if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-                files.push(p);
-            }
-        }
+        template_files(path, &mut files)
+            .map_err(|(dir, e)| TemplateErrors::one(TemplateError::io(&dir, &e)))?;
         files.sort();
         if files.is_empty() {
             return Err(TemplateErrors::one(TemplateError::file(
@@ -209,7 +201,7 @@ pub fn load_path(path: &Path) -> Result<Vec<TaskTemplate>, TemplateErrors> {
     let mut errors = Vec::new();
     for file in &files {
         let name = file.display().to_string();
-        let loaded = std::fs::read_to_string(file)
+        let loaded = crate::file::read_text(file, crate::file::MAX_TEMPLATE_BYTES)
             .map_err(|e| TemplateErrors::one(TemplateError::io(&name, &e)))
             .and_then(|source| parse_template(&source, &name));
         match loaded {
@@ -231,6 +223,25 @@ pub fn load_path(path: &Path) -> Result<Vec<TaskTemplate>, TemplateErrors> {
     } else {
         Err(TemplateErrors(errors))
     }
+}
+
+/// The `*.yaml` and `*.yml` files under `dir`, at any depth (symbolic links to
+/// directories are not followed); the error names the directory it could not read.
+fn template_files(
+    dir: &Path,
+    files: &mut Vec<std::path::PathBuf>,
+) -> Result<(), (String, std::io::Error)> {
+    let failed = |e| (dir.display().to_string(), e);
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        let p = entry.path();
+        if entry.file_type().map_err(failed)?.is_dir() {
+            template_files(&p, files)?;
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            files.push(p);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
