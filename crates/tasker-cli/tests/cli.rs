@@ -539,3 +539,57 @@ fn shell_handler_failures_are_permanent_or_timed_out() {
             .all(|s| s["attempts"] == 1)
     );
 }
+
+#[test]
+fn a_file_that_is_not_a_tasker_database_is_refused_not_initialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, "").unwrap();
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "dear diary\n").unwrap();
+    for (path, why) in [(&empty, "is empty"), (&text, "is not an SQLite database")] {
+        for command in ["resume", "status"] {
+            let o = run(&[command, "--db", path.to_str().unwrap()]);
+            assert_eq!(o.status.code(), Some(1), "{command} {path:?}");
+            let err = stderr(&o);
+            assert!(
+                err.contains(&format!("{} {why}, not a Tasker database", path.display())),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "left as it was"
+    );
+}
+
+#[test]
+fn a_damaged_database_is_reported_not_used() {
+    use std::io::{Seek, SeekFrom, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let fanout = examples().join("tree.yaml");
+    for _ in 0..20 {
+        let o = run(&["run", fanout.to_str().unwrap(), "--db", db, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let len = std::fs::metadata(db).unwrap().len();
+    assert!(len > 64 * 1024, "{len} bytes");
+    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    file.seek(SeekFrom::Start(len / 2)).unwrap();
+    file.write_all(&[0xA5; 2048]).unwrap();
+    drop(file);
+    for command in ["resume", "status"] {
+        let o = run(&[command, "--db", db]);
+        assert_eq!(o.status.code(), Some(1), "{command}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("fails SQLite's integrity check"),
+            "{command}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -108,9 +108,11 @@ macro_rules! with_store {
                 let $store = if $write {
                     open_sqlite(&path).await?
                 } else {
-                    SqliteStore::open_read_only(&path)
+                    let store = SqliteStore::open_read_only(&path)
                         .await
-                        .map_err(open_error)?
+                        .map_err(open_error)?;
+                    store.check_integrity().await.map_err(CliError::failed)?;
+                    store
                 };
                 $body.await
             }

@@ -103,6 +103,7 @@ pub async fn resume(db: &str, concurrency: usize, allow_shell: bool) -> Result<O
         return Err(CliError::BadInput(format!("no database file {db}")));
     }
     let store = open(db).await?;
+    store.check_integrity().await.map_err(CliError::failed)?;
     let unfinished = store
         .task_list_unfinished()
         .await

@@ -97,7 +97,9 @@ impl SqliteStore {
             (Conn::open_in_memory().map_err(db)?, None)
         } else {
             let lock = lock_file(path)?;
+            check_file(path)?;
             let conn = Conn::open(path).map_err(db)?;
+            check_schema(&conn, path)?;
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(db)?;
             let level = match synchronous {
@@ -126,9 +128,24 @@ impl SqliteStore {
         if !Path::new(path).exists() {
             return Err(StoreError::NotFound(format!("database file {path}")));
         }
+        check_file(path)?;
         let conn = Conn::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        check_schema(&conn, path)?;
         Ok(Self::with(conn, None))
+    }
+
+    /// Runs SQLite's `quick_check` (reads the whole file once): a damaged file is
+    /// reported as [`StoreError::Corrupt`] before any work trips over it.
+    pub async fn check_integrity(&self) -> StoreResult<()> {
+        let conn = self.conn.lock().await;
+        let verdict: rusqlite::Result<String> =
+            conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0));
+        match verdict {
+            Ok(ok) if ok == "ok" => Ok(()),
+            Ok(problem) => Err(corrupt(&problem)),
+            Err(e) => Err(corrupt(&e.to_string())),
+        }
     }
 
     fn with(conn: Conn, lock: Option<File>) -> Self {
@@ -145,6 +162,63 @@ impl SqliteStore {
     pub fn write_transactions(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
+}
+
+fn corrupt(problem: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the database file fails SQLite's integrity check ({problem}); restore it from a backup"
+    ))
+}
+
+/// Refuses a path that exists but holds no SQLite database (an empty file is one SQLite
+/// would quietly turn into a new database): only a path that does not exist is created.
+fn check_file(path: &str) -> StoreResult<()> {
+    let meta = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Database(
+                format!("cannot read {path}: {e}").into(),
+            ));
+        }
+        Ok(meta) => meta,
+    };
+    let refuse = |why: &str| {
+        Err(StoreError::Corrupt(format!(
+            "{path} {why}, not a Tasker database; give another path, or remove it to start anew"
+        )))
+    };
+    if !meta.is_file() {
+        return refuse("is not a regular file");
+    }
+    if meta.len() == 0 {
+        return refuse("is empty");
+    }
+    let mut header = [0u8; 16];
+    let read = File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .is_ok();
+    if !read || &header != b"SQLite format 3\0" {
+        return refuse("is not an SQLite database");
+    }
+    Ok(())
+}
+
+/// Refuses an SQLite database of something else: tables, but none of Tasker's.
+fn check_schema(conn: &Conn, path: &str) -> StoreResult<()> {
+    let (tables, ours): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE name = '_sqlx_migrations')
+             FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| corrupt(&e.to_string()))?;
+    if tables > 0 && ours == 0 {
+        return Err(StoreError::Corrupt(format!(
+            "{path} is an SQLite database of something else (no Tasker tables); give another path"
+        )));
+    }
+    Ok(())
 }
 
 fn lock_file(path: &str) -> StoreResult<File> {
@@ -546,6 +620,36 @@ mod tests {
         let conn = store.conn.lock().await;
         conn.pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn another_applications_database_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let path = path.to_str().unwrap();
+        Conn::open(path)
+            .unwrap()
+            .execute_batch("CREATE TABLE notes (body TEXT)")
+            .unwrap();
+        for opened in [
+            SqliteStore::open(path).await.err(),
+            SqliteStore::open_read_only(path).await.err(),
+        ] {
+            let message = opened.expect("refused").to_string();
+            assert!(
+                message.contains("is an SQLite database of something else"),
+                "{message}"
+            );
+        }
+        let conn = Conn::open(path).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1, "nothing was added");
     }
 
     #[tokio::test]
