@@ -298,26 +298,10 @@ fn tail(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tasker_core::id::{StepId, TaskId};
-    use tasker_core::store::StepExecution;
     use tasker_core::template::parse_template;
 
     fn shell_step(config: &str, timeout: Duration) -> StepContext {
-        StepContext::new(StepExecution {
-            task_id: TaskId::new(),
-            step_id: StepId::new(),
-            attempt: 1,
-            namespace: "ns".into(),
-            task_name: "task".into(),
-            task_version: "1.0.0".into(),
-            step_name: "script".into(),
-            handler: "shell".into(),
-            config: RawValue::from_string(config.into()).unwrap(),
-            context: RawValue::from_string("{}".into()).unwrap(),
-            parents: Vec::new(),
-            retry: tasker_core::backoff::RetryPolicy::default(),
-            timeout,
-        })
+        crate::handler::test_step("shell", config, timeout)
     }
 
     fn template(command: &str) -> TaskTemplate {

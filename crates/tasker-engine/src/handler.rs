@@ -221,27 +221,32 @@ where
     }
 }
 
+/// A first attempt of step `step` of a task with an empty context, for handler tests.
+#[cfg(test)]
+pub(crate) fn test_step(handler: &str, config: &str, timeout: Duration) -> StepContext {
+    StepContext::new(tasker_core::store::StepExecution {
+        task_id: TaskId::new(),
+        step_id: StepId::new(),
+        attempt: 1,
+        namespace: "ns".into(),
+        task_name: "task".into(),
+        task_version: "1.0.0".into(),
+        step_name: "step".into(),
+        handler: handler.into(),
+        config: RawValue::from_string(config.into()).unwrap(),
+        context: RawValue::from_string("{}".into()).unwrap(),
+        parents: Vec::new(),
+        retry: tasker_core::backoff::RetryPolicy::default(),
+        timeout,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tasker_core::store::StepExecution;
 
     fn step(handler: &str) -> StepContext {
-        StepContext::new(StepExecution {
-            task_id: TaskId::new(),
-            step_id: StepId::new(),
-            attempt: 1,
-            namespace: "ns".into(),
-            task_name: "task".into(),
-            task_version: "1.0.0".into(),
-            step_name: "step".into(),
-            handler: handler.into(),
-            config: RawValue::from_string("{}".into()).unwrap(),
-            context: RawValue::from_string("{}".into()).unwrap(),
-            parents: Vec::new(),
-            retry: tasker_core::backoff::RetryPolicy::default(),
-            timeout: Duration::from_secs(1),
-        })
+        test_step(handler, "{}", Duration::from_secs(1))
     }
 
     #[tokio::test]

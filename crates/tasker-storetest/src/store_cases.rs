@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tasker_core::id::TaskId;
 use tasker_core::message::TASK_QUEUE;
 use tasker_core::state::{StepState, TaskState};
@@ -757,25 +758,35 @@ pub async fn queue_depths_count_messages<S: Store>(store: Arc<S>) {
     );
 }
 
+/// The success of the attempt a claim of queue `conf` started, with `results`.
+fn succeeded<'a>(c: &'a Claim, results: &'a RawValue) -> StepFinishParams<'a> {
+    let StepStart::Run(exec) = &c.start else {
+        panic!("not claimed: {:?}", c.start)
+    };
+    StepFinishParams {
+        queue: "conf",
+        msg_id: c.msg_id,
+        task_id: exec.task_id,
+        step_id: exec.step_id,
+        attempt: exec.attempt,
+        outcome: StepOutcome::Succeeded { results },
+    }
+}
+
+/// Whether a claim of queue `conf` finds nothing.
+async fn nothing_to_claim<S: Store>(store: &S, grace: Duration) -> bool {
+    store
+        .step_claim(conf(10, grace))
+        .await
+        .unwrap()
+        .claims
+        .is_empty()
+}
+
 /// Every claimed step of `claimed` succeeds with `{}`, in one batch.
 async fn succeed_all<S: Store>(store: &S, claims: &[Claim]) -> Vec<StepFinished> {
     let results = raw("{}");
-    let params: Vec<StepFinishParams<'_>> = claims
-        .iter()
-        .map(|c| {
-            let StepStart::Run(exec) = &c.start else {
-                panic!("not claimed: {:?}", c.start)
-            };
-            StepFinishParams {
-                queue: "conf",
-                msg_id: c.msg_id,
-                task_id: exec.task_id,
-                step_id: exec.step_id,
-                attempt: exec.attempt,
-                outcome: StepOutcome::Succeeded { results: &results },
-            }
-        })
-        .collect();
+    let params: Vec<StepFinishParams<'_>> = claims.iter().map(|c| succeeded(c, &results)).collect();
     store
         .step_finish_batch(&params, &[])
         .await
@@ -853,18 +864,9 @@ pub async fn a_failed_batch_changes_nothing<S: Store>(store: Arc<S>) {
     let task_id = d.create(&template(TWO_STEPS), "{}").await;
     d.start_tasks().await;
     let claims = store.step_claim(conf(10, d.grace)).await.unwrap().claims;
-    let StepStart::Run(exec) = &claims[0].start else {
-        panic!("{:?}", claims[0].start)
-    };
     let results = raw("{\"v\": 1}");
-    let good = StepFinishParams {
-        queue: "conf",
-        msg_id: claims[0].msg_id,
-        task_id,
-        step_id: exec.step_id,
-        attempt: exec.attempt,
-        outcome: StepOutcome::Succeeded { results: &results },
-    };
+    let good = succeeded(&claims[0], &results);
+    assert_eq!(good.task_id, task_id);
     // A task created after the real one sorts after it: the good outcome is applied
     // first, then the batch fails, and neither may remain.
     let bogus = StepFinishParams {
@@ -881,12 +883,7 @@ pub async fn a_failed_batch_changes_nothing<S: Store>(store: Arc<S>) {
     assert_eq!(detail.steps[0].state, StepState::InProgress);
     assert_eq!(detail.steps[1].state, StepState::Pending);
     assert!(
-        store
-            .step_claim(conf(10, d.grace))
-            .await
-            .unwrap()
-            .claims
-            .is_empty(),
+        nothing_to_claim(&*store, d.grace).await,
         "nothing was enqueued, nothing claimed"
     );
     assert!(matches!(
@@ -901,18 +898,8 @@ pub async fn finishing_claims_the_slots_it_frees<S: Store>(store: Arc<S>) {
     let (one, two) = (d.create(&t, "{}").await, d.create(&t, "{}").await);
     d.start_tasks().await;
     let first = store.step_claim(conf(1, d.grace)).await.unwrap().claims;
-    let StepStart::Run(exec) = &first[0].start else {
-        panic!("{:?}", first[0].start)
-    };
     let results = raw("{\"v\": 1}");
-    let done = StepFinishParams {
-        queue: "conf",
-        msg_id: first[0].msg_id,
-        task_id: exec.task_id,
-        step_id: exec.step_id,
-        attempt: exec.attempt,
-        outcome: StepOutcome::Succeeded { results: &results },
-    };
+    let done = succeeded(&first[0], &results);
     let batch = store
         .step_finish_batch(&[done], &[conf(3, d.grace)])
         .await
@@ -930,7 +917,7 @@ pub async fn finishing_claims_the_slots_it_frees<S: Store>(store: Arc<S>) {
             other => panic!("{other:?}"),
         })
         .collect();
-    let (first_task, other) = if exec.task_id == one {
+    let (first_task, other) = if done.task_id == one {
         (one, two)
     } else {
         (two, one)
@@ -942,12 +929,7 @@ pub async fn finishing_claims_the_slots_it_frees<S: Store>(store: Arc<S>) {
     let second = d.detail(first_task).await;
     assert_eq!(second.steps[1].state, StepState::InProgress);
     assert!(
-        store
-            .step_claim(conf(10, d.grace))
-            .await
-            .unwrap()
-            .claims
-            .is_empty(),
+        nothing_to_claim(&*store, d.grace).await,
         "the claims hide their messages"
     );
 }

@@ -14,12 +14,16 @@ async fn fresh() -> Option<Fixture<PgStore>> {
 
 tasker_storetest::conformance_tests!(fresh);
 
-/// A store with one started task of one `noop` step on queue `conf`, and its id.
-async fn one_started_task(
-    db: &ScratchDatabase,
-) -> (std::sync::Arc<PgStore>, tasker_core::id::TaskId) {
+/// A scratch database and a store on it with one started task of one `noop` step on
+/// queue `conf`, and its id; `None` when no server is reachable (see `ScratchDatabase`).
+async fn one_started_task() -> Option<(
+    ScratchDatabase,
+    std::sync::Arc<PgStore>,
+    tasker_core::id::TaskId,
+)> {
     use tasker_core::store::{Store, TaskCreateParams};
 
+    let db = ScratchDatabase::create().await?;
     let store = std::sync::Arc::new(PgStore::connect(&db.url, 4).await.expect("connect"));
     store.migrate().await.expect("migrate");
     let template = tasker_core::template::parse_template(
@@ -39,7 +43,19 @@ async fn one_started_task(
         .task_start_batch(10, std::time::Duration::from_secs(30))
         .await
         .unwrap();
-    (store, task)
+    Some((db, store, task))
+}
+
+/// The store's cancel of `task`, to run beside another connection's transaction.
+fn cancel(
+    store: &std::sync::Arc<PgStore>,
+    task: tasker_core::id::TaskId,
+) -> impl std::future::Future<Output = tasker_core::store::StoreResult<tasker_core::state::TaskState>>
++ Send
++ 'static {
+    use tasker_core::store::Store;
+    let store = store.clone();
+    async move { store.task_cancel(task, "operator cancelled").await }
 }
 
 /// Runs `sql` (with the task id as `$1`) in a transaction on a connection of its own,
@@ -72,14 +88,10 @@ async fn cancel_waits_for_a_claim_in_flight() {
     use tasker_core::state::{StepState, TaskState};
     use tasker_core::store::Store;
 
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some((db, store, task)) = one_started_task().await else {
         return;
     };
-    let (store, task) = one_started_task(&db).await;
-    let cancelling = {
-        let store = store.clone();
-        async move { store.task_cancel(task, "operator cancelled").await }
-    };
+    let cancelling = cancel(&store, task);
     let claim = "UPDATE tasker.steps SET state = 'in_progress', attempts = 1 WHERE task_id = $1";
     let state = concurrently(&db, claim, task, cancelling).await;
     assert!(matches!(state, Ok(TaskState::Cancelled)), "{state:?}");
@@ -87,8 +99,8 @@ async fn cancel_waits_for_a_claim_in_flight() {
     assert_eq!(detail.steps[0].state, StepState::Cancelled);
 }
 
-/// A claim whose step an operator changes as it reads it skips the step, and the rest
-/// of its batch stands.
+/// A claim whose step an operator changes as it reads it skips the step rather than
+/// failing (which would fail every other claim of its batch too).
 #[tokio::test]
 async fn a_claim_that_loses_its_step_to_a_cancel_skips_it() {
     use std::time::Duration;
@@ -96,10 +108,9 @@ async fn a_claim_that_loses_its_step_to_a_cancel_skips_it() {
     use tasker_core::state::StepState;
     use tasker_core::store::{ClaimParams, StepStart, Store};
 
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some((db, store, task)) = one_started_task().await else {
         return;
     };
-    let (store, task) = one_started_task(&db).await;
     let claiming = {
         let store = store.clone();
         async move {
@@ -133,16 +144,11 @@ async fn a_claim_that_loses_its_step_to_a_cancel_skips_it() {
 #[tokio::test]
 async fn an_operation_whose_connection_is_killed_runs_again() {
     use tasker_core::state::TaskState;
-    use tasker_core::store::Store;
 
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some((db, store, task)) = one_started_task().await else {
         return;
     };
-    let (store, task) = one_started_task(&db).await;
-    let cancelling = {
-        let store = store.clone();
-        async move { store.task_cancel(task, "operator cancelled").await }
-    };
+    let cancelling = cancel(&store, task);
     // The cancel waits for the task's lock; meanwhile the server ends its connection.
     let lock = "SELECT 1 FROM tasker.tasks WHERE id = $1 FOR UPDATE";
     let killer = db.url.clone();

@@ -255,6 +255,36 @@ pub(crate) async fn move_(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> Store
     Ok(done.rows_affected())
 }
 
+/// Step moves as the columns of an `UNNEST`.
+struct MoveColumns<'a> {
+    ids: Vec<uuid::Uuid>,
+    tasks: Vec<uuid::Uuid>,
+    from: Vec<&'static str>,
+    to: Vec<&'static str>,
+    reasons: Vec<&'a str>,
+}
+
+impl<'a> MoveColumns<'a> {
+    fn of(moves: impl ExactSizeIterator<Item = Move<'a>>) -> Self {
+        let n = moves.len();
+        let mut c = Self {
+            ids: Vec::with_capacity(n),
+            tasks: Vec::with_capacity(n),
+            from: Vec::with_capacity(n),
+            to: Vec::with_capacity(n),
+            reasons: Vec::with_capacity(n),
+        };
+        for m in moves {
+            c.ids.push(m.step_id.0);
+            c.tasks.push(m.task_id.0);
+            c.from.push(m.from.as_str());
+            c.to.push(m.to.as_str());
+            c.reasons.push(m.reason);
+        }
+        c
+    }
+}
+
 /// One statement for all of `attempts`: the compare-and-set of each step (on its state
 /// and attempt count) and its transition. Returns the steps it changed.
 pub(crate) async fn begin_attempts(
@@ -272,29 +302,14 @@ pub(crate) async fn begin_attempts(
             RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
         INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
         SELECT task_id, id, from_state, to_state, reason, $7 FROM moved RETURNING step_id";
-    let n = attempts.len();
-    let (mut ids, mut tasks, mut from, mut to, mut reasons, mut counts) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (m, attempts) in attempts {
-        ids.push(m.step_id.0);
-        tasks.push(m.task_id.0);
-        from.push(m.from.as_str());
-        to.push(m.to.as_str());
-        reasons.push(m.reason);
-        counts.push(*attempts as i32);
-    }
+    let moves = MoveColumns::of(attempts.iter().map(|(m, _)| *m));
+    let counts: Vec<i32> = attempts.iter().map(|(_, n)| *n as i32).collect();
     let started: Vec<uuid::Uuid> = sqlx::query_scalar(SQL)
-        .bind(&ids)
-        .bind(&tasks)
-        .bind(&from)
-        .bind(&to)
-        .bind(&reasons)
+        .bind(&moves.ids)
+        .bind(&moves.tasks)
+        .bind(&moves.from)
+        .bind(&moves.to)
+        .bind(&moves.reasons)
         .bind(&counts)
         .bind(now.0)
         .fetch_all(&mut *conn)
@@ -320,33 +335,18 @@ pub(crate) async fn set_outcome(
             RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
         INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
         SELECT task_id, id, from_state, to_state, reason, $8 FROM moved";
-    let n = outcomes.len();
-    let (mut ids, mut tasks, mut from, mut to) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut reasons, mut results, mut errors) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (m, o) in outcomes {
-        ids.push(m.step_id.0);
-        tasks.push(m.task_id.0);
-        from.push(m.from.as_str());
-        to.push(m.to.as_str());
-        reasons.push(m.reason);
-        results.push(o.results.map(RawValue::get));
-        errors.push(o.error);
-    }
+    let moves = MoveColumns::of(outcomes.iter().map(|(m, _)| *m));
+    let results: Vec<Option<&str>> = outcomes
+        .iter()
+        .map(|(_, o)| o.results.map(RawValue::get))
+        .collect();
+    let errors: Vec<Option<&str>> = outcomes.iter().map(|(_, o)| o.error).collect();
     let done = sqlx::query(SQL)
-        .bind(&ids)
-        .bind(&tasks)
-        .bind(&from)
-        .bind(&to)
-        .bind(&reasons)
+        .bind(&moves.ids)
+        .bind(&moves.tasks)
+        .bind(&moves.from)
+        .bind(&moves.to)
+        .bind(&moves.reasons)
         .bind(&results)
         .bind(&errors)
         .bind(now.0)
