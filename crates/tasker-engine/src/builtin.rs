@@ -14,7 +14,7 @@
 //! process enables it with a [`ShellPolicy`] ([`HandlerRegistry::with_shell`]): a
 //! template that can reach a server must not be a way to run commands on its host. The
 //! child gets an empty environment plus `config.env`, runs in a process group of its
-//! own, and the whole group is killed when the step ends or times out.
+//! own, and the whole group is killed when the step times out.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -201,15 +201,24 @@ struct ShellConfig {
     env: std::collections::BTreeMap<String, String>,
 }
 
-/// Kills a process group when dropped: the command and whatever it started.
-struct Group(u32);
+/// Kills a process group when dropped before [`Group::reaped`]: the command and
+/// whatever it started, when the step times out or is abandoned. Until its leader is
+/// reaped, the group's id cannot be reused, so the signal reaches only this group.
+struct Group(Option<u32>);
+
+impl Group {
+    /// The leader was reaped: its id may now be reused, so nothing is sent.
+    fn reaped(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // The group outlives its leader while any member runs; once empty, its id is
-        // not reused while this still refers to it, and the call fails harmlessly.
-        unsafe {
-            libc::kill(-(self.0 as libc::pid_t), libc::SIGKILL);
+        if let Some(leader) = self.0 {
+            unsafe {
+                libc::kill(-(leader as libc::pid_t), libc::SIGKILL);
+            }
         }
     }
 }
@@ -238,7 +247,7 @@ impl Handler for Shell {
                 .map_err(|e| {
                     HandlerError::permanent(format!("shell: cannot run `{program}`: {e}"))
                 })?;
-            let _group = child.id().map(Group);
+            let mut group = Group(child.id());
             let mut stdin = child.stdin.take().expect("stdin is piped");
             let mut stdout = child.stdout.take().expect("stdout is piped");
             let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -259,6 +268,7 @@ impl Handler for Shell {
             let status = child.wait().await.map_err(|e| {
                 HandlerError::retryable(format!("shell: waiting for `{program}`: {e}"))
             })?;
+            group.reaped();
             let stderr_text = String::from_utf8_lossy(&err);
             let tail = tail(stderr_text.trim_end(), STDERR_TAIL);
             match status.code() {

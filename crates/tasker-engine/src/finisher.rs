@@ -6,7 +6,8 @@
 //! The same transaction refills the slots its outcomes free: it claims, from each
 //! outcome's queue, as many messages as outcomes of that queue — the children the
 //! outcomes just enqueued among them — and hands each claim back to the slot of one
-//! outcome. Under load a worker then makes one commit per round of steps, not two.
+//! outcome (a slot takes a bounded number in a row, then goes back to the consumer,
+//! which reads every queue in turn). Under load a worker then makes one commit per round of steps, not two.
 //! It claims nothing while the process stops or memory pressure holds work back.
 //!
 //! A batch is all or nothing. When its transaction fails, each of its outcomes is
@@ -53,6 +54,8 @@ pub(crate) struct Finish {
     pub step_id: StepId,
     pub attempt: u32,
     pub ended: Ended,
+    /// Claim a next step for this outcome's slot.
+    pub refill: bool,
     pub reply: oneshot::Sender<Recorded>,
 }
 
@@ -114,7 +117,7 @@ async fn commit<S: Store>(store: &S, refill: &Refill, batch: &mut Vec<Finish>) {
     // The outcomes of each queue, by index into `batch`, queues in first-seen order.
     let mut queues: Vec<(&str, Vec<usize>)> = Vec::new();
     if refill.allowed() {
-        for (i, f) in batch.iter().enumerate() {
+        for (i, f) in batch.iter().enumerate().filter(|(_, f)| f.refill) {
             match queues.iter_mut().find(|(q, _)| *q == &*f.queue) {
                 Some((_, outcomes)) => outcomes.push(i),
                 None => queues.push((&f.queue, vec![i])),

@@ -45,8 +45,13 @@ pub(crate) async fn claim<S: Store>(
     })
 }
 
+/// How many steps in a row a slot takes from its recorder's refills before it goes
+/// back to the consumer, which reads the queues in turn: a busy queue cannot keep a
+/// worker's slots from its other queues.
+const STEPS_PER_TURN: u32 = 16;
+
 /// Runs the claimed step, then each step the recording of its outcome claimed for
-/// the same slot.
+/// the same slot, up to [`STEPS_PER_TURN`].
 pub(crate) async fn run_steps<S: Store>(
     shared: Arc<Shared<S>>,
     outcomes: mpsc::UnboundedSender<Finish>,
@@ -54,17 +59,21 @@ pub(crate) async fn run_steps<S: Store>(
     claim: Claim,
 ) {
     let mut next = Some(claim);
+    let mut ran = 0;
     while let Some(claim) = next {
-        next = run_step(&shared, &outcomes, &queue, claim).await;
+        ran += 1;
+        next = run_step(&shared, &outcomes, &queue, claim, ran < STEPS_PER_TURN).await;
     }
 }
 
-/// Runs one claimed step; returns the next claim for its slot, if any.
+/// Runs one claimed step; returns the next claim for its slot, if `refill` asked the
+/// recorder for one and it found one.
 async fn run_step<S: Store>(
     shared: &Arc<Shared<S>>,
     outcomes: &mpsc::UnboundedSender<Finish>,
     queue: &Arc<str>,
     claim: Claim,
+    refill: bool,
 ) -> Option<Claim> {
     let exec = match claim.start {
         StepStart::Run(exec) => exec,
@@ -107,7 +116,7 @@ async fn run_step<S: Store>(
         step = %exec.step_name,
         attempt = exec.attempt,
     );
-    execute(shared, outcomes, queue, claim.msg_id, *exec)
+    execute(shared, outcomes, queue, claim.msg_id, *exec, refill)
         .instrument(span)
         .await
 }
@@ -118,6 +127,7 @@ async fn execute<S: Store>(
     queue: &Arc<str>,
     msg_id: i64,
     exec: StepExecution,
+    refill: bool,
 ) -> Option<Claim> {
     let (namespace, handler) = (exec.namespace.clone(), exec.handler.clone());
     let step = StepContext::new(exec);
@@ -154,6 +164,7 @@ async fn execute<S: Store>(
         step_id,
         attempt,
         ended,
+        refill,
         reply,
     };
     let stopped = || Recorded {

@@ -357,7 +357,13 @@ async fn claim_steps<P: Primitives>(
     // (index into `messages`, its step row, the state the attempt starts from)
     let mut begin: Vec<(usize, &StepRow, StepState)> = Vec::with_capacity(messages.len());
     let mut gone = Vec::new();
-    for (i, &(msg_id, step_id)) in messages.iter().enumerate() {
+    // Steps are changed in step id order: the order in which every transaction that
+    // locks several steps takes them, so a claim and an operator's action never
+    // deadlock.
+    let mut order: Vec<usize> = (0..messages.len()).collect();
+    order.sort_by_key(|&i| messages[i].1);
+    for i in order {
+        let (msg_id, step_id) = messages[i];
         let Some((_, step)) = rows.iter().find(|(id, _)| *id == step_id) else {
             let reason = format!("step {step_id} of this message does not exist");
             starts[i] = Some(invalid(p, queue, msg_id, reason).await?);
@@ -395,9 +401,6 @@ async fn claim_steps<P: Primitives>(
     if !gone.is_empty() {
         p.queue_delete(queue, &gone).await?;
     }
-    // In step id order: the order in which every transaction that locks several steps
-    // of a task takes them, so a claim and an operator's action never deadlock.
-    begin.sort_unstable_by_key(|&(i, ..)| messages[i].1);
     if !begin.is_empty() {
         let reasons: Vec<String> = begin
             .iter()

@@ -86,6 +86,7 @@ macro_rules! conformance_tests {
             many_tasks_complete_each_step_once,
             an_orchestrator_prunes_tasks_past_their_retention,
             cancel_succeeds_while_workers_are_busy,
+            a_busy_queue_does_not_starve_another,
         ]);
     };
     (@cases $fresh:path, $module:ident: [$($case:ident),* $(,)?]) => {

@@ -386,6 +386,42 @@ pub async fn cancel_succeeds_while_workers_are_busy<S: Store>(store: Arc<S>) {
     running.shutdown().await;
 }
 
+/// One slot, and a queue with a long backlog: a step of another queue still gets its
+/// turn long before the backlog is done.
+pub async fn a_busy_queue_does_not_starve_another<S: Store>(store: Arc<S>) {
+    let leaves: String = (0..100)
+        .map(|i| {
+            format!("  - {{name: leaf{i}, handler: sleep, config: {{ms: 5}}, queue: busy, depends_on: [root]}}\n")
+        })
+        .collect();
+    let busy = template(&format!(
+        "namespace: conf\nname: backlog\nversion: 1.0.0\nsteps:\n  - {{name: root, handler: noop, queue: busy}}\n{leaves}"
+    ));
+    let other = template(
+        "namespace: conf\nname: other\nversion: 1.0.0\nsteps:\n  - {name: only, handler: noop, queue: other}\n",
+    );
+    let engine = engine(store.clone(), 1, no_extra);
+    let running = engine.start();
+    let mut events = engine.events().subscribe();
+    let backlog = engine.submit(&busy, "{}", None).await.unwrap().task_id;
+    // Once the backlog's leaves run, the other task arrives.
+    loop {
+        let e = events.recv().await.unwrap();
+        if e.task_id == Some(backlog) && e.step_name.as_deref() == Some("leaf0") {
+            break;
+        }
+    }
+    let quick = engine.submit(&other, "{}", None).await.unwrap().task_id;
+    let done = engine.wait(quick, |_| {}).await.unwrap();
+    assert_eq!(done.task.state, TaskState::Complete);
+    let progress = store.task_progress(backlog).await.unwrap();
+    assert!(
+        progress.done < progress.steps,
+        "the other queue waited for the whole backlog: {progress:?}"
+    );
+    running.shutdown().await;
+}
+
 pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) {
     let engine = engine(store.clone(), 2, no_extra);
     let running = engine.start();

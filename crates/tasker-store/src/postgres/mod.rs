@@ -202,7 +202,7 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
-        sqlx::Error::Database(d) if d.code().as_deref().is_some_and(lost_connection) => {
+        sqlx::Error::Database(d) if d.code().as_deref().is_some_and(try_again) => {
             StoreError::Unavailable(d.to_string())
         }
         sqlx::Error::Io(_)
@@ -215,11 +215,17 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// SQLSTATEs of a connection the server ended or refused: class 08 (connection
-/// exception), 57P01–57P03 (terminated by an administrator, a shutdown, or the server
-/// starting), 53300 (too many connections).
-fn lost_connection(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+/// SQLSTATEs after which the transaction applied nothing and running it again may
+/// succeed: a connection the server ended or refused (class 08, 57P01–57P03 terminated
+/// by an administrator, a shutdown or a starting server, 53300 too many connections),
+/// and a deadlock or serialization failure that aborted it (40P01, 40001; rare, since
+/// transactions lock tasks, then steps, each in id order).
+fn try_again(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53300" | "40P01" | "40001"
+        )
 }
 
 /// One open transaction of the distributed store.
