@@ -31,22 +31,23 @@ pub(crate) fn too_large() -> ApiError {
     )
 }
 
-/// Refuses a body whose `Content-Type` (without its parameters) is not one of `accepted`.
-fn check_type(req: &Request, accepted: &[&str]) -> Result<(), ApiError> {
+/// Refuses a body whose `Content-Type` (without its parameters) is not one of
+/// `accepted`; returns the one it is.
+fn check_type(req: &Request, accepted: &[&'static str]) -> Result<&'static str, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim());
-    match declared {
-        Some(t) if accepted.iter().any(|a| a.eq_ignore_ascii_case(t)) => Ok(()),
-        other => Err(ApiError::new(
+    match declared.and_then(|t| accepted.iter().find(|a| a.eq_ignore_ascii_case(t))) {
+        Some(media) => Ok(media),
+        None => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
                 "the body must be sent as {} (Content-Type: {})",
                 accepted.join(" or "),
-                other.unwrap_or("none")
+                declared.unwrap_or("none")
             ),
         )),
     }
@@ -62,15 +63,19 @@ async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiErro
     })
 }
 
-/// A template's text, within the configured limit.
-pub struct TemplateBody(pub Bytes);
+/// A template's text, within the configured limit, and whether it was sent as JSON.
+pub struct TemplateBody {
+    pub json: bool,
+    pub text: Bytes,
+}
 
 impl<S: Send + Sync> FromRequest<S> for TemplateBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        check_type(&req, TEMPLATE)?;
-        bytes(req, state).await.map(TemplateBody)
+        let json = check_type(&req, TEMPLATE)?.eq_ignore_ascii_case("application/json");
+        let text = bytes(req, state).await?;
+        Ok(TemplateBody { json, text })
     }
 }
 

@@ -6,7 +6,7 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tasker_core::store::{Registration, Store};
-use tasker_core::template::parse_template;
+use tasker_core::template::{parse_json_template, parse_template};
 
 use crate::body::TemplateBody;
 use crate::error::ApiError;
@@ -52,11 +52,19 @@ struct Registered {
 /// content is registered already, 409 when the version holds different content.
 pub async fn register<S: Store>(
     State(state): State<AppState<S>>,
-    TemplateBody(body): TemplateBody,
+    TemplateBody {
+        json: as_json,
+        text: body,
+    }: TemplateBody,
 ) -> Result<Response, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_template", "the template is not UTF-8 text"))?;
-    let template = parse_template(text, "request body")
+    let parse = if as_json {
+        parse_json_template
+    } else {
+        parse_template
+    };
+    let template = parse(text, "request body")
         .map_err(|e| ApiError::bad_request("invalid_template", e.to_string()))?;
     let registration = state.engine.register(&template).await?;
     let (status, registered) = match registration {

@@ -413,6 +413,28 @@ async fn other_origins_and_undeclared_bodies_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_sent_as_json_is_read_as_json() {
+    let s = server(&[]).await;
+    let json = ("content-type", "application/json");
+    // A surrogate pair, as JSON encoders write 🚀; YAML's parser refuses it.
+    let template = r#"{"namespace": "api", "name": "rocket", "version": "1.0.0",
+        "steps": [{"name": "a", "handler": "echo", "config": {"label": "\ud83d\ude80"}}]}"#;
+    let (status, body) = send(&s, "POST", "/v1/templates", &[json], template).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, error) = send(
+        &s,
+        "POST",
+        "/v1/templates",
+        &[json],
+        "{\n  \"namespace\": }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with("request body:2:16: "), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tokens_any_host_may_call_and_the_scheme_is_case_insensitive() {
     let s = server(&["s3cret"]).await;
     for scheme in ["Bearer", "bearer", "BEARER"] {

@@ -191,6 +191,24 @@ fn files_are_read_within_bounds_and_directories_in_depth() {
 }
 
 #[test]
+fn a_json_template_file_is_read_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rocket.json");
+    let template = r#"{"namespace": "x", "name": "rocket", "version": "1.0.0",
+        "steps": [{"name": "a", "handler": "echo", "config": {"label": "\ud83d\ude80"}}]}"#;
+    std::fs::write(&path, template).unwrap();
+    let o = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::write(&path, "{\"namespace\": }").unwrap();
+    let o = run(&["validate", path.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains(&format!("{}:1:15: ", path.display())),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn validate_names_file_line_and_step_for_each_problem() {
     let cases: Vec<(String, &str)> = vec![
         (

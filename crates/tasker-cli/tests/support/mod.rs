@@ -58,9 +58,15 @@ pub fn http(
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    // Templates go as YAML, every other body as JSON.
+    let media = if path == "/v1/templates" {
+        "application/yaml"
+    } else {
+        "application/json"
+    };
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {media}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

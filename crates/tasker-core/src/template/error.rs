@@ -27,6 +27,21 @@ impl TemplateError {
         Self::file(file, format!("cannot read: {e}"))
     }
 
+    pub(crate) fn from_json(file: &str, e: &serde_json::Error) -> Self {
+        // The JSON error ends with its location; it is printed in front instead.
+        let text = e.to_string();
+        let message = match text.rfind(" at line ") {
+            Some(i) => text[..i].to_owned(),
+            None => text,
+        };
+        Self {
+            file: file.to_owned(),
+            location: Some((e.line(), e.column())),
+            step: None,
+            message,
+        }
+    }
+
     pub(crate) fn from_yaml(file: &str, e: &serde_norway::Error) -> Self {
         let location = e.location().map(|l| (l.line(), l.column()));
         // The YAML error repeats its location at the end; we print it in front instead.

@@ -165,6 +165,15 @@ pub fn parse_template(source: &str, file: &str) -> Result<TaskTemplate, Template
     validate::validate(raw, source, file)
 }
 
+/// [`parse_template`] for a template written as JSON, read by a JSON parser: YAML's
+/// refuses some valid JSON (a surrogate pair such as `"\ud83d\ude80"`, which most JSON
+/// encoders write for characters beyond the Basic Multilingual Plane).
+pub fn parse_json_template(source: &str, file: &str) -> Result<TaskTemplate, TemplateErrors> {
+    let raw: raw::RawTemplate = serde_json::from_str(source)
+        .map_err(|e| TemplateErrors::one(TemplateError::from_json(file, &e)))?;
+    validate::validate(raw, source, file)
+}
+
 /// Loads a template file, or every `*.yaml` / `*.yml` file of a directory (sorted by
 /// name). All problems of all files are reported together.
 /// Loads exactly one template from a file (a directory or a multi-template path is an
@@ -201,9 +210,16 @@ pub fn load_path(path: &Path) -> Result<Vec<TaskTemplate>, TemplateErrors> {
     let mut errors = Vec::new();
     for file in &files {
         let name = file.display().to_string();
+        let json = file.extension().is_some_and(|e| e == "json");
         let loaded = crate::file::read_text(file, crate::file::MAX_TEMPLATE_BYTES)
             .map_err(|e| TemplateErrors::one(TemplateError::io(&name, &e)))
-            .and_then(|source| parse_template(&source, &name));
+            .and_then(|source| {
+                if json {
+                    parse_json_template(&source, &name)
+                } else {
+                    parse_template(&source, &name)
+                }
+            });
         match loaded {
             Ok(t) => {
                 if templates.iter().any(|o| o.key() == t.key()) {
