@@ -32,6 +32,19 @@ use crate::time::Timestamp;
 /// a letter, so this name cannot collide with one.
 pub const TASK_QUEUE: &str = "_tasks";
 
+/// `items` grouped by queue, queues in the order they first appear: the shape of every
+/// per-queue batch (sends, deletes, claims).
+pub fn by_queue<'q, T>(items: impl IntoIterator<Item = (&'q str, T)>) -> Vec<(&'q str, Vec<T>)> {
+    let mut groups: Vec<(&str, Vec<T>)> = Vec::new();
+    for (queue, item) in items {
+        match groups.iter_mut().find(|(q, _)| *q == queue) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((queue, vec![item])),
+        }
+    }
+    groups
+}
+
 /// A string borrowed from the input when it has no escapes (serde's own `Cow`
 /// deserializes owned unless a field says `borrow`).
 #[derive(Deserialize)]

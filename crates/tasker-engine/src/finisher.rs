@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::message::by_queue;
 use tasker_core::store::{
     Claim, ClaimParams, StepFinishParams, StepFinished, StepOutcome, Store, StoreError, StoreResult,
 };
@@ -114,16 +115,13 @@ pub(crate) async fn run<S: Store>(
 }
 
 async fn commit<S: Store>(store: &S, refill: &Refill, batch: &mut Vec<Finish>) {
-    // The outcomes of each queue, by index into `batch`, queues in first-seen order.
-    let mut queues: Vec<(&str, Vec<usize>)> = Vec::new();
-    if refill.allowed() {
-        for (i, f) in batch.iter().enumerate().filter(|(_, f)| f.refill) {
-            match queues.iter_mut().find(|(q, _)| *q == &*f.queue) {
-                Some((_, outcomes)) => outcomes.push(i),
-                None => queues.push((&f.queue, vec![i])),
-            }
-        }
-    }
+    // The outcomes that ask for a refill, by index into `batch`, grouped by queue.
+    let queues = if refill.allowed() {
+        let asking = batch.iter().enumerate().filter(|(_, f)| f.refill);
+        by_queue(asking.map(|(i, f)| (&*f.queue, i)))
+    } else {
+        Vec::new()
+    };
     let claims: Vec<ClaimParams<'_>> = queues
         .iter()
         .map(|(queue, outcomes)| ClaimParams {

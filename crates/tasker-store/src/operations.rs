@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tasker_core::duration::HumanDuration;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart};
+use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart, by_queue};
 use tasker_core::readiness::{self, Outcome as Readiness, Progress};
 use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
@@ -815,18 +815,6 @@ async fn settle_all<P: Primitives>(
         }
     }
     Ok(enqueued)
-}
-
-/// `items` grouped by queue, queues in the order they first appear.
-fn by_queue<'q, T>(items: impl IntoIterator<Item = (&'q str, T)>) -> Vec<(&'q str, Vec<T>)> {
-    let mut groups: Vec<(&str, Vec<T>)> = Vec::new();
-    for (queue, item) in items {
-        match groups.iter_mut().find(|(q, _)| *q == queue) {
-            Some((_, group)) => group.push(item),
-            None => groups.push((queue, vec![item])),
-        }
-    }
-    groups
 }
 
 fn step_message(task_id: TaskId, step_id: StepId, handler: &str, attempt: u32) -> StepMessage<'_> {
