@@ -83,7 +83,7 @@ RSpec.describe "JSON ↔ Ruby conversions" do
   end
 
   it "reports invalid JSON with its position" do
-    ['{"a": }', "[1, 2", '"\\x"', "01", "[1] 2", '"\\ud800"', '"\\u+041"', "-", "1.", "tru"].each do |bad|
+    ['{"a": }', "[1, 2", '"\\x"', "01", "[1] 2", '"\\ud800"', '"\\u+041"', "-", "1.", "tru", "1e400"].each do |bad|
       expect { Tasker.from_json(bad) }.to raise_error(Tasker::SerializationError, /invalid JSON at byte \d+/)
     end
   end

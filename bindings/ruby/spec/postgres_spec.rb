@@ -39,6 +39,15 @@ RSpec.describe "Tasker on PostgreSQL (distributed)" do
 
   it_behaves_like "the reference workflows"
 
+  it "refuses a database whose schema `tasker migrate` has not set up, changing nothing" do
+    db, url = Specs::Postgres.create_database
+    expect { Tasker::Client.new(database_url: url) }.to raise_error(Tasker::Error, /run `tasker migrate`/)
+    schemas, = Open3.capture2e("psql", url, "-Atc", "SELECT count(*) FROM pg_namespace WHERE nspname IN ('tasker', 'pgmq')")
+    expect(schemas.strip).to eq("0")
+  ensure
+    Specs::Postgres.drop_database(db) if db
+  end
+
   it "routes steps by their queue to a Ruby worker and a Rust worker" do
     rust_worker = Specs::Processes.tasker("worker", "--queue", "rust_q", "--database-url", @url, log: @log)
     path = Specs.write_template(

@@ -1,10 +1,8 @@
 //! JSON text ↔ Ruby objects, built directly: no `serde_json::Value` in between.
 //!
-//! JSON → Ruby is a small recursive reader rather than a serde visitor because serde_json
-//! hands integers beyond 64 bits to visitors as lossy floats unless its
-//! `arbitrary_precision` feature is on, and that feature would change number handling in
-//! every crate of the workspace. The reader keeps bignums exact and builds Hash keys as
-//! interned frozen strings, so the keys repeated across a document exist once.
+//! JSON → Ruby is the reader of `tasker-ruby-json` (why it is a reader of its own: that
+//! crate's documentation) with a builder of Ruby objects. Bignums stay exact and Hash
+//! keys are interned frozen strings, so the keys repeated across a document exist once.
 //!
 //! Ruby → JSON writes into one buffer and names the path of anything that cannot become
 //! JSON (`results.items[3].at: a Time cannot become JSON`).
@@ -16,6 +14,7 @@ use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::value::{Qfalse, Qtrue};
 use magnus::{Error, Fixnum, Float, RArray, RBignum, RHash, RString, Ruby, Symbol, Value};
+use tasker_ruby_json::{Builder, ReadError};
 
 use crate::errors;
 use crate::strings::interned;
@@ -44,19 +43,14 @@ pub fn set_max_depth(ruby: &Ruby, depth: usize) -> Result<usize, Error> {
 
 /// Ruby objects from JSON text.
 pub fn to_ruby(ruby: &Ruby, json: &str) -> Result<Value, Error> {
-    let mut reader = Reader {
-        ruby,
-        bytes: json.as_bytes(),
-        pos: 0,
-        depth_left: max_depth(),
-        scratch: Vec::new(),
-    };
-    let value = reader.value()?;
-    reader.skip_ws();
-    if reader.pos != reader.bytes.len() {
-        return Err(reader.error("trailing characters after the JSON value"));
-    }
-    Ok(value)
+    tasker_ruby_json::read(&mut RubyBuilder { ruby }, json, max_depth()).map_err(|e| match e {
+        ReadError::Build(e) => e,
+        ReadError::TooDeep { .. } => Error::new(
+            errors::serialization(ruby),
+            format!("{e} (Tasker.max_depth)"),
+        ),
+        ReadError::Syntax { .. } => Error::new(errors::serialization(ruby), e.to_string()),
+    })
 }
 
 /// JSON text from a Ruby object; `root` names it in errors (`results`, `context`).
@@ -74,282 +68,73 @@ pub fn to_json(ruby: &Ruby, value: Value, root: &str) -> Result<String, Error> {
     }
 }
 
-struct Reader<'r, 'b> {
+/// Builds the reader's values as Ruby objects, hash keys interned.
+struct RubyBuilder<'r> {
     ruby: &'r Ruby,
-    bytes: &'b [u8],
-    pos: usize,
-    depth_left: usize,
-    /// Holds a string while its escapes are decoded.
-    scratch: Vec<u8>,
 }
 
-impl Reader<'_, '_> {
-    fn error(&self, what: &str) -> Error {
-        Error::new(
-            errors::serialization(self.ruby),
-            format!("invalid JSON at byte {}: {what}", self.pos),
-        )
+impl Builder for RubyBuilder<'_> {
+    type Value = Value;
+    type Key = RString;
+    type Object = RHash;
+    type Array = RArray;
+    type Error = Error;
+
+    fn null(&mut self) -> Value {
+        self.ruby.qnil().as_value()
     }
 
-    fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
-            self.pos += 1;
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    fn expect(&mut self, byte: u8) -> Result<(), Error> {
-        self.skip_ws();
-        if self.peek() == Some(byte) {
-            self.pos += 1;
-            Ok(())
+    fn boolean(&mut self, b: bool) -> Value {
+        if b {
+            self.ruby.qtrue().as_value()
         } else {
-            Err(self.error(&format!("expected `{}`", byte as char)))
+            self.ruby.qfalse().as_value()
         }
     }
 
-    fn value(&mut self) -> Result<Value, Error> {
-        self.skip_ws();
-        match self.peek() {
-            Some(b'{') => self.nested(Self::object),
-            Some(b'[') => self.nested(Self::array),
-            Some(b'"') => Ok(self.string(false)?.as_value()),
-            Some(b't') => self.literal("true", self.ruby.qtrue().as_value()),
-            Some(b'f') => self.literal("false", self.ruby.qfalse().as_value()),
-            Some(b'n') => self.literal("null", self.ruby.qnil().as_value()),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(_) => Err(self.error("expected a value")),
-            None => Err(self.error("unexpected end")),
-        }
+    fn integer(&mut self, n: i64) -> Value {
+        self.ruby.integer_from_i64(n).as_value()
     }
 
-    fn nested(&mut self, read: fn(&mut Self) -> Result<Value, Error>) -> Result<Value, Error> {
-        if self.depth_left == 0 {
-            return Err(Error::new(
-                errors::serialization(self.ruby),
-                format!(
-                    "JSON nested deeper than {} levels (Tasker.max_depth)",
-                    max_depth()
-                ),
-            ));
-        }
-        self.depth_left -= 1;
-        self.pos += 1;
-        let value = read(self);
-        self.depth_left += 1;
-        value
+    fn big_integer(&mut self, digits: &str) -> Result<Value, Error> {
+        // Ruby parses the digits into an exact bignum.
+        self.ruby.str_new(digits).funcall("to_i", ())
     }
 
-    fn literal(&mut self, word: &str, value: Value) -> Result<Value, Error> {
-        if self.bytes[self.pos..].starts_with(word.as_bytes()) {
-            self.pos += word.len();
-            Ok(value)
-        } else {
-            Err(self.error("expected a value"))
-        }
+    fn float(&mut self, f: f64) -> Value {
+        self.ruby.float_from_f64(f).as_value()
     }
 
-    fn object(&mut self) -> Result<Value, Error> {
-        let hash = self.ruby.hash_new();
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            return Ok(hash.as_value());
-        }
-        loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return Err(self.error("expected a string key"));
-            }
-            let key = self.string(true)?;
-            self.expect(b':')?;
-            let value = self.value()?;
-            hash.aset(key, value)?;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(hash.as_value());
-                }
-                _ => return Err(self.error("expected `,` or `}`")),
-            }
-        }
+    fn string(&mut self, s: &str) -> Value {
+        self.ruby.str_new(s).as_value()
     }
 
-    fn array(&mut self) -> Result<Value, Error> {
-        let array = self.ruby.ary_new();
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            return Ok(array.as_value());
-        }
-        loop {
-            array.push(self.value()?)?;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(array.as_value());
-                }
-                _ => return Err(self.error("expected `,` or `]`")),
-            }
-        }
+    fn key(&mut self, s: &str) -> RString {
+        interned(s)
     }
 
-    /// A string at the opening quote; `key` makes it an interned frozen string.
-    fn string(&mut self, key: bool) -> Result<RString, Error> {
-        self.pos += 1;
-        let start = self.pos;
-        loop {
-            match self.peek() {
-                Some(b'"') => break,
-                Some(b'\\') => return self.escaped_string(start, key),
-                Some(0..=0x1f) => return Err(self.error("control character in a string")),
-                Some(_) => self.pos += 1,
-                None => return Err(self.error("unterminated string")),
-            }
-        }
-        let text = &self.bytes[start..self.pos];
-        self.pos += 1;
-        Ok(self.make_string(text, key))
+    fn object(&mut self) -> RHash {
+        self.ruby.hash_new()
     }
 
-    fn make_string(&self, bytes: &[u8], key: bool) -> RString {
-        // The input is a `&str` and quotes and escapes are ASCII, so every slice and
-        // every decoded escape is UTF-8.
-        let text = std::str::from_utf8(bytes).expect("JSON strings are UTF-8");
-        if key {
-            interned(text)
-        } else {
-            self.ruby.str_new(text)
-        }
+    fn insert(&mut self, object: &mut RHash, key: RString, value: Value) -> Result<(), Error> {
+        object.aset(key, value)
     }
 
-    fn escaped_string(&mut self, start: usize, key: bool) -> Result<RString, Error> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        scratch.extend_from_slice(&self.bytes[start..self.pos]);
-        loop {
-            match self.peek() {
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    self.pos += 1;
-                    let Some(escape) = self.peek() else {
-                        return Err(self.error("unterminated string"));
-                    };
-                    self.pos += 1;
-                    match escape {
-                        b'"' | b'\\' | b'/' => scratch.push(escape),
-                        b'b' => scratch.push(0x08),
-                        b'f' => scratch.push(0x0c),
-                        b'n' => scratch.push(b'\n'),
-                        b'r' => scratch.push(b'\r'),
-                        b't' => scratch.push(b'\t'),
-                        b'u' => {
-                            let c = self.unicode_escape()?;
-                            let mut utf8 = [0; 4];
-                            scratch.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-                        }
-                        _ => return Err(self.error("unknown escape")),
-                    }
-                }
-                Some(0..=0x1f) => return Err(self.error("control character in a string")),
-                Some(b) => {
-                    scratch.push(b);
-                    self.pos += 1;
-                }
-                None => return Err(self.error("unterminated string")),
-            }
-        }
-        self.pos += 1;
-        let string = self.make_string(&scratch, key);
-        self.scratch = scratch;
-        Ok(string)
+    fn end_object(&mut self, object: RHash) -> Value {
+        object.as_value()
     }
 
-    /// The character of a `\uXXXX` escape (after the `u`), joining surrogate pairs.
-    fn unicode_escape(&mut self) -> Result<char, Error> {
-        let high = self.hex4()?;
-        let code = if (0xD800..0xDC00).contains(&high) {
-            if !self.bytes[self.pos..].starts_with(b"\\u") {
-                return Err(self.error("unpaired surrogate in a \\u escape"));
-            }
-            self.pos += 2;
-            let low = self.hex4()?;
-            if !(0xDC00..0xE000).contains(&low) {
-                return Err(self.error("unpaired surrogate in a \\u escape"));
-            }
-            0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
-        } else {
-            high
-        };
-        char::from_u32(code).ok_or_else(|| self.error("unpaired surrogate in a \\u escape"))
+    fn array(&mut self) -> RArray {
+        self.ruby.ary_new()
     }
 
-    fn hex4(&mut self) -> Result<u32, Error> {
-        let digits = self
-            .bytes
-            .get(self.pos..self.pos + 4)
-            .filter(|d| d.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u32::from_str_radix(d, 16).ok())
-            .ok_or_else(|| self.error("bad \\u escape"))?;
-        self.pos += 4;
-        Ok(digits)
+    fn push(&mut self, array: &mut RArray, value: Value) -> Result<(), Error> {
+        array.push(value)
     }
 
-    fn number(&mut self) -> Result<Value, Error> {
-        let start = self.pos;
-        let mut integer = true;
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        let digits = |r: &mut Self| {
-            let from = r.pos;
-            while let Some(b'0'..=b'9') = r.peek() {
-                r.pos += 1;
-            }
-            r.pos > from
-        };
-        let int_start = self.pos;
-        if !digits(self) {
-            return Err(self.error("expected digits"));
-        }
-        if self.bytes[int_start] == b'0' && self.pos - int_start > 1 {
-            return Err(self.error("leading zero in a number"));
-        }
-        if self.peek() == Some(b'.') {
-            integer = false;
-            self.pos += 1;
-            if !digits(self) {
-                return Err(self.error("expected digits after `.`"));
-            }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            integer = false;
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            if !digits(self) {
-                return Err(self.error("expected digits in the exponent"));
-            }
-        }
-        let text = std::str::from_utf8(&self.bytes[start..self.pos]).expect("ASCII digits");
-        if !integer {
-            let float: f64 = text.parse().map_err(|_| self.error("bad number"))?;
-            return Ok(self.ruby.float_from_f64(float).as_value());
-        }
-        if let Ok(small) = text.parse::<i64>() {
-            return Ok(self.ruby.integer_from_i64(small).as_value());
-        }
-        // Beyond 64 bits: Ruby parses the digits into an exact bignum.
-        self.ruby.str_new(text).funcall("to_i", ())
+    fn end_array(&mut self, array: RArray) -> Value {
+        array.as_value()
     }
 }
 

@@ -219,11 +219,12 @@ async fn follow<S: Store>(engine: Engine<S>, task_id: TaskId) -> Option<Result<S
     )
 }
 
-/// Connects to PostgreSQL and brings its schema up to date.
+/// Connects to PostgreSQL and checks, read-only, that its schema is this build's: only
+/// `tasker migrate` changes it, so a worker needs no rights to run DDL.
 pub fn connect(ruby: &Ruby, url: &str, connections: u32) -> Result<PgStore, Error> {
     block_on(ruby, async {
         let store = PgStore::connect(url, connections).await?;
-        store.migrate().await?;
+        store.check_schema().await?;
         Ok(store)
     })?
     .map_err(|e: StoreError| errors::general(ruby, format!("cannot use the database: {e}")))

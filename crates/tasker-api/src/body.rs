@@ -1,7 +1,7 @@
 //! Request bodies read with the API's own errors: a body must declare its media type
 //! (415 `unsupported_media_type` otherwise: a form or `text/plain` is what a foreign web
 //! page can send without asking), malformed JSON is a 400 `invalid_json`, a body over
-//! the limit a 413 `payload_too_large`.
+//! the limit a 413 `payload_too_large`, one that does not arrive in time a 408.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
+use crate::AppState;
 use crate::error::ApiError;
 
 /// The media types a JSON body may declare.
@@ -53,8 +54,21 @@ fn check_type(req: &Request, accepted: &[&'static str]) -> Result<&'static str, 
     }
 }
 
-async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+/// The body, read within the server's `read_timeout` (408 `request_timeout` after it:
+/// a client that trickles its body must not hold the request forever).
+async fn bytes<S: Send + Sync>(req: Request, state: &AppState<S>) -> Result<Bytes, ApiError> {
+    let read = Bytes::from_request(req, state);
+    let Ok(read) = tokio::time::timeout(state.read_timeout, read).await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {:?} (api.read_timeout)",
+                state.read_timeout
+            ),
+        ));
+    };
+    read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
         } else {
@@ -69,10 +83,10 @@ pub struct TemplateBody {
     pub text: Bytes,
 }
 
-impl<S: Send + Sync> FromRequest<S> for TemplateBody {
+impl<S: Send + Sync> FromRequest<AppState<S>> for TemplateBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState<S>) -> Result<Self, ApiError> {
         let json = check_type(&req, TEMPLATE)?.eq_ignore_ascii_case("application/json");
         let text = bytes(req, state).await?;
         Ok(TemplateBody { json, text })
@@ -82,10 +96,10 @@ impl<S: Send + Sync> FromRequest<S> for TemplateBody {
 /// A JSON body decoded into `T`.
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<AppState<S>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState<S>) -> Result<Self, ApiError> {
         check_type(&req, JSON)?;
         let bytes = bytes(req, state).await?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {

@@ -2,7 +2,8 @@
 //!
 //! Tasker's HTTP API (`tasker serve`), over any store: submit and inspect tasks, list
 //! and register templates, operate on failed work. Errors are JSON with a stable
-//! `code`; with tokens configured every `/v1` route needs `Authorization: Bearer`.
+//! `code`; with tokens configured every `/v1` route needs `Authorization: Bearer` with
+//! a token of the route's scope.
 //! `/health`, `/ready`, `/metrics` and `/openapi.json` are open, and
 //! [`probes_router`] serves the first three from orchestrator and worker processes.
 
@@ -12,11 +13,14 @@ mod body;
 mod edge;
 mod error;
 mod probes;
+mod query;
+mod server;
 mod tasks;
 mod templates;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -28,9 +32,11 @@ use tasker_core::store::Store;
 use tasker_core::template::TaskTemplate;
 use tasker_engine::Engine;
 
+pub use auth::{Scope, Token};
 pub use axum::Router;
 pub use error::ApiError;
 pub use probes::render as render_metrics;
+pub use server::serve;
 
 /// The OpenAPI 3 description of every route, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -55,9 +61,11 @@ pub const ROUTES: &[(&str, &str)] = &[
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     /// Bearer tokens accepted on `/v1`; none means no authentication.
-    pub tokens: Vec<String>,
+    pub tokens: Vec<Token>,
     /// Request bodies above this many bytes are refused with 413.
     pub body_limit: usize,
+    /// How long a client may take to send a request's head, and then its body.
+    pub read_timeout: Duration,
     /// Without tokens, answer requests for any host name, not only loopback ones (the
     /// operator chose to serve without authentication on a non-loopback address).
     pub any_host: bool,
@@ -65,8 +73,9 @@ pub struct ApiConfig {
 
 pub struct AppState<S> {
     engine: Engine<S>,
-    tokens: Arc<[String]>,
+    tokens: Arc<[Token]>,
     body_limit: usize,
+    read_timeout: Duration,
     any_host: bool,
     /// Registered templates parsed once, by `namespace/name@version`: versions are
     /// immutable, so a parsed one never goes stale.
@@ -79,6 +88,7 @@ impl<S> AppState<S> {
             engine,
             tokens: config.tokens.into(),
             body_limit: config.body_limit,
+            read_timeout: config.read_timeout,
             any_host: config.any_host,
             templates: Arc::default(),
         }
@@ -91,6 +101,7 @@ impl<S> Clone for AppState<S> {
             engine: self.engine.clone(),
             tokens: self.tokens.clone(),
             body_limit: self.body_limit,
+            read_timeout: self.read_timeout,
             any_host: self.any_host,
             templates: self.templates.clone(),
         }
@@ -129,11 +140,15 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
         .with_state(state)
 }
 
+/// How long a probe client may take to send its request (probes have no body).
+pub const PROBE_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `/health`, `/ready` and `/metrics` alone, for orchestrator and worker processes.
 pub fn probes_router<S: Store>(engine: Engine<S>) -> Router {
     let config = ApiConfig {
         tokens: Vec::new(),
         body_limit: 0,
+        read_timeout: PROBE_READ_TIMEOUT,
         any_host: true,
     };
     probes()
@@ -172,16 +187,4 @@ async fn method_not_allowed() -> ApiError {
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).expect("API bodies serialize");
     (status, [(CONTENT_TYPE, "application/json")], bytes).into_response()
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in
-/// flight finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

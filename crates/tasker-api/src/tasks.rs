@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tasker_core::TaskState;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::store::{Store, TaskDetail, TaskListParams, TaskRecord};
+use tasker_core::store::{Store, TaskDetail, TaskListParams, TaskRecord, TemplateListParams};
 use tasker_core::template::{TaskTemplate, parse_template};
 
 use axum::response::Response;
 
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::{AppState, json};
+use crate::{AppState, json, query};
 
 /// `POST /v1/tasks`.
 #[derive(Deserialize)]
@@ -82,10 +82,18 @@ async fn find_template<S: Store>(
     {
         return Ok(t);
     }
-    let all = state.engine.store().template_list().await?;
-    let found = all
+    let versions = state
+        .engine
+        .store()
+        .template_list(TemplateListParams {
+            namespace: Some(namespace),
+            name: Some(name),
+            after: None,
+            limit: u32::MAX,
+        })
+        .await?;
+    let found = versions
         .iter()
-        .filter(|t| t.namespace == namespace && t.name == name)
         .filter(|t| version.is_none_or(|v| t.version == v))
         .max_by(|a, b| newest(&a.version, &b.version));
     let Some(record) = found else {
@@ -234,9 +242,9 @@ const MAX_LIMIT: u32 = 500;
 
 pub async fn list<S: Store>(
     State(state): State<AppState<S>>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    params: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(q) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let task_state = q
         .state
         .as_deref()
@@ -245,26 +253,7 @@ pub async fn list<S: Store>(
                 .map_err(|e| ApiError::bad_request("invalid_query", format!("state: {e}")))
         })
         .transpose()?;
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("limit: `{l}` is not a number from 1 to {MAX_LIMIT}"),
-                ));
-            }
-        },
-    };
-    if let Some(namespace) = q.namespace.as_deref() {
-        tasker_core::names::check_name(namespace).map_err(|why| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("namespace `{}`: {why}", namespace.escape_debug()),
-            )
-        })?;
-    }
+    let limit = query::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let before = q.cursor.as_deref().map(task_id).transpose()?;
     // One more than asked tells whether another page exists.
     let mut tasks = state
@@ -272,14 +261,12 @@ pub async fn list<S: Store>(
         .store()
         .task_list(TaskListParams {
             state: task_state,
-            namespace: q.namespace.as_deref(),
+            namespace: query::name("namespace", q.namespace.as_deref())?,
             before,
             limit: limit + 1,
         })
         .await?;
-    let more = tasks.len() > limit as usize;
-    tasks.truncate(limit as usize);
-    let next_cursor = if more {
+    let next_cursor = if query::truncate(&mut tasks, limit) {
         tasks.last().map(|t| t.id)
     } else {
         None

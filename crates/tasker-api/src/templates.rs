@@ -1,16 +1,17 @@
 //! `/v1/templates`: list and register templates.
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tasker_core::store::{Registration, Store};
+use tasker_core::store::{Registration, Store, TemplateListParams};
 use tasker_core::template::{parse_json_template, parse_template};
 
 use crate::body::TemplateBody;
 use crate::error::ApiError;
-use crate::{AppState, json};
+use crate::{AppState, json, query};
 
 #[derive(Serialize)]
 struct TemplateView<'a> {
@@ -23,12 +24,45 @@ struct TemplateView<'a> {
 }
 
 #[derive(Serialize)]
-struct TemplateList<'a> {
+struct TemplatePage<'a> {
     templates: Vec<TemplateView<'a>>,
+    /// Pass as `cursor` for the next page (`namespace/name@version`); null on the last.
+    next_cursor: Option<String>,
 }
 
-pub async fn list<S: Store>(State(state): State<AppState<S>>) -> Result<Response, ApiError> {
-    let all = state.engine.store().template_list().await?;
+/// `GET /v1/templates` query.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    namespace: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Definitions can be large (up to the body limit each), so pages are small.
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+pub async fn list<S: Store>(
+    State(state): State<AppState<S>>,
+    params: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = query::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let after = q.cursor.as_deref().map(cursor).transpose()?;
+    let mut all = state
+        .engine
+        .store()
+        .template_list(TemplateListParams {
+            namespace: query::name("namespace", q.namespace.as_deref())?,
+            name: None,
+            after,
+            limit: limit + 1,
+        })
+        .await?;
+    let next_cursor = query::truncate(&mut all, limit)
+        .then(|| all.last())
+        .flatten()
+        .map(|t| format!("{}/{}@{}", t.namespace, t.name, t.version));
     let templates = all
         .iter()
         .map(|t| TemplateView {
@@ -39,7 +73,31 @@ pub async fn list<S: Store>(State(state): State<AppState<S>>) -> Result<Response
             definition: serde_json::from_str(&t.definition).ok(),
         })
         .collect();
-    Ok(json(StatusCode::OK, &TemplateList { templates }))
+    Ok(json(
+        StatusCode::OK,
+        &TemplatePage {
+            templates,
+            next_cursor,
+        },
+    ))
+}
+
+/// A `namespace/name@version` cursor.
+fn cursor(raw: &str) -> Result<(&str, &str, &str), ApiError> {
+    raw.split_once('/')
+        .and_then(|(namespace, rest)| {
+            let (name, version) = rest.split_once('@')?;
+            Some((namespace, name, version))
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "cursor: `{}` is not `namespace/name@version`",
+                    raw.escape_debug()
+                ),
+            )
+        })
 }
 
 #[derive(Serialize)]

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use tasker_api::{ApiConfig, OPENAPI, ROUTES, router};
+use tasker_api::{ApiConfig, OPENAPI, ROUTES, Token, router};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Running};
 use tasker_store::sqlite::SqliteStore;
 use tower::ServiceExt;
@@ -29,8 +29,9 @@ async fn server(tokens: &[&str]) -> Server {
     );
     let running = engine.start();
     let config = ApiConfig {
-        tokens: tokens.iter().map(|t| t.to_string()).collect(),
+        tokens: tokens.iter().map(|t| Token::parse(t).unwrap()).collect(),
         body_limit: 64 * 1024,
+        read_timeout: Duration::from_secs(30),
         any_host: false,
     };
     Server {
@@ -474,6 +475,144 @@ async fn a_template_cannot_run_commands_on_the_server() {
     );
     let (_, list) = call(&s, "GET", "/v1/templates", None, None).await;
     assert!(list["templates"].as_array().unwrap().is_empty(), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_listed_in_pages() {
+    let s = server(&[]).await;
+    for name in ["c", "a", "b"] {
+        register(&s, &CHAIN.replace("name: chain", &format!("name: {name}"))).await;
+    }
+    register(&s, &CHAIN.replace("version: 1.0.0", "version: 1.1.0")).await;
+    let mut seen = Vec::new();
+    let mut uri = "/v1/templates?limit=2".to_owned();
+    loop {
+        let (status, page) = call(&s, "GET", &uri, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let templates = page["templates"].as_array().unwrap();
+        assert!(templates.len() <= 2, "{page}");
+        seen.extend(templates.iter().map(|t| {
+            format!(
+                "{}@{}",
+                t["name"].as_str().unwrap(),
+                t["version"].as_str().unwrap()
+            )
+        }));
+        match page["next_cursor"].as_str() {
+            Some(c) => uri = format!("/v1/templates?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a@1.0.0", "b@1.0.0", "c@1.0.0", "chain@1.1.0"]);
+    let (_, other) = call(&s, "GET", "/v1/templates?namespace=other", None, None).await;
+    assert_eq!(other, json!({"templates": [], "next_cursor": null}));
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "cursor=nope",
+        "namespace=Bad%20Name",
+    ] {
+        let (status, error) = call(&s, "GET", &format!("/v1/templates?{bad}"), None, None).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_query")),
+            "{bad}: {error}"
+        );
+    }
+    // Submitting without a version takes the newest of that template's versions.
+    let body = r#"{"namespace": "api", "name": "chain", "context": {"start": 1}}"#;
+    let (status, created) = call(&s, "POST", "/v1/tasks", Some(body), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["task_id"].as_str().unwrap();
+    let (_, task) = call(&s, "GET", &format!("/v1/tasks/{id}"), None, None).await;
+    assert_eq!(task["version"], "1.1.0", "{task}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_does_what_its_scope_allows() {
+    let s = server(&["read:r", "write:w", "admin:a", "bare"]).await;
+    let create = r#"{"namespace": "api", "name": "chain", "context": {"start": 1}}"#;
+    let attempt = |method: &'static str, uri: &'static str, body: Option<&'static str>| {
+        let s = &s;
+        move |token: &'static str| async move { call(s, method, uri, body, Some(token)).await.0 }
+    };
+    let register_as = attempt("POST", "/v1/templates", Some(CHAIN));
+    let (status, error) = call(&s, "POST", "/v1/templates", Some(CHAIN), Some("w")).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("needs `admin`"),
+        "{error}"
+    );
+    assert_eq!(register_as("r").await, StatusCode::FORBIDDEN);
+    assert_eq!(register_as("a").await, StatusCode::CREATED);
+    assert_eq!(
+        register_as("bare").await,
+        StatusCode::OK,
+        "a bare token is admin"
+    );
+    let submit_as = attempt("POST", "/v1/tasks", Some(create));
+    assert_eq!(submit_as("r").await, StatusCode::FORBIDDEN);
+    assert_eq!(submit_as("w").await, StatusCode::CREATED);
+    for token in ["r", "w", "a"] {
+        assert_eq!(
+            attempt("GET", "/v1/tasks", None)(token).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            attempt("GET", "/v1/templates", None)(token).await,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = Arc::new(SqliteStore::open(":memory:").await.unwrap());
+    let engine = Engine::new(
+        store,
+        HandlerRegistry::with_builtins(),
+        EngineConfig::embedded(),
+    );
+    let timeout = Duration::from_millis(300);
+    let config = ApiConfig {
+        tokens: Vec::new(),
+        body_limit: 64 * 1024,
+        read_timeout: timeout,
+        any_host: false,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tasker_api::serve(
+        listener,
+        router(engine, config),
+        timeout,
+        std::future::pending(),
+    ));
+    let answer = |request: &'static str| async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        // The guard only keeps a broken server from hanging the suite.
+        tokio::time::timeout(Duration::from_secs(20), c.read_to_string(&mut text))
+            .await
+            .expect("the server closes the connection")
+            .ok();
+        text
+    };
+    // Half a request head: the connection is closed, not held.
+    let head = answer("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:").await;
+    assert!(!head.contains("200 OK"), "{head}");
+    // A head, then less body than declared: 408.
+    let body = answer(
+        "POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"namespace\":",
+    )
+    .await;
+    assert!(body.starts_with("HTTP/1.1 408"), "{body}");
+    assert!(body.contains("request_timeout"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,7 @@ fn api() -> ApiConfig {
     ApiConfig {
         tokens: Vec::new(),
         body_limit: 1 << 20,
+        read_timeout: std::time::Duration::from_secs(30),
         any_host: false,
     }
 }
@@ -114,7 +115,8 @@ async fn naive<S: Store>(stores: Vec<Arc<S>>) {
 async fn listen(router: tasker_api::Router) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     eprintln!("listening on http://{}", listener.local_addr().unwrap());
-    tasker_api::serve(listener, router, std::future::pending())
+    let timeout = std::time::Duration::from_secs(30);
+    tasker_api::serve(listener, router, timeout, std::future::pending())
         .await
         .unwrap();
 }

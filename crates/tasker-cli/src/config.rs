@@ -123,6 +123,8 @@ pub struct Api {
     #[serde(serialize_with = "redacted")]
     pub tokens: Vec<String>,
     pub body_limit: ByteSize,
+    #[serde(with = "serde_human")]
+    pub read_timeout: Duration,
 }
 
 impl Default for Api {
@@ -131,6 +133,7 @@ impl Default for Api {
             listen: "127.0.0.1:8080".into(),
             tokens: Vec::new(),
             body_limit: ByteSize(1024 * 1024),
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -282,6 +285,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TASKER_API_LISTEN", "api.listen"),
     ("TASKER_API_TOKENS", "api.tokens"),
     ("TASKER_API_BODY_LIMIT", "api.body_limit"),
+    ("TASKER_API_READ_TIMEOUT", "api.read_timeout"),
     ("TASKER_METRICS_LISTEN", "metrics.listen"),
     ("TASKER_MEMORY_HIGH_WATERMARK", "memory.high_watermark"),
     ("TASKER_MEMORY_LOW_WATERMARK", "memory.low_watermark"),
@@ -397,6 +401,7 @@ impl Config {
                 }
             }
             "api.body_limit" => self.api.body_limit = value.parse().map_err(bad)?,
+            "api.read_timeout" => self.api.read_timeout = duration()?,
             "metrics.listen" => self.metrics.listen = Some(value.to_owned()),
             "memory.high_watermark" => {
                 self.memory.high_watermark = Some(value.parse().map_err(bad)?)
@@ -440,8 +445,11 @@ impl Config {
         {
             return bad("metrics.listen", format!("`{listen}`: {e}"));
         }
-        if self.api.tokens.iter().any(|t| t.trim().is_empty()) {
-            return bad("api.tokens", "a token is empty".into());
+        if let Err(e) = self.api_tokens() {
+            return bad("api.tokens", e);
+        }
+        if self.api.read_timeout.is_zero() {
+            return bad("api.read_timeout", "must be more than 0".into());
         }
         if self.api.body_limit.0 == 0 {
             return bad("api.body_limit", "must be more than 0".into());
@@ -467,7 +475,15 @@ impl Config {
         Ok(())
     }
 
-    /// The memory limits, when a high watermark is set; the low one defaults to 80 % of it.
+    /// The API's tokens with their scopes (`read:…`, `write:…`, `admin:…`; bare is admin).
+    pub fn api_tokens(&self) -> Result<Vec<tasker_api::Token>, String> {
+        self.api
+            .tokens
+            .iter()
+            .map(|t| tasker_api::Token::parse(t))
+            .collect()
+    }
+
     /// The handlers of this process: the built-in ones, `shell` where it is allowed.
     pub fn handlers(&self) -> tasker_engine::HandlerRegistry {
         let builtins = tasker_engine::HandlerRegistry::with_builtins();
@@ -477,6 +493,7 @@ impl Config {
         }
     }
 
+    /// The memory limits, when a high watermark is set; the low one defaults to 80 % of it.
     pub fn memory_limits(&self) -> Option<tasker_engine::pressure::MemoryLimits> {
         let high = self.memory.high_watermark?.0;
         let low = self.memory.low_watermark.map_or(high / 5 * 4, |l| l.0);

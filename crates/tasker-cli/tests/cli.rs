@@ -184,10 +184,31 @@ fn files_are_read_within_bounds_and_directories_in_depth() {
         "namespace: x\nname: broken\nversion: 1.0.0\nsteps: []\n",
     )
     .unwrap();
+    let rocket = dir.path().join("nest/rocket.json");
+    std::fs::write(
+        &rocket,
+        r#"{"namespace": "x", "name": "rocket", "version": "1.0.0", "steps": [{"name": "a", "handler": "echo"}]}"#,
+    )
+    .unwrap();
     let checked = run(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(checked.status.code(), Some(1));
     let err = String::from_utf8_lossy(&checked.stderr);
     assert!(err.contains(broken.to_str().unwrap()), "{err}");
+    assert!(
+        err.ends_with("3 file(s) checked, 1 problem(s) found\n"),
+        "{err}"
+    );
+    // Every file it checked is named: the good ones on stdout, beside the broken one.
+    let out = stdout(&checked);
+    for (file, key) in [
+        (dir.path().join("linear.yaml"), "examples/linear@1.0.0"),
+        (rocket, "x/rocket@1.0.0"),
+    ] {
+        assert!(
+            out.contains(&format!("ok  {}  {key}", file.display())),
+            "{out}"
+        );
+    }
 }
 
 #[test]
@@ -267,6 +288,11 @@ fn validate_accepts_every_example() {
     let o = run(&["validate", examples().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().count(), 10);
+    assert!(
+        stderr(&o).ends_with("10 file(s) checked, no problems\n"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! - `kill_9_worker_*`: a worker killed mid-step; the step runs again after its
 //!   visibility timeout and the task completes;
 //! - `kill_9_orchestrator_*`: one orchestrator killed mid-run; the other finishes;
+//! - `chaos_*`: 1,000 tasks while processes are killed -9 (and restarted) and the
+//!   database drops their connections; every task completes, every step once;
 //! - `cli_*`: submit with an idempotency key, wait, retry, resolve, cancel, templates.
 
 mod support;
@@ -532,4 +534,101 @@ async fn only_migrate_changes_the_schema_and_a_read_only_role_can_look() {
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
+}
+
+/// A chain whose first step takes a while, so that kills find steps in flight.
+const NAPPING: &str = "namespace: chaos\nname: napping\nversion: 1.0.0\ntimeout: 3s\nsteps:\n  - {name: nap, handler: sleep, config: {ms: 30}}\n  - {name: after, handler: sum, depends_on: [nap]}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill_9_and_dropped_connections_lose_and_double_nothing() {
+    let Some((db, _)) = setup().await else {
+        return;
+    };
+    // The test's own connections are named, so that the chaos spares them.
+    let url = db.url.as_str();
+    let own = format!("{url}?application_name=chaos-test");
+    let store = Arc::new(PgStore::connect(&own, 4).await.expect("connect"));
+    let roles: [&[&str]; 5] = [
+        &["orchestrator"],
+        &["orchestrator"],
+        &["worker", "--concurrency", "8", "--grace", "1s"],
+        &["worker", "--concurrency", "8", "--grace", "1s"],
+        &["worker", "--concurrency", "8", "--grace", "1s"],
+    ];
+    let logs = tempfile::tempdir().unwrap();
+    let spawn = |i: usize, generation: usize| {
+        let log = std::fs::File::create(logs.path().join(format!("{i}.{generation}.log"))).unwrap();
+        let child = tasker(url)
+            .args(roles[i])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tasker starts");
+        Proc(child)
+    };
+    let mut procs: Vec<Proc> = (0..roles.len()).map(|i| spawn(i, 0)).collect();
+
+    let engine = submitter(store.clone());
+    // The example, with steps that a lost worker gives back within seconds.
+    let text = std::fs::read_to_string(examples().join("mixed_dag.yaml")).unwrap();
+    let text = text.replace("\nsteps:\n", "\ntimeout: 3s\nsteps:\n");
+    let mixed = tasker_core::template::parse_template(&text, "mixed_dag.yaml").unwrap();
+    let napping = tasker_core::template::parse_template(NAPPING, "napping.yaml").unwrap();
+    for i in 0..500 {
+        for template in [&mixed, &napping] {
+            engine
+                .submit(template, &format!(r#"{{"start": {i}}}"#), None)
+                .await
+                .unwrap();
+        }
+    }
+
+    // Kill a random process (and start its replacement) or drop every connection of
+    // the deployment, every few hundred milliseconds, for as long as work remains or
+    // 30 s, whichever is first.
+    let mut rng = fastrand::Rng::with_seed(11);
+    let (mut kills, mut drops) = (0, 0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30)
+        && !store.task_list_unfinished().await.unwrap().is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(rng.u64(200..600))).await;
+        if rng.bool() {
+            let i = rng.usize(0..procs.len());
+            procs[i].kill_9();
+            kills += 1;
+            procs[i] = spawn(i, kills);
+        } else {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND application_name <> 'chaos-test'",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            drops += 1;
+        }
+    }
+    assert!(
+        kills + drops >= 5,
+        "the chaos ran ({kills} kills, {drops} drops)"
+    );
+    until_all_finished(&store, Duration::from_secs(180)).await;
+
+    let complete = store
+        .task_list(TaskListParams {
+            state: Some(TaskState::Complete),
+            limit: 2000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(complete.len(), 1000, "every task completes");
+    let (wrong, total) = completion_counts(&store).await;
+    assert_eq!(wrong, 0, "steps completed other than exactly once");
+    assert_eq!(total, 500 * 7 + 500 * 2);
+    for p in &mut procs {
+        assert_eq!(p.terminate(), Some(0), "graceful stop on SIGTERM");
+    }
 }

@@ -425,6 +425,27 @@ pub struct TaskListParams<'a> {
     pub limit: u32,
 }
 
+/// Which templates [`Store::template_list`] returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TemplateListParams<'a> {
+    pub namespace: Option<&'a str>,
+    /// Only this template's versions (with `namespace`).
+    pub name: Option<&'a str>,
+    /// Templates after this `(namespace, name, version)` (cursor pagination).
+    pub after: Option<(&'a str, &'a str, &'a str)>,
+    pub limit: u32,
+}
+
+impl<'a> TemplateListParams<'a> {
+    /// `after` as three nullable statement parameters.
+    pub fn after_columns(&self) -> (Option<&'a str>, Option<&'a str>, Option<&'a str>) {
+        match self.after {
+            Some((namespace, name, version)) => (Some(namespace), Some(name), Some(version)),
+            None => (None, None, None),
+        }
+    }
+}
+
 /// One row of the audit trail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransitionRecord {
@@ -469,8 +490,11 @@ pub trait Store: Send + Sync + 'static {
         template: &TaskTemplate,
     ) -> impl Future<Output = StoreResult<Registration>> + Send;
 
-    /// Every registered template, ordered by namespace, name and creation.
-    fn template_list(&self) -> impl Future<Output = StoreResult<Vec<TemplateRecord>>> + Send;
+    /// Registered templates, ordered by namespace, name and version (as text).
+    fn template_list(
+        &self,
+        params: TemplateListParams<'_>,
+    ) -> impl Future<Output = StoreResult<Vec<TemplateRecord>>> + Send;
 
     /// Creates a pending task with its steps and edges and sends its start request.
     fn task_create(

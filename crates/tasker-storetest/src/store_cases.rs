@@ -709,23 +709,67 @@ pub async fn parents_finishing_together_enqueue_their_child_once<S: Store>(store
 }
 
 pub async fn templates_are_listed_with_their_definitions<S: Store>(store: Arc<S>) {
-    assert!(store.template_list().await.unwrap().is_empty());
+    let all = |after| TemplateListParams {
+        after,
+        limit: 10,
+        ..TemplateListParams::default()
+    };
+    assert!(store.template_list(all(None)).await.unwrap().is_empty());
     let (two, diamond) = (template(TWO_STEPS), template(DIAMOND));
-    store.template_register(&two).await.unwrap();
-    store.template_register(&diamond).await.unwrap();
-    let listed = store.template_list().await.unwrap();
-    let keys: Vec<_> = listed
-        .iter()
-        .map(|t| (t.namespace.as_str(), t.name.as_str(), t.version.as_str()))
-        .collect();
+    let newer = template(&TWO_STEPS.replace("version: 1.0.0", "version: 1.1.0"));
+    for t in [&two, &diamond, &newer] {
+        store.template_register(t).await.unwrap();
+    }
+    let keys = |listed: &[TemplateRecord]| {
+        listed
+            .iter()
+            .map(|t| format!("{}/{}@{}", t.namespace, t.name, t.version))
+            .collect::<Vec<_>>()
+    };
+    let listed = store.template_list(all(None)).await.unwrap();
     assert_eq!(
-        keys,
-        [("conf", "diamond", "1.0.0"), ("conf", "two_steps", "1.0.0")]
+        keys(&listed),
+        [
+            "conf/diamond@1.0.0",
+            "conf/two_steps@1.0.0",
+            "conf/two_steps@1.1.0"
+        ]
     );
     assert_eq!(listed[1].definition, two.canonical_json());
     // A stored definition is a template again.
     let again = tasker_core::template::parse_template(&listed[1].definition, "stored").unwrap();
     assert_eq!(again.canonical_json(), two.canonical_json());
+    // Pages resume after their cursor; a name selects that template's versions.
+    let page = |after, limit| TemplateListParams {
+        after,
+        limit,
+        ..TemplateListParams::default()
+    };
+    let first = store.template_list(page(None, 2)).await.unwrap();
+    assert_eq!(keys(&first), ["conf/diamond@1.0.0", "conf/two_steps@1.0.0"]);
+    let rest = store
+        .template_list(page(Some(("conf", "two_steps", "1.0.0")), 2))
+        .await
+        .unwrap();
+    assert_eq!(keys(&rest), ["conf/two_steps@1.1.0"]);
+    let versions = store
+        .template_list(TemplateListParams {
+            namespace: Some("conf"),
+            name: Some("two_steps"),
+            after: None,
+            limit: u32::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&versions),
+        ["conf/two_steps@1.0.0", "conf/two_steps@1.1.0"]
+    );
+    let elsewhere = TemplateListParams {
+        namespace: Some("other"),
+        ..all(None)
+    };
+    assert!(store.template_list(elsewhere).await.unwrap().is_empty());
 }
 
 pub async fn queue_depths_count_messages<S: Store>(store: Arc<S>) {

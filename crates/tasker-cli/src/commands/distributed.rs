@@ -56,7 +56,8 @@ async fn serve(
         eprintln!("{role} metrics on http://{addr}/metrics");
         let router = tasker_api::probes_router(engine.clone());
         let mut stopped = metrics_stopped;
-        tokio::spawn(tasker_api::serve(listener, router, async move {
+        let timeout = tasker_api::PROBE_READ_TIMEOUT;
+        tokio::spawn(tasker_api::serve(listener, router, timeout, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
     }

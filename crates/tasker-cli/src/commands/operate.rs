@@ -50,18 +50,57 @@ pub async fn submit<S: Store>(
         ..EngineConfig::embedded()
     };
     let engine = Engine::new(Arc::new(store), handlers.clone(), config);
-    let created = engine
-        .submit(template, context, idempotency_key)
-        .await
-        .map_err(|e| match e {
-            EngineError::Store(s) => store_error(s),
-            bad => CliError::bad(bad),
-        })?;
-    if !created.created {
+    // A key makes a retry safe: when the connection drops around the commit, the
+    // next attempt finds the task the first one may have created.
+    let generated;
+    let key = match idempotency_key {
+        Some(k) => k,
+        None => {
+            generated = format!("submit-{}", TaskId::new());
+            &generated
+        }
+    };
+    let created = retry_unavailable(SUBMIT_PAUSES, || {
+        engine.submit(template, context, Some(key))
+    })
+    .await
+    .map_err(|e| match e {
+        EngineError::Store(s) => store_error(s),
+        bad => CliError::bad(bad),
+    })?;
+    if !created.created && idempotency_key.is_some() {
         eprintln!("the idempotency key names an existing task");
     }
     println!("{}", created.task_id);
     Ok(Outcome::Success)
+}
+
+/// The pauses between attempts of a submission the database could not take.
+const SUBMIT_PAUSES: &[Duration] = &[
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
+
+/// Runs `attempt` again after each pause while it fails with
+/// [`StoreError::Unavailable`]; any other outcome is returned at once.
+async fn retry_unavailable<T, F: Future<Output = Result<T, EngineError>>>(
+    pauses: &[Duration],
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, EngineError> {
+    let mut pauses = pauses.iter();
+    loop {
+        match attempt().await {
+            Err(EngineError::Store(StoreError::Unavailable(why))) => match pauses.next() {
+                Some(pause) => {
+                    eprintln!("the database is unavailable ({why}); trying again");
+                    tokio::time::sleep(*pause).await;
+                }
+                None => return Err(EngineError::Store(StoreError::Unavailable(why))),
+            },
+            done => return done,
+        }
+    }
 }
 
 pub async fn wait<S: Store>(
@@ -172,4 +211,44 @@ pub async fn register<S: Store>(
         }
     }
     Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_submission_is_retried_only_while_the_database_is_unavailable() {
+        let pauses = [Duration::ZERO; 3];
+        let calls = Cell::new(0);
+        let flaky = || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                match n {
+                    1 | 2 => Err(EngineError::Store(StoreError::Unavailable("gone".into()))),
+                    _ => Ok(n),
+                }
+            }
+        };
+        assert_eq!(retry_unavailable(&pauses, flaky).await.unwrap(), 3);
+
+        calls.set(0);
+        let down = || {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>(EngineError::Store(StoreError::Unavailable("down".into()))) }
+        };
+        assert!(retry_unavailable(&pauses, down).await.is_err());
+        assert_eq!(calls.get(), 4, "the first attempt and one after each pause");
+
+        calls.set(0);
+        let refused = || {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>(EngineError::Store(StoreError::NotFound("x".into()))) }
+        };
+        assert!(retry_unavailable(&pauses, refused).await.is_err());
+        assert_eq!(calls.get(), 1, "other errors are not retried");
+    }
 }

@@ -34,8 +34,9 @@ pub async fn serve(
         tracing::warn!(%addr, "serving without API tokens on a non-loopback address (--insecure-no-auth)");
     }
     let api = ApiConfig {
-        tokens: config.api.tokens.clone(),
+        tokens: config.api_tokens().map_err(CliError::BadInput)?,
         body_limit: usize::try_from(config.api.body_limit.0).unwrap_or(usize::MAX),
+        read_timeout: config.api.read_timeout,
         any_host: insecure_no_auth,
     };
     let engine_config = EngineConfig {
@@ -83,13 +84,14 @@ async fn run<S: Store>(
         .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(CliError::failed)?;
     let running = engine.start();
+    let read_timeout = api.read_timeout;
     let router = tasker_api::router(engine, api);
     // Tests and scripts read this line for the address.
     eprintln!(
         "tasker serve listening on http://{local} (store: {store}, pid {})",
         std::process::id()
     );
-    let served = tasker_api::serve(listener, router, stop_requested()).await;
+    let served = tasker_api::serve(listener, router, read_timeout, stop_requested()).await;
     eprintln!("tasker serve stopping: finishing work in flight");
     running.shutdown().await;
     served.map_err(CliError::failed)?;

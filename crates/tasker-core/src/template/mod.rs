@@ -5,12 +5,13 @@
 //! and column where they are known. Defaults (retry, timeout, queue) are resolved here,
 //! once, so a template's steps carry everything a worker needs.
 
+mod canonical;
 mod error;
 mod raw;
 mod validate;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,9 +105,10 @@ impl TaskTemplate {
     }
 
     /// The template as canonical JSON: two files that mean the same produce the same
-    /// text, so a registry can tell a re-registration from a conflicting one.
+    /// text, so a registry can tell a re-registration from a conflicting one. It reads
+    /// back as YAML too.
     pub fn canonical_json(&self) -> String {
-        serde_json::to_string(self).expect("a template always serializes")
+        canonical::to_json(self)
     }
 
     /// `(parent, child)` pairs of step positions. Names are looked up in a map: a step
@@ -174,8 +176,6 @@ pub fn parse_json_template(source: &str, file: &str) -> Result<TaskTemplate, Tem
     validate::validate(raw, source, file)
 }
 
-/// Loads a template file, or every `*.yaml` / `*.yml` file of a directory (sorted by
-/// name). All problems of all files are reported together.
 /// Loads exactly one template from a file (a directory or a multi-template path is an
 /// error that says to name one file).
 pub fn load_one(path: &Path) -> Result<TaskTemplate, TemplateErrors> {
@@ -189,48 +189,14 @@ pub fn load_one(path: &Path) -> Result<TaskTemplate, TemplateErrors> {
     }
 }
 
+/// Loads a template file, or every template file under a directory. All problems of
+/// all files are reported together.
 pub fn load_path(path: &Path) -> Result<Vec<TaskTemplate>, TemplateErrors> {
-    let file_name = path.display().to_string();
-    let mut files = Vec::new();
-    if path.is_dir() {
-        template_files(path, &mut files)
-            .map_err(|(dir, e)| TemplateErrors::one(TemplateError::io(&dir, &e)))?;
-        files.sort();
-        if files.is_empty() {
-            return Err(TemplateErrors::one(TemplateError::file(
-                &file_name,
-                "the directory holds no *.yaml or *.yml template".into(),
-            )));
-        }
-    } else {
-        files.push(path.to_path_buf());
-    }
-
-    let mut templates: Vec<TaskTemplate> = Vec::new();
+    let mut templates = Vec::new();
     let mut errors = Vec::new();
-    for file in &files {
-        let name = file.display().to_string();
-        let json = file.extension().is_some_and(|e| e == "json");
-        let loaded = crate::file::read_text(file, crate::file::MAX_TEMPLATE_BYTES)
-            .map_err(|e| TemplateErrors::one(TemplateError::io(&name, &e)))
-            .and_then(|source| {
-                if json {
-                    parse_json_template(&source, &name)
-                } else {
-                    parse_template(&source, &name)
-                }
-            });
+    for (_, loaded) in load_each(path)? {
         match loaded {
-            Ok(t) => {
-                if templates.iter().any(|o| o.key() == t.key()) {
-                    errors.push(TemplateError::file(
-                        &name,
-                        format!("template {} is defined twice in {file_name}", t.key()),
-                    ));
-                } else {
-                    templates.push(t);
-                }
-            }
+            Ok(t) => templates.push(t),
             Err(e) => errors.extend(e.0),
         }
     }
@@ -241,19 +207,76 @@ pub fn load_path(path: &Path) -> Result<Vec<TaskTemplate>, TemplateErrors> {
     }
 }
 
-/// The `*.yaml` and `*.yml` files under `dir`, at any depth (symbolic links to
+/// A template file and what loading it gave.
+pub type LoadedFile = (PathBuf, Result<TaskTemplate, TemplateErrors>);
+
+/// Every file of `path` — the file itself, or every `*.yaml`, `*.yml` and `*.json`
+/// under a directory at any depth, sorted — each loaded on its own (`.json` as JSON).
+/// A template defined twice is a problem of the later file. The error says the path
+/// cannot be read or the directory holds no template file.
+pub fn load_each(path: &Path) -> Result<Vec<LoadedFile>, TemplateErrors> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        template_files(path, &mut files)
+            .map_err(|(dir, e)| TemplateErrors::one(TemplateError::io(&dir, &e)))?;
+        files.sort();
+        if files.is_empty() {
+            return Err(TemplateErrors::one(TemplateError::file(
+                &path.display().to_string(),
+                "the directory holds no *.yaml, *.yml or *.json template".into(),
+            )));
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut keys = std::collections::HashSet::new();
+    let loaded = files
+        .into_iter()
+        .map(|file| {
+            let name = file.display().to_string();
+            let json = file.extension().is_some_and(|e| e == "json");
+            let loaded = crate::file::read_text(&file, crate::file::MAX_TEMPLATE_BYTES)
+                .map_err(|e| TemplateErrors::one(TemplateError::io(&name, &e)))
+                .and_then(|source| {
+                    if json {
+                        parse_json_template(&source, &name)
+                    } else {
+                        parse_template(&source, &name)
+                    }
+                })
+                .and_then(|t| {
+                    if keys.insert(t.key().to_string()) {
+                        Ok(t)
+                    } else {
+                        Err(TemplateErrors::one(TemplateError::file(
+                            &name,
+                            format!(
+                                "template {} is defined twice in {}",
+                                t.key(),
+                                path.display()
+                            ),
+                        )))
+                    }
+                });
+            (file, loaded)
+        })
+        .collect();
+    Ok(loaded)
+}
+
+/// The template files under `dir`, at any depth (symbolic links to
 /// directories are not followed); the error names the directory it could not read.
-fn template_files(
-    dir: &Path,
-    files: &mut Vec<std::path::PathBuf>,
-) -> Result<(), (String, std::io::Error)> {
+fn template_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), (String, std::io::Error)> {
     let failed = |e| (dir.display().to_string(), e);
     for entry in std::fs::read_dir(dir).map_err(failed)? {
         let entry = entry.map_err(failed)?;
         let p = entry.path();
         if entry.file_type().map_err(failed)?.is_dir() {
             template_files(&p, files)?;
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             files.push(p);
         }
     }

@@ -239,3 +239,27 @@ fn loads_a_directory_and_reports_every_file() {
     let missing = load_path(&dir.path().join("nope.yaml")).unwrap_err();
     assert!(missing.to_string().contains("cannot read"));
 }
+
+/// Found by fuzzing: the stores keep the canonical JSON and read it back with the YAML
+/// parser, which refuses DEL, the C1 controls and U+FFFE/U+FFFF written raw, and reads
+/// a raw U+0085 (NEL) as a line break.
+#[test]
+fn canonical_json_reads_back_as_the_same_template() {
+    for text in [
+        "x\\x7fy",
+        "x\\x80y",
+        "x\\x85y",
+        "x\\x9fy",
+        "x\\ufffey",
+        "x\\uffffy",
+    ] {
+        let yaml = format!(
+            "namespace: a\nname: b\nversion: 1.0.0\ndescription: \"{text}\"\nsteps:\n  \
+             - name: s\n    handler: noop\n    config: {{\"k{text}\": \"\\t\\0{text}\"}}\n"
+        );
+        let canonical = parse_template(&yaml, "t.yaml").unwrap().canonical_json();
+        let again = parse_template(&canonical, "stored")
+            .unwrap_or_else(|e| panic!("{canonical} does not parse: {e}"));
+        assert_eq!(again.canonical_json(), canonical);
+    }
+}

@@ -505,8 +505,11 @@ impl Store for PgStore {
         tasks::progress(&self.pool, task_id).await
     }
 
-    async fn template_list(&self) -> StoreResult<Vec<TemplateRecord>> {
-        templates::list(&self.pool).await
+    async fn template_list(
+        &self,
+        params: TemplateListParams<'_>,
+    ) -> StoreResult<Vec<TemplateRecord>> {
+        templates::list(&self.pool, params).await
     }
 
     async fn task_list(&self, params: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {

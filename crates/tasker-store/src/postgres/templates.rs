@@ -1,6 +1,6 @@
 //! The `tasker.templates` table: (namespace, name, version) → canonical definition, immutable.
 
-use tasker_core::store::{StoreResult, TemplateRecord};
+use tasker_core::store::{StoreResult, TemplateListParams, TemplateRecord};
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
@@ -38,11 +38,23 @@ pub(crate) async fn insert(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn list(pool: &sqlx::PgPool) -> StoreResult<Vec<TemplateRecord>> {
+pub(crate) async fn list(
+    pool: &sqlx::PgPool,
+    params: TemplateListParams<'_>,
+) -> StoreResult<Vec<TemplateRecord>> {
+    let (after_ns, after_name, after_version) = params.after_columns();
     let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
         "SELECT namespace, name, version, definition, created_at FROM tasker.templates
-         ORDER BY namespace, name, created_at",
+         WHERE ($1::text IS NULL OR namespace = $1) AND ($2::text IS NULL OR name = $2)
+           AND ($3::text IS NULL OR (namespace, name, version) > ($3, $4, $5))
+         ORDER BY namespace, name, version LIMIT $6",
     )
+    .bind(params.namespace)
+    .bind(params.name)
+    .bind(after_ns)
+    .bind(after_name)
+    .bind(after_version)
+    .bind(i64::from(params.limit))
     .fetch_all(pool)
     .await
     .map_err(db)?;

@@ -521,8 +521,11 @@ impl Store for SqliteStore {
         tasks::progress(&*self.conn.lock().await, task_id)
     }
 
-    async fn template_list(&self) -> StoreResult<Vec<TemplateRecord>> {
-        templates::list(&*self.conn.lock().await)
+    async fn template_list(
+        &self,
+        params: TemplateListParams<'_>,
+    ) -> StoreResult<Vec<TemplateRecord>> {
+        templates::list(&*self.conn.lock().await, params)
     }
 
     async fn task_list(&self, params: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {

@@ -1,7 +1,7 @@
 //! The `templates` table: (namespace, name, version) → canonical definition, immutable.
 
 use rusqlite::{OptionalExtension, params};
-use tasker_core::store::{StoreResult, TemplateRecord};
+use tasker_core::store::{StoreResult, TemplateListParams, TemplateRecord};
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
@@ -35,17 +35,31 @@ pub(crate) fn insert(
     Ok(inserted == 1)
 }
 
-pub(crate) fn list(conn: &Conn) -> StoreResult<Vec<TemplateRecord>> {
+pub(crate) fn list(
+    conn: &Conn,
+    params: TemplateListParams<'_>,
+) -> StoreResult<Vec<TemplateRecord>> {
     let mut s = conn
         .prepare_cached(
             "SELECT namespace, name, version, definition, created_at FROM templates
-             ORDER BY namespace, name, created_at",
+             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR name = ?2)
+               AND (?3 IS NULL OR (namespace, name, version) > (?3, ?4, ?5))
+             ORDER BY namespace, name, version LIMIT ?6",
         )
         .map_err(db)?;
+    let (after_ns, after_name, after_version) = params.after_columns();
     let rows = s
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
+        .query_map(
+            rusqlite::params![
+                params.namespace,
+                params.name,
+                after_ns,
+                after_name,
+                after_version,
+                params.limit
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
         .map_err(db)?;
     rows.map(|r| r.map(crate::rows::template).map_err(db))
         .collect()

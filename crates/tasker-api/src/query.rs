@@ -1,0 +1,42 @@
+//! The list routes' query parameters. Pagination is by cursor: a page asks the store
+//! for one row more than its `limit`, and that row's presence says whether a next page
+//! exists.
+
+use crate::error::ApiError;
+
+/// The `limit` query parameter: `default` when absent, otherwise 1 to `max`.
+pub(crate) fn limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    match raw.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "limit: `{}` is not a number from 1 to {max}",
+                raw.escape_debug()
+            ),
+        )),
+    }
+}
+
+/// Cuts `rows` (fetched with `limit + 1`) to the page; true when more follow.
+pub(crate) fn truncate<T>(rows: &mut Vec<T>, limit: u32) -> bool {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    more
+}
+
+/// A namespace (or other name) parameter, checked before it reaches the store.
+pub(crate) fn name<'a>(field: &str, value: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
+    if let Some(v) = value {
+        tasker_core::names::check_name(v).map_err(|why| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{field} `{}`: {why}", v.escape_debug()),
+            )
+        })?;
+    }
+    Ok(value)
+}

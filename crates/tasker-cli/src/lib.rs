@@ -1,0 +1,111 @@
+//! The `tasker` command as a library: the binary (`src/main.rs`) only calls [`run`].
+//! The configuration is public so that its loader can be fuzzed (`fuzz/`).
+
+mod cli;
+mod commands;
+pub mod config;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A failure of a command, printed as one line.
+#[derive(Debug)]
+pub enum CliError {
+    /// The user's input is wrong (exit 2).
+    BadInput(String),
+    /// Something failed while doing the work (exit 1).
+    Failed(String),
+}
+
+impl CliError {
+    pub fn failed(e: impl std::fmt::Display) -> Self {
+        Self::Failed(e.to_string())
+    }
+
+    pub fn bad(e: impl std::fmt::Display) -> Self {
+        Self::BadInput(e.to_string())
+    }
+}
+
+/// How a command ended, when it did not fail.
+pub enum Outcome {
+    Success,
+    /// The work ran but did not succeed (a task in error): exit 1, nothing more to print.
+    Unsuccessful,
+    /// Interrupted by a signal: exit 130.
+    Interrupted,
+    /// Gave up waiting: exit 3.
+    TimedOut,
+}
+
+/// Runs the command named by the process's arguments, and says how to exit.
+pub fn run() -> ExitCode {
+    let args = cli::Cli::parse();
+    // The long-running processes read the configuration, and so do the commands that
+    // check templates against it (which `shell` programs it allows); a bad one stops
+    // them here.
+    let config = match &args.command {
+        cli::Command::Serve { .. }
+        | cli::Command::Orchestrator { .. }
+        | cli::Command::Worker { .. }
+        | cli::Command::Submit { .. }
+        | cli::Command::Template {
+            command: cli::TemplateCommand::Register { .. },
+        } => match config::Config::load(args.config.as_deref(), std::env::vars()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tasker: error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => config::Config::default(),
+    };
+    let format = match args.log_format.as_deref() {
+        Some("json") => config::LogFormat::Json,
+        Some(_) => config::LogFormat::Pretty,
+        None => config.log.format,
+    };
+    init_logging(format, &config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tasker: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(args.command, &config, args.config)) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Unsuccessful) => ExitCode::from(1),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::TimedOut) => ExitCode::from(3),
+        Err(CliError::BadInput(message)) => {
+            eprintln!("tasker: error: {message}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(message)) => {
+            eprintln!("tasker: error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG`, else by `level`. In JSON every line is
+/// one object, with the fields of its span (a step's task id, step id, namespace and
+/// attempt).
+fn init_logging(format: config::LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        config::LogFormat::Json => logs.json().with_current_span(true).init(),
+        config::LogFormat::Pretty => logs.init(),
+    }
+}
