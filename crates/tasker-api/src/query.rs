@@ -28,13 +28,13 @@ pub(crate) fn truncate<T>(rows: &mut Vec<T>, limit: u32) -> bool {
     more
 }
 
-/// A namespace (or other name) parameter, checked before it reaches the store.
-pub(crate) fn name<'a>(field: &str, value: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
+/// A `namespace` filter, checked by the namespace rule before it reaches the store.
+pub(crate) fn namespace(value: Option<&str>) -> Result<Option<&str>, ApiError> {
     if let Some(v) = value {
-        tasker_core::names::check_name(v).map_err(|why| {
+        tasker_core::names::check_queue_name(v).map_err(|why| {
             ApiError::bad_request(
                 "invalid_query",
-                format!("{field} `{}`: {why}", v.escape_debug()),
+                format!("namespace `{}`: {why}", v.escape_debug()),
             )
         })?;
     }

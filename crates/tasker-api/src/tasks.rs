@@ -8,10 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tasker_core::TaskState;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::store::{Store, TaskDetail, TaskListParams, TaskRecord, TemplateListParams};
 use tasker_core::template::{TaskTemplate, parse_template};
+use tasker_core::{TaskState, names};
 
 use axum::response::Response;
 
@@ -69,6 +69,7 @@ async fn find_template<S: Store>(
     name: &str,
     version: Option<&str>,
 ) -> Result<Arc<TaskTemplate>, ApiError> {
+    check_template_name(namespace, name, version)?;
     let cached = |key: &str| {
         state
             .templates
@@ -101,7 +102,8 @@ async fn find_template<S: Store>(
             Some(v) => format!("{namespace}/{name}@{v}"),
             None => format!("{namespace}/{name}"),
         };
-        return Err(ApiError::bad_request(
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
             "unknown_template",
             format!("no template {what} is registered (POST /v1/templates registers one)"),
         ));
@@ -119,6 +121,24 @@ async fn find_template<S: Store>(
         .expect("template cache")
         .insert(key, parsed.clone());
     Ok(parsed)
+}
+
+/// Refuses, before any SQL, what no registered template can be named: registration
+/// holds templates to these rules, and PostgreSQL cannot even compare some text (a NUL).
+fn check_template_name(namespace: &str, name: &str, version: Option<&str>) -> Result<(), ApiError> {
+    let invalid = |field: &str, value: &str, why: String| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("{field} `{}`: {why}", value.escape_debug()),
+        )
+    };
+    names::check_queue_name(namespace).map_err(|why| invalid("namespace", namespace, why))?;
+    names::check_name(name).map_err(|why| invalid("name", name, why))?;
+    if let Some(v) = version {
+        semver::Version::parse(v)
+            .map_err(|e| invalid("version", v, format!("is not a semantic version: {e}")))?;
+    }
+    Ok(())
 }
 
 fn newest(a: &str, b: &str) -> std::cmp::Ordering {
@@ -261,7 +281,7 @@ pub async fn list<S: Store>(
         .store()
         .task_list(TaskListParams {
             state: task_state,
-            namespace: query::name("namespace", q.namespace.as_deref())?,
+            namespace: query::namespace(q.namespace.as_deref())?,
             before,
             limit: limit + 1,
         })

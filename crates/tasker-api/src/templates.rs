@@ -53,7 +53,7 @@ pub async fn list<S: Store>(
         .engine
         .store()
         .template_list(TemplateListParams {
-            namespace: query::name("namespace", q.namespace.as_deref())?,
+            namespace: query::namespace(q.namespace.as_deref())?,
             name: None,
             after,
             limit: limit + 1,

@@ -179,6 +179,19 @@ async fn a_task_is_created_once_per_key_and_runs_to_completion() {
         assert!(step["started_at"].as_str().unwrap().ends_with('Z'));
         assert!(step["duration_ms"].is_u64());
     }
+
+    // A key is at most 255 characters, as the document's `maxLength` counts them: not bytes.
+    let submit = |key: String| json!({"namespace": "api", "name": "chain", "idempotency_key": key});
+    let body = submit("é".repeat(255)).to_string();
+    let (status, created) = call(&s, "POST", "/v1/tasks", Some(&body), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let body = submit("k".repeat(256)).to_string();
+    let (status, error) = call(&s, "POST", "/v1/tasks", Some(&body), None).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,14 +224,14 @@ async fn bad_input_gets_a_stable_code() {
             "POST",
             "/v1/tasks",
             Some(r#"{"namespace": "api", "name": "nope"}"#),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "unknown_template",
         ),
         (
             "POST",
             "/v1/tasks",
             Some(r#"{"namespace": "api", "name": "chain", "version": "9.9.9"}"#),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "unknown_template",
         ),
         (
@@ -252,6 +265,41 @@ async fn bad_input_gets_a_stable_code() {
         (
             "GET",
             "/v1/tasks?namespace=a%00b",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "ch\u0000ain"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "API", "name": "chain"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"namespace": "api", "name": "chain", "version": "1.0.0\u0000"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/v1/tasks?namespace=Upper",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "GET",
+            "/v1/tasks?namespace=a0000000000000000000000000000000000000000",
             None,
             StatusCode::BAD_REQUEST,
             "invalid_query",
@@ -511,6 +559,7 @@ async fn templates_are_listed_in_pages() {
         "limit=101",
         "cursor=nope",
         "namespace=Bad%20Name",
+        "namespace=Api",
     ] {
         let (status, error) = call(&s, "GET", &format!("/v1/templates?{bad}"), None, None).await;
         assert_eq!(

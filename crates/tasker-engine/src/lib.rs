@@ -433,20 +433,21 @@ impl<S: Store> Engine<S> {
     }
 }
 
-/// The longest idempotency key, in bytes.
+/// The longest idempotency key, in characters.
 const MAX_KEY: usize = 255;
 
-/// Refuses text a database cannot store or index: a NUL, or more than `max` bytes.
+/// Refuses text a database cannot store or index: a NUL, or more than `max` characters.
 fn check_text(what: &str, text: &str, max: usize) -> Result<(), EngineError> {
     if text.contains('\0') {
         return Err(EngineError::Input(format!(
             "{what} holds a NUL character, which the database cannot store"
         )));
     }
-    if text.len() > max {
+    // Characters, not bytes, as JSON Schema's `maxLength` counts them.
+    let length = text.chars().count();
+    if length > max {
         return Err(EngineError::Input(format!(
-            "{what} is {} bytes long, more than {max}",
-            text.len()
+            "{what} is {length} characters long, more than {max}"
         )));
     }
     Ok(())

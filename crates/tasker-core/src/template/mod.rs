@@ -162,7 +162,7 @@ impl TaskTemplate {
 
 /// Parses and validates one template. `file` names the source in errors.
 pub fn parse_template(source: &str, file: &str) -> Result<TaskTemplate, TemplateErrors> {
-    let raw: raw::RawTemplate = serde_norway::from_str(source)
+    let raw::Mapping(raw) = serde_norway::from_str(source)
         .map_err(|e| TemplateErrors::one(TemplateError::from_yaml(file, &e)))?;
     validate::validate(raw, source, file)
 }
@@ -171,7 +171,7 @@ pub fn parse_template(source: &str, file: &str) -> Result<TaskTemplate, Template
 /// refuses some valid JSON (a surrogate pair such as `"\ud83d\ude80"`, which most JSON
 /// encoders write for characters beyond the Basic Multilingual Plane).
 pub fn parse_json_template(source: &str, file: &str) -> Result<TaskTemplate, TemplateErrors> {
-    let raw: raw::RawTemplate = serde_json::from_str(source)
+    let raw::Mapping(raw) = serde_json::from_str(source)
         .map_err(|e| TemplateErrors::one(TemplateError::from_json(file, &e)))?;
     validate::validate(raw, source, file)
 }

@@ -147,6 +147,43 @@ fn reports_unknown_fields_with_position() {
 }
 
 #[test]
+fn refuses_a_sequence_where_a_mapping_belongs() {
+    // Serde reads a struct from a sequence of its fields in order; a template may not.
+    for steps in [
+        "  - [a, noop]\n",
+        "  - name: a\n    handler: noop\n    retry: [3, true]\n",
+        "  - name: a\n    handler: noop\n    retry:\n      backoff: [1s]\n",
+    ] {
+        let e = errors(&with_steps(steps));
+        assert_eq!(e.len(), 1, "{steps}: {e:?}");
+        assert!(e[0].contains("expected a mapping"), "{steps}: {e:?}");
+    }
+    for json in [
+        r#"["demo", "t", "1.0.0"]"#,
+        r#"{"namespace": "demo", "name": "t", "version": "1.0.0", "retry": [null, null],
+            "steps": [{"name": "a", "handler": "noop"}]}"#,
+    ] {
+        let e = parse_json_template(json, "t.json").unwrap_err().to_string();
+        assert!(e.contains("expected a mapping"), "{json}: {e}");
+    }
+}
+
+#[test]
+fn refuses_other_values_where_text_belongs() {
+    for source in [
+        "namespace: demo\nname: null\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n",
+        "namespace: demo\nname: false\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n",
+        &with_steps("  - {name: 12, handler: noop}\n"),
+        "namespace: demo\nname: t\nversion: 1.0.0\ndescription: ~\nsteps:\n  - {name: a, handler: noop}\n",
+        &with_steps("  - {name: a, handler: null}\n"),
+    ] {
+        let e = errors(source);
+        assert_eq!(e.len(), 1, "{source}: {e:?}");
+        assert!(e[0].contains("expected a string"), "{source}: {e:?}");
+    }
+}
+
+#[test]
 fn reports_bad_durations_with_position() {
     let e = errors(&with_steps(
         "  - name: a\n    handler: noop\n    timeout: 5 minutes\n",
