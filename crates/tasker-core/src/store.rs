@@ -95,7 +95,9 @@ pub struct QueueBatch {
     /// When the earliest of the queue's other messages is (or becomes) visible: a
     /// time not after now means more is waiting; a later one is a delayed retry, or a
     /// message whose reader may have died; none, an empty queue. A reader sleeps until
-    /// then instead of polling.
+    /// then instead of polling. Only a read that found fewer messages than it asked for
+    /// looks for it (a full read is followed by another at once): after a full one it
+    /// is none.
     pub next_visible: Option<Timestamp>,
 }
 

@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             parents_results_reach_children,
             parents_finishing_together_enqueue_their_child_once,
             queue_visibility_and_read_count,
+            only_a_partial_read_looks_for_the_next_message,
             retry_is_delayed_and_counts_attempts,
             a_lost_worker_is_reclaimed_then_dead_lettered,
             a_stale_finish_changes_nothing,

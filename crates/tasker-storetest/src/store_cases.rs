@@ -208,6 +208,28 @@ pub async fn parents_results_reach_children<S: Store>(store: Arc<S>) {
     assert_eq!(d.detail(task_id).await.task.state, TaskState::Complete);
 }
 
+/// A read that fills its batch does not search the queue further; one that does not
+/// says when the next message shows.
+pub async fn only_a_partial_read_looks_for_the_next_message<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    d.create(&template(TWO_STEPS), "{}").await;
+    d.create(&template(TWO_STEPS), "{}").await;
+    d.start_tasks().await;
+    let full = store
+        .queue_read("conf", Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    assert_eq!(full.messages.len(), 1);
+    assert_eq!(full.next_visible, None, "a full read looks no further");
+    let partial = store
+        .queue_read("conf", Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert_eq!(partial.messages.len(), 1, "the other root");
+    let shows = partial.next_visible.expect("the first message, hidden");
+    assert!(shows > tasker_core::Timestamp::now());
+}
+
 pub async fn queue_visibility_and_read_count<S: Store>(store: Arc<S>) {
     let d = Driver::new(store.clone());
     d.create(&template(TWO_STEPS), "{}").await;

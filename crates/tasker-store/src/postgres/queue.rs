@@ -173,7 +173,9 @@ pub(crate) async fn depths(pool: &PgPool) -> StoreResult<Vec<QueueDepth>> {
 
 /// Reads as `pgmq.read` does (the oldest visible messages, skipping those another
 /// transaction holds, hidden for `visibility`) and, in the same statement, the time the
-/// earliest of the queue's other messages becomes visible.
+/// earliest of the queue's other messages becomes visible — only when fewer than
+/// `limit` were read: a full batch is read again at once, and the search through the
+/// queue's index is the statement's largest cost.
 pub(crate) async fn read(
     conn: &mut Conn,
     queue: &str,
@@ -188,10 +190,11 @@ pub(crate) async fn read(
                     LIMIT $1 FOR UPDATE SKIP LOCKED),
               r AS (UPDATE {q} m SET last_read_at = clock_timestamp(),
                            vt = clock_timestamp() + make_interval(secs => $2), read_ct = read_ct + 1
-                    FROM c WHERE m.msg_id = c.msg_id
+                    WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM c))
                     RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message),
               n AS (SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint AS next FROM {q}
-                    WHERE msg_id NOT IN (SELECT msg_id FROM r))
+                    WHERE msg_id <> ALL(ARRAY(SELECT msg_id FROM r))
+                      AND (SELECT count(*) FROM r) < $1)
          SELECT r.msg_id, r.read_ct, (extract(epoch FROM r.enqueued_at) * 1000000)::bigint, r.message::text, n.next
          FROM n LEFT JOIN r ON true"
     );

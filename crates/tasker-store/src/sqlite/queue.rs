@@ -103,8 +103,8 @@ pub(crate) fn depths(conn: &Conn) -> StoreResult<Vec<QueueDepth>> {
 }
 
 /// Reads visible messages, oldest visibility first (the index's order: a read costs
-/// what it takes, not the queue's length), and when the earliest of the queue's other
-/// messages shows.
+/// what it takes, not the queue's length), and, when fewer than `limit` were read, when
+/// the earliest of the queue's other messages shows.
 pub(crate) fn read(
     conn: &Conn,
     queue: &str,
@@ -134,6 +134,12 @@ pub(crate) fn read(
         .map(|r| r.map_err(db))
         .collect::<StoreResult<Vec<_>>>()?;
     messages.sort_unstable_by_key(|m| m.msg_id);
+    if messages.len() as u32 >= limit {
+        return Ok(QueueBatch {
+            messages,
+            next_visible: None,
+        });
+    }
     let read: Vec<i64> = messages.iter().map(|m| m.msg_id).collect();
     let read = id_list(&read)?;
     let next_visible: Option<i64> = conn
