@@ -498,11 +498,22 @@ pub trait Store: Send + Sync + 'static {
         params: TemplateListParams<'_>,
     ) -> impl Future<Output = StoreResult<Vec<TemplateRecord>>> + Send;
 
+    /// How many write transactions this store has committed (queue reads included:
+    /// they write), for measurements.
+    fn write_transactions(&self) -> u64;
+
     /// Creates a pending task with its steps and edges and sends its start request.
     fn task_create(
         &self,
         params: TaskCreateParams<'_>,
     ) -> impl Future<Output = StoreResult<TaskCreated>> + Send;
+
+    /// Creates each task of `batch` as [`Store::task_create`] does, in one transaction:
+    /// one commit for many submissions. All or nothing; results in the order given.
+    fn task_create_batch(
+        &self,
+        batch: &[TaskCreateParams<'_>],
+    ) -> impl Future<Output = StoreResult<Vec<TaskCreated>>> + Send;
 
     /// Starts a pending task: enqueues its root steps and deletes the request message.
     fn task_start(

@@ -42,9 +42,10 @@ pub mod metrics;
 mod orchestrator;
 pub mod pressure;
 pub mod retention;
+mod submitter;
 mod worker;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,9 +53,7 @@ use serde_json::value::RawValue;
 use tasker_core::event::{Event, EventBus, EventKind, RecvError};
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::TASK_QUEUE;
-use tasker_core::store::{
-    Registration, Store, StoreError, TaskCreateParams, TaskCreated, TaskDetail, TaskProgress,
-};
+use tasker_core::store::{Registration, Store, StoreError, TaskCreated, TaskDetail, TaskProgress};
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
 use tokio::sync::watch;
@@ -137,9 +136,10 @@ pub(crate) struct Shared<S> {
     metrics: metrics::Metrics,
     /// True while memory is above the high watermark: the loops take no new work.
     paused: watch::Sender<bool>,
-    /// Canonical definitions this engine has registered: submitting one again skips
-    /// the registration round trip.
-    registered: Mutex<HashSet<String>>,
+    /// The templates this engine has registered, by canonical definition: submitting
+    /// one again skips the registration round trip, and shares the template.
+    registered: Mutex<HashMap<String, Arc<TaskTemplate>>>,
+    submitter: submitter::Submitter,
 }
 
 impl<S> Shared<S> {
@@ -215,7 +215,8 @@ impl<S: Store> Engine<S> {
                 config,
                 metrics: metrics::Metrics::default(),
                 paused: watch::Sender::new(false),
-                registered: Mutex::new(HashSet::new()),
+                registered: Mutex::new(HashMap::new()),
+                submitter: submitter::Submitter::default(),
             }),
         }
     }
@@ -250,7 +251,8 @@ impl<S: Store> Engine<S> {
     }
 
     /// Validates `context` (JSON text) against the template, registers the template if
-    /// it is new, and creates the task. The same `idempotency_key` returns the same task.
+    /// it is new, and creates the task — in one transaction with the other submissions
+    /// made meanwhile (group commit). The same `idempotency_key` returns the same task.
     pub async fn submit(
         &self,
         template: &TaskTemplate,
@@ -272,31 +274,38 @@ impl<S: Store> Engine<S> {
             check_text("the idempotency key", key, MAX_KEY)?;
         }
         template.check_context(&value)?;
-        let raw: &RawValue =
-            serde_json::from_str(context).map_err(|e| EngineError::ContextJson(e.to_string()))?;
+        let context = RawValue::from_string(context.to_owned())
+            .map_err(|e| EngineError::ContextJson(e.to_string()))?;
         let definition = template.canonical_json();
         let known = self
             .shared
             .registered
             .lock()
             .expect("registry lock")
-            .contains(&definition);
-        if !known {
-            self.register(template).await?;
-            self.shared
-                .registered
-                .lock()
-                .expect("registry lock")
-                .insert(definition);
-        }
+            .get(&definition)
+            .cloned();
+        let template = match known {
+            Some(known) => known,
+            None => {
+                self.register(template).await?;
+                let shared = Arc::new(template.clone());
+                self.shared
+                    .registered
+                    .lock()
+                    .expect("registry lock")
+                    .insert(definition, shared.clone());
+                shared
+            }
+        };
         let created = self
             .shared
-            .store
-            .task_create(TaskCreateParams {
+            .submitter
+            .create(
+                &self.shared.store,
                 template,
-                context: raw,
-                idempotency_key,
-            })
+                context,
+                idempotency_key.map(str::to_owned),
+            )
             .await?;
         if created.created {
             self.shared

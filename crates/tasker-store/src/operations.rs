@@ -85,6 +85,19 @@ pub(crate) async fn task_create<P: Primitives>(
     })
 }
 
+/// Creates each task of `batch` in turn (a repeated idempotency key finds the task its
+/// first use created).
+pub(crate) async fn task_create_batch<P: Primitives>(
+    p: &mut P,
+    batch: &[TaskCreateParams<'_>],
+) -> StoreResult<Vec<TaskCreated>> {
+    let mut created = Vec::with_capacity(batch.len());
+    for &params in batch {
+        created.push(task_create(p, params).await?);
+    }
+    Ok(created)
+}
+
 /// The task a transaction changes, locked, with its counters: every step move of the
 /// transaction shifts them ([`Task::moved`]), and [`settle`] writes them back.
 struct Task {

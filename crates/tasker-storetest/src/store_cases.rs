@@ -879,6 +879,35 @@ fn enqueued(finished: &[StepFinished]) -> usize {
         .sum()
 }
 
+/// Tasks created together share one transaction; a key repeated in the batch finds
+/// the task its first use created.
+pub async fn tasks_created_together_share_a_transaction<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let t = template(DIAMOND);
+    store.template_register(&t).await.unwrap();
+    let context = raw("{}");
+    let params = |key| TaskCreateParams {
+        template: &t,
+        context: &context,
+        idempotency_key: key,
+    };
+    let before = store.write_transactions();
+    let created = store
+        .task_create_batch(&[params(Some("k")), params(None), params(Some("k"))])
+        .await
+        .unwrap();
+    assert_eq!(store.write_transactions() - before, 1, "one commit");
+    assert_eq!(created.len(), 3);
+    assert!(created[0].created && created[1].created);
+    assert_ne!(created[0].task_id, created[1].task_id);
+    assert_eq!(
+        (created[2].task_id, created[2].created),
+        (created[0].task_id, false),
+        "the repeated key finds the first task"
+    );
+    assert_eq!(d.start_tasks().await, 2, "one root each for the two tasks");
+}
+
 pub async fn batches_start_claim_and_finish_many_at_once<S: Store>(store: Arc<S>) {
     let d = Driver::new(store.clone());
     let t = template(DIAMOND);

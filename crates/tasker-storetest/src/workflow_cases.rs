@@ -523,6 +523,48 @@ pub async fn many_tasks_complete_each_step_once<S: Store>(store: Arc<S>) {
     running.shutdown().await;
 }
 
+/// Submissions made while a commit is in flight are created in one transaction with
+/// each other (group commit), and each gets its own task.
+pub async fn concurrent_submissions_share_commits<S: Store>(store: Arc<S>) {
+    let engine = engine(store.clone(), 1, no_extra);
+    let t = example("diamond.yaml");
+    engine.submit(&t, r#"{"start": 0}"#, None).await.unwrap();
+    let before = store.write_transactions();
+    let contexts: Vec<String> = (1..=20).map(|i| format!(r#"{{"start": {i}}}"#)).collect();
+    let mut pending: Vec<_> = contexts
+        .iter()
+        .map(|c| Box::pin(engine.submit(&t, c, None)))
+        .collect();
+    // Every submission is polled in one pass before any is waited on.
+    let mut created = vec![None; pending.len()];
+    std::future::poll_fn(|cx| {
+        for (f, slot) in pending.iter_mut().zip(created.iter_mut()) {
+            if slot.is_none()
+                && let std::task::Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                *slot = Some(r.unwrap().task_id);
+            }
+        }
+        if created.iter().all(Option::is_some) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    let commits = store.write_transactions() - before;
+    assert!(commits <= 10, "20 submissions took {commits} commits");
+    let mut ids: Vec<_> = created.into_iter().flatten().collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "a task each");
+    for id in ids {
+        let detail = store.task_get(id).await.unwrap();
+        assert_eq!(detail.task.state, TaskState::Pending);
+        assert_eq!(detail.steps.len(), 4);
+    }
+}
+
 pub async fn an_orchestrator_prunes_tasks_past_their_retention<S: Store>(store: Arc<S>) {
     let config = tasker_engine::EngineConfig {
         retention: Some(Duration::from_millis(1)),

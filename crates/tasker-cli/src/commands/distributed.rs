@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use tasker_core::store::Store;
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
 
 use super::{Backend, connect_postgres, migrate_postgres, redact, stop_requested};

@@ -163,11 +163,6 @@ impl PgStore {
         }
     }
 
-    /// How many write transactions this store has committed, for measurements.
-    pub fn write_transactions(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
-    }
-
     /// The process's pool, for measurements against the same database.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -476,8 +471,19 @@ impl Store for PgStore {
         write!(self, |p| operations::template_register(p, template))
     }
 
+    fn write_transactions(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
     async fn task_create(&self, params: TaskCreateParams<'_>) -> StoreResult<TaskCreated> {
         write!(self, |p| operations::task_create(p, params))
+    }
+
+    async fn task_create_batch(
+        &self,
+        batch: &[TaskCreateParams<'_>],
+    ) -> StoreResult<Vec<TaskCreated>> {
+        write!(self, |p| operations::task_create_batch(p, batch))
     }
 
     async fn task_start(&self, params: TaskStartParams) -> StoreResult<TaskStarted> {

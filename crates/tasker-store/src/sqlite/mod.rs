@@ -157,11 +157,6 @@ impl SqliteStore {
             _lock: lock,
         }
     }
-
-    /// How many write transactions this store has committed, for measurements.
-    pub fn write_transactions(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
-    }
 }
 
 fn corrupt(problem: &str) -> StoreError {
@@ -489,8 +484,19 @@ impl Store for SqliteStore {
         write!(self, |p| operations::template_register(p, template))
     }
 
+    fn write_transactions(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
     async fn task_create(&self, params: TaskCreateParams<'_>) -> StoreResult<TaskCreated> {
         write!(self, |p| operations::task_create(p, params))
+    }
+
+    async fn task_create_batch(
+        &self,
+        batch: &[TaskCreateParams<'_>],
+    ) -> StoreResult<Vec<TaskCreated>> {
+        write!(self, |p| operations::task_create_batch(p, batch))
     }
 
     async fn task_start(&self, params: TaskStartParams) -> StoreResult<TaskStarted> {

@@ -1,0 +1,114 @@
+//! Group commit of submissions. Tasks submitted while a commit is in flight are created
+//! together in the next transaction ([`Store::task_create_batch`]): one durable commit
+//! for many concurrent submitters (API requests, clients, a bulk load), and no added
+//! wait for a lone one, which is committed at once.
+//!
+//! A batch is all or nothing. When its transaction fails, each of its submissions is
+//! created again alone, so a bad one fails only itself.
+//!
+//! The loop is started by the first submission, on the runtime that makes it, and ends
+//! when the engine is dropped; should that runtime be gone, the next submission starts
+//! another.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::value::RawValue;
+use tasker_core::store::{Store, StoreError, StoreResult, TaskCreateParams, TaskCreated};
+use tasker_core::template::TaskTemplate;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most tasks one transaction creates.
+const MAX_BATCH: usize = 64;
+
+/// One task to create, owned while it waits for its commit, and where to answer.
+struct Submission {
+    template: Arc<TaskTemplate>,
+    context: Box<RawValue>,
+    idempotency_key: Option<String>,
+    reply: oneshot::Sender<StoreResult<TaskCreated>>,
+}
+
+impl Submission {
+    fn params(&self) -> TaskCreateParams<'_> {
+        TaskCreateParams {
+            template: &self.template,
+            context: &self.context,
+            idempotency_key: self.idempotency_key.as_deref(),
+        }
+    }
+}
+
+/// The engine's way to its submission loop.
+#[derive(Default)]
+pub(crate) struct Submitter {
+    loop_: Mutex<Option<mpsc::UnboundedSender<Submission>>>,
+}
+
+impl Submitter {
+    /// Creates the task, sharing the commit with the submissions around it.
+    pub(crate) async fn create<S: Store>(
+        &self,
+        store: &Arc<S>,
+        template: Arc<TaskTemplate>,
+        context: Box<RawValue>,
+        idempotency_key: Option<String>,
+    ) -> StoreResult<TaskCreated> {
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            template,
+            context,
+            idempotency_key,
+            reply,
+        };
+        self.send(store, submission);
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the submission loop stopped before answering".into(),
+            ))
+        })
+    }
+
+    fn send<S: Store>(&self, store: &Arc<S>, submission: Submission) {
+        let mut sender = self.loop_.lock().expect("submitter lock");
+        let submission = match sender.as_ref() {
+            Some(running) => match running.send(submission) {
+                Ok(()) => return,
+                // Its runtime is gone: start another.
+                Err(returned) => returned.0,
+            },
+            None => submission,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store.clone(), rx));
+        tx.send(submission).expect("the loop was just started");
+        *sender = Some(tx);
+    }
+}
+
+/// Creates submissions until every sender is gone.
+async fn run<S: Store>(store: Arc<S>, mut submissions: mpsc::UnboundedReceiver<Submission>) {
+    let mut batch = Vec::new();
+    while submissions.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let params: Vec<TaskCreateParams<'_>> = batch.iter().map(Submission::params).collect();
+        let created = store.task_create_batch(&params).await;
+        drop(params);
+        match created {
+            Ok(created) => {
+                for (submission, created) in batch.drain(..).zip(created) {
+                    let _ = submission.reply.send(Ok(created));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                let submission = batch.pop().expect("one submission");
+                let _ = submission.reply.send(Err(e));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, submissions = batch.len(), "creating tasks failed; creating each alone");
+                for submission in batch.drain(..) {
+                    let created = store.task_create(submission.params()).await;
+                    let _ = submission.reply.send(created);
+                }
+            }
+        }
+    }
+}
