@@ -78,12 +78,8 @@ impl PgStore {
     /// connection that listens for wake-ups. Does not migrate: see [`PgStore::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let options: PgConnectOptions = url
-            .parse::<PgConnectOptions>()
-            .map_err(|e| StoreError::Database(format!("bad database URL: {e}").into()))?
-            // Statements on arrays would otherwise be planned again on every call (a
-            // plan for the array's length looks cheaper than the generic one): that
-            // planning was a third of the database's time per step (BENCHMARKS.md).
-            .options([("plan_cache_mode", "force_generic_plan")]);
+            .parse()
+            .map_err(|e| StoreError::Database(format!("bad database URL: {e}").into()))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2) + 1)
             // A broken connection fails its statement, which the engine retries; a
