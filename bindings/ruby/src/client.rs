@@ -88,9 +88,9 @@ impl Client {
     /// How many failed steps were enqueued again.
     fn retry(ruby: &Ruby, rb_self: &Self, id: String) -> Result<u64, Error> {
         let id: TaskId = parse_id(ruby, "task", &id)?;
-        block_on(ruby, rb_self.store().task_retry(id))?
+        block_on(ruby, rb_self.engine.retry(id))?
             .map(|n| n as u64)
-            .map_err(|e| errors::store(ruby, e))
+            .map_err(|e| errors::engine(ruby, e))
     }
 
     /// Marks a failed step done with `results`; returns its task's state.
@@ -103,9 +103,9 @@ impl Client {
         let id: StepId = parse_id(ruby, "step", &step_id)?;
         let json = convert::to_json(ruby, results, "results")?;
         let raw: &RawValue = serde_json::from_str(&json).expect("the writer emits valid JSON");
-        block_on(ruby, rb_self.store().step_resolve(id, raw))?
-            .map(|s| s.as_str())
-            .map_err(|e| errors::store(ruby, e))
+        block_on(ruby, rb_self.engine.resolve(id, raw))?
+            .map(|r| r.task_state.as_str())
+            .map_err(|e| errors::engine(ruby, e))
     }
 }
 

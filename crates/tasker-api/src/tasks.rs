@@ -339,7 +339,7 @@ pub async fn retry<S: Store>(
     Path(id): Path<String>,
 ) -> Result<Json<Retried>, ApiError> {
     let id = task_id(&id)?;
-    let enqueued = state.engine.store().task_retry(id).await?;
+    let enqueued = state.engine.retry(id).await?;
     Ok(Json(Retried {
         task_id: id,
         enqueued,
@@ -367,13 +367,9 @@ pub async fn resolve<S: Store>(
     let step_id: StepId = id.parse().map_err(|e| {
         ApiError::bad_request("invalid_id", format!("`{id}` is not a step id: {e}"))
     })?;
-    let task_state = state
-        .engine
-        .store()
-        .step_resolve(step_id, &req.results)
-        .await?;
+    let resolved = state.engine.resolve(step_id, &req.results).await?;
     Ok(Json(Resolved {
         step_id,
-        task_state: task_state.as_str(),
+        task_state: resolved.task_state.as_str(),
     }))
 }

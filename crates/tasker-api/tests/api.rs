@@ -762,6 +762,17 @@ async fn failed_work_is_resolved_retried_and_cancelled() {
         (status, error["code"].as_str()),
         (StatusCode::CONFLICT, Some("illegal_transition"))
     );
+
+    // The actions went through the engine: its metrics count them (not the refused one).
+    let (_, text) = call(&s, "GET", "/metrics", None, None).await;
+    let text = text.as_str().unwrap();
+    for expected in [
+        "tasker_operator_actions_total{action=\"retry\"} 1\n",
+        "tasker_operator_actions_total{action=\"resolve\"} 1\n",
+        "tasker_operator_actions_total{action=\"cancel\"} 0\n",
+    ] {
+        assert!(text.contains(expected), "{expected} in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,11 +18,15 @@ pub enum EventKind {
     TaskCompleted,
     TaskFailed,
     TaskCancelled,
+    /// An operator's retry or resolution moved the task out of `error`.
+    TaskResumed,
     StepStarted,
     StepCompleted,
     StepRetrying,
     StepFailed,
     StepDeadLettered,
+    /// An operator marked the failed step done.
+    StepResolved,
     MemoryHigh,
     MemoryNormal,
 }
@@ -35,11 +39,13 @@ impl EventKind {
             EventKind::TaskCompleted => "task.completed",
             EventKind::TaskFailed => "task.failed",
             EventKind::TaskCancelled => "task.cancelled",
+            EventKind::TaskResumed => "task.resumed",
             EventKind::StepStarted => "step.started",
             EventKind::StepCompleted => "step.completed",
             EventKind::StepRetrying => "step.retrying",
             EventKind::StepFailed => "step.failed",
             EventKind::StepDeadLettered => "step.dead_lettered",
+            EventKind::StepResolved => "step.resolved",
             EventKind::MemoryHigh => "memory.high",
             EventKind::MemoryNormal => "memory.normal",
         }

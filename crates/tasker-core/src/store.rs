@@ -119,6 +119,16 @@ pub struct TaskStartParams {
     pub task_id: TaskId,
 }
 
+/// The outcome of [`Store::step_resolve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepResolved {
+    pub task_id: TaskId,
+    /// The task's state afterwards.
+    pub task_state: TaskState,
+    /// True when the resolution moved the task out of `error`.
+    pub resumed: bool,
+}
+
 /// The outcome of [`Store::task_start`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskStarted {
@@ -596,7 +606,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         step_id: StepId,
         results: &RawValue,
-    ) -> impl Future<Output = StoreResult<TaskState>> + Send;
+    ) -> impl Future<Output = StoreResult<StepResolved>> + Send;
 
     /// Deletes up to `limit` finished tasks (complete, in error or cancelled) last
     /// changed before `before`, with their steps, edges, transitions, queue messages and

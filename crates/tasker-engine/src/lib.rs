@@ -49,11 +49,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use metrics::OperatorAction;
 use serde_json::value::RawValue;
 use tasker_core::event::{Event, EventBus, EventKind, RecvError};
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::TASK_QUEUE;
-use tasker_core::store::{Registration, Store, StoreError, TaskCreated, TaskDetail, TaskProgress};
+use tasker_core::store::{
+    Registration, StepResolved, Store, StoreError, TaskCreated, TaskDetail, TaskProgress,
+};
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
 use tokio::sync::watch;
@@ -322,11 +325,39 @@ impl<S: Store> Engine<S> {
         reason: &str,
     ) -> Result<tasker_core::TaskState, EngineError> {
         let state = self.shared.store.task_cancel(task_id, reason).await?;
+        self.shared.metrics.operator_acted(OperatorAction::Cancel);
         self.shared.publish(EventKind::TaskCancelled, task_id, None);
         if state == tasker_core::TaskState::Cancelled {
             self.shared.metrics.task_finished(state);
         }
         Ok(state)
+    }
+
+    /// Runs the failed steps of a task in error again; returns how many were enqueued.
+    pub async fn retry(&self, task_id: TaskId) -> Result<usize, EngineError> {
+        let enqueued = self.shared.store.task_retry(task_id).await?;
+        self.shared.metrics.operator_acted(OperatorAction::Retry);
+        self.shared.publish(EventKind::TaskResumed, task_id, None);
+        Ok(enqueued)
+    }
+
+    /// Marks a failed step done with `results` (an operator's resolution); its children
+    /// proceed, and a task in error resumes.
+    pub async fn resolve(
+        &self,
+        step_id: StepId,
+        results: &RawValue,
+    ) -> Result<StepResolved, EngineError> {
+        let resolved = self.shared.store.step_resolve(step_id, results).await?;
+        let task_id = resolved.task_id;
+        self.shared.metrics.operator_acted(OperatorAction::Resolve);
+        self.shared
+            .publish(EventKind::StepResolved, task_id, Some((step_id, None, 0)));
+        if resolved.resumed {
+            self.shared.publish(EventKind::TaskResumed, task_id, None);
+        }
+        worker::task_settled(&self.shared, task_id, resolved.task_state);
+        Ok(resolved)
     }
 
     /// Starts the orchestrator and worker loops this configuration asks for.

@@ -1,5 +1,6 @@
 //! What the engine counts for `/metrics`: tasks and steps by final state, step
-//! durations by namespace and handler, dispatch latency, retries and dead letters. The
+//! durations by namespace and handler, dispatch latency, retries, dead letters and
+//! operator actions. The
 //! counters belong to this process (Prometheus sums them across processes); rendering
 //! is the Prometheus text format.
 
@@ -59,6 +60,26 @@ impl Histogram {
 }
 
 const TASK_STATES: [TaskState; 3] = [TaskState::Complete, TaskState::Error, TaskState::Cancelled];
+
+/// An operator's action on a task or a step, from any edge (CLI, API, Ruby).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OperatorAction {
+    Cancel,
+    Retry,
+    Resolve,
+}
+
+impl OperatorAction {
+    const ALL: [OperatorAction; 3] = [Self::Cancel, Self::Retry, Self::Resolve];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::Retry => "retry",
+            Self::Resolve => "resolve",
+        }
+    }
+}
 const STEP_STATES: [StepState; 2] = [StepState::Complete, StepState::Error];
 
 /// (namespace, handler), as the shared names: recording copies no string.
@@ -71,6 +92,7 @@ pub struct Metrics {
     steps_finished: [AtomicU64; STEP_STATES.len()],
     retries: AtomicU64,
     dead_letters: AtomicU64,
+    operator_actions: [AtomicU64; OperatorAction::ALL.len()],
     dispatch_latency: Histogram,
     step_durations: Mutex<BTreeMap<HandlerKey, Arc<Histogram>>>,
 }
@@ -108,6 +130,10 @@ impl Metrics {
             }
         };
         histogram.observe(took);
+    }
+
+    pub(crate) fn operator_acted(&self, action: OperatorAction) {
+        self.operator_actions[action as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn dead_lettered(&self) {
@@ -159,6 +185,18 @@ impl Metrics {
             "Step messages moved to the dead letters.",
             &self.dead_letters,
         );
+        out.push_str(
+            "# HELP tasker_operator_actions_total Operator actions this process carried out.\n",
+        );
+        out.push_str("# TYPE tasker_operator_actions_total counter\n");
+        for (action, n) in OperatorAction::ALL.iter().zip(&self.operator_actions) {
+            let _ = writeln!(
+                out,
+                "tasker_operator_actions_total{{action=\"{}\"}} {}",
+                action.as_str(),
+                n.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP tasker_step_dispatch_latency_seconds From a step's message being sent to a worker starting it (first attempts).\n");
         out.push_str("# TYPE tasker_step_dispatch_latency_seconds histogram\n");
         self.dispatch_latency

@@ -206,7 +206,7 @@ async fn execute<S: Store>(
 }
 
 /// Counts and announces a task that a step's outcome finished.
-fn task_settled<S>(shared: &Shared<S>, task_id: TaskId, state: TaskState) {
+pub(crate) fn task_settled<S>(shared: &Shared<S>, task_id: TaskId, state: TaskState) {
     if state.is_final() {
         shared.metrics.task_finished(state);
     }

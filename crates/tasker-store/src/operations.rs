@@ -698,7 +698,7 @@ pub(crate) async fn step_resolve<P: Primitives>(
     p: &mut P,
     step_id: StepId,
     results: &RawValue,
-) -> StoreResult<TaskState> {
+) -> StoreResult<StepResolved> {
     let task_id = step_get(p, step_id, false).await?.task_id;
     let mut task = lock_task(p, task_id).await?;
     let step = step_get(p, step_id, true).await?;
@@ -715,13 +715,18 @@ pub(crate) async fn step_resolve<P: Primitives>(
     };
     check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
     task.moved(&m);
-    if task.state == TaskState::Error {
+    let resumed = task.state == TaskState::Error;
+    if resumed {
         let reason = format!("step `{}` resolved by an operator", step.name);
         move_task(p, &mut task, TaskEvent::Resume, &reason).await?;
     }
     let ready = release(p, &[(m, step.position)]).await?;
     settle(p, &mut task, ready).await?;
-    Ok(task.state)
+    Ok(StepResolved {
+        task_id,
+        task_state: task.state,
+        resumed,
+    })
 }
 
 /// The children that moves released: each child of a step that became done waits on one

@@ -84,6 +84,7 @@ macro_rules! conformance_tests {
             unknown_handler_fails_permanently,
             cancellation_stops_a_running_task,
             operator_resolution_lets_children_proceed,
+            operator_retry_resumes_the_task,
             concurrency_limit_is_respected,
             many_tasks_complete_each_step_once,
             concurrent_submissions_share_commits,

@@ -459,11 +459,18 @@ pub async fn permanent_failure_blocks_descendants_and_resolve_unblocks<S: Store>
     assert_eq!(step(&detail, "e").state, StepState::Complete);
     assert_eq!(step(&detail, "d").state, StepState::Pending, "blocked by b");
 
-    let state = store
+    let resolved = store
         .step_resolve(b_id.unwrap(), &raw(r#"{"manual":true}"#))
         .await
         .unwrap();
-    assert_eq!(state, TaskState::InProgress);
+    assert_eq!(
+        resolved,
+        StepResolved {
+            task_id,
+            task_state: TaskState::InProgress,
+            resumed: true
+        }
+    );
     assert_eq!(d.run_queue("conf").await, ["d"]);
     let detail = d.detail(task_id).await;
     assert_eq!(detail.task.state, TaskState::Complete);

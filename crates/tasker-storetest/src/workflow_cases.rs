@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tasker_core::event::EventKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::*;
 use tasker_engine::{FnHandler, Handler, HandlerFuture, HandlerResult, StepContext, to_result};
@@ -432,16 +433,78 @@ pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) 
     let failed = engine.wait(task.task_id, |_| {}).await.unwrap();
     assert_eq!(failed.task.state, TaskState::Error);
     let charge = step(&failed, "charge").id;
-    let state = store
-        .step_resolve(charge, &raw(r#"{"charged_by":"operator"}"#))
+    let mut events = engine.events().subscribe();
+    let resolved = engine
+        .resolve(charge, &raw(r#"{"charged_by":"operator"}"#))
         .await
         .unwrap();
-    assert_eq!(state, TaskState::InProgress);
+    assert_eq!(resolved.task_state, TaskState::InProgress);
+    assert!(resolved.resumed);
     let done = engine.wait(task.task_id, |_| {}).await.unwrap();
     running.shutdown().await;
     assert_eq!(done.task.state, TaskState::Complete);
     assert_eq!(step(&done, "charge").state, StepState::ResolvedManually);
     assert_eq!(step(&done, "ship").state, StepState::Complete);
+    let kinds = received(&mut events);
+    let at = |kind| kinds.iter().position(|k| *k == kind);
+    assert!(
+        at((EventKind::StepResolved, Some(charge))) < at((EventKind::TaskResumed, None)),
+        "{kinds:?}"
+    );
+    assert!(at((EventKind::TaskCompleted, None)).is_some(), "{kinds:?}");
+    assert!(metric(
+        &engine,
+        "tasker_operator_actions_total{action=\"resolve\"} 1"
+    ));
+}
+
+/// An operator's retry of a task in error runs its failed steps again and says so.
+pub async fn operator_retry_resumes_the_task<S: Store>(store: Arc<S>) {
+    let engine = engine(store.clone(), 2, no_extra);
+    let running = engine.start();
+    let task = engine
+        .submit(&example("failures/permanent_failure.yaml"), "{}", None)
+        .await
+        .unwrap();
+    let failed = engine.wait(task.task_id, |_| {}).await.unwrap();
+    assert_eq!(failed.task.state, TaskState::Error);
+    let mut events = engine.events().subscribe();
+    assert_eq!(engine.retry(task.task_id).await.unwrap(), 1);
+    let again = engine.wait(task.task_id, |_| {}).await.unwrap();
+    running.shutdown().await;
+    assert_eq!(
+        again.task.state,
+        TaskState::Error,
+        "the step fails for good again"
+    );
+    let kinds = received(&mut events);
+    assert!(kinds.contains(&(EventKind::TaskResumed, None)), "{kinds:?}");
+    assert!(metric(
+        &engine,
+        "tasker_operator_actions_total{action=\"retry\"} 1"
+    ));
+    assert!(metric(
+        &engine,
+        "tasker_tasks_finished_total{state=\"error\"} 2"
+    ));
+}
+
+/// The (kind, step) of every event waiting on `events`.
+fn received(
+    events: &mut tasker_core::event::Subscription,
+) -> Vec<(EventKind, Option<tasker_core::id::StepId>)> {
+    let mut kinds = Vec::new();
+    while let Some(Ok(e)) = events.try_recv() {
+        kinds.push((e.kind, e.step_id));
+    }
+    kinds
+}
+
+/// Whether the engine's `/metrics` text has `line`.
+fn metric<S: Store>(engine: &tasker_engine::Engine<S>, line: &str) -> bool {
+    let mut out = String::new();
+    engine.metrics().render(&mut out);
+    out.lines().any(|l| l == line)
 }
 
 /// Counts how many of its calls run at once.

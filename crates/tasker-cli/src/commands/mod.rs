@@ -198,16 +198,16 @@ pub async fn dispatch(
             with_store!(&store, false, |s| operate::wait(&s, &task_id, timeout))
         }
         Command::Cancel { task_id, store } => {
-            with_store!(&store, true, |s| operate::cancel(&s, &task_id))
+            with_store!(&store, true, |s| operate::cancel(s, &task_id))
         }
         Command::Retry { task_id, store } => {
-            with_store!(&store, true, |s| operate::retry(&s, &task_id))
+            with_store!(&store, true, |s| operate::retry(s, &task_id))
         }
         Command::Resolve {
             step_id,
             results,
             store,
-        } => with_store!(&store, true, |s| operate::resolve(&s, &step_id, &results)),
+        } => with_store!(&store, true, |s| operate::resolve(s, &step_id, &results)),
         Command::Prune {
             finished_before,
             batch,

@@ -132,25 +132,44 @@ pub async fn wait<S: Store>(
     }
 }
 
-pub async fn cancel<S: Store>(store: &S, id: &str) -> Result<Outcome, CliError> {
+/// An engine that runs nothing, for one operator action: the action takes the same
+/// path (and publishes the same events) as from the API or Ruby.
+fn operator<S: Store>(store: S) -> Engine<S> {
+    let config = EngineConfig {
+        orchestrator: false,
+        worker: None,
+        ..EngineConfig::embedded()
+    };
+    Engine::new(Arc::new(store), HandlerRegistry::with_builtins(), config)
+}
+
+/// Engine errors caused by what the user asked, as [`store_error`] sorts them.
+fn engine_error(e: EngineError) -> CliError {
+    match e {
+        EngineError::Store(e) => store_error(e),
+        other => CliError::bad(other),
+    }
+}
+
+pub async fn cancel<S: Store>(store: S, id: &str) -> Result<Outcome, CliError> {
     let id = task_id(id)?;
-    let state = store
-        .task_cancel(id, "cancelled from the command line")
+    let state = operator(store)
+        .cancel(id, "cancelled from the command line")
         .await
-        .map_err(store_error)?;
+        .map_err(engine_error)?;
     println!("task {id} is {state}");
     Ok(Outcome::Success)
 }
 
-pub async fn retry<S: Store>(store: &S, id: &str) -> Result<Outcome, CliError> {
+pub async fn retry<S: Store>(store: S, id: &str) -> Result<Outcome, CliError> {
     let id = task_id(id)?;
-    let enqueued = store.task_retry(id).await.map_err(store_error)?;
+    let enqueued = operator(store).retry(id).await.map_err(engine_error)?;
     println!("task {id}: {enqueued} failed step(s) enqueued again");
     Ok(Outcome::Success)
 }
 
 pub async fn resolve<S: Store>(
-    store: &S,
+    store: S,
     step_id: &str,
     results: &str,
 ) -> Result<Outcome, CliError> {
@@ -159,11 +178,11 @@ pub async fn resolve<S: Store>(
         .map_err(|e| CliError::BadInput(format!("`{step_id}` is not a step id: {e}")))?;
     let results: &RawValue = serde_json::from_str(results)
         .map_err(|e| CliError::BadInput(format!("--results is not valid JSON: {e}")))?;
-    let state = store
-        .step_resolve(step, results)
+    let resolved = operator(store)
+        .resolve(step, results)
         .await
-        .map_err(store_error)?;
-    println!("step {step} resolved; its task is {state}");
+        .map_err(engine_error)?;
+    println!("step {step} resolved; its task is {}", resolved.task_state);
     Ok(Outcome::Success)
 }
 

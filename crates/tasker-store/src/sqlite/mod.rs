@@ -562,7 +562,7 @@ impl Store for SqliteStore {
         write!(self, |p| operations::step_finish_batch(p, batch, claims))
     }
 
-    async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<TaskState> {
+    async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<StepResolved> {
         write!(self, |p| operations::step_resolve(p, step_id, results))
     }
 
