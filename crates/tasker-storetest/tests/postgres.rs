@@ -169,3 +169,51 @@ async fn an_operation_whose_connection_is_killed_runs_again() {
     assert_eq!(killed, 1, "the waiting cancel's connection was ended");
     assert!(matches!(state, Ok(TaskState::Cancelled)), "{state:?}");
 }
+
+/// A statement prepared on the store's connections while a table is small is planned
+/// again as the table grows: a plan kept from an empty table would scan every row
+/// until the table is analyzed (never, with autovacuum off).
+#[tokio::test]
+async fn plans_follow_the_tables_as_they_grow() {
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let store = PgStore::connect(&db.url, 2).await.expect("connect");
+    let mut conn = store.pool().acquire().await.unwrap();
+    // Rows as wide as a step's, whose table PostgreSQL guesses to be small while empty.
+    sqlx::query(
+        "CREATE TABLE grows (id bigint PRIMARY KEY, a text, b text, c text, d text, e text,
+                             f text, g text, h json, i json)",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // The shape of the store's statements on arrays: a join with UNNEST.
+    sqlx::query(
+        "PREPARE lookup(bigint[]) AS UPDATE grows g SET a = 'y'
+         FROM UNNEST($1) AS u(id) WHERE g.id = u.id",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // More executions than PostgreSQL needs before it would keep a generic plan.
+    for _ in 0..8 {
+        sqlx::query("EXECUTE lookup('{1}')")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO grows (id) SELECT g FROM generate_series(1, 50000) g")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE lookup('{1}')")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index Scan") && !plan.contains("Seq Scan"),
+        "the plan made for an empty table was kept:\n{plan}"
+    );
+}
