@@ -7,7 +7,9 @@ use std::time::Duration;
 use tasker_core::event::EventKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::*;
-use tasker_engine::{FnHandler, Handler, HandlerFuture, HandlerResult, StepContext, to_result};
+use tasker_engine::{
+    Engine, FnHandler, Handler, HandlerFuture, HandlerResult, Running, StepContext, to_result,
+};
 
 use crate::support::*;
 
@@ -423,8 +425,10 @@ pub async fn a_busy_queue_does_not_starve_another<S: Store>(store: Arc<S>) {
     running.shutdown().await;
 }
 
-pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) {
-    let engine = engine(store.clone(), 2, no_extra);
+/// A running engine and a task of `failures/permanent_failure.yaml` it has run to
+/// `error` (`charge` failed for good, `ship` blocked).
+async fn failed_task<S: Store>(store: Arc<S>) -> (Engine<S>, Running, TaskDetail) {
+    let engine = engine(store, 2, no_extra);
     let running = engine.start();
     let task = engine
         .submit(&example("failures/permanent_failure.yaml"), "{}", None)
@@ -432,6 +436,12 @@ pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) 
         .unwrap();
     let failed = engine.wait(task.task_id, |_| {}).await.unwrap();
     assert_eq!(failed.task.state, TaskState::Error);
+    (engine, running, failed)
+}
+
+pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) {
+    let (engine, running, failed) = failed_task(store).await;
+    let task_id = failed.task.id;
     let charge = step(&failed, "charge").id;
     let mut events = engine.events().subscribe();
     let resolved = engine
@@ -440,18 +450,20 @@ pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) 
         .unwrap();
     assert_eq!(resolved.task_state, TaskState::InProgress);
     assert!(resolved.resumed);
-    let done = engine.wait(task.task_id, |_| {}).await.unwrap();
+    let done = engine.wait(task_id, |_| {}).await.unwrap();
     running.shutdown().await;
     assert_eq!(done.task.state, TaskState::Complete);
     assert_eq!(step(&done, "charge").state, StepState::ResolvedManually);
     assert_eq!(step(&done, "ship").state, StepState::Complete);
     let kinds = received(&mut events);
-    let at = |kind| kinds.iter().position(|k| *k == kind);
-    assert!(
-        at((EventKind::StepResolved, Some(charge))) < at((EventKind::TaskResumed, None)),
-        "{kinds:?}"
-    );
-    assert!(at((EventKind::TaskCompleted, None)).is_some(), "{kinds:?}");
+    let at = |kind| {
+        kinds
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_else(|| panic!("no {kind:?} in {kinds:?}"))
+    };
+    assert!(at((EventKind::StepResolved, Some(charge))) < at((EventKind::TaskResumed, None)));
+    at((EventKind::TaskCompleted, None));
     assert!(metric(
         &engine,
         "tasker_operator_actions_total{action=\"resolve\"} 1"
@@ -460,17 +472,10 @@ pub async fn operator_resolution_lets_children_proceed<S: Store>(store: Arc<S>) 
 
 /// An operator's retry of a task in error runs its failed steps again and says so.
 pub async fn operator_retry_resumes_the_task<S: Store>(store: Arc<S>) {
-    let engine = engine(store.clone(), 2, no_extra);
-    let running = engine.start();
-    let task = engine
-        .submit(&example("failures/permanent_failure.yaml"), "{}", None)
-        .await
-        .unwrap();
-    let failed = engine.wait(task.task_id, |_| {}).await.unwrap();
-    assert_eq!(failed.task.state, TaskState::Error);
+    let (engine, running, failed) = failed_task(store).await;
     let mut events = engine.events().subscribe();
-    assert_eq!(engine.retry(task.task_id).await.unwrap(), 1);
-    let again = engine.wait(task.task_id, |_| {}).await.unwrap();
+    assert_eq!(engine.retry(failed.task.id).await.unwrap(), 1);
+    let again = engine.wait(failed.task.id, |_| {}).await.unwrap();
     running.shutdown().await;
     assert_eq!(
         again.task.state,
@@ -501,7 +506,7 @@ fn received(
 }
 
 /// Whether the engine's `/metrics` text has `line`.
-fn metric<S: Store>(engine: &tasker_engine::Engine<S>, line: &str) -> bool {
+fn metric<S: Store>(engine: &Engine<S>, line: &str) -> bool {
     let mut out = String::new();
     engine.metrics().render(&mut out);
     out.lines().any(|l| l == line)
