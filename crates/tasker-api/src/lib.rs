@@ -46,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tasks"),
     ("GET", "/v1/tasks"),
     ("GET", "/v1/tasks/{id}"),
+    ("GET", "/v1/tasks/{id}/history"),
     ("POST", "/v1/tasks/{id}/cancel"),
     ("POST", "/v1/tasks/{id}/retry"),
     ("POST", "/v1/steps/{id}/resolve"),
@@ -115,6 +116,7 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
     let v1 = Router::new()
         .route("/v1/tasks", post(tasks::create::<S>).get(tasks::list::<S>))
         .route("/v1/tasks/{id}", get(tasks::get::<S>))
+        .route("/v1/tasks/{id}/history", get(tasks::history::<S>))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel::<S>))
         .route("/v1/tasks/{id}/retry", post(tasks::retry::<S>))
         .route("/v1/steps/{id}/resolve", post(tasks::resolve::<S>))

@@ -230,6 +230,47 @@ pub async fn get<S: Store>(
     Ok(json(StatusCode::OK, &view(&detail)))
 }
 
+/// `GET /v1/tasks/{id}/history`: the task's transitions, oldest first.
+#[derive(Serialize)]
+pub struct History {
+    task_id: TaskId,
+    transitions: Vec<TransitionView>,
+}
+
+#[derive(Serialize)]
+struct TransitionView {
+    /// None for a change of the task itself.
+    step_id: Option<StepId>,
+    from: Option<String>,
+    to: String,
+    reason: String,
+    at: String,
+}
+
+pub async fn history<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<Json<History>, ApiError> {
+    let task_id = task_id(&id)?;
+    let transitions = state
+        .engine
+        .history(task_id)
+        .await?
+        .into_iter()
+        .map(|t| TransitionView {
+            step_id: t.step_id,
+            from: t.from_state,
+            to: t.to_state,
+            reason: t.reason,
+            at: t.at.to_string(),
+        })
+        .collect();
+    Ok(Json(History {
+        task_id,
+        transitions,
+    }))
+}
+
 /// `GET /v1/tasks` query.
 #[derive(Deserialize)]
 pub struct ListQuery {

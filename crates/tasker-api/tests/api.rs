@@ -763,6 +763,41 @@ async fn failed_work_is_resolved_retried_and_cancelled() {
         (StatusCode::CONFLICT, Some("illegal_transition"))
     );
 
+    // The history tells the story: failed, retried, failed again, resolved, complete.
+    let (status, history) = call(&s, "GET", &format!("/v1/tasks/{id}/history"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let of_task: Vec<&str> = history["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["step_id"].is_null())
+        .map(|t| t["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        of_task,
+        [
+            "pending",
+            "in_progress",
+            "error",
+            "in_progress",
+            "error",
+            "in_progress",
+            "complete"
+        ]
+    );
+    let (status, missing) = call(
+        &s,
+        "GET",
+        "/v1/tasks/01a21b7e-8efb-7081-ae3f-03e03d380a55/history",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, missing["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
     // The actions went through the engine: its metrics count them (not the refused one).
     let (_, text) = call(&s, "GET", "/metrics", None, None).await;
     let text = text.as_str().unwrap();

@@ -52,6 +52,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A task's history: every state change of the task and its steps, oldest first,
+    /// with the reason.
+    History {
+        task_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a task from a template (registering the template if it is new); prints its id.
     Submit {
         /// The template file.

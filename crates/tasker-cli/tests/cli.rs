@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tasker_core::store::Store;
 use tasker_store::sqlite::SqliteStore;
 
@@ -323,6 +324,51 @@ fn status_lists_and_shows_tasks() {
     assert!(stderr(&missing).contains("no task"));
     let no_db = run(&["status", "--db", "/no/such.db"]);
     assert_eq!(no_db.status.code(), Some(2));
+
+    // Its history: the task's and every step's changes, oldest first, with the reason.
+    let history = run(&["history", &id, "--db", db, "--json"]);
+    assert_eq!(history.status.code(), Some(0), "{}", stderr(&history));
+    let transitions = json(&history)["transitions"].as_array().unwrap().clone();
+    let first = &transitions[0];
+    assert_eq!(
+        (
+            &first["step"],
+            &first["from"],
+            &first["to"],
+            &first["reason"]
+        ),
+        (
+            &json!(null),
+            &json!(null),
+            &json!("pending"),
+            &json!("created")
+        )
+    );
+    let of_d: Vec<&str> = transitions
+        .iter()
+        .filter(|t| t["step"] == "d")
+        .map(|t| t["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(of_d, ["enqueued", "in_progress", "complete"]);
+    assert_eq!(
+        transitions.last().unwrap()["to"],
+        "complete",
+        "the task's last"
+    );
+    let table = stdout(&run(&["history", &id, "--db", db]));
+    assert!(table.contains("enqueued -> in_progress"), "{table}");
+    let unknown = run(&[
+        "history",
+        "01a21b03-ca9e-7224-8e9d-888fd6a02a19",
+        "--db",
+        db,
+    ]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("task 01a21b03"),
+        "{}",
+        stderr(&unknown)
+    );
 }
 
 #[test]

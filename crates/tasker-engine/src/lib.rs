@@ -56,6 +56,7 @@ use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::TASK_QUEUE;
 use tasker_core::store::{
     Registration, StepResolved, Store, StoreError, TaskCreated, TaskDetail, TaskProgress,
+    TransitionRecord,
 };
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
@@ -358,6 +359,17 @@ impl<S: Store> Engine<S> {
         }
         worker::task_settled(&self.shared, task_id, resolved.task_state);
         Ok(resolved)
+    }
+
+    /// The task's audit trail, oldest first: every state change of it and its steps,
+    /// with the reason.
+    pub async fn history(&self, task_id: TaskId) -> Result<Vec<TransitionRecord>, EngineError> {
+        let transitions = self.shared.store.transition_list(task_id).await?;
+        if transitions.is_empty() {
+            // Every task has at least its creation.
+            return Err(StoreError::NotFound(format!("task {task_id}")).into());
+        }
+        Ok(transitions)
     }
 
     /// Starts the orchestrator and worker loops this configuration asks for.

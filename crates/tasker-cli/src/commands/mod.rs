@@ -197,6 +197,11 @@ pub async fn dispatch(
                 .transpose()?;
             with_store!(&store, false, |s| operate::wait(&s, &task_id, timeout))
         }
+        Command::History {
+            task_id,
+            store,
+            json,
+        } => with_store!(&store, false, |s| operate::history(s, &task_id, json)),
         Command::Cancel { task_id, store } => {
             with_store!(&store, true, |s| operate::cancel(s, &task_id))
         }

@@ -1,5 +1,5 @@
-//! Commands that act on tasks in either store: submit, wait, cancel, retry, resolve,
-//! and registering templates.
+//! Commands that act on tasks in either store: submit, wait, history, cancel, retry,
+//! resolve, and registering templates.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -149,6 +149,55 @@ fn engine_error(e: EngineError) -> CliError {
         EngineError::Store(e) => store_error(e),
         other => CliError::bad(other),
     }
+}
+
+/// One state change, as `tasker history --json` prints it (the API's shape).
+#[derive(serde::Serialize)]
+struct Transition<'a> {
+    step_id: Option<StepId>,
+    step: Option<&'a str>,
+    from: Option<&'a str>,
+    to: &'a str,
+    reason: &'a str,
+    at: String,
+}
+
+pub async fn history<S: Store>(store: S, id: &str, json: bool) -> Result<Outcome, CliError> {
+    let id = task_id(id)?;
+    let engine = operator(store);
+    let transitions = engine.history(id).await.map_err(engine_error)?;
+    let detail = engine.store().task_get(id).await.map_err(store_error)?;
+    let name = |step: Option<StepId>| {
+        step.and_then(|s| detail.steps.iter().find(|d| d.id == s))
+            .map(|d| d.name.as_str())
+    };
+    let rows: Vec<Transition<'_>> = transitions
+        .iter()
+        .map(|t| Transition {
+            step_id: t.step_id,
+            step: name(t.step_id),
+            from: t.from_state.as_deref(),
+            to: &t.to_state,
+            reason: &t.reason,
+            at: t.at.to_string(),
+        })
+        .collect();
+    if json {
+        let out = serde_json::json!({ "task_id": id, "transitions": rows });
+        println!("{out}");
+        return Ok(Outcome::Success);
+    }
+    for t in &rows {
+        println!(
+            "{}  {:<20} {:>11} -> {:<17} {}",
+            t.at,
+            t.step.unwrap_or("(task)"),
+            t.from.unwrap_or("-"),
+            t.to,
+            t.reason
+        );
+    }
+    Ok(Outcome::Success)
 }
 
 pub async fn cancel<S: Store>(store: S, id: &str) -> Result<Outcome, CliError> {
