@@ -50,6 +50,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tasks/{id}/cancel"),
     ("POST", "/v1/tasks/{id}/retry"),
     ("POST", "/v1/steps/{id}/resolve"),
+    ("GET", "/v1/dead-letters"),
     ("GET", "/v1/templates"),
     ("POST", "/v1/templates"),
     ("GET", "/health"),
@@ -120,6 +121,7 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel::<S>))
         .route("/v1/tasks/{id}/retry", post(tasks::retry::<S>))
         .route("/v1/steps/{id}/resolve", post(tasks::resolve::<S>))
+        .route("/v1/dead-letters", get(tasks::dead_letters::<S>))
         .route(
             "/v1/templates",
             get(templates::list::<S>).post(templates::register::<S>),

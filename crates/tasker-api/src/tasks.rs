@@ -271,6 +271,51 @@ pub async fn history<S: Store>(
     }))
 }
 
+/// `GET /v1/dead-letters` query: one queue, or every queue.
+#[derive(Deserialize)]
+pub struct DeadLetterQuery {
+    queue: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct DeadLetters {
+    dead_letters: Vec<DeadLetterView>,
+}
+
+#[derive(Serialize)]
+struct DeadLetterView {
+    queue: String,
+    msg_id: i64,
+    /// How many times it was read.
+    read_ct: i32,
+    /// The message's JSON text.
+    message: String,
+    reason: String,
+    archived_at: String,
+}
+
+pub async fn dead_letters<S: Store>(
+    State(state): State<AppState<S>>,
+    params: Result<Query<DeadLetterQuery>, QueryRejection>,
+) -> Result<Json<DeadLetters>, ApiError> {
+    let Query(q) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let dead_letters = state
+        .engine
+        .dead_letters(q.queue.as_deref())
+        .await?
+        .into_iter()
+        .map(|d| DeadLetterView {
+            queue: d.queue,
+            msg_id: d.msg_id,
+            read_ct: d.read_ct,
+            message: d.body,
+            reason: d.reason,
+            archived_at: d.archived_at.to_string(),
+        })
+        .collect();
+    Ok(Json(DeadLetters { dead_letters }))
+}
+
 /// `GET /v1/tasks` query.
 #[derive(Deserialize)]
 pub struct ListQuery {

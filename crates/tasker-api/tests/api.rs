@@ -785,6 +785,17 @@ async fn failed_work_is_resolved_retried_and_cancelled() {
             "complete"
         ]
     );
+    let (status, listed) = call(&s, "GET", "/v1/dead-letters", None, None).await;
+    assert_eq!(
+        (status, listed["dead_letters"].clone()),
+        (StatusCode::OK, json!([])),
+        "nothing was dead-lettered"
+    );
+    let (status, error) = call(&s, "GET", "/v1/dead-letters?queue=Bad%20Name", None, None).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
     let (status, missing) = call(
         &s,
         "GET",

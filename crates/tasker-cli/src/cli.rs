@@ -62,6 +62,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Messages moved to the dead letters, each with why.
+    DeadLetters {
+        /// One queue (every queue when absent).
+        #[arg(long)]
+        queue: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a task from a template (registering the template if it is new); prints its id.
     Submit {
         /// The template file.

@@ -371,6 +371,57 @@ fn status_lists_and_shows_tasks() {
     );
 }
 
+#[tokio::test]
+async fn dead_letters_are_listed_with_why() {
+    use tasker_core::store::TaskCreateParams;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    {
+        let store = SqliteStore::open(db).await.unwrap();
+        let template = tasker_core::template::parse_template(
+            "namespace: dl\nname: one\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n",
+            "one.yaml",
+        )
+        .unwrap();
+        store.template_register(&template).await.unwrap();
+        let context = serde_json::value::RawValue::from_string("{}".into()).unwrap();
+        store
+            .task_create(TaskCreateParams {
+                template: &template,
+                context: &context,
+                idempotency_key: None,
+            })
+            .await
+            .unwrap();
+        store
+            .task_start_batch(10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let read = store.queue_read("dl", Duration::from_secs(30), 1).await;
+        let msg_id = read.unwrap().messages[0].msg_id;
+        store
+            .queue_dead_letter("dl", msg_id, "moved by the test")
+            .await
+            .unwrap();
+    }
+    let listed = run(&["dead-letters", "--db", db, "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let letters = json(&listed)["dead_letters"].clone();
+    assert_eq!(letters.as_array().unwrap().len(), 1, "{letters}");
+    assert_eq!(
+        (&letters[0]["queue"], &letters[0]["reason"]),
+        (&json!("dl"), &json!("moved by the test"))
+    );
+    let table = stdout(&run(&["dead-letters", "--queue", "dl", "--db", db]));
+    assert!(table.contains("moved by the test"), "{table}");
+    let other = stdout(&run(&["dead-letters", "--queue", "elsewhere", "--db", db]));
+    assert_eq!(other.trim(), "no dead letters");
+    let bad = run(&["dead-letters", "--queue", "Bad Name", "--db", db]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
 #[test]
 fn embedded_durability_is_chosen_by_the_environment() {
     let dir = tempfile::tempdir().unwrap();

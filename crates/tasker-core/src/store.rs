@@ -656,6 +656,9 @@ pub trait Store: Send + Sync + 'static {
         queue: &str,
     ) -> impl Future<Output = StoreResult<Vec<DeadLetter>>> + Send;
 
+    /// The queues that have dead letters, by name.
+    fn queue_dead_letter_queues(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
     /// Wake-ups for this process's readers.
     fn wakeups(&self) -> &Wakeups;
 }

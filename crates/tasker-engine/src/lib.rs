@@ -55,8 +55,8 @@ use tasker_core::event::{Event, EventBus, EventKind, RecvError};
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::TASK_QUEUE;
 use tasker_core::store::{
-    Registration, StepResolved, Store, StoreError, TaskCreated, TaskDetail, TaskProgress,
-    TransitionRecord,
+    DeadLetter, Registration, StepResolved, Store, StoreError, TaskCreated, TaskDetail,
+    TaskProgress, TransitionRecord,
 };
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
@@ -370,6 +370,25 @@ impl<S: Store> Engine<S> {
             return Err(StoreError::NotFound(format!("task {task_id}")).into());
         }
         Ok(transitions)
+    }
+
+    /// The messages moved to the dead letters of `queue`, or of every queue, each with
+    /// why.
+    pub async fn dead_letters(&self, queue: Option<&str>) -> Result<Vec<DeadLetter>, EngineError> {
+        let queues = match queue {
+            Some(q) if q == TASK_QUEUE => vec![q.to_owned()],
+            Some(q) => {
+                tasker_core::names::check_queue_name(q)
+                    .map_err(|why| EngineError::Input(format!("queue `{q}` {why}")))?;
+                vec![q.to_owned()]
+            }
+            None => self.shared.store.queue_dead_letter_queues().await?,
+        };
+        let mut letters = Vec::new();
+        for q in &queues {
+            letters.extend(self.shared.store.queue_dead_letters(q).await?);
+        }
+        Ok(letters)
     }
 
     /// Starts the orchestrator and worker loops this configuration asks for.

@@ -611,6 +611,7 @@ pub async fn unparseable_messages_are_dead_lettered<S: Store>(store: Arc<S>) {
     );
     let dead = store.queue_dead_letters("conf").await.unwrap();
     assert_eq!(dead.len(), 1);
+    assert_eq!(store.queue_dead_letter_queues().await.unwrap(), ["conf"]);
     assert_eq!(
         (
             dead[0].msg_id,

@@ -202,6 +202,13 @@ pub async fn dispatch(
             store,
             json,
         } => with_store!(&store, false, |s| operate::history(s, &task_id, json)),
+        Command::DeadLetters { queue, store, json } => {
+            with_store!(&store, false, |s| operate::dead_letters(
+                s,
+                queue.as_deref(),
+                json
+            ))
+        }
         Command::Cancel { task_id, store } => {
             with_store!(&store, true, |s| operate::cancel(s, &task_id))
         }

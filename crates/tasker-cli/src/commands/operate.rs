@@ -1,5 +1,5 @@
-//! Commands that act on tasks in either store: submit, wait, history, cancel, retry,
-//! resolve, and registering templates.
+//! Commands that act on tasks in either store: submit, wait, history, dead letters,
+//! cancel, retry, resolve, and registering templates.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -195,6 +195,44 @@ pub async fn history<S: Store>(store: S, id: &str, json: bool) -> Result<Outcome
             t.from.unwrap_or("-"),
             t.to,
             t.reason
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn dead_letters<S: Store>(
+    store: S,
+    queue: Option<&str>,
+    json: bool,
+) -> Result<Outcome, CliError> {
+    let letters = operator(store)
+        .dead_letters(queue)
+        .await
+        .map_err(engine_error)?;
+    if json {
+        let rows: Vec<serde_json::Value> = letters
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "queue": d.queue,
+                    "msg_id": d.msg_id,
+                    "read_ct": d.read_ct,
+                    "message": d.body,
+                    "reason": d.reason,
+                    "archived_at": d.archived_at.to_string(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "dead_letters": rows }));
+        return Ok(Outcome::Success);
+    }
+    if letters.is_empty() {
+        println!("no dead letters");
+    }
+    for d in &letters {
+        println!(
+            "{}  {}#{} (read {} times)  {}",
+            d.archived_at, d.queue, d.msg_id, d.read_ct, d.reason
         );
     }
     Ok(Outcome::Success)

@@ -605,6 +605,10 @@ impl Store for PgStore {
         queue::dead_letters(&self.pool, queue).await
     }
 
+    async fn queue_dead_letter_queues(&self) -> StoreResult<Vec<String>> {
+        queue::dead_letter_queues(&self.pool).await
+    }
+
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
     }

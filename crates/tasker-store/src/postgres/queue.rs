@@ -249,6 +249,14 @@ pub(crate) async fn dead_letters(pool: &PgPool, queue: &str) -> StoreResult<Vec<
         .collect())
 }
 
+/// Every dead letter has its reason recorded beside pgmq's archive.
+pub(crate) async fn dead_letter_queues(pool: &PgPool) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar("SELECT DISTINCT queue FROM tasker.dead_letter_reasons ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .map_err(db)
+}
+
 /// Deletes the messages and dead letters of every queue that belong to `tasks`.
 pub(crate) async fn forget_tasks(conn: &mut Conn, tasks: &[uuid::Uuid]) -> StoreResult<()> {
     let ids: Vec<String> = tasks.iter().map(|t| t.hyphenated().to_string()).collect();

@@ -616,6 +616,10 @@ impl Store for SqliteStore {
         queue::dead_letters(&*self.conn.lock().await, queue)
     }
 
+    async fn queue_dead_letter_queues(&self) -> StoreResult<Vec<String>> {
+        queue::dead_letter_queues(&*self.conn.lock().await)
+    }
+
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
     }

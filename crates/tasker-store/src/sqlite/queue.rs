@@ -194,6 +194,14 @@ pub(crate) fn dead_letters(conn: &Conn, queue: &str) -> StoreResult<Vec<DeadLett
     rows.map(|r| r.map_err(db)).collect()
 }
 
+pub(crate) fn dead_letter_queues(conn: &Conn) -> StoreResult<Vec<String>> {
+    let mut s = conn
+        .prepare_cached("SELECT DISTINCT queue FROM queue_dead_letters ORDER BY 1")
+        .map_err(db)?;
+    let rows = s.query_map([], |r| r.get(0)).map_err(db)?;
+    rows.map(|r| r.map_err(db)).collect()
+}
+
 /// Makes every message that was read but not finished visible now. Only the owner of
 /// the file may do this (see the module docs of `sqlite`): nobody else is working.
 pub(crate) fn release_in_flight(conn: &Conn, now: Timestamp) -> StoreResult<usize> {
