@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::store::{Store, TaskDetail, TaskListParams, TaskRecord, TemplateListParams};
+use tasker_core::store::{
+    DeadLetter, Store, TaskDetail, TaskListParams, TaskRecord, TemplateListParams, TransitionRecord,
+};
 use tasker_core::template::{TaskTemplate, parse_template};
 use tasker_core::{TaskState, names};
 
@@ -247,28 +249,33 @@ struct TransitionView {
     at: String,
 }
 
+impl History {
+    /// The route's answer, which `tasker history --json` prints too.
+    pub fn new(task_id: TaskId, transitions: Vec<TransitionRecord>) -> Self {
+        let transitions = transitions
+            .into_iter()
+            .map(|t| TransitionView {
+                step_id: t.step_id,
+                from: t.from_state,
+                to: t.to_state,
+                reason: t.reason,
+                at: t.at.to_string(),
+            })
+            .collect();
+        Self {
+            task_id,
+            transitions,
+        }
+    }
+}
+
 pub async fn history<S: Store>(
     State(state): State<AppState<S>>,
     Path(id): Path<String>,
 ) -> Result<Json<History>, ApiError> {
     let task_id = task_id(&id)?;
-    let transitions = state
-        .engine
-        .history(task_id)
-        .await?
-        .into_iter()
-        .map(|t| TransitionView {
-            step_id: t.step_id,
-            from: t.from_state,
-            to: t.to_state,
-            reason: t.reason,
-            at: t.at.to_string(),
-        })
-        .collect();
-    Ok(Json(History {
-        task_id,
-        transitions,
-    }))
+    let transitions = state.engine.history(task_id).await?;
+    Ok(Json(History::new(task_id, transitions)))
 }
 
 /// `GET /v1/dead-letters` query: one queue, or every queue.
@@ -294,26 +301,31 @@ struct DeadLetterView {
     archived_at: String,
 }
 
+impl DeadLetters {
+    /// The route's answer, which `tasker dead-letters --json` prints too.
+    pub fn new(letters: Vec<DeadLetter>) -> Self {
+        let dead_letters = letters
+            .into_iter()
+            .map(|d| DeadLetterView {
+                queue: d.queue,
+                msg_id: d.msg_id,
+                read_ct: d.read_ct,
+                message: d.body,
+                reason: d.reason,
+                archived_at: d.archived_at.to_string(),
+            })
+            .collect();
+        Self { dead_letters }
+    }
+}
+
 pub async fn dead_letters<S: Store>(
     State(state): State<AppState<S>>,
     params: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Result<Json<DeadLetters>, ApiError> {
     let Query(q) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let dead_letters = state
-        .engine
-        .dead_letters(q.queue.as_deref())
-        .await?
-        .into_iter()
-        .map(|d| DeadLetterView {
-            queue: d.queue,
-            msg_id: d.msg_id,
-            read_ct: d.read_ct,
-            message: d.body,
-            reason: d.reason,
-            archived_at: d.archived_at.to_string(),
-        })
-        .collect();
-    Ok(Json(DeadLetters { dead_letters }))
+    let letters = state.engine.dead_letters(q.queue.as_deref()).await?;
+    Ok(Json(DeadLetters::new(letters)))
 }
 
 /// `GET /v1/tasks` query.

@@ -332,7 +332,7 @@ fn status_lists_and_shows_tasks() {
     let first = &transitions[0];
     assert_eq!(
         (
-            &first["step"],
+            &first["step_id"],
             &first["from"],
             &first["to"],
             &first["reason"]
@@ -344,9 +344,10 @@ fn status_lists_and_shows_tasks() {
             &json!("created")
         )
     );
+    let d = json(&one)["steps"][3]["id"].clone();
     let of_d: Vec<&str> = transitions
         .iter()
-        .filter(|t| t["step"] == "d")
+        .filter(|t| t["step_id"] == d)
         .map(|t| t["to"].as_str().unwrap())
         .collect();
     assert_eq!(of_d, ["enqueued", "in_progress", "complete"]);
@@ -357,6 +358,7 @@ fn status_lists_and_shows_tasks() {
     );
     let table = stdout(&run(&["history", &id, "--db", db]));
     assert!(table.contains("enqueued -> in_progress"), "{table}");
+    assert!(table.contains(" d "), "steps by name: {table}");
     let unknown = run(&[
         "history",
         "01a21b03-ca9e-7224-8e9d-888fd6a02a19",

@@ -151,49 +151,27 @@ fn engine_error(e: EngineError) -> CliError {
     }
 }
 
-/// One state change, as `tasker history --json` prints it (the API's shape).
-#[derive(serde::Serialize)]
-struct Transition<'a> {
-    step_id: Option<StepId>,
-    step: Option<&'a str>,
-    from: Option<&'a str>,
-    to: &'a str,
-    reason: &'a str,
-    at: String,
-}
-
 pub async fn history<S: Store>(store: S, id: &str, json: bool) -> Result<Outcome, CliError> {
     let id = task_id(id)?;
     let engine = operator(store);
     let transitions = engine.history(id).await.map_err(engine_error)?;
-    let detail = engine.store().task_get(id).await.map_err(store_error)?;
-    let name = |step: Option<StepId>| {
-        step.and_then(|s| detail.steps.iter().find(|d| d.id == s))
-            .map(|d| d.name.as_str())
-    };
-    let rows: Vec<Transition<'_>> = transitions
-        .iter()
-        .map(|t| Transition {
-            step_id: t.step_id,
-            step: name(t.step_id),
-            from: t.from_state.as_deref(),
-            to: &t.to_state,
-            reason: &t.reason,
-            at: t.at.to_string(),
-        })
-        .collect();
     if json {
-        let out = serde_json::json!({ "task_id": id, "transitions": rows });
-        println!("{out}");
+        let view = tasker_api::History::new(id, transitions);
+        println!("{}", serde_json::to_string(&view).expect("serializable"));
         return Ok(Outcome::Success);
     }
-    for t in &rows {
+    let detail = engine.store().task_get(id).await.map_err(store_error)?;
+    for t in &transitions {
+        let step = t
+            .step_id
+            .and_then(|s| detail.steps.iter().find(|d| d.id == s))
+            .map_or("(task)", |d| d.name.as_str());
         println!(
             "{}  {:<20} {:>11} -> {:<17} {}",
             t.at,
-            t.step.unwrap_or("(task)"),
-            t.from.unwrap_or("-"),
-            t.to,
+            step,
+            t.from_state.as_deref().unwrap_or("-"),
+            t.to_state,
             t.reason
         );
     }
@@ -209,32 +187,20 @@ pub async fn dead_letters<S: Store>(
         .dead_letters(queue)
         .await
         .map_err(engine_error)?;
-    if json {
-        let rows: Vec<serde_json::Value> = letters
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "queue": d.queue,
-                    "msg_id": d.msg_id,
-                    "read_ct": d.read_ct,
-                    "message": d.body,
-                    "reason": d.reason,
-                    "archived_at": d.archived_at.to_string(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::json!({ "dead_letters": rows }));
-        return Ok(Outcome::Success);
-    }
-    if letters.is_empty() {
+    if letters.is_empty() && !json {
         println!("no dead letters");
     }
-    for d in &letters {
-        println!(
-            "{}  {}#{} (read {} times)  {}",
-            d.archived_at, d.queue, d.msg_id, d.read_ct, d.reason
-        );
+    if !json {
+        for d in &letters {
+            println!(
+                "{}  {}#{} (read {} times)  {}",
+                d.archived_at, d.queue, d.msg_id, d.read_ct, d.reason
+            );
+        }
+        return Ok(Outcome::Success);
     }
+    let view = tasker_api::DeadLetters::new(letters);
+    println!("{}", serde_json::to_string(&view).expect("serializable"));
     Ok(Outcome::Success)
 }
 
