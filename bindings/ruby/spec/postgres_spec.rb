@@ -116,6 +116,10 @@ RSpec.describe "Tasker on PostgreSQL (distributed)" do
     expect(result.step("charge").state).to eq("resolved_manually")
     expect(result.results["charge"]).to eq("charged" => "by hand")
     expect(result.step("ship").state).to eq("complete")
+    of_task = @client.history(id).select { |t| t["step_id"].nil? }.map { |t| t["to"] }
+    expect(of_task).to eq(%w[pending in_progress error in_progress complete])
+    expect(@client.dead_letters(queue: "ruby_examples")).to eq([])
+    expect { @client.dead_letters(queue: "Bad Name") }.to raise_error(Tasker::Error, /queue `Bad Name`/)
   end
 
   it "retries the failed steps of an errored task" do

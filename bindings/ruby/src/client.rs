@@ -7,6 +7,7 @@ use magnus::{Error, RModule, Ruby, Value, function, method};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::store::Store;
+use tasker_core::views::{DeadLetters, History};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
 use tasker_store::postgres::PgStore;
 
@@ -93,6 +94,23 @@ impl Client {
             .map_err(|e| errors::engine(ruby, e))
     }
 
+    /// The task's history as `{"task_id", "transitions": [...]}`, the API's shape.
+    fn history(ruby: &Ruby, rb_self: &Self, id: String) -> Result<Value, Error> {
+        let id: TaskId = parse_id(ruby, "task", &id)?;
+        let transitions =
+            block_on(ruby, rb_self.engine.history(id))?.map_err(|e| errors::engine(ruby, e))?;
+        let view = serde_json::to_string(&History::new(id, transitions)).expect("serializable");
+        convert::to_ruby(ruby, &view)
+    }
+
+    /// The dead letters of `queue`, or of every queue, as `{"dead_letters": [...]}`.
+    fn dead_letters(ruby: &Ruby, rb_self: &Self, queue: Option<String>) -> Result<Value, Error> {
+        let letters = block_on(ruby, rb_self.engine.dead_letters(queue.as_deref()))?
+            .map_err(|e| errors::engine(ruby, e))?;
+        let view = serde_json::to_string(&DeadLetters::new(letters)).expect("serializable");
+        convert::to_ruby(ruby, &view)
+    }
+
     /// Marks a failed step done with `results`; returns its task's state.
     fn resolve(
         ruby: &Ruby,
@@ -118,5 +136,7 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("cancel", method!(Client::cancel, 1))?;
     class.define_method("retry", method!(Client::retry, 1))?;
     class.define_method("resolve", method!(Client::resolve, 2))?;
+    class.define_method("history", method!(Client::history, 1))?;
+    class.define_method("dead_letters", method!(Client::dead_letters, 1))?;
     Ok(())
 }

@@ -37,7 +37,6 @@ pub use axum::Router;
 pub use error::ApiError;
 pub use probes::render as render_metrics;
 pub use server::serve;
-pub use tasks::{DeadLetters, History};
 
 /// The OpenAPI 3 description of every route, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -9,10 +9,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::store::{
-    DeadLetter, Store, TaskDetail, TaskListParams, TaskRecord, TemplateListParams, TransitionRecord,
-};
+use tasker_core::store::{Store, TaskDetail, TaskListParams, TaskRecord, TemplateListParams};
 use tasker_core::template::{TaskTemplate, parse_template};
+use tasker_core::views::{DeadLetters, History};
 use tasker_core::{TaskState, names};
 
 use axum::response::Response;
@@ -233,42 +232,6 @@ pub async fn get<S: Store>(
 }
 
 /// `GET /v1/tasks/{id}/history`: the task's transitions, oldest first.
-#[derive(Serialize)]
-pub struct History {
-    task_id: TaskId,
-    transitions: Vec<TransitionView>,
-}
-
-#[derive(Serialize)]
-struct TransitionView {
-    /// None for a change of the task itself.
-    step_id: Option<StepId>,
-    from: Option<String>,
-    to: String,
-    reason: String,
-    at: String,
-}
-
-impl History {
-    /// The route's answer, which `tasker history --json` prints too.
-    pub fn new(task_id: TaskId, transitions: Vec<TransitionRecord>) -> Self {
-        let transitions = transitions
-            .into_iter()
-            .map(|t| TransitionView {
-                step_id: t.step_id,
-                from: t.from_state,
-                to: t.to_state,
-                reason: t.reason,
-                at: t.at.to_string(),
-            })
-            .collect();
-        Self {
-            task_id,
-            transitions,
-        }
-    }
-}
-
 pub async fn history<S: Store>(
     State(state): State<AppState<S>>,
     Path(id): Path<String>,
@@ -284,41 +247,7 @@ pub struct DeadLetterQuery {
     queue: Option<String>,
 }
 
-#[derive(Serialize)]
-pub struct DeadLetters {
-    dead_letters: Vec<DeadLetterView>,
-}
-
-#[derive(Serialize)]
-struct DeadLetterView {
-    queue: String,
-    msg_id: i64,
-    /// How many times it was read.
-    read_ct: i32,
-    /// The message's JSON text.
-    message: String,
-    reason: String,
-    archived_at: String,
-}
-
-impl DeadLetters {
-    /// The route's answer, which `tasker dead-letters --json` prints too.
-    pub fn new(letters: Vec<DeadLetter>) -> Self {
-        let dead_letters = letters
-            .into_iter()
-            .map(|d| DeadLetterView {
-                queue: d.queue,
-                msg_id: d.msg_id,
-                read_ct: d.read_ct,
-                message: d.body,
-                reason: d.reason,
-                archived_at: d.archived_at.to_string(),
-            })
-            .collect();
-        Self { dead_letters }
-    }
-}
-
+/// `GET /v1/dead-letters`.
 pub async fn dead_letters<S: Store>(
     State(state): State<AppState<S>>,
     params: Result<Query<DeadLetterQuery>, QueryRejection>,

@@ -28,6 +28,7 @@ pub mod state;
 pub mod store;
 pub mod template;
 pub mod time;
+pub mod views;
 
 pub use id::{StepId, TaskId};
 pub use state::{StepState, TaskState};

@@ -8,9 +8,10 @@
 //!
 //! The loop is started by the first submission, on the runtime that makes it, and ends
 //! when the engine is dropped; should that runtime be gone, the next submission starts
-//! another.
+//! another. It holds the store weakly: a dropped engine closes its store (and releases
+//! an embedded file) at once, not when the runtime next polls the loop.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::value::RawValue;
 use tasker_core::store::{Store, StoreError, StoreResult, TaskCreateParams, TaskCreated};
@@ -79,36 +80,40 @@ impl Submitter {
             None => submission,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store.clone(), rx));
+        tokio::spawn(run(Arc::downgrade(store), rx));
         tx.send(submission).expect("the loop was just started");
         *sender = Some(tx);
     }
 }
 
 /// Creates submissions until every sender is gone.
-async fn run<S: Store>(store: Arc<S>, mut submissions: mpsc::UnboundedReceiver<Submission>) {
+async fn run<S: Store>(store: Weak<S>, mut submissions: mpsc::UnboundedReceiver<Submission>) {
     let mut batch = Vec::new();
     while submissions.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let params: Vec<TaskCreateParams<'_>> = batch.iter().map(Submission::params).collect();
-        let created = store.task_create_batch(&params).await;
-        drop(params);
-        match created {
-            Ok(created) => {
-                for (submission, created) in batch.drain(..).zip(created) {
-                    let _ = submission.reply.send(Ok(created));
-                }
+        // A submitter waiting for its answer keeps the engine, and so the store, alive.
+        let Some(store) = store.upgrade() else { break };
+        let created = create(&*store, &batch).await;
+        // Let go of the store before answering: the engine may be dropped right after.
+        drop(store);
+        for (submission, created) in batch.drain(..).zip(created) {
+            let _ = submission.reply.send(created);
+        }
+    }
+}
+
+/// Creates the tasks of `batch` in one transaction, or each alone if that fails.
+async fn create<S: Store>(store: &S, batch: &[Submission]) -> Vec<StoreResult<TaskCreated>> {
+    let params: Vec<TaskCreateParams<'_>> = batch.iter().map(Submission::params).collect();
+    match store.task_create_batch(&params).await {
+        Ok(created) => created.into_iter().map(Ok).collect(),
+        Err(e) if batch.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = %e, submissions = batch.len(), "creating tasks failed; creating each alone");
+            let mut created = Vec::with_capacity(params.len());
+            for &p in &params {
+                created.push(store.task_create(p).await);
             }
-            Err(e) if batch.len() == 1 => {
-                let submission = batch.pop().expect("one submission");
-                let _ = submission.reply.send(Err(e));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, submissions = batch.len(), "creating tasks failed; creating each alone");
-                for submission in batch.drain(..) {
-                    let created = store.task_create(submission.params()).await;
-                    let _ = submission.reply.send(created);
-                }
-            }
+            created
         }
     }
 }

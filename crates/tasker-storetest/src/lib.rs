@@ -88,6 +88,7 @@ macro_rules! conformance_tests {
             concurrency_limit_is_respected,
             many_tasks_complete_each_step_once,
             concurrent_submissions_share_commits,
+            a_dropped_engine_lets_go_of_its_store,
             an_orchestrator_prunes_tasks_past_their_retention,
             cancel_succeeds_while_workers_are_busy,
             a_busy_queue_does_not_starve_another,

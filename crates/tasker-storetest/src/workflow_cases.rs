@@ -633,6 +633,17 @@ pub async fn concurrent_submissions_share_commits<S: Store>(store: Arc<S>) {
     }
 }
 
+/// A dropped engine holds its store no longer: an embedded file is closed (and its
+/// lock released) at once, not when the runtime next polls the submission loop.
+pub async fn a_dropped_engine_lets_go_of_its_store<S: Store>(store: Arc<S>) {
+    let before = Arc::strong_count(&store);
+    let engine = engine(store.clone(), 1, no_extra);
+    let t = example("diamond.yaml");
+    engine.submit(&t, r#"{"start": 1}"#, None).await.unwrap();
+    drop(engine);
+    assert_eq!(Arc::strong_count(&store), before, "the store is still held");
+}
+
 pub async fn an_orchestrator_prunes_tasks_past_their_retention<S: Store>(store: Arc<S>) {
     let config = tasker_engine::EngineConfig {
         retention: Some(Duration::from_millis(1)),

@@ -45,6 +45,18 @@ module Tasker
       @native.retry(task_id.to_s)
     end
 
+    # The task's history: every state change of it and its steps, oldest first, as
+    # hashes ("step_id" is nil for the task's own; "from", "to", "reason", "at").
+    def history(task_id)
+      @native.history(task_id.to_s)["transitions"]
+    end
+
+    # Messages moved to the dead letters (of `queue`, or of every queue), as hashes
+    # with the "reason".
+    def dead_letters(queue: nil)
+      @native.dead_letters(queue&.to_s)["dead_letters"]
+    end
+
     # Marks a failed step done with `results` so its children run; returns the task's
     # state.
     def resolve(step_id, results)

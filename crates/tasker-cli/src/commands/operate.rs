@@ -156,7 +156,7 @@ pub async fn history<S: Store>(store: S, id: &str, json: bool) -> Result<Outcome
     let engine = operator(store);
     let transitions = engine.history(id).await.map_err(engine_error)?;
     if json {
-        let view = tasker_api::History::new(id, transitions);
+        let view = tasker_core::views::History::new(id, transitions);
         println!("{}", serde_json::to_string(&view).expect("serializable"));
         return Ok(Outcome::Success);
     }
@@ -199,7 +199,7 @@ pub async fn dead_letters<S: Store>(
         }
         return Ok(Outcome::Success);
     }
-    let view = tasker_api::DeadLetters::new(letters);
+    let view = tasker_core::views::DeadLetters::new(letters);
     println!("{}", serde_json::to_string(&view).expect("serializable"));
     Ok(Outcome::Success)
 }
