@@ -44,12 +44,7 @@ pub async fn submit<S: Store>(
     idempotency_key: Option<&str>,
     handlers: &HandlerRegistry,
 ) -> Result<Outcome, CliError> {
-    let config = EngineConfig {
-        orchestrator: false,
-        worker: None,
-        ..EngineConfig::embedded()
-    };
-    let engine = Engine::new(Arc::new(store), handlers.clone(), config);
+    let engine = operator(store, handlers.clone());
     // A key makes a retry safe: when the connection drops around the commit, the
     // next attempt finds the task the first one may have created.
     let generated;
@@ -64,10 +59,7 @@ pub async fn submit<S: Store>(
         engine.submit(template, context, Some(key))
     })
     .await
-    .map_err(|e| match e {
-        EngineError::Store(s) => store_error(s),
-        bad => CliError::bad(bad),
-    })?;
+    .map_err(engine_error)?;
     if !created.created && idempotency_key.is_some() {
         eprintln!("the idempotency key names an existing task");
     }
@@ -132,15 +124,15 @@ pub async fn wait<S: Store>(
     }
 }
 
-/// An engine that runs nothing, for one operator action: the action takes the same
-/// path (and publishes the same events) as from the API or Ruby.
-fn operator<S: Store>(store: S) -> Engine<S> {
+/// An engine that runs nothing, for one command: a submission or an operator action
+/// takes the same path (and publishes the same events) as from the API or Ruby.
+fn operator<S: Store>(store: S, handlers: HandlerRegistry) -> Engine<S> {
     let config = EngineConfig {
         orchestrator: false,
         worker: None,
         ..EngineConfig::embedded()
     };
-    Engine::new(Arc::new(store), HandlerRegistry::with_builtins(), config)
+    Engine::new(Arc::new(store), handlers, config)
 }
 
 /// Engine errors caused by what the user asked, as [`store_error`] sorts them.
@@ -153,7 +145,7 @@ fn engine_error(e: EngineError) -> CliError {
 
 pub async fn history<S: Store>(store: S, id: &str, json: bool) -> Result<Outcome, CliError> {
     let id = task_id(id)?;
-    let engine = operator(store);
+    let engine = operator(store, HandlerRegistry::with_builtins());
     let transitions = engine.history(id).await.map_err(engine_error)?;
     if json {
         let view = tasker_core::views::History::new(id, transitions);
@@ -183,30 +175,30 @@ pub async fn dead_letters<S: Store>(
     queue: Option<&str>,
     json: bool,
 ) -> Result<Outcome, CliError> {
-    let letters = operator(store)
+    let letters = operator(store, HandlerRegistry::with_builtins())
         .dead_letters(queue)
         .await
         .map_err(engine_error)?;
-    if letters.is_empty() && !json {
-        println!("no dead letters");
-    }
-    if !json {
-        for d in &letters {
-            println!(
-                "{}  {}#{} (read {} times)  {}",
-                d.archived_at, d.queue, d.msg_id, d.read_ct, d.reason
-            );
-        }
+    if json {
+        let view = tasker_core::views::DeadLetters::new(letters);
+        println!("{}", serde_json::to_string(&view).expect("serializable"));
         return Ok(Outcome::Success);
     }
-    let view = tasker_core::views::DeadLetters::new(letters);
-    println!("{}", serde_json::to_string(&view).expect("serializable"));
+    if letters.is_empty() {
+        println!("no dead letters");
+    }
+    for d in &letters {
+        println!(
+            "{}  {}#{} (read {} times)  {}",
+            d.archived_at, d.queue, d.msg_id, d.read_ct, d.reason
+        );
+    }
     Ok(Outcome::Success)
 }
 
 pub async fn cancel<S: Store>(store: S, id: &str) -> Result<Outcome, CliError> {
     let id = task_id(id)?;
-    let state = operator(store)
+    let state = operator(store, HandlerRegistry::with_builtins())
         .cancel(id, "cancelled from the command line")
         .await
         .map_err(engine_error)?;
@@ -216,7 +208,10 @@ pub async fn cancel<S: Store>(store: S, id: &str) -> Result<Outcome, CliError> {
 
 pub async fn retry<S: Store>(store: S, id: &str) -> Result<Outcome, CliError> {
     let id = task_id(id)?;
-    let enqueued = operator(store).retry(id).await.map_err(engine_error)?;
+    let enqueued = operator(store, HandlerRegistry::with_builtins())
+        .retry(id)
+        .await
+        .map_err(engine_error)?;
     println!("task {id}: {enqueued} failed step(s) enqueued again");
     Ok(Outcome::Success)
 }
@@ -231,7 +226,7 @@ pub async fn resolve<S: Store>(
         .map_err(|e| CliError::BadInput(format!("`{step_id}` is not a step id: {e}")))?;
     let results: &RawValue = serde_json::from_str(results)
         .map_err(|e| CliError::BadInput(format!("--results is not valid JSON: {e}")))?;
-    let resolved = operator(store)
+    let resolved = operator(store, HandlerRegistry::with_builtins())
         .resolve(step, results)
         .await
         .map_err(engine_error)?;
