@@ -1,13 +1,10 @@
 //! `Tasker::Native::Client`: submits and operates tasks on a PostgreSQL deployment.
 
-use std::sync::Arc;
-
 use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby, Value, function, method};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::store::Store;
-use tasker_core::views::{DeadLetters, History};
+use tasker_core::views::{DeadLetters, History, TaskView};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
 use tasker_store::postgres::PgStore;
 
@@ -36,18 +33,10 @@ where
 impl Client {
     fn new(ruby: &Ruby, database_url: String) -> Result<Self, Error> {
         let store = connect(ruby, &database_url, 2)?;
-        let config = EngineConfig {
-            orchestrator: false,
-            worker: None,
-            ..EngineConfig::embedded()
-        };
+        let config = EngineConfig::client();
         Ok(Self {
-            engine: Engine::new(Arc::new(store), HandlerRegistry::new(), config),
+            engine: Engine::new(store, HandlerRegistry::new(), config),
         })
-    }
-
-    fn store(&self) -> &PgStore {
-        self.engine.store()
     }
 
     /// `[task_id, created]`: an idempotency key already used returns its task and false.
@@ -74,8 +63,8 @@ impl Client {
     fn status(ruby: &Ruby, rb_self: &Self, id: String) -> Result<Value, Error> {
         let id: TaskId = parse_id(ruby, "task", &id)?;
         let detail =
-            block_on(ruby, rb_self.store().task_get(id))?.map_err(|e| errors::store(ruby, e))?;
-        convert::to_ruby(ruby, &detail.to_json())
+            block_on(ruby, rb_self.engine.task(id))?.map_err(|e| errors::engine(ruby, e))?;
+        convert::to_ruby(ruby, &TaskView::json(&detail))
     }
 
     /// The task's state afterwards.

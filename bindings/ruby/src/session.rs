@@ -10,6 +10,7 @@ use magnus::{Error, RModule, Ruby, Value, function, method};
 use tasker_core::id::TaskId;
 use tasker_core::store::{Store, StoreError};
 use tasker_core::template::TaskTemplate;
+use tasker_core::views::TaskView;
 use tasker_engine::{
     Engine, EngineConfig, EngineError, HandlerRegistry, Queues, Running, WorkerConfig,
 };
@@ -173,7 +174,7 @@ impl Session {
             }),
             ..EngineConfig::embedded()
         };
-        let engine = Engine::new(Arc::new(store), registry(&jobs), config);
+        let engine = Engine::new(store, registry(&jobs), config);
         let running = {
             let _in_runtime = runtime().enter();
             engine.start()
@@ -214,16 +215,18 @@ async fn follow<S: Store>(engine: Engine<S>, task_id: TaskId) -> Option<Result<S
         engine
             .wait(task_id, |_| {})
             .await
-            .map(|detail| detail.to_json())
+            .map(|detail| TaskView::json(&detail))
             .map_err(|e| e.to_string()),
     )
 }
 
-/// Connects to PostgreSQL and checks, read-only, that its schema is this build's: only
-/// `tasker migrate` changes it, so a worker needs no rights to run DDL.
-pub fn connect(ruby: &Ruby, url: &str, connections: u32) -> Result<PgStore, Error> {
+/// The process's store for `url` (one pool, one listening connection, shared by every
+/// client and worker of the process), with at least `connections`; its schema checked,
+/// read-only, to be this build's: only `tasker migrate` changes it, so a worker needs no
+/// rights to run DDL.
+pub fn connect(ruby: &Ruby, url: &str, connections: u32) -> Result<Arc<PgStore>, Error> {
     block_on(ruby, async {
-        let store = PgStore::connect(url, connections).await?;
+        let store = PgStore::shared(url, connections).await?;
         store.check_schema().await?;
         Ok(store)
     })?

@@ -7,7 +7,6 @@
 //! `/health`, `/ready`, `/metrics` and `/openapi.json` are open, and
 //! [`probes_router`] serves the first three from orchestrator and worker processes.
 
-mod allocator;
 mod auth;
 mod body;
 mod edge;

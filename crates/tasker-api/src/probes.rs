@@ -7,12 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use tasker_core::encode::EncodeBuffer;
 use tasker_core::intern::Interner;
-use tasker_core::message::EncodeBuffer;
 use tasker_core::store::Store;
 use tasker_engine::Engine;
 use tasker_engine::metrics::escape;
-use tasker_engine::pressure::resident_bytes;
+use tasker_engine::process_memory::{heap_stats, resident_bytes};
 
 use crate::error::ApiError;
 use crate::{AppState, json};
@@ -89,7 +89,7 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
         "1 while memory above the high watermark holds new work back.",
         if engine.is_paused() { 1.0 } else { 0.0 },
     );
-    if let Some(heap) = crate::allocator::stats() {
+    if let Some(heap) = heap_stats() {
         gauge(
             &mut out,
             "tasker_allocator_allocated_bytes",

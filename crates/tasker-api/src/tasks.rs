@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::store::{Store, TaskDetail, TaskListParams, TaskRecord, TemplateListParams};
+use tasker_core::store::{Store, TaskListParams, TaskRecord, TemplateListParams};
 use tasker_core::template::{TaskTemplate, parse_template};
-use tasker_core::views::{DeadLetters, History};
+use tasker_core::views::{DeadLetters, History, TaskView};
 use tasker_core::{TaskState, names};
 
 use axum::response::Response;
@@ -86,8 +86,7 @@ async fn find_template<S: Store>(
     }
     let versions = state
         .engine
-        .store()
-        .template_list(TemplateListParams {
+        .templates(TemplateListParams {
             namespace: Some(namespace),
             name: Some(name),
             after: None,
@@ -154,81 +153,12 @@ fn task_id(id: &str) -> Result<TaskId, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_id", format!("`{id}` is not a task id: {e}")))
 }
 
-/// A task as the API shows it.
-#[derive(Serialize)]
-pub struct TaskView<'a> {
-    task_id: TaskId,
-    namespace: &'a str,
-    name: &'a str,
-    version: &'a str,
-    state: &'a str,
-    context: &'a RawValue,
-    idempotency_key: Option<&'a str>,
-    created_at: String,
-    updated_at: String,
-    steps: Vec<StepView<'a>>,
-}
-
-#[derive(Serialize)]
-struct StepView<'a> {
-    id: StepId,
-    name: &'a str,
-    handler: &'a str,
-    queue: &'a str,
-    depends_on: &'a [String],
-    state: &'a str,
-    attempts: u32,
-    max_attempts: u32,
-    results: Option<&'a RawValue>,
-    error: Option<&'a str>,
-    started_at: Option<String>,
-    completed_at: Option<String>,
-    duration_ms: Option<u64>,
-}
-
-fn view(detail: &TaskDetail) -> TaskView<'_> {
-    let t = &detail.task;
-    TaskView {
-        task_id: t.id,
-        namespace: &t.namespace,
-        name: &t.name,
-        version: &t.version,
-        state: t.state.as_str(),
-        context: &t.context,
-        idempotency_key: t.idempotency_key.as_deref(),
-        created_at: t.created_at.to_string(),
-        updated_at: t.updated_at.to_string(),
-        steps: detail
-            .steps
-            .iter()
-            .map(|s| StepView {
-                id: s.id,
-                name: &s.name,
-                handler: &s.handler,
-                queue: &s.queue,
-                depends_on: &s.depends_on,
-                state: s.state.as_str(),
-                attempts: s.attempts,
-                max_attempts: s.max_attempts,
-                results: s.results.as_deref(),
-                error: s.error.as_deref(),
-                started_at: s.started_at.map(|t| t.to_string()),
-                completed_at: s.completed_at.map(|t| t.to_string()),
-                duration_ms: match (s.started_at, s.completed_at) {
-                    (Some(a), Some(b)) => Some(b.since(a).as_millis() as u64),
-                    _ => None,
-                },
-            })
-            .collect(),
-    }
-}
-
 pub async fn get<S: Store>(
     State(state): State<AppState<S>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let detail = state.engine.store().task_get(task_id(&id)?).await?;
-    Ok(json(StatusCode::OK, &view(&detail)))
+    let detail = state.engine.task(task_id(&id)?).await?;
+    Ok(json(StatusCode::OK, &TaskView::new(&detail)))
 }
 
 /// `GET /v1/tasks/{id}/history`: the task's transitions, oldest first.
@@ -305,8 +235,7 @@ pub async fn list<S: Store>(
     // One more than asked tells whether another page exists.
     let mut tasks = state
         .engine
-        .store()
-        .task_list(TaskListParams {
+        .tasks(TaskListParams {
             state: task_state,
             namespace: query::namespace(q.namespace.as_deref())?,
             before,

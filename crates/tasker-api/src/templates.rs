@@ -51,8 +51,7 @@ pub async fn list<S: Store>(
     let after = q.cursor.as_deref().map(cursor).transpose()?;
     let mut all = state
         .engine
-        .store()
-        .template_list(TemplateListParams {
+        .templates(TemplateListParams {
             namespace: query::namespace(q.namespace.as_deref())?,
             name: None,
             after,

@@ -298,10 +298,6 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
 /// The variable naming the configuration file.
 pub const CONFIG_ENV: &str = "TASKER_CONFIG";
 
-/// The durability of the embedded store, read by every command that opens one for an
-/// engine (`run`, `resume`, `serve --db`, …), not a key of the file.
-pub const SQLITE_SYNCHRONOUS_ENV: &str = "TASKER_SQLITE_SYNCHRONOUS";
-
 /// ` (section.key)` for the `key = value` line at byte `at` of a TOML text, if it is one.
 fn key_at(text: &str, at: usize) -> String {
     let at = at.min(text.len());
@@ -346,7 +342,10 @@ impl Config {
             }
         };
         for (name, value) in env {
-            if name.starts_with("TASKER_") && name != CONFIG_ENV && name != SQLITE_SYNCHRONOUS_ENV {
+            if name.starts_with("TASKER_")
+                && name != CONFIG_ENV
+                && name != crate::backend::SQLITE_SYNCHRONOUS_ENV
+            {
                 config.apply_env(&name, &value)?;
             }
         }
@@ -509,7 +508,7 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         if let Some(url) = &shown.database.url {
-            shown.database.url = Some(crate::commands::redact(url));
+            shown.database.url = Some(crate::backend::redact(url));
         }
         toml::to_string_pretty(&shown).expect("a configuration serializes")
     }

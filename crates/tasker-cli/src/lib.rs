@@ -1,6 +1,7 @@
 //! The `tasker` command as a library: the binary (`src/main.rs`) only calls [`run`].
 //! The configuration is public so that its loader can be fuzzed (`fuzz/`).
 
+mod backend;
 mod cli;
 mod commands;
 pub mod config;

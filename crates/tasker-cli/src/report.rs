@@ -73,9 +73,9 @@ pub fn table(detail: &TaskDetail) -> String {
     out
 }
 
-/// `{"task_id", "state", "steps": [{"id", "name", "state", "attempts", "results", "error"}]}`.
+/// The task as the API shows it (`tasker_core::views::TaskView`).
 pub fn json(detail: &TaskDetail) -> String {
-    detail.to_json()
+    tasker_core::views::TaskView::json(detail)
 }
 
 /// `done/total` and how many steps are queued or running, for a live progress line.

@@ -43,7 +43,8 @@ const LINEAR: &str = include_str!("../../../examples/linear.yaml");
 #[test]
 fn serve_runs_tasks_over_http_behind_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = serve(&dir.path().join("t.db"), &[("TASKER_API_TOKENS", "t0k3n")]);
+    let db = dir.path().join("t.db");
+    let mut server = serve(&db, &[("TASKER_API_TOKENS", "t0k3n")]);
     let (addr, log) = address(&mut server, "listening on");
     let token = Some("t0k3n");
 
@@ -70,6 +71,18 @@ fn serve_runs_tasks_over_http_behind_tokens() {
     assert_eq!(
         task["steps"][3]["results"],
         serde_json::json!({"value": 14})
+    );
+    // One view of a task: the command line prints what the API answers.
+    let status = tasker()
+        .args(["status", "--db", db.to_str().unwrap(), &id, "--json"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(printed, task);
+    assert_eq!(
+        printed["steps"][3]["depends_on"],
+        serde_json::json!(["third"])
     );
     let (_, metrics) = http(&addr, "GET", "/metrics", "", None);
     assert!(

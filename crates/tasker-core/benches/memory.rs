@@ -19,9 +19,9 @@ use std::time::Instant;
 use criterion::Criterion;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tasker_core::encode::{BufferPool, EncodeBuffer};
 use tasker_core::intern::Interner;
 use tasker_core::memory::{MemoryProfiler, Scope};
-use tasker_core::message::{BufferPool, EncodeBuffer};
 use workload::*;
 
 /// The inputs as a clone-heavy implementation holds them: `Value` trees and `String`s.
@@ -32,9 +32,6 @@ struct NaiveInputs {
     context: Value,
     config: Value,
     parents: Vec<(String, Value)>,
-    results: Value,
-    worker: String,
-    requester: String,
 }
 
 impl NaiveInputs {
@@ -57,9 +54,6 @@ impl NaiveInputs {
                 .iter()
                 .map(|(n, r)| (n.to_string(), serde_json::from_str(r.get()).unwrap()))
                 .collect(),
-            results: serde_json::from_str(i.results.get()).unwrap(),
-            worker: i.worker.to_string(),
-            requester: i.requester.to_string(),
         }
     }
 }
@@ -68,8 +62,6 @@ impl NaiveInputs {
 struct NaiveStep {
     task_id: String,
     step_id: String,
-    attempt: u32,
-    handler: String,
 }
 
 #[derive(Serialize, Clone)]
@@ -84,30 +76,6 @@ struct NaiveExecution {
     context: Value,
     config: Value,
     parents: BTreeMap<String, Value>,
-}
-
-#[derive(Serialize, Clone)]
-struct NaiveResult {
-    task_id: String,
-    step_id: String,
-    attempt: u32,
-    status: String,
-    results: Value,
-    error: Option<String>,
-    started_at: String,
-    completed_at: String,
-    worker: String,
-}
-
-#[derive(Serialize, Clone)]
-struct NaiveRequest {
-    namespace: String,
-    name: String,
-    version: String,
-    context: Value,
-    idempotency_key: String,
-    requester: String,
-    requested_at: String,
 }
 
 #[derive(Clone)]
@@ -132,8 +100,6 @@ mod naive {
         let m = NaiveStep {
             task_id: n.task_id.clone(),
             step_id: n.step_id.clone(),
-            attempt: 1,
-            handler: n.names[4].clone(),
         };
         serde_json::to_vec(&serde_json::to_value(&m).unwrap()).unwrap()
     }
@@ -143,8 +109,6 @@ mod naive {
         NaiveStep {
             task_id: s(&v, "task_id"),
             step_id: s(&v, "step_id"),
-            attempt: v["attempt"].as_u64().unwrap() as u32,
-            handler: s(&v, "handler"),
         }
     }
 
@@ -185,63 +149,6 @@ mod naive {
         }
     }
 
-    pub fn result_encode(n: &NaiveInputs) -> Vec<u8> {
-        let m = NaiveResult {
-            task_id: n.task_id.clone(),
-            step_id: n.step_id.clone(),
-            attempt: 1,
-            status: "success".into(),
-            results: n.results.clone(),
-            error: None,
-            started_at: "2025-08-08T12:00:02Z".into(),
-            completed_at: "2025-08-08T12:00:03.500Z".into(),
-            worker: n.worker.clone(),
-        };
-        serde_json::to_vec(&serde_json::to_value(&m).unwrap()).unwrap()
-    }
-
-    pub fn result_decode(text: &str) -> NaiveResult {
-        let v: Value = serde_json::from_str(text).unwrap();
-        NaiveResult {
-            task_id: s(&v, "task_id"),
-            step_id: s(&v, "step_id"),
-            attempt: v["attempt"].as_u64().unwrap() as u32,
-            status: s(&v, "status"),
-            results: v["results"].clone(),
-            error: v["error"].as_str().map(str::to_owned),
-            started_at: v["started_at"].to_string(),
-            completed_at: v["completed_at"].to_string(),
-            worker: s(&v, "worker"),
-        }
-    }
-
-    pub fn request_encode(n: &NaiveInputs) -> Vec<u8> {
-        let m = NaiveRequest {
-            namespace: n.names[0].clone(),
-            name: n.names[1].clone(),
-            version: n.names[2].clone(),
-            context: n.context.clone(),
-            idempotency_key: "order-1001".into(),
-            requester: n.requester.clone(),
-            requested_at: "2025-08-08T12:00:00Z".into(),
-        };
-        serde_json::to_vec(&serde_json::to_value(&m).unwrap()).unwrap()
-    }
-
-    pub fn request_decode(text: &str) -> NaiveRequest {
-        let v: Value = serde_json::from_str(text).unwrap();
-        NaiveRequest {
-            namespace: s(&v, "namespace"),
-            name: s(&v, "name"),
-            version: s(&v, "version"),
-            context: v["context"].clone(),
-            idempotency_key: s(&v, "idempotency_key"),
-            requester: s(&v, "requester"),
-            requested_at: v["requested_at"].to_string(),
-        }
-    }
-
-    /// One clone of the event per subscriber, each sent on its own channel.
     pub fn publish(
         n: &NaiveInputs,
         subs: &[(
@@ -353,46 +260,6 @@ fn main() {
         }),
         measure(|| {
             black_box(execution_decode(&e.execution));
-        }),
-    );
-    row(
-        "step result: create + encode",
-        Some((78, 7991)),
-        measure(|| {
-            black_box(naive::result_encode(&n));
-        }),
-        measure(|| {
-            black_box(result_encode(&i, &mut buf));
-        }),
-    );
-    row(
-        "step result: decode",
-        Some((68, 9056)),
-        measure(|| {
-            black_box(naive::result_decode(&e.result));
-        }),
-        measure(|| {
-            black_box(result_decode(&e.result));
-        }),
-    );
-    row(
-        "task request: create + encode",
-        Some((95, 10496)),
-        measure(|| {
-            black_box(naive::request_encode(&n));
-        }),
-        measure(|| {
-            black_box(request_encode(&i, &mut buf));
-        }),
-    );
-    row(
-        "task request: decode",
-        Some((80, 12384)),
-        measure(|| {
-            black_box(naive::request_decode(&e.request));
-        }),
-        measure(|| {
-            black_box(request_decode(&e.request));
         }),
     );
     for (subs, reference) in [

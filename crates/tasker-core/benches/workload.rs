@@ -4,12 +4,11 @@
 
 #![allow(dead_code)]
 
-use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tasker_core::backoff::RetryPolicy;
+use tasker_core::encode::EncodeBuffer;
 use tasker_core::event::{Event, EventBus, EventKind, Subscription};
 use tasker_core::intern::Interner;
 use tasker_core::message::*;
@@ -24,11 +23,7 @@ pub const INPUTS: &str = include_str!("reference/inputs.json");
 pub struct Inputs {
     pub task_id: TaskId,
     pub step_id: StepId,
-    pub handler: Arc<str>,
     pub execution: StepExecution,
-    pub results: Box<RawValue>,
-    pub worker: Arc<str>,
-    pub requester: Arc<str>,
     pub interner: Interner,
 }
 
@@ -70,46 +65,16 @@ impl Inputs {
         Self {
             task_id: execution.task_id,
             step_id: execution.step_id,
-            handler: execution.handler.clone(),
-            results: raw(&v["step_result_results"]),
-            worker: interner.intern("worker-fulfillment-01"),
-            requester: interner.intern(task["initiator"].as_str().unwrap()),
             execution,
             interner,
         }
     }
 
-    pub fn step_message(&self) -> StepMessage<'_> {
+    pub fn step_message(&self) -> StepMessage {
         StepMessage {
             task_id: self.task_id,
             step_id: self.step_id,
-            attempt: 1,
-            handler: Cow::Borrowed(&self.handler),
         }
-    }
-
-    pub fn step_result(&self) -> StepResult<'_> {
-        StepResult {
-            task_id: self.task_id,
-            step_id: self.step_id,
-            attempt: 1,
-            status: StepStatus::Success,
-            results: Some(&self.results),
-            error: None,
-            retry_after_ms: None,
-            started_at: Timestamp(1_754_654_402_000_000),
-            completed_at: Timestamp(1_754_654_403_500_000),
-            worker: Some(Cow::Borrowed(&self.worker)),
-        }
-    }
-
-    pub fn task_request(&self) -> TaskRequest<'_> {
-        let e = &self.execution;
-        TaskRequest::builder(&e.namespace, &e.task_name, &e.task_version, &e.context)
-            .requester(&self.requester)
-            .idempotency_key("order-1001")
-            .requested_at(Timestamp(1_754_654_400_000_000))
-            .build()
     }
 
     pub fn event(&self) -> Event {
@@ -128,8 +93,6 @@ impl Inputs {
 pub struct Encoded {
     pub step: String,
     pub execution: String,
-    pub result: String,
-    pub request: String,
 }
 
 impl Encoded {
@@ -137,8 +100,6 @@ impl Encoded {
         Self {
             step: serde_json::to_string(&i.step_message()).unwrap(),
             execution: serde_json::to_string(&i.execution.message()).unwrap(),
-            result: serde_json::to_string(&i.step_result()).unwrap(),
-            request: serde_json::to_string(&i.task_request()).unwrap(),
         }
     }
 }
@@ -148,9 +109,7 @@ pub fn dispatch_encode(i: &Inputs, buf: &mut EncodeBuffer) -> usize {
 }
 
 pub fn dispatch_decode(text: &str) -> StepId {
-    serde_json::from_str::<StepMessage<'_>>(text)
-        .unwrap()
-        .step_id
+    serde_json::from_str::<StepMessage>(text).unwrap().step_id
 }
 
 pub fn execution_encode(i: &Inputs, buf: &mut EncodeBuffer) -> usize {
@@ -162,27 +121,6 @@ pub fn execution_decode(text: &str) -> usize {
         .unwrap()
         .parents
         .0
-        .len()
-}
-
-pub fn result_encode(i: &Inputs, buf: &mut EncodeBuffer) -> usize {
-    buf.encode(&i.step_result()).len()
-}
-
-pub fn result_decode(text: &str) -> u32 {
-    serde_json::from_str::<StepResult<'_>>(text)
-        .unwrap()
-        .attempt
-}
-
-pub fn request_encode(i: &Inputs, buf: &mut EncodeBuffer) -> usize {
-    buf.encode(&i.task_request()).len()
-}
-
-pub fn request_decode(text: &str) -> usize {
-    serde_json::from_str::<TaskRequest<'_>>(text)
-        .unwrap()
-        .name
         .len()
 }
 

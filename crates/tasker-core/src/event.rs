@@ -2,8 +2,8 @@
 //! shared by every subscriber; the channel is bounded, so a slow subscriber lags (and
 //! is told how many events it missed) instead of making memory grow.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
@@ -83,6 +83,13 @@ pub struct EventBus {
 }
 
 impl EventBus {
+    /// The process's bus: every engine of the process publishes on it unless its
+    /// configuration names another (a test that counts one engine's events does).
+    pub fn process() -> Self {
+        static BUS: OnceLock<EventBus> = OnceLock::new();
+        BUS.get_or_init(EventBus::default).clone()
+    }
+
     /// A bus whose subscribers may fall `capacity` events behind before they lag.
     pub fn new(capacity: usize) -> Self {
         Self {

@@ -7,14 +7,17 @@
 //! - [`state`]: the task and step state machines; illegal transitions are errors.
 //! - [`readiness`]: which steps may run now — a pure function of one task's states.
 //! - [`backoff`]: retry decisions and exponential backoff with jitter.
-//! - [`message`]: what travels on the queues, decoded without copying.
+//! - [`message`]: what travels on the queues, decoded without copying; [`encode`]: the
+//!   reused buffers messages are written into; [`borrowed`]: strings decoded as views.
 //! - [`store`]: the [`Store`](store::Store) trait, the one seam between the engine and a database.
 //! - [`event`]: the process-wide event bus.
 //! - [`intern`]: the bounded string interner for names that repeat.
 //! - `memory` (feature `alloc-counter`): the counting allocator and `MemoryProfiler`.
 
 pub mod backoff;
+pub mod borrowed;
 pub mod duration;
+pub mod encode;
 pub mod event;
 pub mod file;
 pub mod id;

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
@@ -349,45 +348,6 @@ pub struct StepRecord {
 pub struct TaskDetail {
     pub task: TaskRecord,
     pub steps: Vec<StepRecord>,
-}
-
-impl TaskDetail {
-    /// The task for programs: `{"task_id", "state", "steps": [{"id", "name", "state",
-    /// "attempts", "results", "error"}]}`, steps in template order.
-    pub fn to_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Task<'a> {
-            task_id: TaskId,
-            state: &'a str,
-            steps: Vec<Step<'a>>,
-        }
-        #[derive(Serialize)]
-        struct Step<'a> {
-            id: StepId,
-            name: &'a str,
-            state: &'a str,
-            attempts: u32,
-            results: Option<&'a RawValue>,
-            error: Option<&'a str>,
-        }
-        let doc = Task {
-            task_id: self.task.id,
-            state: self.task.state.as_str(),
-            steps: self
-                .steps
-                .iter()
-                .map(|s| Step {
-                    id: s.id,
-                    name: &s.name,
-                    state: s.state.as_str(),
-                    attempts: s.attempts,
-                    results: s.results.as_deref(),
-                    error: s.error.as_deref(),
-                })
-                .collect(),
-        };
-        serde_json::to_string(&doc).expect("a task always serializes")
-    }
 }
 
 /// A task's state and how far its steps have come, read from its row alone: cheap to

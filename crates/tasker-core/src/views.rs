@@ -1,10 +1,90 @@
-//! The shapes in which the edges show a task's history and the dead letters: the API's
-//! answers, `tasker … --json` and Ruby's hashes are these, serialized once here.
+//! The shapes in which the edges show a task, its history and the dead letters: the
+//! API's answers, `tasker … --json` and Ruby's hashes are these, serialized once here.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::id::{StepId, TaskId};
-use crate::store::{DeadLetter, TransitionRecord};
+use crate::store::{DeadLetter, TaskDetail, TransitionRecord};
+
+/// A task with every step, in template order: `GET /v1/tasks/{id}`, `tasker status
+/// --json` and Ruby's `TaskResult`.
+#[derive(Serialize)]
+pub struct TaskView<'a> {
+    task_id: TaskId,
+    namespace: &'a str,
+    name: &'a str,
+    version: &'a str,
+    state: &'a str,
+    context: &'a RawValue,
+    idempotency_key: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    steps: Vec<StepView<'a>>,
+}
+
+#[derive(Serialize)]
+struct StepView<'a> {
+    id: StepId,
+    name: &'a str,
+    handler: &'a str,
+    queue: &'a str,
+    depends_on: &'a [String],
+    state: &'a str,
+    attempts: u32,
+    max_attempts: u32,
+    results: Option<&'a RawValue>,
+    error: Option<&'a str>,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+    /// From the start of the last attempt to the step's end.
+    duration_ms: Option<u64>,
+}
+
+impl<'a> TaskView<'a> {
+    pub fn new(detail: &'a TaskDetail) -> Self {
+        let t = &detail.task;
+        let steps = detail
+            .steps
+            .iter()
+            .map(|s| StepView {
+                id: s.id,
+                name: &s.name,
+                handler: &s.handler,
+                queue: &s.queue,
+                depends_on: &s.depends_on,
+                state: s.state.as_str(),
+                attempts: s.attempts,
+                max_attempts: s.max_attempts,
+                results: s.results.as_deref(),
+                error: s.error.as_deref(),
+                started_at: s.started_at.map(|t| t.to_string()),
+                completed_at: s.completed_at.map(|t| t.to_string()),
+                duration_ms: match (s.started_at, s.completed_at) {
+                    (Some(a), Some(b)) => Some(b.since(a).as_millis() as u64),
+                    _ => None,
+                },
+            })
+            .collect();
+        Self {
+            task_id: t.id,
+            namespace: &t.namespace,
+            name: &t.name,
+            version: &t.version,
+            state: t.state.as_str(),
+            context: &t.context,
+            idempotency_key: t.idempotency_key.as_deref(),
+            created_at: t.created_at.to_string(),
+            updated_at: t.updated_at.to_string(),
+            steps,
+        }
+    }
+
+    /// The view as JSON text.
+    pub fn json(detail: &TaskDetail) -> String {
+        serde_json::to_string(&TaskView::new(detail)).expect("a task always serializes")
+    }
+}
 
 /// A task's transitions, oldest first.
 #[derive(Serialize)]

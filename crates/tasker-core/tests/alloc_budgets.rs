@@ -12,8 +12,8 @@ static ALLOC: tasker_core::memory::CountingAllocator = tasker_core::memory::Coun
 #[path = "../benches/workload.rs"]
 mod workload;
 
+use tasker_core::encode::EncodeBuffer;
 use tasker_core::memory::{MemoryProfiler, Scope};
-use tasker_core::message::EncodeBuffer;
 use workload::*;
 
 const RUNS: u64 = 200;
@@ -75,49 +75,6 @@ fn execution_message() {
             execution_decode(&e.execution);
         }),
         2.0,
-    );
-}
-
-#[test]
-fn step_result_message() {
-    let i = Inputs::load();
-    let e = Encoded::of(&i);
-    let mut buf = EncodeBuffer::default();
-    assert_budget(
-        "create + encode",
-        allocations_per_op(|| {
-            result_encode(&i, &mut buf);
-        }),
-        0.0,
-    );
-    assert_budget(
-        "decode",
-        allocations_per_op(|| {
-            result_decode(&e.result);
-        }),
-        0.0,
-    );
-}
-
-#[test]
-fn task_request_message() {
-    let i = Inputs::load();
-    let e = Encoded::of(&i);
-    let mut buf = EncodeBuffer::default();
-    assert_budget(
-        "create + encode",
-        allocations_per_op(|| {
-            request_encode(&i, &mut buf);
-        }),
-        0.0,
-    );
-    // serde_json's bracket stack for the nested context.
-    assert_budget(
-        "decode",
-        allocations_per_op(|| {
-            request_decode(&e.request);
-        }),
-        1.0,
     );
 }
 

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use serde_json::{Number, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use tasker_core::message::EncodeBuffer;
+use tasker_core::encode::EncodeBuffer;
 use tasker_core::template::TaskTemplate;
 
 use crate::handler::*;

@@ -41,6 +41,7 @@ mod handler;
 pub mod metrics;
 mod orchestrator;
 pub mod pressure;
+pub mod process_memory;
 pub mod retention;
 mod submitter;
 mod worker;
@@ -56,7 +57,7 @@ use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::TASK_QUEUE;
 use tasker_core::store::{
     DeadLetter, Registration, StepResolved, Store, StoreError, TaskCreated, TaskDetail,
-    TaskProgress, TransitionRecord,
+    TaskListParams, TaskProgress, TaskRecord, TemplateListParams, TemplateRecord, TransitionRecord,
 };
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
@@ -113,6 +114,8 @@ pub struct EngineConfig {
     pub memory: Option<pressure::MemoryLimits>,
     /// An orchestrator deletes tasks finished longer ago than this (none: keep all).
     pub retention: Option<Duration>,
+    /// Where the engine publishes its events: the process's bus unless set.
+    pub events: EventBus,
 }
 
 impl EngineConfig {
@@ -128,6 +131,17 @@ impl EngineConfig {
             visibility_grace: Duration::from_secs(5),
             memory: None,
             retention: None,
+            events: EventBus::process(),
+        }
+    }
+
+    /// No loops: an engine for submissions, queries and operator actions only (a
+    /// command, an API next to its workers, a client library).
+    pub fn client() -> Self {
+        Self {
+            orchestrator: false,
+            worker: None,
+            ..Self::embedded()
         }
     }
 }
@@ -135,7 +149,6 @@ impl EngineConfig {
 pub(crate) struct Shared<S> {
     store: Arc<S>,
     handlers: HandlerRegistry,
-    events: EventBus,
     config: EngineConfig,
     metrics: metrics::Metrics,
     /// True while memory is above the high watermark: the loops take no new work.
@@ -155,7 +168,7 @@ impl<S> Shared<S> {
         task_id: TaskId,
         step: Option<(StepId, Option<&Arc<str>>, u32)>,
     ) {
-        self.events.publish(Event {
+        self.config.events.publish(Event {
             kind,
             task_id: Some(task_id),
             step_id: step.map(|s| s.0),
@@ -169,7 +182,7 @@ impl<S> Shared<S> {
 impl<S> Shared<S> {
     /// Publishes an event of the process itself, about no task.
     pub(crate) fn publish_process(&self, kind: EventKind) {
-        self.events.publish(Event {
+        self.config.events.publish(Event {
             kind,
             task_id: None,
             step_id: None,
@@ -215,7 +228,6 @@ impl<S: Store> Engine<S> {
             shared: Arc::new(Shared {
                 store,
                 handlers,
-                events: EventBus::default(),
                 config,
                 metrics: metrics::Metrics::default(),
                 paused: watch::Sender::new(false),
@@ -229,9 +241,10 @@ impl<S: Store> Engine<S> {
         &self.shared.store
     }
 
-    /// The process's event bus: task and step lifecycle events.
+    /// The event bus this engine publishes on (the process's, unless configured):
+    /// task and step lifecycle events.
     pub fn events(&self) -> &EventBus {
-        &self.shared.events
+        &self.shared.config.events
     }
 
     /// What this engine has counted, for `/metrics`.
@@ -361,6 +374,29 @@ impl<S: Store> Engine<S> {
         Ok(resolved)
     }
 
+    /// The task with every step, in template order.
+    pub async fn task(&self, task_id: TaskId) -> Result<TaskDetail, EngineError> {
+        Ok(self.shared.store.task_get(task_id).await?)
+    }
+
+    /// The task's state and how far its steps have come, from its row alone.
+    pub async fn progress(&self, task_id: TaskId) -> Result<TaskProgress, EngineError> {
+        Ok(self.shared.store.task_progress(task_id).await?)
+    }
+
+    /// Tasks, newest first.
+    pub async fn tasks(&self, params: TaskListParams<'_>) -> Result<Vec<TaskRecord>, EngineError> {
+        Ok(self.shared.store.task_list(params).await?)
+    }
+
+    /// Registered templates, by namespace, name and version.
+    pub async fn templates(
+        &self,
+        params: TemplateListParams<'_>,
+    ) -> Result<Vec<TemplateRecord>, EngineError> {
+        Ok(self.shared.store.template_list(params).await?)
+    }
+
     /// The task's audit trail, oldest first: every state change of it and its steps,
     /// with the reason.
     pub async fn history(&self, task_id: TaskId) -> Result<Vec<TransitionRecord>, EngineError> {
@@ -478,7 +514,7 @@ impl<S: Store> Engine<S> {
         task_id: TaskId,
         mut on_progress: impl FnMut(&TaskProgress),
     ) -> Result<TaskDetail, EngineError> {
-        let mut events = self.shared.events.subscribe();
+        let mut events = self.shared.config.events.subscribe();
         loop {
             let progress = self.shared.store.task_progress(task_id).await?;
             on_progress(&progress);

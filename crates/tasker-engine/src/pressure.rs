@@ -11,6 +11,7 @@ use tasker_core::event::EventKind;
 use tokio::sync::watch;
 
 use crate::Shared;
+use crate::process_memory::{release_free_memory, resident_bytes};
 
 /// Reads the process's memory in bytes; `None` when it cannot tell.
 #[derive(Clone)]
@@ -40,14 +41,6 @@ pub struct MemoryLimits {
     pub low_watermark: u64,
     pub interval: Duration,
     pub sampler: Sampler,
-}
-
-/// The resident set size of this process (Linux: `VmRSS` of `/proc/self/status`).
-pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 pub(crate) async fn watch_memory<S>(
@@ -87,18 +80,3 @@ pub(crate) async fn watch_memory<S>(
         }
     }
 }
-
-/// Returns the allocator's free memory to the system (glibc's `malloc_trim`).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: malloc_trim takes a byte count and only releases free heap pages.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}

@@ -39,6 +39,8 @@ async fn work_pauses_above_the_high_watermark_and_resumes_below_the_low() {
             interval: Duration::from_millis(10),
             sampler: Sampler::new(move || Some(reading.load(Ordering::SeqCst))),
         }),
+        // Its own bus: the events counted are this engine's alone.
+        events: tasker_core::event::EventBus::default(),
         ..EngineConfig::embedded()
     };
     let template = parse_template(CHAIN, "chain.yaml").unwrap();

@@ -295,7 +295,10 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
             };
             check_moved(p.step_reset(m).await?, &m)?;
             task.moved(&m);
-            let message = step_message(task_id, step.id, &step.handler, 1);
+            let message = StepMessage {
+                task_id,
+                step_id: step.id,
+            };
             p.queue_send(&step.queue, &message, Duration::ZERO).await?;
             enqueued += 1;
         }
@@ -324,7 +327,7 @@ pub(crate) async fn step_claim<P: Primitives>(
     let mut starts: Vec<Option<StepStart>> = batch.messages.iter().map(|_| None).collect();
     let mut parsed = Vec::with_capacity(batch.messages.len());
     for (i, m) in batch.messages.iter().enumerate() {
-        match serde_json::from_str::<StepMessage<'_>>(&m.body) {
+        match serde_json::from_str::<StepMessage>(&m.body) {
             Ok(message) => parsed.push((i, (m.msg_id, message.step_id))),
             Err(e) => {
                 let reason = format!("unparseable step message: {e}");
@@ -611,12 +614,10 @@ async fn finish<P: Primitives>(
     }
     for &(i, step) in &live {
         if let StepOutcome::Retry { delay, .. } = batch[i].outcome {
-            let message = step_message(
-                step.task_id,
-                batch[i].step_id,
-                &step.handler,
-                step.attempts + 1,
-            );
+            let message = StepMessage {
+                task_id: step.task_id,
+                step_id: batch[i].step_id,
+            };
             p.queue_send(&step.queue, &message, delay).await?;
         }
     }
@@ -791,7 +792,10 @@ async fn settle_all<P: Primitives>(
         }
         // One batch per queue, in the order the steps were made ready.
         let messages = ready.iter().map(|s| {
-            let message = step_message(s.task_id, s.id, &s.handler, s.attempts + 1);
+            let message = StepMessage {
+                task_id: s.task_id,
+                step_id: s.id,
+            };
             (&*s.queue, message)
         });
         for (queue, messages) in by_queue(messages) {
@@ -833,15 +837,6 @@ async fn settle_all<P: Primitives>(
         }
     }
     Ok(enqueued)
-}
-
-fn step_message(task_id: TaskId, step_id: StepId, handler: &str, attempt: u32) -> StepMessage<'_> {
-    StepMessage {
-        task_id,
-        step_id,
-        attempt,
-        handler: handler.into(),
-    }
 }
 
 /// Applies `event` to the task: compare-and-set plus transition.

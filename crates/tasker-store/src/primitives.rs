@@ -33,9 +33,7 @@ pub(crate) struct EvalStep {
     pub task_id: TaskId,
     pub position: u32,
     pub state: StepState,
-    pub handler: Arc<str>,
     pub queue: Arc<str>,
-    pub attempts: u32,
     /// How many of its parents are not done.
     pub waiting_on: u32,
 }
@@ -45,7 +43,6 @@ pub(crate) struct StepRow {
     pub task_id: TaskId,
     pub position: u32,
     pub name: String,
-    pub handler: String,
     pub queue: String,
     pub state: StepState,
     pub attempts: u32,
@@ -249,7 +246,7 @@ pub(crate) trait Primitives {
     fn queue_send_batch(
         &mut self,
         queue: &str,
-        messages: &[StepMessage<'_>],
+        messages: &[StepMessage],
     ) -> impl Future<Output = StoreResult<()>>;
 
     /// Reads up to `limit` visible messages, hiding them for `visibility`.

@@ -40,7 +40,6 @@ pub struct Claimed {
     pub msg_id: i64,
     pub read_ct: i32,
     pub step_id: StepId,
-    pub attempt_in_message: u32,
     pub start: StepStart,
 }
 
@@ -110,7 +109,7 @@ impl<S: Store> Driver<S> {
             .unwrap()
             .messages
             .pop()?;
-        let decoded: StepMessage<'_> = serde_json::from_str(&m.body).unwrap();
+        let decoded: StepMessage = serde_json::from_str(&m.body).unwrap();
         let params = StepStartParams {
             queue,
             msg_id: m.msg_id,
@@ -125,7 +124,6 @@ impl<S: Store> Driver<S> {
             msg_id: m.msg_id,
             read_ct: m.read_ct,
             step_id: decoded.step_id,
-            attempt_in_message: decoded.attempt,
             start,
         })
     }
@@ -186,6 +184,9 @@ pub fn engine<S: Store>(
             concurrency,
         }),
         visibility_grace: Duration::from_secs(2),
+        // Its own bus: the cases that count events see this engine's alone, though
+        // other cases run engines in the same process meanwhile.
+        events: tasker_core::event::EventBus::default(),
         ..EngineConfig::embedded()
     };
     Engine::new(store, handlers, config)

@@ -217,3 +217,51 @@ async fn plans_follow_the_tables_as_they_grow() {
         "the plan made for an empty table was kept:\n{plan}"
     );
 }
+
+/// The clients and workers of one process on one database share one store (one pool,
+/// one listening connection); a larger need gets a larger one, which later ones share.
+#[tokio::test]
+async fn a_process_shares_one_store_per_database() {
+    use std::sync::Arc;
+
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let client = PgStore::shared(&db.url, 2).await.expect("connect");
+    let again = PgStore::shared(&db.url, 2).await.expect("connect");
+    assert!(
+        Arc::ptr_eq(&client, &again),
+        "one store for the same database"
+    );
+    let worker = PgStore::shared(&db.url, 6).await.expect("connect");
+    assert!(
+        !Arc::ptr_eq(&client, &worker),
+        "more connections than it has"
+    );
+    let later = PgStore::shared(&db.url, 2).await.expect("connect");
+    assert!(
+        Arc::ptr_eq(&later, &worker),
+        "the larger store is shared from then on"
+    );
+    drop((client, again, worker, later));
+    let fresh = PgStore::shared(&db.url, 2).await.expect("connect");
+    // A closed connection's server process ends a moment after its socket closes.
+    let mut listeners = 0;
+    for _ in 0..50 {
+        listeners = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(fresh.pool())
+        .await
+        .unwrap();
+        if listeners == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        listeners, 1,
+        "the dropped stores closed their listening connections"
+    );
+}

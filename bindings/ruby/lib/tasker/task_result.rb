@@ -1,22 +1,27 @@
 # frozen_string_literal: true
 
 module Tasker
-  # One step of a TaskResult.
-  StepResult = Struct.new(:id, :name, :state, :attempts, :results, :error, keyword_init: true)
+  # One step of a TaskResult: the fields of a step in the API's task view.
+  StepResult = Struct.new(:id, :name, :handler, :queue, :depends_on, :state, :attempts,
+                          :max_attempts, :results, :error, :started_at, :completed_at,
+                          :duration_ms, keyword_init: true)
 
-  # A task as the store has it: its state and every step's state, attempts, result and
-  # error, in template order.
+  # A task as the store has it, in the shape `GET /v1/tasks/{id}` and `tasker status
+  # --json` show: its template, context and state, and every step in template order.
   class TaskResult
     FINAL_STATES = %w[complete error cancelled].freeze
 
-    attr_reader :task_id, :state, :steps
+    attr_reader :task_id, :namespace, :name, :version, :state, :context, :idempotency_key,
+                :created_at, :updated_at, :steps
 
     def initialize(doc)
       @task_id = doc.fetch("task_id")
+      @namespace, @name, @version = doc.values_at("namespace", "name", "version")
       @state = doc.fetch("state")
+      @context, @idempotency_key = doc.values_at("context", "idempotency_key")
+      @created_at, @updated_at = doc.values_at("created_at", "updated_at")
       @steps = doc.fetch("steps").map do |s|
-        StepResult.new(id: s["id"], name: s["name"], state: s["state"], attempts: s["attempts"],
-                       results: s["results"], error: s["error"])
+        StepResult.new(**StepResult.members.to_h { |m| [m, s[m.to_s]] })
       end
     end
 

@@ -10,6 +10,11 @@ RSpec.shared_examples "the reference workflows" do
       expect(result.state).to eq("complete")
       expect(result.results).to eq(Specs.expected_results(path, 7))
       expect(result.steps.map(&:attempts)).to all(eq(1))
+      # The API's task view, field for field.
+      expect([result.namespace, result.name, result.context]).to eq(["ruby_examples", name, { "start" => 7 }])
+      expect(result.steps.first.depends_on).to eq([])
+      expect(result.steps.last.depends_on).not_to be_empty
+      expect(result.steps.map(&:duration_ms)).to all(be_an(Integer))
     end
   end
 

@@ -13,10 +13,11 @@ use serde::Serialize;
 use tasker_core::id::TaskId;
 use tasker_core::store::Store;
 use tasker_core::template::{TaskTemplate, parse_template};
+use tasker_engine::process_memory::peak_resident_kib;
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
 use tasker_store::postgres::ceiling;
 
-use super::{Backend, migrate_postgres};
+use crate::backend::{Access, Backend, migrate_postgres, open_sqlite};
 use crate::cli::BenchArgs;
 use crate::{CliError, Outcome};
 
@@ -180,13 +181,6 @@ struct Report {
     /// With the `alloc-counter` feature, on the embedded store: every thread counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     allocations_per_step: Option<f64>,
-}
-
-/// `VmHWM` (peak resident set) of a process, from /proc.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Dispatch latencies (every step with parents) and task latencies, from the
@@ -376,7 +370,7 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
     let template = shape_template(&args.shape, args.steps)?;
     let report = match Backend::from_args(&args.store)? {
         Backend::Sqlite(path) => {
-            let store = Arc::new(super::open_sqlite(&path).await?);
+            let store = Arc::new(open_sqlite(&path, Access::Write).await?);
             preload(args.preload_steps, &template, |t, n| {
                 store.preload_finished(t, n)
             })
@@ -404,7 +398,7 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
             let processes = vec![ProcessRss {
                 role: "embedded".into(),
                 pid: std::process::id(),
-                peak_rss_kib: peak_rss_kib(std::process::id()),
+                peak_rss_kib: peak_resident_kib(std::process::id()),
             }];
             let counted = "write transactions of the engine (queue reads included), both phases";
             let steps = (args.tasks + run.idle.len()) * template.steps.len();
@@ -563,7 +557,7 @@ async fn bench_postgres(
         .map(|p| ProcessRss {
             role: p.role.clone(),
             pid: p.child.id(),
-            peak_rss_kib: peak_rss_kib(p.child.id()),
+            peak_rss_kib: peak_resident_kib(p.child.id()),
         })
         .collect();
     let mut tx = store.write_transactions();
@@ -573,7 +567,7 @@ async fn bench_postgres(
     processes.push(ProcessRss {
         role: "harness".into(),
         pid: std::process::id(),
-        peak_rss_kib: peak_rss_kib(std::process::id()),
+        peak_rss_kib: peak_resident_kib(std::process::id()),
     });
 
     let messages = args.ceiling_messages;

@@ -7,19 +7,14 @@ use std::time::Duration;
 use tasker_core::store::Store;
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
 
-use super::{Backend, connect_postgres, migrate_postgres, redact, stop_requested};
+use super::stop_requested;
+use crate::backend::{Backend, connect_postgres, migrate_postgres, redact};
 use crate::cli::{MetricsArgs, StoreArgs};
 use crate::config::Config;
 use crate::{CliError, Outcome};
 
 fn postgres_url(args: &StoreArgs, config: &Config, command: &str) -> Result<String, CliError> {
-    match Backend::resolve(args, config)? {
-        Backend::Postgres(url) => Ok(url),
-        Backend::Sqlite(_) => Err(CliError::BadInput(format!(
-            "`tasker {command}` needs a PostgreSQL database (--database-url or DATABASE_URL); \
-             on the embedded store, `tasker run` does everything in one process"
-        ))),
-    }
+    Backend::resolve(args, config.database.url.as_deref())?.postgres_url(command)
 }
 
 pub async fn migrate(args: &StoreArgs) -> Result<Outcome, CliError> {
@@ -139,7 +134,7 @@ pub async fn worker(args: WorkerArgs<'_>, config: &Config) -> Result<Outcome, Cl
         poll_interval: config.engine.poll_interval,
         visibility_grace: args.grace.unwrap_or(config.engine.visibility_grace),
         memory: config.memory_limits(),
-        retention: None,
+        ..EngineConfig::client()
     };
     let pool = config.database.pool_size.unwrap_or(concurrency as u32 + 2);
     serve(

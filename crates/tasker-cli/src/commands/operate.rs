@@ -96,19 +96,20 @@ async fn retry_unavailable<T, F: Future<Output = Result<T, EngineError>>>(
 }
 
 pub async fn wait<S: Store>(
-    store: &S,
+    store: S,
     id: &str,
     timeout: Option<Duration>,
 ) -> Result<Outcome, CliError> {
     let id = task_id(id)?;
+    let engine = operator(store, HandlerRegistry::with_builtins());
     let started = Instant::now();
     let mut progress = ProgressLine::new(true);
     loop {
-        let now = store.task_progress(id).await.map_err(store_error)?;
+        let now = engine.progress(id).await.map_err(engine_error)?;
         progress.show(&report::progress(&now));
         if now.state.is_final() {
             progress.finish();
-            let detail = store.task_get(id).await.map_err(store_error)?;
+            let detail = engine.task(id).await.map_err(engine_error)?;
             print!("{}", report::table(&detail));
             return Ok(match detail.task.state {
                 TaskState::Complete => Outcome::Success,
@@ -126,13 +127,8 @@ pub async fn wait<S: Store>(
 
 /// An engine that runs nothing, for one command: a submission or an operator action
 /// takes the same path (and publishes the same events) as from the API or Ruby.
-fn operator<S: Store>(store: S, handlers: HandlerRegistry) -> Engine<S> {
-    let config = EngineConfig {
-        orchestrator: false,
-        worker: None,
-        ..EngineConfig::embedded()
-    };
-    Engine::new(Arc::new(store), handlers, config)
+pub(super) fn operator<S: Store>(store: S, handlers: HandlerRegistry) -> Engine<S> {
+    Engine::new(Arc::new(store), handlers, EngineConfig::client())
 }
 
 /// Engine errors caused by what the user asked, as [`store_error`] sorts them.
@@ -152,7 +148,7 @@ pub async fn history<S: Store>(store: S, id: &str, json: bool) -> Result<Outcome
         println!("{}", serde_json::to_string(&view).expect("serializable"));
         return Ok(Outcome::Success);
     }
-    let detail = engine.store().task_get(id).await.map_err(store_error)?;
+    let detail = engine.task(id).await.map_err(engine_error)?;
     for t in &transitions {
         let step = t
             .step_id
@@ -235,14 +231,14 @@ pub async fn resolve<S: Store>(
 }
 
 pub async fn prune<S: Store>(
-    store: &S,
+    store: S,
     finished_before: &str,
     batch: u32,
 ) -> Result<Outcome, CliError> {
     let older_than = parse_duration(finished_before)
         .map_err(|e| CliError::BadInput(format!("--finished-before: {e}")))?;
     let mut progress = ProgressLine::new(true);
-    let pruned = tasker_engine::retention::prune(store, older_than, batch, |so_far| {
+    let pruned = tasker_engine::retention::prune(&store, older_than, batch, |so_far| {
         progress.show(&format!("pruned {} tasks so far", so_far.tasks))
     })
     .await
@@ -260,7 +256,7 @@ pub async fn prune<S: Store>(
 /// Registers the templates of `paths`, each checked against `handlers` first (a
 /// `shell` step must be one this configuration permits).
 pub async fn register<S: Store>(
-    store: &S,
+    store: S,
     paths: &[PathBuf],
     handlers: &HandlerRegistry,
 ) -> Result<Outcome, CliError> {
@@ -268,11 +264,13 @@ pub async fn register<S: Store>(
     for path in paths {
         templates.extend(tasker_core::template::load_path(path).map_err(CliError::bad)?);
     }
+    // All are checked before any is registered.
     for t in &templates {
         handlers.check_template(t).map_err(CliError::BadInput)?;
     }
+    let engine = operator(store, handlers.clone());
     for t in &templates {
-        match store.template_register(t).await.map_err(store_error)? {
+        match engine.register(t).await.map_err(engine_error)? {
             Registration::Registered => println!("registered  {}", t.key()),
             Registration::Unchanged => println!("unchanged   {}", t.key()),
         }

@@ -11,13 +11,14 @@ use tasker_engine::{
 };
 use tasker_store::sqlite::SqliteStore;
 
-use super::{ProgressLine, load_one, open_sqlite, read_context, stop_requested};
+use super::{ProgressLine, load_one, read_context, stop_requested};
+use crate::backend::{Access, open_sqlite};
 use crate::cli::RunArgs;
 use crate::report;
 use crate::{CliError, Outcome};
 
 async fn open(db: &str) -> Result<Arc<SqliteStore>, CliError> {
-    open_sqlite(db).await.map(Arc::new)
+    open_sqlite(db, Access::Write).await.map(Arc::new)
 }
 
 /// The embedded engine; `allow_shell` lets `shell` steps run any program.

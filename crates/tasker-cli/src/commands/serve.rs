@@ -9,7 +9,8 @@ use tasker_api::ApiConfig;
 use tasker_core::store::Store;
 use tasker_engine::{Engine, EngineConfig, Queues, WorkerConfig};
 
-use super::{Backend, connect_postgres, redact, stop_requested};
+use super::stop_requested;
+use crate::backend::{Access, Backend, with_store};
 use crate::cli::StoreArgs;
 use crate::config::Config;
 use crate::{CliError, Outcome};
@@ -46,31 +47,29 @@ pub async fn serve(
         retention: config.engine.retention,
         ..EngineConfig::embedded()
     };
-    match Backend::resolve(store, config)? {
-        Backend::Sqlite(path) => {
-            let store = super::open_sqlite(&path).await?;
-            let engine_config = EngineConfig {
-                worker: Some(WorkerConfig {
-                    queues: Queues::All,
-                    concurrency: config.worker.concurrency,
-                }),
-                ..engine_config
-            };
-            let engine = Engine::new(Arc::new(store), config.handlers(), engine_config);
-            run(engine, addr, api, &format!("sqlite {path}")).await
-        }
-        Backend::Postgres(url) => {
-            let pool = config.database.pool_size.unwrap_or(8);
-            let store = connect_postgres(&url, pool).await?;
-            let engine_config = EngineConfig {
-                orchestrator: false,
-                worker: None,
-                ..engine_config
-            };
-            let engine = Engine::new(Arc::new(store), config.handlers(), engine_config);
-            run(engine, addr, api, &redact(&url)).await
-        }
-    }
+    let backend = Backend::resolve(store, config.database.url.as_deref())?;
+    let described = backend.describe();
+    // The embedded file is this process's alone: it runs the work too. Next to
+    // PostgreSQL, orchestrator and worker processes do.
+    let engine_config = match backend {
+        Backend::Sqlite(_) => EngineConfig {
+            worker: Some(WorkerConfig {
+                queues: Queues::All,
+                concurrency: config.worker.concurrency,
+            }),
+            ..engine_config
+        },
+        Backend::Postgres(_) => EngineConfig {
+            orchestrator: false,
+            worker: None,
+            ..engine_config
+        },
+    };
+    let pool = config.database.pool_size.unwrap_or(8);
+    with_store!((backend, Access::Write, pool), |store| {
+        let engine = Engine::new(Arc::new(store), config.handlers(), engine_config);
+        run(engine, addr, api, &described)
+    })
 }
 
 async fn run<S: Store>(

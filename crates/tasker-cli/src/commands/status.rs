@@ -3,7 +3,9 @@
 use serde::Serialize;
 use tasker_core::id::TaskId;
 use tasker_core::store::{Store, TaskListParams};
+use tasker_engine::{Engine, EngineError, HandlerRegistry};
 
+use super::operate::operator;
 use crate::report;
 use crate::{CliError, Outcome};
 
@@ -11,18 +13,21 @@ use crate::{CliError, Outcome};
 const LIST_LIMIT: u32 = 1000;
 
 pub async fn status<S: Store>(
-    store: &S,
+    store: S,
     task_id: Option<&str>,
     json: bool,
 ) -> Result<Outcome, CliError> {
+    let engine = operator(store, HandlerRegistry::with_builtins());
     let Some(id) = task_id else {
-        return list(store, json).await;
+        return list(&engine, json).await;
     };
     let id: TaskId = id
         .parse()
         .map_err(|e| CliError::BadInput(format!("`{id}` is not a task id: {e}")))?;
-    let detail = store.task_get(id).await.map_err(|e| match e {
-        tasker_core::store::StoreError::NotFound(_) => CliError::BadInput(format!("no task {id}")),
+    let detail = engine.task(id).await.map_err(|e| match e {
+        EngineError::Store(tasker_core::store::StoreError::NotFound(_)) => {
+            CliError::BadInput(format!("no task {id}"))
+        }
         other => CliError::failed(other),
     })?;
     if json {
@@ -40,9 +45,9 @@ struct Line {
     state: &'static str,
 }
 
-async fn list<S: Store>(store: &S, json: bool) -> Result<Outcome, CliError> {
-    let tasks = store
-        .task_list(TaskListParams {
+async fn list<S: Store>(engine: &Engine<S>, json: bool) -> Result<Outcome, CliError> {
+    let tasks = engine
+        .tasks(TaskListParams {
             limit: LIST_LIMIT,
             ..Default::default()
         })

@@ -23,14 +23,15 @@ mod transitions;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tasker_core::encode::{BufferPool, EncodeBuffer};
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{BufferPool, EncodeBuffer, StepMessage};
+use tasker_core::message::StepMessage;
 use tasker_core::readiness::Progress;
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
@@ -51,10 +52,15 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The stores of [`PgStore::shared`], by URL, held weakly: the last user closes one.
+static SHARED: Mutex<Vec<(String, Weak<PgStore>)>> = Mutex::new(Vec::new());
+
 /// The distributed [`Store`]. See the module docs.
 #[derive(Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The pool's size, as asked for.
+    connections: u32,
     wakeups: Arc<Wakeups>,
     listener: JoinHandle<()>,
     /// Marks this store's own notifications, which its listener skips: the readers of
@@ -76,7 +82,7 @@ impl Drop for PgStore {
 impl PgStore {
     /// Connects with a pool of at most `max_connections` (at least 2), plus one
     /// connection that listens for wake-ups. Does not migrate: see [`PgStore::migrate`].
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+    pub async fn connect(url: &str, connections: u32) -> StoreResult<Self> {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
             .map_err(|e| StoreError::Database(format!("bad database URL: {e}").into()))?
@@ -86,7 +92,7 @@ impl PgStore {
             // its first pass, a soak fell to 33-85 steps/s at 40,000 steps.
             .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(2) + 1)
+            .max_connections(connections.max(2) + 1)
             // A broken connection fails its statement, which the engine retries; a
             // ping before every use would add a round trip to each transaction.
             .test_before_acquire(false)
@@ -99,6 +105,7 @@ impl PgStore {
         let listener = listen(&pool, wakeups.clone(), token.clone()).await?;
         Ok(Self {
             pool,
+            connections,
             wakeups,
             listener,
             token,
@@ -106,6 +113,29 @@ impl PgStore {
             writes: AtomicU64::new(0),
             buffers: BufferPool::default(),
         })
+    }
+
+    /// This process's store for `url`: every client and worker of a process that asks
+    /// for one (the Ruby binding's do) shares one pool and one listening connection.
+    /// The first to ask connects it; one that needs more than `connections` of a live
+    /// store connects a store as large as both, which those after it share.
+    pub async fn shared(url: &str, connections: u32) -> StoreResult<Arc<Self>> {
+        let live = SHARED
+            .lock()
+            .expect("shared stores lock")
+            .iter()
+            .find(|(u, _)| u == url)
+            .and_then(|(_, store)| store.upgrade());
+        let connections = match live {
+            Some(store) if store.connections >= connections => return Ok(store),
+            Some(store) => store.connections.max(connections),
+            None => connections,
+        };
+        let store = Arc::new(Self::connect(url, connections).await?);
+        let mut shared = SHARED.lock().expect("shared stores lock");
+        shared.retain(|(u, s)| u != url && s.strong_count() > 0);
+        shared.push((url.to_owned(), Arc::downgrade(&store)));
+        Ok(store)
     }
 
     /// Installs pgmq (as plain SQL) and applies Tasker's migrations; safe to run from
@@ -369,11 +399,7 @@ impl Primitives for PgTx<'_> {
         Ok(())
     }
 
-    async fn queue_send_batch(
-        &mut self,
-        queue: &str,
-        messages: &[StepMessage<'_>],
-    ) -> StoreResult<()> {
+    async fn queue_send_batch(&mut self, queue: &str, messages: &[StepMessage]) -> StoreResult<()> {
         queue::send_batch(self.conn, queue, self.buf.encode_all(messages), self.token).await?;
         self.sent.queue(queue);
         Ok(())

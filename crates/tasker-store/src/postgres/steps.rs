@@ -18,7 +18,7 @@ use crate::rows::{link_parents, parse, raw};
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, task_id, position, state, handler, queue, attempts, waiting_on"
+        "id, task_id, position, state, queue, waiting_on"
     };
 }
 
@@ -29,10 +29,8 @@ fn eval_step(r: &PgRow) -> StoreResult<EvalStep> {
         task_id: TaskId(r.get(1)),
         position: r.get::<i32, _>(2) as u32,
         state: parse(r.get::<&str, _>(3))?,
-        handler: names.intern(r.get(4)),
-        queue: names.intern(r.get(5)),
-        attempts: r.get::<i32, _>(6) as u32,
-        waiting_on: r.get::<i32, _>(7).max(0) as u32,
+        queue: names.intern(r.get(4)),
+        waiting_on: r.get::<i32, _>(5).max(0) as u32,
     })
 }
 
@@ -87,7 +85,7 @@ pub(crate) async fn release_children(
         "   JOIN done d ON e.task_id = d.task_id AND e.parent = d.parent GROUP BY e.task_id, e.child)",
         " UPDATE tasker.steps s SET waiting_on = s.waiting_on - r.n FROM released r",
         " WHERE s.task_id = r.task_id AND s.position = r.child",
-        " RETURNING s.id, s.task_id, s.position, s.state, s.handler, s.queue, s.attempts, s.waiting_on"
+        " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on"
     );
     let tasks: Vec<uuid::Uuid> = done.iter().map(|d| d.0.0).collect();
     let parents: Vec<i32> = done.iter().map(|d| d.1 as i32).collect();
@@ -127,13 +125,12 @@ fn step_row(r: &PgRow) -> StoreResult<StepRow> {
     Ok(StepRow {
         task_id: TaskId(r.get(0)),
         name: r.get(1),
-        handler: r.get(2),
-        queue: r.get(3),
-        state: parse(r.get::<&str, _>(4))?,
-        attempts: r.get::<i32, _>(5) as u32,
-        max_attempts: r.get::<i32, _>(6) as u32,
-        timeout: Duration::from_millis(r.get::<i64, _>(7) as u64),
-        position: r.get::<i32, _>(8) as u32,
+        queue: r.get(2),
+        state: parse(r.get::<&str, _>(3))?,
+        attempts: r.get::<i32, _>(4) as u32,
+        max_attempts: r.get::<i32, _>(5) as u32,
+        timeout: Duration::from_millis(r.get::<i64, _>(6) as u64),
+        position: r.get::<i32, _>(7) as u32,
     })
 }
 
@@ -146,7 +143,7 @@ pub(crate) async fn get_many(
     macro_rules! select {
         ($lock:literal) => {
             concat!(
-                "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position, id
+                "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, id
                  FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
                 $lock
             )
@@ -164,7 +161,7 @@ pub(crate) async fn get_many(
         .await
         .map_err(db)?;
     rows.iter()
-        .map(|r| Ok((StepId(r.get(9)), step_row(r)?)))
+        .map(|r| Ok((StepId(r.get(8)), step_row(r)?)))
         .collect()
 }
 

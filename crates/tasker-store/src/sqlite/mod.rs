@@ -36,8 +36,9 @@ use std::time::Duration;
 use rusqlite::{OpenFlags, TransactionBehavior};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tasker_core::encode::{BufferPool, EncodeBuffer};
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{BufferPool, EncodeBuffer, StepMessage};
+use tasker_core::message::StepMessage;
 use tasker_core::readiness::Progress;
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
@@ -401,11 +402,7 @@ impl Primitives for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn queue_send_batch(
-        &mut self,
-        queue: &str,
-        messages: &[StepMessage<'_>],
-    ) -> StoreResult<()> {
+    async fn queue_send_batch(&mut self, queue: &str, messages: &[StepMessage]) -> StoreResult<()> {
         queue::send_batch(self.conn, queue, self.buf.encode_all(messages), self.now)?;
         self.sent.queue(queue);
         Ok(())

@@ -20,7 +20,7 @@ use crate::rows::link_parents;
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, task_id, position, state, handler, queue, attempts, waiting_on"
+        "id, task_id, position, state, queue, waiting_on"
     };
 }
 
@@ -31,10 +31,8 @@ fn eval_step(r: &Row<'_>) -> rusqlite::Result<EvalStep> {
         task_id: TaskId(r.get(1)?),
         position: r.get(2)?,
         state: parsed(r, 3)?,
-        handler: names.intern(r.get_ref(4)?.as_str()?),
-        queue: names.intern(r.get_ref(5)?.as_str()?),
-        attempts: r.get(6)?,
-        waiting_on: r.get::<_, i64>(7)?.max(0) as u32,
+        queue: names.intern(r.get_ref(4)?.as_str()?),
+        waiting_on: r.get::<_, i64>(5)?.max(0) as u32,
     })
 }
 
@@ -118,7 +116,7 @@ fn edges(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
 
 fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
     conn.prepare_cached(
-        "SELECT task_id, name, handler, queue, state, attempts, max_attempts, timeout_ms, position
+        "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position
          FROM steps WHERE id = ?",
     )
     .and_then(|mut s| {
@@ -126,13 +124,12 @@ fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
             Ok(StepRow {
                 task_id: TaskId(r.get(0)?),
                 name: r.get(1)?,
-                handler: r.get(2)?,
-                queue: r.get(3)?,
-                state: parsed(r, 4)?,
-                attempts: r.get(5)?,
-                max_attempts: r.get(6)?,
-                timeout: Duration::from_millis(r.get(7)?),
-                position: r.get(8)?,
+                queue: r.get(2)?,
+                state: parsed(r, 3)?,
+                attempts: r.get(4)?,
+                max_attempts: r.get(5)?,
+                timeout: Duration::from_millis(r.get(6)?),
+                position: r.get(7)?,
             })
         })
         .optional()
