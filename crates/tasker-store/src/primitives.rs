@@ -23,8 +23,9 @@ use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::StepMessage;
 use tasker_core::readiness::Progress;
 use tasker_core::state::{StepState, TaskState};
-use tasker_core::store::{QueueBatch, StepExecution, StoreResult, Wakeups};
+use tasker_core::store::{Pruned, QueueBatch, StepExecution, StoreResult, Wakeups};
 use tasker_core::template::TaskTemplate;
+use tasker_core::time::Timestamp;
 
 /// What readiness and enqueueing need of a step. Names are interned: they repeat in
 /// every task of a template.
@@ -113,10 +114,19 @@ impl Sent {
     }
 }
 
-/// Row and queue operations inside one open transaction. Every method that changes a
-/// state is a compare-and-set on it (`from`) that also appends the transition, and
-/// returns the number of rows changed.
-pub(crate) trait Primitives {
+/// Row and queue operations inside one open transaction, one trait per table, each
+/// implemented in the backend's file of that table. Every method that changes a state
+/// is a compare-and-set on it (`from`) that also appends the transition, and returns
+/// the number of rows changed.
+pub(crate) trait Primitives:
+    TemplateRows + TaskRows + StepRows + TransitionRows + QueueOps
+{
+}
+
+impl<T: TemplateRows + TaskRows + StepRows + TransitionRows + QueueOps> Primitives for T {}
+
+/// The `templates` table.
+pub(crate) trait TemplateRows {
     fn template_definition(
         &mut self,
         template: &TaskTemplate,
@@ -129,7 +139,10 @@ pub(crate) trait Primitives {
         template: &TaskTemplate,
         definition: &str,
     ) -> impl Future<Output = StoreResult<bool>>;
+}
 
+/// The `tasks` table, and the steps and edges a task is inserted with.
+pub(crate) trait TaskRows {
     /// The state and counters of each task of `tasks` that exists, locked in id order:
     /// this serializes the transaction with every other that changes them.
     fn tasks_lock(
@@ -142,12 +155,6 @@ pub(crate) trait Primitives {
         &mut self,
         tasks: &[(TaskId, Progress)],
     ) -> impl Future<Output = StoreResult<()>>;
-
-    /// The name of a step of the task in error, the first by position.
-    fn task_failed_step(
-        &mut self,
-        task_id: TaskId,
-    ) -> impl Future<Output = StoreResult<Option<String>>>;
 
     fn task_by_key(&mut self, key: &str) -> impl Future<Output = StoreResult<Option<TaskId>>>;
 
@@ -162,6 +169,23 @@ pub(crate) trait Primitives {
 
     /// Moves each task of `moves`, recording why.
     fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> impl Future<Output = StoreResult<u64>>;
+
+    /// Deletes up to `limit` tasks finished before `before`, with their steps, edges,
+    /// transitions and messages.
+    fn tasks_prune(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Pruned>>;
+}
+
+/// The `steps` and `step_edges` tables.
+pub(crate) trait StepRows {
+    /// The name of a step of the task in error, the first by position.
+    fn task_failed_step(
+        &mut self,
+        task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<Option<String>>>;
 
     /// The task's steps in position order, locked (after the task) in id order, the
     /// order claims change them in: for operator actions on a whole task, which then
@@ -228,9 +252,15 @@ pub(crate) trait Primitives {
         steps: &[(TaskId, StepId)],
         reason: &str,
     ) -> impl Future<Output = StoreResult<u64>>;
+}
 
+/// The `transitions` table: the audit trail.
+pub(crate) trait TransitionRows {
     fn transition_append(&mut self, t: Transition<'_>) -> impl Future<Output = StoreResult<()>>;
+}
 
+/// The queues.
+pub(crate) trait QueueOps {
     /// Makes sure `queue` exists (PostgreSQL creates a pgmq queue once; SQLite needs nothing).
     fn queue_ensure(&mut self, queue: &str) -> impl Future<Output = StoreResult<()>>;
 

@@ -79,6 +79,7 @@ pub(crate) fn queue_depth((queue, messages): (String, i64)) -> QueueDepth {
 
 /// The steps of `template` as a JSON array of `[name, handler, queue, retry policy]`,
 /// for generating finished tasks inside the database.
+#[cfg(feature = "bench")]
 pub(crate) fn preload_steps(
     template: &tasker_core::template::TaskTemplate,
 ) -> Result<String, StoreError> {

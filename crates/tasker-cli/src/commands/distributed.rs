@@ -35,6 +35,7 @@ async fn serve(
     role: &str,
     metrics_addr: Option<&str>,
 ) -> Result<Outcome, CliError> {
+    let stop = stop_requested();
     let metrics = match metrics_addr {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -62,7 +63,7 @@ async fn serve(
         redact(url),
         std::process::id()
     );
-    stop_requested().await;
+    stop.await;
     eprintln!("{role} stopping: finishing work in flight");
     running.shutdown().await;
     let _ = stop_metrics.send(true);

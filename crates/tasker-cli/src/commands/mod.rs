@@ -185,26 +185,36 @@ pub fn read_context(args: &ContextArgs) -> Result<String, CliError> {
     }
 }
 
-/// Resolves when the process is asked to stop (ctrl-C or SIGTERM).
-pub async fn stop_requested() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves when the process is asked to stop (ctrl-C or SIGTERM). The handlers are
+/// installed when this is called, not when it is first awaited: a process asked to stop
+/// while it starts up (connecting, say) stops cleanly once it is up, instead of being
+/// ended by the signal.
+pub fn stop_requested() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        let (int, term) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        );
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// A live line on a terminal's stderr; silent when stderr is not a terminal.

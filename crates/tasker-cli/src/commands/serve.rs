@@ -21,6 +21,7 @@ pub async fn serve(
     insecure_no_auth: bool,
     config: &Config,
 ) -> Result<Outcome, CliError> {
+    let stop = stop_requested();
     let listen = listen.unwrap_or_else(|| config.api.listen.clone());
     let addr: SocketAddr = listen
         .parse()
@@ -68,7 +69,7 @@ pub async fn serve(
     let pool = config.database.pool_size.unwrap_or(8);
     with_store!((backend, Access::Write, pool), |store| {
         let engine = Engine::new(Arc::new(store), config.handlers(), engine_config);
-        run(engine, addr, api, &described)
+        run(engine, addr, api, &described, stop)
     })
 }
 
@@ -77,6 +78,7 @@ async fn run<S: Store>(
     addr: SocketAddr,
     api: ApiConfig,
     store: &str,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Outcome, CliError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -90,7 +92,7 @@ async fn run<S: Store>(
         "tasker serve listening on http://{local} (store: {store}, pid {})",
         std::process::id()
     );
-    let served = tasker_api::serve(listener, router, read_timeout, stop_requested()).await;
+    let served = tasker_api::serve(listener, router, read_timeout, stop).await;
     eprintln!("tasker serve stopping: finishing work in flight");
     running.shutdown().await;
     served.map_err(CliError::failed)?;

@@ -11,7 +11,9 @@
 //! connection and wakes its process's readers. A lost listening connection is
 //! re-established, and readers are woken in case a notification was missed.
 
+#[cfg(feature = "bench")]
 pub mod ceiling;
+#[cfg(feature = "bench")]
 mod preload;
 mod queue;
 mod steps;
@@ -26,21 +28,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tasker_core::encode::{BufferPool, EncodeBuffer};
-use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::StepMessage;
-use tasker_core::readiness::Progress;
-use tasker_core::state::TaskState;
 use tasker_core::store::*;
-use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 use tokio::task::JoinHandle;
 
-use crate::operations;
-use crate::primitives::{EvalStep, Move, Outcome, Primitives, Sent, StepRow, TaskMove, Transition};
+use crate::primitives::Sent;
 
 pub(crate) type Conn = sqlx::PgConnection;
 
@@ -269,169 +263,6 @@ pub(crate) struct PgTx<'c> {
     buf: EncodeBuffer,
 }
 
-impl Primitives for PgTx<'_> {
-    async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
-        templates::definition(self.conn, t).await
-    }
-
-    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<bool> {
-        templates::insert(self.conn, t, definition, self.now).await
-    }
-
-    async fn tasks_lock(
-        &mut self,
-        tasks: &[TaskId],
-    ) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
-        tasks::lock(self.conn, tasks).await
-    }
-
-    async fn tasks_set_progress(&mut self, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
-        tasks::set_progress(self.conn, tasks).await
-    }
-
-    async fn task_failed_step(&mut self, task_id: TaskId) -> StoreResult<Option<String>> {
-        steps::first_failed(self.conn, task_id).await
-    }
-
-    async fn task_by_key(&mut self, key: &str) -> StoreResult<Option<TaskId>> {
-        tasks::by_key(self.conn, key).await
-    }
-
-    async fn task_insert(
-        &mut self,
-        task_id: TaskId,
-        t: &TaskTemplate,
-        context: &RawValue,
-        key: Option<&str>,
-    ) -> StoreResult<()> {
-        tasks::insert(self.conn, task_id, t, context, key, self.now).await
-    }
-
-    async fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> StoreResult<u64> {
-        tasks::move_many(self.conn, moves, self.now).await
-    }
-
-    async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-        steps::of_task(self.conn, task_id).await
-    }
-
-    async fn steps_unblocked(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
-        steps::unblocked(self.conn, tasks).await
-    }
-
-    async fn steps_release_children(
-        &mut self,
-        done: &[(TaskId, u32)],
-    ) -> StoreResult<Vec<EvalStep>> {
-        steps::release_children(self.conn, done).await
-    }
-
-    async fn steps_get(
-        &mut self,
-        ids: &[StepId],
-        lock: bool,
-    ) -> StoreResult<Vec<(StepId, StepRow)>> {
-        steps::get_many(self.conn, ids, lock).await
-    }
-
-    async fn steps_execution(&mut self, ids: &[StepId]) -> StoreResult<Vec<StepExecution>> {
-        steps::executions(self.conn, ids).await
-    }
-
-    async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {
-        steps::move_(self.conn, m, self.now).await
-    }
-
-    async fn steps_begin_attempt(
-        &mut self,
-        attempts: &[(Move<'_>, u32)],
-    ) -> StoreResult<Vec<StepId>> {
-        steps::begin_attempts(self.conn, attempts, self.now).await
-    }
-
-    async fn steps_set_outcome(
-        &mut self,
-        outcomes: &[(Move<'_>, Outcome<'_>)],
-    ) -> StoreResult<u64> {
-        steps::set_outcome(self.conn, outcomes, self.now).await
-    }
-
-    async fn step_reset(&mut self, m: Move<'_>) -> StoreResult<u64> {
-        steps::reset(self.conn, m, self.now).await
-    }
-
-    async fn steps_enqueue(
-        &mut self,
-        steps: &[(TaskId, StepId)],
-        reason: &str,
-    ) -> StoreResult<u64> {
-        steps::enqueue_many(self.conn, steps, reason, self.now).await
-    }
-
-    async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
-        transitions::append(self.conn, t, self.now).await
-    }
-
-    async fn queue_ensure(&mut self, queue: &str) -> StoreResult<()> {
-        let known = self.known.lock().expect("queue cache lock").contains(queue);
-        if !known {
-            queue::create(self.conn, queue).await?;
-            self.created.push(queue.to_owned());
-        }
-        Ok(())
-    }
-
-    async fn queue_send<M: Serialize + Sync>(
-        &mut self,
-        queue: &str,
-        message: &M,
-        delay: Duration,
-    ) -> StoreResult<()> {
-        queue::send(
-            self.conn,
-            queue,
-            self.buf.encode(message),
-            delay,
-            self.token,
-        )
-        .await?;
-        self.sent.queue(queue);
-        Ok(())
-    }
-
-    async fn queue_send_batch(&mut self, queue: &str, messages: &[StepMessage]) -> StoreResult<()> {
-        queue::send_batch(self.conn, queue, self.buf.encode_all(messages), self.token).await?;
-        self.sent.queue(queue);
-        Ok(())
-    }
-
-    async fn queue_read(
-        &mut self,
-        queue: &str,
-        visibility: Duration,
-        limit: u32,
-    ) -> StoreResult<QueueBatch> {
-        queue::read(self.conn, queue, visibility, limit).await
-    }
-
-    async fn queue_delete(&mut self, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
-        queue::delete(self.conn, queue, msg_ids).await
-    }
-
-    async fn queue_set_vt(&mut self, queue: &str, hidden: &[(i64, Duration)]) -> StoreResult<()> {
-        queue::set_vt(self.conn, queue, hidden).await
-    }
-
-    async fn queue_dead_letter(
-        &mut self,
-        queue: &str,
-        msg_id: i64,
-        reason: &str,
-    ) -> StoreResult<()> {
-        queue::dead_letter(self.conn, queue, msg_id, reason).await
-    }
-}
-
 /// The pauses before running an operation again whose connection was lost before it
 /// committed (see `write!`).
 const RECONNECT_PAUSES: [std::time::Duration; 3] = [
@@ -493,113 +324,17 @@ macro_rules! write {
     }};
 }
 
-impl Store for PgStore {
-    async fn template_register(&self, template: &TaskTemplate) -> StoreResult<Registration> {
-        write!(self, |p| operations::template_register(p, template))
-    }
+/// Runs a read on one connection of the pool.
+macro_rules! read {
+    ($store:expr, |$c:ident| $query:expr) => {{
+        let mut conn = $store.pool.acquire().await.map_err(db)?;
+        let $c = &mut *conn;
+        $query.await
+    }};
+}
 
-    fn write_transactions(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
-    }
-
-    async fn task_create(&self, params: TaskCreateParams<'_>) -> StoreResult<TaskCreated> {
-        write!(self, |p| operations::task_create(p, params))
-    }
-
-    async fn task_create_batch(
-        &self,
-        batch: &[TaskCreateParams<'_>],
-    ) -> StoreResult<Vec<TaskCreated>> {
-        write!(self, |p| operations::task_create_batch(p, batch))
-    }
-
-    async fn task_start(&self, params: TaskStartParams) -> StoreResult<TaskStarted> {
-        write!(self, |p| operations::task_start(p, params))
-    }
-
-    async fn task_start_batch(
-        &self,
-        limit: u32,
-        visibility: Duration,
-    ) -> StoreResult<TasksStarted> {
-        write!(self, |p| operations::task_start_batch(p, limit, visibility))
-    }
-
-    async fn task_cancel(&self, task_id: TaskId, reason: &str) -> StoreResult<TaskState> {
-        write!(self, |p| operations::task_cancel(p, task_id, reason))
-    }
-
-    async fn task_retry(&self, task_id: TaskId) -> StoreResult<usize> {
-        write!(self, |p| operations::task_retry(p, task_id))
-    }
-
-    async fn task_get(&self, task_id: TaskId) -> StoreResult<TaskDetail> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        tasks::get(&mut conn, task_id).await
-    }
-
-    async fn task_progress(&self, task_id: TaskId) -> StoreResult<TaskProgress> {
-        tasks::progress(&self.pool, task_id).await
-    }
-
-    async fn template_list(
-        &self,
-        params: TemplateListParams<'_>,
-    ) -> StoreResult<Vec<TemplateRecord>> {
-        templates::list(&self.pool, params).await
-    }
-
-    async fn task_list(&self, params: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        tasks::list(&mut conn, params).await
-    }
-
-    async fn task_list_unfinished(&self) -> StoreResult<Vec<TaskId>> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        tasks::list_unfinished(&mut conn).await
-    }
-
-    async fn step_start(&self, params: StepStartParams<'_>) -> StoreResult<StepStart> {
-        write!(self, |p| operations::step_start(p, params))
-    }
-
-    async fn step_claim(&self, params: ClaimParams<'_>) -> StoreResult<Claimed> {
-        write!(self, |p| operations::step_claim(p, params))
-    }
-
-    async fn step_finish(&self, params: StepFinishParams<'_>) -> StoreResult<StepFinished> {
-        write!(self, |p| operations::step_finish(p, params))
-    }
-
-    async fn step_finish_batch(
-        &self,
-        batch: &[StepFinishParams<'_>],
-        claims: &[ClaimParams<'_>],
-    ) -> StoreResult<FinishedBatch> {
-        write!(self, |p| operations::step_finish_batch(p, batch, claims))
-    }
-
-    async fn step_resolve(&self, step_id: StepId, results: &RawValue) -> StoreResult<StepResolved> {
-        write!(self, |p| operations::step_resolve(p, step_id, results))
-    }
-
-    async fn task_prune(&self, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let pruned = tasks::prune(&mut tx, before, limit).await?;
-        tx.commit().await.map_err(db)?;
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(pruned)
-    }
-
-    async fn transition_list(&self, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        transitions::list(&mut conn, task_id).await
-    }
-
-    async fn queue_list(&self) -> StoreResult<Vec<String>> {
-        queue::list(&self.pool).await
-    }
-
+store_impl!(PgStore {
+    // Outside a transaction: the read is one statement, which commits by itself.
     async fn queue_read(
         &self,
         queue: &str,
@@ -607,12 +342,7 @@ impl Store for PgStore {
         limit: u32,
     ) -> StoreResult<QueueBatch> {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        queue::read(&mut conn, queue, visibility, limit).await
-    }
-
-    async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>> {
-        queue::depths(&self.pool).await
+        read!(self, |c| queue::read(c, queue, visibility, limit))
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -622,20 +352,4 @@ impl Store for PgStore {
             .map(drop)
             .map_err(db)
     }
-
-    async fn queue_dead_letter(&self, queue: &str, msg_id: i64, reason: &str) -> StoreResult<()> {
-        write!(self, |p| p.queue_dead_letter(queue, msg_id, reason))
-    }
-
-    async fn queue_dead_letters(&self, queue: &str) -> StoreResult<Vec<DeadLetter>> {
-        queue::dead_letters(&self.pool, queue).await
-    }
-
-    async fn queue_dead_letter_queues(&self) -> StoreResult<Vec<String>> {
-        queue::dead_letter_queues(&self.pool).await
-    }
-
-    fn wakeups(&self) -> &Wakeups {
-        &self.wakeups
-    }
-}
+});

@@ -7,14 +7,17 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
-use tasker_core::message::TASK_QUEUE;
+use serde::Serialize;
+
+use sqlx::Row;
+use tasker_core::message::{StepMessage, TASK_QUEUE};
 use tasker_core::store::{
     DeadLetter, QueueBatch, QueueDepth, QueueMessage, StoreError, StoreResult,
 };
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db};
+use super::{Conn, PgTx, db};
+use crate::primitives::QueueOps;
 
 /// A pgmq table of `queue` (`q` for the queue, `a` for its archive), as an identifier.
 /// Queue names are checked first, so the identifier is safe to splice into SQL.
@@ -31,141 +34,23 @@ fn is_missing_queue(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01"))
 }
 
-/// Creates `queue` if it does not exist (pgmq serializes concurrent creations).
-pub(crate) async fn create(conn: &mut Conn, queue: &str) -> StoreResult<()> {
-    table("q", queue)?;
-    sqlx::query("SELECT pgmq.create($1)")
-        .bind(queue)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
-/// Sends a message and notifies the queue's listeners, delivered at commit (repeats
-/// within one transaction are folded into one). `enqueued_at` takes its default.
-pub(crate) async fn send(
-    conn: &mut Conn,
-    queue: &str,
-    body: &str,
-    delay: Duration,
-    sender: &str,
-) -> StoreResult<()> {
-    let sql = format!(
-        "WITH sent AS (INSERT INTO {} (vt, message)
-                       VALUES (clock_timestamp() + make_interval(secs => $1), $2::jsonb))
-         SELECT pg_notify($3, $4)",
-        table("q", queue)?
-    );
-    sqlx::query(&sql)
-        .bind(delay.as_secs_f64())
-        .bind(body)
-        .bind(super::CHANNEL)
-        .bind(notice(queue, sender))
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
-/// Sends every element of the JSON array `messages`, visible at once, with one notification.
-pub(crate) async fn send_batch(
-    conn: &mut Conn,
-    queue: &str,
-    messages: &str,
-    sender: &str,
-) -> StoreResult<()> {
-    let sql = format!(
-        "WITH sent AS (INSERT INTO {} (vt, message)
-                       SELECT clock_timestamp(), m FROM jsonb_array_elements($1::jsonb) AS m)
-         SELECT pg_notify($2, $3)",
-        table("q", queue)?
-    );
-    sqlx::query(&sql)
-        .bind(messages)
-        .bind(super::CHANNEL)
-        .bind(notice(queue, sender))
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
 /// The payload of a notification: `<queue> <token of the sender>`.
 fn notice(queue: &str, sender: &str) -> String {
     format!("{queue} {sender}")
 }
 
-pub(crate) async fn delete(conn: &mut Conn, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
-    let sql = format!("DELETE FROM {} WHERE msg_id = ANY($1)", table("q", queue)?);
-    sqlx::query(&sql)
-        .bind(msg_ids)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
-/// Hides each message (id, for how long) from now: one statement on the queue's table.
-pub(crate) async fn set_vt(
-    conn: &mut Conn,
-    queue: &str,
-    hidden: &[(i64, Duration)],
-) -> StoreResult<()> {
-    let sql = format!(
-        "UPDATE {} q SET vt = clock_timestamp() + make_interval(secs => h.secs)
-         FROM UNNEST($1::bigint[], $2::float8[]) AS h(msg_id, secs) WHERE q.msg_id = h.msg_id",
-        table("q", queue)?
-    );
-    let ids: Vec<i64> = hidden.iter().map(|h| h.0).collect();
-    let secs: Vec<f64> = hidden.iter().map(|h| h.1.as_secs_f64()).collect();
-    sqlx::query(&sql)
-        .bind(&ids)
-        .bind(&secs)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
-/// Moves the message to pgmq's archive of its queue and records why.
-pub(crate) async fn dead_letter(
-    conn: &mut Conn,
-    queue: &str,
-    msg_id: i64,
-    reason: &str,
-) -> StoreResult<()> {
-    sqlx::query("SELECT pgmq.archive($1, $2)")
-        .bind(queue)
-        .bind(msg_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    sqlx::query(
-        "INSERT INTO tasker.dead_letter_reasons (queue, msg_id, reason) VALUES ($1, $2, $3)
-         ON CONFLICT (queue, msg_id) DO UPDATE SET reason = EXCLUDED.reason",
-    )
-    .bind(queue)
-    .bind(msg_id)
-    .bind(reason)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(())
-}
-
-pub(crate) async fn list(pool: &PgPool) -> StoreResult<Vec<String>> {
+pub(crate) async fn list(conn: &mut Conn) -> StoreResult<Vec<String>> {
     sqlx::query_scalar("SELECT queue_name::text FROM pgmq.meta WHERE queue_name <> $1 ORDER BY 1")
         .bind(TASK_QUEUE)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db)
 }
 
-pub(crate) async fn depths(pool: &PgPool) -> StoreResult<Vec<QueueDepth>> {
+pub(crate) async fn depths(conn: &mut Conn) -> StoreResult<Vec<QueueDepth>> {
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT queue_name::text, queue_length FROM pgmq.metrics_all() ORDER BY 1")
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
     Ok(rows.into_iter().map(crate::rows::queue_depth).collect())
@@ -224,14 +109,14 @@ pub(crate) async fn read(
     Ok(batch)
 }
 
-pub(crate) async fn dead_letters(pool: &PgPool, queue: &str) -> StoreResult<Vec<DeadLetter>> {
+pub(crate) async fn dead_letters(conn: &mut Conn, queue: &str) -> StoreResult<Vec<DeadLetter>> {
     let sql = format!(
         "SELECT a.msg_id, a.read_ct, a.message::text, r.reason, (extract(epoch FROM a.archived_at) * 1000000)::bigint
          FROM {} a JOIN tasker.dead_letter_reasons r ON r.queue = $1 AND r.msg_id = a.msg_id
          ORDER BY a.msg_id",
         table("a", queue)?
     );
-    let rows = match sqlx::query(&sql).bind(queue).fetch_all(pool).await {
+    let rows = match sqlx::query(&sql).bind(queue).fetch_all(&mut *conn).await {
         Ok(rows) => rows,
         Err(e) if is_missing_queue(&e) => return Ok(Vec::new()),
         Err(e) => return Err(db(e)),
@@ -250,9 +135,9 @@ pub(crate) async fn dead_letters(pool: &PgPool, queue: &str) -> StoreResult<Vec<
 }
 
 /// Every dead letter has its reason recorded beside pgmq's archive.
-pub(crate) async fn dead_letter_queues(pool: &PgPool) -> StoreResult<Vec<String>> {
+pub(crate) async fn dead_letter_queues(conn: &mut Conn) -> StoreResult<Vec<String>> {
     sqlx::query_scalar("SELECT DISTINCT queue FROM tasker.dead_letter_reasons ORDER BY 1")
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db)
 }
@@ -287,4 +172,133 @@ pub(crate) async fn forget_tasks(conn: &mut Conn, tasks: &[uuid::Uuid]) -> Store
             .map_err(db)?;
     }
     Ok(())
+}
+
+impl QueueOps for PgTx<'_> {
+    /// Creates `queue` unless this process knows it exists (pgmq serializes concurrent
+    /// creations); the store learns of it once the transaction commits.
+    async fn queue_ensure(&mut self, queue: &str) -> StoreResult<()> {
+        if self.known.lock().expect("queue cache lock").contains(queue) {
+            return Ok(());
+        }
+        table("q", queue)?;
+        sqlx::query("SELECT pgmq.create($1)")
+            .bind(queue)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(db)?;
+        self.created.push(queue.to_owned());
+        Ok(())
+    }
+
+    /// Sends a message and notifies the queue's listeners, delivered at commit (repeats
+    /// within one transaction are folded into one). `enqueued_at` takes its default.
+    async fn queue_send<M: Serialize + Sync>(
+        &mut self,
+        queue: &str,
+        message: &M,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "WITH sent AS (INSERT INTO {} (vt, message)
+                           VALUES (clock_timestamp() + make_interval(secs => $1), $2::jsonb))
+             SELECT pg_notify($3, $4)",
+            table("q", queue)?
+        );
+        sqlx::query(&sql)
+            .bind(delay.as_secs_f64())
+            .bind(self.buf.encode(message))
+            .bind(super::CHANNEL)
+            .bind(notice(queue, self.token))
+            .execute(&mut *self.conn)
+            .await
+            .map_err(db)?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+
+    /// Sends the messages, visible at once, in one statement with one notification.
+    async fn queue_send_batch(&mut self, queue: &str, messages: &[StepMessage]) -> StoreResult<()> {
+        let sql = format!(
+            "WITH sent AS (INSERT INTO {} (vt, message)
+                           SELECT clock_timestamp(), m FROM jsonb_array_elements($1::jsonb) AS m)
+             SELECT pg_notify($2, $3)",
+            table("q", queue)?
+        );
+        sqlx::query(&sql)
+            .bind(self.buf.encode_all(messages))
+            .bind(super::CHANNEL)
+            .bind(notice(queue, self.token))
+            .execute(&mut *self.conn)
+            .await
+            .map_err(db)?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+
+    async fn queue_read(
+        &mut self,
+        queue: &str,
+        visibility: Duration,
+        limit: u32,
+    ) -> StoreResult<QueueBatch> {
+        read(self.conn, queue, visibility, limit).await
+    }
+
+    async fn queue_delete(&mut self, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
+        let conn = &mut *self.conn;
+        let sql = format!("DELETE FROM {} WHERE msg_id = ANY($1)", table("q", queue)?);
+        sqlx::query(&sql)
+            .bind(msg_ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Hides each message (id, for how long) from now: one statement on the queue's table.
+    async fn queue_set_vt(&mut self, queue: &str, hidden: &[(i64, Duration)]) -> StoreResult<()> {
+        let conn = &mut *self.conn;
+        let sql = format!(
+            "UPDATE {} q SET vt = clock_timestamp() + make_interval(secs => h.secs)
+             FROM UNNEST($1::bigint[], $2::float8[]) AS h(msg_id, secs) WHERE q.msg_id = h.msg_id",
+            table("q", queue)?
+        );
+        let ids: Vec<i64> = hidden.iter().map(|h| h.0).collect();
+        let secs: Vec<f64> = hidden.iter().map(|h| h.1.as_secs_f64()).collect();
+        sqlx::query(&sql)
+            .bind(&ids)
+            .bind(&secs)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Moves the message to pgmq's archive of its queue and records why.
+    async fn queue_dead_letter(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+        reason: &str,
+    ) -> StoreResult<()> {
+        let conn = &mut *self.conn;
+        sqlx::query("SELECT pgmq.archive($1, $2)")
+            .bind(queue)
+            .bind(msg_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO tasker.dead_letter_reasons (queue, msg_id, reason) VALUES ($1, $2, $3)
+             ON CONFLICT (queue, msg_id) DO UPDATE SET reason = EXCLUDED.reason",
+        )
+        .bind(queue)
+        .bind(msg_id)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
 }

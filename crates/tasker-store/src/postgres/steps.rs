@@ -11,8 +11,8 @@ use tasker_core::intern::Interner;
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db};
-use crate::primitives::{EvalStep, Move, Outcome, StepRow};
+use super::{Conn, PgTx, db};
+use crate::primitives::{EvalStep, Move, Outcome, StepRow, StepRows};
 use crate::rows::{link_parents, parse, raw};
 
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
@@ -47,67 +47,6 @@ async fn eval_steps(
     rows.iter().map(eval_step).collect()
 }
 
-pub(crate) async fn of_task(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        eval_columns!(),
-        " FROM tasker.steps WHERE task_id = $1 ORDER BY id FOR UPDATE"
-    );
-    let mut steps = eval_steps(conn, SQL, task_id).await?;
-    steps.sort_unstable_by_key(|s| s.position);
-    Ok(steps)
-}
-
-pub(crate) async fn unblocked(conn: &mut Conn, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        eval_columns!(),
-        " FROM tasker.steps",
-        " WHERE task_id = ANY($1) AND state = 'pending' AND waiting_on = 0 ORDER BY task_id, position"
-    );
-    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
-    let rows = sqlx::query(SQL)
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.iter().map(eval_step).collect()
-}
-
-/// One statement for all of `done`: a child of two of them waits on two parents less.
-pub(crate) async fn release_children(
-    conn: &mut Conn,
-    done: &[(TaskId, u32)],
-) -> StoreResult<Vec<EvalStep>> {
-    const SQL: &str = concat!(
-        "WITH done AS (SELECT * FROM UNNEST($1::uuid[], $2::int[]) AS d(task_id, parent)),",
-        " released AS (SELECT e.task_id, e.child, count(*)::int AS n FROM tasker.step_edges e",
-        "   JOIN done d ON e.task_id = d.task_id AND e.parent = d.parent GROUP BY e.task_id, e.child)",
-        " UPDATE tasker.steps s SET waiting_on = s.waiting_on - r.n FROM released r",
-        " WHERE s.task_id = r.task_id AND s.position = r.child",
-        " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on"
-    );
-    let tasks: Vec<uuid::Uuid> = done.iter().map(|d| d.0.0).collect();
-    let parents: Vec<i32> = done.iter().map(|d| d.1 as i32).collect();
-    let rows = sqlx::query(SQL)
-        .bind(&tasks)
-        .bind(&parents)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.iter().map(eval_step).collect()
-}
-
-pub(crate) async fn first_failed(conn: &mut Conn, task_id: TaskId) -> StoreResult<Option<String>> {
-    sqlx::query_scalar(
-        "SELECT name FROM tasker.steps WHERE task_id = $1 AND state = 'error' ORDER BY position LIMIT 1",
-    )
-    .bind(task_id.0)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)
-}
-
 pub(crate) async fn edges(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
     let rows: Vec<(i32, i32)> =
         sqlx::query_as("SELECT parent, child FROM tasker.step_edges WHERE task_id = $1")
@@ -132,59 +71,6 @@ fn step_row(r: &PgRow) -> StoreResult<StepRow> {
         timeout: Duration::from_millis(r.get::<i64, _>(6) as u64),
         position: r.get::<i32, _>(7) as u32,
     })
-}
-
-/// The rows of `steps`, in id order; locked (`FOR UPDATE`) if `lock`.
-pub(crate) async fn get_many(
-    conn: &mut Conn,
-    steps: &[StepId],
-    lock: bool,
-) -> StoreResult<Vec<(StepId, StepRow)>> {
-    macro_rules! select {
-        ($lock:literal) => {
-            concat!(
-                "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, id
-                 FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
-                $lock
-            )
-        };
-    }
-    let sql = if lock {
-        select!(" FOR UPDATE")
-    } else {
-        select!("")
-    };
-    let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
-    let rows = sqlx::query(sql)
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.iter()
-        .map(|r| Ok((StepId(r.get(8)), step_row(r)?)))
-        .collect()
-}
-
-pub(crate) async fn executions(
-    conn: &mut Conn,
-    steps: &[StepId],
-) -> StoreResult<Vec<StepExecution>> {
-    let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
-    let rows = sqlx::query(
-        "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config::text,
-                t.context::text,
-                (SELECT COALESCE(json_agg(json_build_array(p.name, p.results) ORDER BY p.position), '[]')::text
-                 FROM tasker.step_edges e
-                 JOIN tasker.steps p ON p.task_id = e.task_id AND p.position = e.parent
-                 WHERE e.task_id = s.task_id AND e.child = s.position),
-                s.retry, s.timeout_ms, s.id
-         FROM tasker.steps s JOIN tasker.tasks t ON t.id = s.task_id WHERE s.id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    rows.iter().map(execution).collect()
 }
 
 fn execution(r: &PgRow) -> StoreResult<StepExecution> {
@@ -241,17 +127,6 @@ fn bind_move<'q>(
         .bind(now.0)
 }
 
-pub(crate) async fn move_(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
-    const SQL: &str =
-        with_transition!("UPDATE tasker.steps SET state = $3 WHERE id = $6 AND state = $2");
-    let done = bind_move(SQL, &m, now)
-        .bind(m.step_id.0)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(done.rows_affected())
-}
-
 /// Step moves as the columns of an `UNNEST`.
 struct MoveColumns<'a> {
     ids: Vec<uuid::Uuid>,
@@ -280,114 +155,6 @@ impl<'a> MoveColumns<'a> {
         }
         c
     }
-}
-
-/// One statement for all of `attempts`: the compare-and-set of each step (on its state
-/// and attempt count) and its transition. Returns the steps it changed.
-pub(crate) async fn begin_attempts(
-    conn: &mut Conn,
-    attempts: &[(Move<'_>, u32)],
-    now: Timestamp,
-) -> StoreResult<Vec<StepId>> {
-    const SQL: &str = "WITH u AS (
-            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[])
-                AS u(id, task_id, from_state, to_state, reason, attempts)),
-        moved AS (
-            UPDATE tasker.steps s SET state = u.to_state, attempts = u.attempts + 1, started_at = $7,
-                   completed_at = NULL
-            FROM u WHERE s.id = u.id AND s.state = u.from_state AND s.attempts = u.attempts
-            RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
-        INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
-        SELECT task_id, id, from_state, to_state, reason, $7 FROM moved RETURNING step_id";
-    let moves = MoveColumns::of(attempts.iter().map(|(m, _)| *m));
-    let counts: Vec<i32> = attempts.iter().map(|(_, n)| *n as i32).collect();
-    let started: Vec<uuid::Uuid> = sqlx::query_scalar(SQL)
-        .bind(&moves.ids)
-        .bind(&moves.tasks)
-        .bind(&moves.from)
-        .bind(&moves.to)
-        .bind(&moves.reasons)
-        .bind(&counts)
-        .bind(now.0)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(started.into_iter().map(StepId).collect())
-}
-
-/// One statement for all of `outcomes`: the compare-and-set of each step and its
-/// transition.
-pub(crate) async fn set_outcome(
-    conn: &mut Conn,
-    outcomes: &[(Move<'_>, Outcome<'_>)],
-    now: Timestamp,
-) -> StoreResult<u64> {
-    const SQL: &str = "WITH u AS (
-            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                AS u(id, task_id, from_state, to_state, reason, results, error)),
-        moved AS (
-            UPDATE tasker.steps s SET state = u.to_state, results = COALESCE(u.results::json, s.results),
-                   error = u.error, completed_at = $8
-            FROM u WHERE s.id = u.id AND s.state = u.from_state
-            RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
-        INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
-        SELECT task_id, id, from_state, to_state, reason, $8 FROM moved";
-    let moves = MoveColumns::of(outcomes.iter().map(|(m, _)| *m));
-    let results: Vec<Option<&str>> = outcomes
-        .iter()
-        .map(|(_, o)| o.results.map(RawValue::get))
-        .collect();
-    let errors: Vec<Option<&str>> = outcomes.iter().map(|(_, o)| o.error).collect();
-    let done = sqlx::query(SQL)
-        .bind(&moves.ids)
-        .bind(&moves.tasks)
-        .bind(&moves.from)
-        .bind(&moves.to)
-        .bind(&moves.reasons)
-        .bind(&results)
-        .bind(&errors)
-        .bind(now.0)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(done.rows_affected())
-}
-
-pub(crate) async fn reset(conn: &mut Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
-    const SQL: &str = with_transition!(
-        "UPDATE tasker.steps SET state = $3, attempts = 0, results = NULL, error = NULL,
-                started_at = NULL, completed_at = NULL
-         WHERE id = $6 AND state = $2"
-    );
-    let done = bind_move(SQL, &m, now)
-        .bind(m.step_id.0)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(done.rows_affected())
-}
-
-/// One statement for all of `steps` (task, step): pending to enqueued, with transitions.
-pub(crate) async fn enqueue_many(
-    conn: &mut Conn,
-    steps: &[(TaskId, StepId)],
-    reason: &str,
-    now: Timestamp,
-) -> StoreResult<u64> {
-    const SQL: &str = "WITH moved AS (
-            UPDATE tasker.steps SET state = 'enqueued'
-            WHERE id = ANY($1) AND state = 'pending' RETURNING id, task_id)
-        INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
-        SELECT task_id, id, 'pending', 'enqueued', $2, $3 FROM moved";
-    let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.1.0).collect();
-    let done = sqlx::query(SQL)
-        .bind(&ids)
-        .bind(reason)
-        .bind(now.0)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(done.rows_affected())
 }
 
 /// The task's steps for reports, with `depends_on` rebuilt from the edges.
@@ -424,4 +191,249 @@ pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<St
         .collect::<StoreResult<Vec<_>>>()?;
     link_parents(&mut steps, edges(conn, task_id).await?);
     Ok(steps)
+}
+
+impl StepRows for PgTx<'_> {
+    async fn task_failed_step(&mut self, task_id: TaskId) -> StoreResult<Option<String>> {
+        let conn = &mut *self.conn;
+        sqlx::query_scalar(
+            "SELECT name FROM tasker.steps WHERE task_id = $1 AND state = 'error' ORDER BY position LIMIT 1",
+        )
+        .bind(task_id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)
+    }
+
+    async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+        let conn = &mut *self.conn;
+        const SQL: &str = concat!(
+            "SELECT ",
+            eval_columns!(),
+            " FROM tasker.steps WHERE task_id = $1 ORDER BY id FOR UPDATE"
+        );
+        let mut steps = eval_steps(conn, SQL, task_id).await?;
+        steps.sort_unstable_by_key(|s| s.position);
+        Ok(steps)
+    }
+
+    async fn steps_unblocked(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
+        let conn = &mut *self.conn;
+        const SQL: &str = concat!(
+            "SELECT ",
+            eval_columns!(),
+            " FROM tasker.steps",
+            " WHERE task_id = ANY($1) AND state = 'pending' AND waiting_on = 0 ORDER BY task_id, position"
+        );
+        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
+        let rows = sqlx::query(SQL)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        rows.iter().map(eval_step).collect()
+    }
+
+    /// One statement for all of `done`: a child of two of them waits on two parents less.
+    async fn steps_release_children(
+        &mut self,
+        done: &[(TaskId, u32)],
+    ) -> StoreResult<Vec<EvalStep>> {
+        let conn = &mut *self.conn;
+        const SQL: &str = concat!(
+            "WITH done AS (SELECT * FROM UNNEST($1::uuid[], $2::int[]) AS d(task_id, parent)),",
+            " released AS (SELECT e.task_id, e.child, count(*)::int AS n FROM tasker.step_edges e",
+            "   JOIN done d ON e.task_id = d.task_id AND e.parent = d.parent GROUP BY e.task_id, e.child)",
+            " UPDATE tasker.steps s SET waiting_on = s.waiting_on - r.n FROM released r",
+            " WHERE s.task_id = r.task_id AND s.position = r.child",
+            " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on"
+        );
+        let tasks: Vec<uuid::Uuid> = done.iter().map(|d| d.0.0).collect();
+        let parents: Vec<i32> = done.iter().map(|d| d.1 as i32).collect();
+        let rows = sqlx::query(SQL)
+            .bind(&tasks)
+            .bind(&parents)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        rows.iter().map(eval_step).collect()
+    }
+
+    /// The rows of `steps`, in id order; locked (`FOR UPDATE`) if `lock`.
+    async fn steps_get(
+        &mut self,
+        steps: &[StepId],
+        lock: bool,
+    ) -> StoreResult<Vec<(StepId, StepRow)>> {
+        let conn = &mut *self.conn;
+        macro_rules! select {
+            ($lock:literal) => {
+                concat!(
+                    "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, id
+                     FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
+                    $lock
+                )
+            };
+        }
+        let sql = if lock {
+            select!(" FOR UPDATE")
+        } else {
+            select!("")
+        };
+        let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
+        let rows = sqlx::query(sql)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok((StepId(r.get(8)), step_row(r)?)))
+            .collect()
+    }
+
+    async fn steps_execution(&mut self, steps: &[StepId]) -> StoreResult<Vec<StepExecution>> {
+        let conn = &mut *self.conn;
+        let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
+        let rows = sqlx::query(
+            "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config::text,
+                    t.context::text,
+                    (SELECT COALESCE(json_agg(json_build_array(p.name, p.results) ORDER BY p.position), '[]')::text
+                     FROM tasker.step_edges e
+                     JOIN tasker.steps p ON p.task_id = e.task_id AND p.position = e.parent
+                     WHERE e.task_id = s.task_id AND e.child = s.position),
+                    s.retry, s.timeout_ms, s.id
+             FROM tasker.steps s JOIN tasker.tasks t ON t.id = s.task_id WHERE s.id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        rows.iter().map(execution).collect()
+    }
+
+    async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        const SQL: &str =
+            with_transition!("UPDATE tasker.steps SET state = $3 WHERE id = $6 AND state = $2");
+        let done = bind_move(SQL, &m, now)
+            .bind(m.step_id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    /// One statement for all of `attempts`: the compare-and-set of each step (on its state
+    /// and attempt count) and its transition. Returns the steps it changed.
+    async fn steps_begin_attempt(
+        &mut self,
+        attempts: &[(Move<'_>, u32)],
+    ) -> StoreResult<Vec<StepId>> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        const SQL: &str = "WITH u AS (
+                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[])
+                    AS u(id, task_id, from_state, to_state, reason, attempts)),
+            moved AS (
+                UPDATE tasker.steps s SET state = u.to_state, attempts = u.attempts + 1, started_at = $7,
+                       completed_at = NULL
+                FROM u WHERE s.id = u.id AND s.state = u.from_state AND s.attempts = u.attempts
+                RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
+            INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+            SELECT task_id, id, from_state, to_state, reason, $7 FROM moved RETURNING step_id";
+        let moves = MoveColumns::of(attempts.iter().map(|(m, _)| *m));
+        let counts: Vec<i32> = attempts.iter().map(|(_, n)| *n as i32).collect();
+        let started: Vec<uuid::Uuid> = sqlx::query_scalar(SQL)
+            .bind(&moves.ids)
+            .bind(&moves.tasks)
+            .bind(&moves.from)
+            .bind(&moves.to)
+            .bind(&moves.reasons)
+            .bind(&counts)
+            .bind(now.0)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(started.into_iter().map(StepId).collect())
+    }
+
+    /// One statement for all of `outcomes`: the compare-and-set of each step and its
+    /// transition.
+    async fn steps_set_outcome(
+        &mut self,
+        outcomes: &[(Move<'_>, Outcome<'_>)],
+    ) -> StoreResult<u64> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        const SQL: &str = "WITH u AS (
+                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                    AS u(id, task_id, from_state, to_state, reason, results, error)),
+            moved AS (
+                UPDATE tasker.steps s SET state = u.to_state, results = COALESCE(u.results::json, s.results),
+                       error = u.error, completed_at = $8
+                FROM u WHERE s.id = u.id AND s.state = u.from_state
+                RETURNING s.id, u.task_id, u.from_state, u.to_state, u.reason)
+            INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+            SELECT task_id, id, from_state, to_state, reason, $8 FROM moved";
+        let moves = MoveColumns::of(outcomes.iter().map(|(m, _)| *m));
+        let results: Vec<Option<&str>> = outcomes
+            .iter()
+            .map(|(_, o)| o.results.map(RawValue::get))
+            .collect();
+        let errors: Vec<Option<&str>> = outcomes.iter().map(|(_, o)| o.error).collect();
+        let done = sqlx::query(SQL)
+            .bind(&moves.ids)
+            .bind(&moves.tasks)
+            .bind(&moves.from)
+            .bind(&moves.to)
+            .bind(&moves.reasons)
+            .bind(&results)
+            .bind(&errors)
+            .bind(now.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn step_reset(&mut self, m: Move<'_>) -> StoreResult<u64> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        const SQL: &str = with_transition!(
+            "UPDATE tasker.steps SET state = $3, attempts = 0, results = NULL, error = NULL,
+                    started_at = NULL, completed_at = NULL
+             WHERE id = $6 AND state = $2"
+        );
+        let done = bind_move(SQL, &m, now)
+            .bind(m.step_id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    /// One statement for all of `steps` (task, step): pending to enqueued, with transitions.
+    async fn steps_enqueue(
+        &mut self,
+        steps: &[(TaskId, StepId)],
+        reason: &str,
+    ) -> StoreResult<u64> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        const SQL: &str = "WITH moved AS (
+                UPDATE tasker.steps SET state = 'enqueued'
+                WHERE id = ANY($1) AND state = 'pending' RETURNING id, task_id)
+            INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+            SELECT task_id, id, 'pending', 'enqueued', $2, $3 FROM moved";
+        let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.1.0).collect();
+        let done = sqlx::query(SQL)
+            .bind(&ids)
+            .bind(reason)
+            .bind(now.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
 }

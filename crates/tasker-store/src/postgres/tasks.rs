@@ -10,193 +10,16 @@ use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db, steps};
-use crate::primitives::TaskMove;
+use super::{Conn, PgTx, db, steps};
+use crate::primitives::{TaskMove, TaskRows};
 use crate::rows::{counters, parent_counts, parse, raw, task_progress};
 
-/// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that
-/// serialize every change to one task.
-pub(crate) async fn lock(
-    conn: &mut Conn,
-    tasks: &[TaskId],
-) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
-    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
-    let rows: Vec<(uuid::Uuid, String, i32, i32)> = sqlx::query_as(
-        "SELECT id, state, steps_left, steps_active FROM tasker.tasks
-         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    rows.into_iter()
-        .map(|(id, state, left, active)| {
-            Ok((
-                TaskId(id),
-                parse(&state)?,
-                counters(left.into(), active.into()),
-            ))
-        })
-        .collect()
-}
-
-pub(crate) async fn set_progress(conn: &mut Conn, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
-    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0.0).collect();
-    let left: Vec<i32> = tasks.iter().map(|t| t.1.left as i32).collect();
-    let active: Vec<i32> = tasks.iter().map(|t| t.1.active as i32).collect();
-    sqlx::query(
-        "UPDATE tasker.tasks t SET steps_left = u.left_, steps_active = u.active
-         FROM UNNEST($1::uuid[], $2::int[], $3::int[]) AS u(id, left_, active) WHERE t.id = u.id",
-    )
-    .bind(&ids)
-    .bind(&left)
-    .bind(&active)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(())
-}
-
-pub(crate) async fn by_key(conn: &mut Conn, key: &str) -> StoreResult<Option<TaskId>> {
-    let id: Option<uuid::Uuid> =
-        sqlx::query_scalar("SELECT id FROM tasker.tasks WHERE idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-    Ok(id.map(TaskId))
-}
-
-/// Inserts the task, then all its steps and all its edges with one statement each.
-pub(crate) async fn insert(
-    conn: &mut Conn,
-    task_id: TaskId,
-    t: &TaskTemplate,
-    context: &RawValue,
-    key: Option<&str>,
-    now: Timestamp,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO tasker.tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
-                                   step_count, steps_left, steps_active)
-         VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0)",
-    )
-    .bind(task_id.0)
-    .bind(&t.namespace)
-    .bind(&t.name)
-    .bind(&t.version)
-    .bind(context.get())
-    .bind(key)
-    .bind(now.0)
-    .bind(t.steps.len() as i32)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    let n = t.steps.len();
-    let edges = t.edges();
-    let waiting_on: Vec<i32> = parent_counts(n, &edges)
-        .into_iter()
-        .map(|c| c as i32)
-        .collect();
-    let mut ids = Vec::with_capacity(n);
-    let mut positions = Vec::with_capacity(n);
-    let (mut names, mut handlers, mut queues) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut configs, mut retries, mut max_attempts, mut timeouts) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (position, step) in t.steps.iter().enumerate() {
-        ids.push(StepId::new().0);
-        positions.push(position as i32);
-        names.push(step.name.as_str());
-        handlers.push(step.handler.as_str());
-        queues.push(step.queue.as_str());
-        configs.push(step.config.to_string());
-        retries.push(
-            serde_json::to_string(&step.retry).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        );
-        max_attempts.push(step.retry.max_attempts as i32);
-        timeouts.push(step.timeout.as_millis() as i64);
-    }
-    sqlx::query(
-        "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
-         SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on
-         FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[])
-              AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on)",
-    )
-    .bind(task_id.0)
-    .bind(&ids)
-    .bind(&positions)
-    .bind(&names)
-    .bind(&handlers)
-    .bind(&queues)
-    .bind(&configs)
-    .bind(&retries)
-    .bind(&max_attempts)
-    .bind(&timeouts)
-    .bind(&waiting_on)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    let (parents, children): (Vec<i32>, Vec<i32>) =
-        edges.into_iter().map(|(p, c)| (p as i32, c as i32)).unzip();
-    if !parents.is_empty() {
-        sqlx::query(
-            "INSERT INTO tasker.step_edges (task_id, parent, child)
-             SELECT $1, u.parent, u.child FROM UNNEST($2::int[], $3::int[]) AS u(parent, child)",
-        )
-        .bind(task_id.0)
-        .bind(&parents)
-        .bind(&children)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    }
-    Ok(())
-}
-
-/// One statement for all of `moves`: the compare-and-set of each task and its transition.
-pub(crate) async fn move_many(
-    conn: &mut Conn,
-    moves: &[TaskMove<'_>],
-    now: Timestamp,
-) -> StoreResult<u64> {
-    let ids: Vec<uuid::Uuid> = moves.iter().map(|m| m.task_id.0).collect();
-    let from: Vec<&str> = moves.iter().map(|m| m.from.as_str()).collect();
-    let to: Vec<&str> = moves.iter().map(|m| m.to.as_str()).collect();
-    let reasons: Vec<&str> = moves.iter().map(|m| m.reason).collect();
-    let done = sqlx::query(
-        "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
-                    AS u(id, from_state, to_state, reason)),
-              moved AS (UPDATE tasker.tasks t SET state = u.to_state, updated_at = $5
-                        FROM u WHERE t.id = u.id AND t.state = u.from_state
-                        RETURNING t.id, u.from_state, u.to_state, u.reason)
-         INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
-         SELECT id, NULL, from_state, to_state, reason, $5 FROM moved",
-    )
-    .bind(&ids)
-    .bind(&from)
-    .bind(&to)
-    .bind(&reasons)
-    .bind(now.0)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(done.rows_affected())
-}
-
-pub(crate) async fn progress(pool: &sqlx::PgPool, task_id: TaskId) -> StoreResult<TaskProgress> {
+pub(crate) async fn progress(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
     let row: Option<(String, i32, i32, i32)> = sqlx::query_as(
         "SELECT state, step_count, steps_left, steps_active FROM tasker.tasks WHERE id = $1",
     )
     .bind(task_id.0)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db)?;
     let (state, steps, left, active) =
@@ -261,43 +84,226 @@ fn task_record(r: PgRow) -> StoreResult<TaskRecord> {
     })
 }
 
-/// Deletes up to `limit` finished tasks changed before `before`, and all that is theirs.
-/// Tasks another process is pruning are skipped, not waited for.
-pub(crate) async fn prune(conn: &mut Conn, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT id FROM tasker.tasks
-         WHERE state IN ('complete', 'error', 'cancelled') AND updated_at < $1
-         ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(before.0)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    if ids.is_empty() {
-        return Ok(Pruned::default());
+impl TaskRows for PgTx<'_> {
+    /// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that
+    /// serialize every change to one task.
+    async fn tasks_lock(
+        &mut self,
+        tasks: &[TaskId],
+    ) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
+        let conn = &mut *self.conn;
+        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
+        let rows: Vec<(uuid::Uuid, String, i32, i32)> = sqlx::query_as(
+            "SELECT id, state, steps_left, steps_active FROM tasker.tasks
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(id, state, left, active)| {
+                Ok((
+                    TaskId(id),
+                    parse(&state)?,
+                    counters(left.into(), active.into()),
+                ))
+            })
+            .collect()
     }
-    let mut steps = 0;
-    for sql in [
-        "DELETE FROM tasker.transitions WHERE task_id = ANY($1)",
-        "DELETE FROM tasker.step_edges WHERE task_id = ANY($1)",
-        "DELETE FROM tasker.steps WHERE task_id = ANY($1)",
-    ] {
-        let done = sqlx::query(sql)
+
+    async fn tasks_set_progress(&mut self, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
+        let conn = &mut *self.conn;
+        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0.0).collect();
+        let left: Vec<i32> = tasks.iter().map(|t| t.1.left as i32).collect();
+        let active: Vec<i32> = tasks.iter().map(|t| t.1.active as i32).collect();
+        sqlx::query(
+            "UPDATE tasker.tasks t SET steps_left = u.left_, steps_active = u.active
+             FROM UNNEST($1::uuid[], $2::int[], $3::int[]) AS u(id, left_, active) WHERE t.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&left)
+        .bind(&active)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn task_by_key(&mut self, key: &str) -> StoreResult<Option<TaskId>> {
+        let conn = &mut *self.conn;
+        let id: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM tasker.tasks WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?;
+        Ok(id.map(TaskId))
+    }
+
+    /// Inserts the task, then all its steps and all its edges with one statement each.
+    async fn task_insert(
+        &mut self,
+        task_id: TaskId,
+        t: &TaskTemplate,
+        context: &RawValue,
+        key: Option<&str>,
+    ) -> StoreResult<()> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        sqlx::query(
+            "INSERT INTO tasker.tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
+                                       step_count, steps_left, steps_active)
+             VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0)",
+        )
+        .bind(task_id.0)
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .bind(&t.version)
+        .bind(context.get())
+        .bind(key)
+        .bind(now.0)
+        .bind(t.steps.len() as i32)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        let n = t.steps.len();
+        let edges = t.edges();
+        let waiting_on: Vec<i32> = parent_counts(n, &edges)
+            .into_iter()
+            .map(|c| c as i32)
+            .collect();
+        let mut ids = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let (mut names, mut handlers, mut queues) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut configs, mut retries, mut max_attempts, mut timeouts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (position, step) in t.steps.iter().enumerate() {
+            ids.push(StepId::new().0);
+            positions.push(position as i32);
+            names.push(step.name.as_str());
+            handlers.push(step.handler.as_str());
+            queues.push(step.queue.as_str());
+            configs.push(step.config.to_string());
+            retries.push(
+                serde_json::to_string(&step.retry)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+            max_attempts.push(step.retry.max_attempts as i32);
+            timeouts.push(step.timeout.as_millis() as i64);
+        }
+        sqlx::query(
+            "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
+             SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on
+             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[])
+                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on)",
+        )
+        .bind(task_id.0)
+        .bind(&ids)
+        .bind(&positions)
+        .bind(&names)
+        .bind(&handlers)
+        .bind(&queues)
+        .bind(&configs)
+        .bind(&retries)
+        .bind(&max_attempts)
+        .bind(&timeouts)
+        .bind(&waiting_on)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        let (parents, children): (Vec<i32>, Vec<i32>) =
+            edges.into_iter().map(|(p, c)| (p as i32, c as i32)).unzip();
+        if !parents.is_empty() {
+            sqlx::query(
+                "INSERT INTO tasker.step_edges (task_id, parent, child)
+                 SELECT $1, u.parent, u.child FROM UNNEST($2::int[], $3::int[]) AS u(parent, child)",
+            )
+            .bind(task_id.0)
+            .bind(&parents)
+            .bind(&children)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// One statement for all of `moves`: the compare-and-set of each task and its transition.
+    async fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> StoreResult<u64> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        let ids: Vec<uuid::Uuid> = moves.iter().map(|m| m.task_id.0).collect();
+        let from: Vec<&str> = moves.iter().map(|m| m.from.as_str()).collect();
+        let to: Vec<&str> = moves.iter().map(|m| m.to.as_str()).collect();
+        let reasons: Vec<&str> = moves.iter().map(|m| m.reason).collect();
+        let done = sqlx::query(
+            "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
+                        AS u(id, from_state, to_state, reason)),
+                  moved AS (UPDATE tasker.tasks t SET state = u.to_state, updated_at = $5
+                            FROM u WHERE t.id = u.id AND t.state = u.from_state
+                            RETURNING t.id, u.from_state, u.to_state, u.reason)
+             INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+             SELECT id, NULL, from_state, to_state, reason, $5 FROM moved",
+        )
+        .bind(&ids)
+        .bind(&from)
+        .bind(&to)
+        .bind(&reasons)
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes up to `limit` finished tasks changed before `before`, and all that is theirs.
+    /// Tasks another process is pruning are skipped, not waited for.
+    async fn tasks_prune(&mut self, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
+        let conn = &mut *self.conn;
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM tasker.tasks
+             WHERE state IN ('complete', 'error', 'cancelled') AND updated_at < $1
+             ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before.0)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        if ids.is_empty() {
+            return Ok(Pruned::default());
+        }
+        let mut steps = 0;
+        for sql in [
+            "DELETE FROM tasker.transitions WHERE task_id = ANY($1)",
+            "DELETE FROM tasker.step_edges WHERE task_id = ANY($1)",
+            "DELETE FROM tasker.steps WHERE task_id = ANY($1)",
+        ] {
+            let done = sqlx::query(sql)
+                .bind(&ids)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            steps = done.rows_affected();
+        }
+        super::queue::forget_tasks(conn, &ids).await?;
+        sqlx::query("DELETE FROM tasker.tasks WHERE id = ANY($1)")
             .bind(&ids)
             .execute(&mut *conn)
             .await
             .map_err(db)?;
-        steps = done.rows_affected();
+        Ok(Pruned {
+            tasks: ids.len() as u64,
+            steps,
+        })
     }
-    super::queue::forget_tasks(conn, &ids).await?;
-    sqlx::query("DELETE FROM tasker.tasks WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(Pruned {
-        tasks: ids.len() as u64,
-        steps,
-    })
 }

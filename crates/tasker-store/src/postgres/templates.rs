@@ -2,44 +2,12 @@
 
 use tasker_core::store::{StoreResult, TemplateListParams, TemplateRecord};
 use tasker_core::template::TaskTemplate;
-use tasker_core::time::Timestamp;
 
-use super::{Conn, db};
-
-pub(crate) async fn definition(conn: &mut Conn, t: &TaskTemplate) -> StoreResult<Option<String>> {
-    sqlx::query_scalar("SELECT definition FROM tasker.templates WHERE namespace = $1 AND name = $2 AND version = $3")
-        .bind(&t.namespace)
-        .bind(&t.name)
-        .bind(&t.version)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)
-}
-
-/// Inserts the definition unless the version exists; true if it did.
-pub(crate) async fn insert(
-    conn: &mut Conn,
-    t: &TaskTemplate,
-    definition: &str,
-    now: Timestamp,
-) -> StoreResult<bool> {
-    let done = sqlx::query(
-        "INSERT INTO tasker.templates (namespace, name, version, definition, created_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(&t.namespace)
-    .bind(&t.name)
-    .bind(&t.version)
-    .bind(definition)
-    .bind(now.0)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(done.rows_affected() == 1)
-}
+use super::{Conn, PgTx, db};
+use crate::primitives::TemplateRows;
 
 pub(crate) async fn list(
-    pool: &sqlx::PgPool,
+    conn: &mut Conn,
     params: TemplateListParams<'_>,
 ) -> StoreResult<Vec<TemplateRecord>> {
     let (after_ns, after_name, after_version) = params.after_columns();
@@ -55,8 +23,40 @@ pub(crate) async fn list(
     .bind(after_name)
     .bind(after_version)
     .bind(i64::from(params.limit))
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
     Ok(rows.into_iter().map(crate::rows::template).collect())
+}
+
+impl TemplateRows for PgTx<'_> {
+    async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
+        let conn = &mut *self.conn;
+        sqlx::query_scalar("SELECT definition FROM tasker.templates WHERE namespace = $1 AND name = $2 AND version = $3")
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(&t.version)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)
+    }
+
+    /// Inserts the definition unless the version exists; true if it did.
+    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<bool> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        let done = sqlx::query(
+            "INSERT INTO tasker.templates (namespace, name, version, definition, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .bind(&t.version)
+        .bind(definition)
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
 }

@@ -5,25 +5,8 @@ use tasker_core::id::{StepId, TaskId};
 use tasker_core::store::{StoreResult, TransitionRecord};
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db};
-use crate::primitives::Transition;
-
-pub(crate) async fn append(conn: &mut Conn, t: Transition<'_>, now: Timestamp) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(t.task_id.0)
-    .bind(t.step_id.map(|s| s.0))
-    .bind(t.from)
-    .bind(t.to)
-    .bind(t.reason)
-    .bind(now.0)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(())
-}
+use super::{Conn, PgTx, db};
+use crate::primitives::{Transition, TransitionRows};
 
 pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
     let rows = sqlx::query(
@@ -45,4 +28,25 @@ pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<Tr
             at: Timestamp(r.get(4)),
         })
         .collect())
+}
+
+impl TransitionRows for PgTx<'_> {
+    async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        sqlx::query(
+            "INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(t.task_id.0)
+        .bind(t.step_id.map(|s| s.0))
+        .bind(t.from)
+        .bind(t.to)
+        .bind(t.reason)
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
 }

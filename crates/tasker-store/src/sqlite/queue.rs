@@ -1,78 +1,24 @@
 //! The `queue_messages` and `queue_dead_letters` tables: a durable queue with a
 //! visibility timeout, delayed visibility and a read count, in the shape of pgmq's.
+//! Where PostgreSQL's queues are pgmq's tables and a send notifies other processes at
+//! commit, these are rows of one table, and the store wakes its own readers.
 
 use std::time::Duration;
 
 use rusqlite::params;
+use serde::Serialize;
+use tasker_core::message::StepMessage;
 use tasker_core::store::{
     DeadLetter, QueueBatch, QueueDepth, QueueMessage, StoreError, StoreResult,
 };
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db};
-
-/// Sends a message, visible after `delay`.
-pub(crate) fn send(
-    conn: &Conn,
-    queue: &str,
-    body: &str,
-    delay: Duration,
-    now: Timestamp,
-) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message) VALUES (?, 0, ?, ?, ?)",
-    )
-    .and_then(|mut s| s.execute(params![queue, now.0, now.after(delay).0, body]))
-    .map_err(db)?;
-    Ok(())
-}
-
-/// Sends every element of the JSON array `messages`, visible at once.
-pub(crate) fn send_batch(
-    conn: &Conn,
-    queue: &str,
-    messages: &str,
-    now: Timestamp,
-) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message)
-         SELECT ?1, 0, ?2, ?2, value FROM json_each(?3)",
-    )
-    .and_then(|mut s| s.execute(params![queue, now.0, messages]))
-    .map_err(db)?;
-    Ok(())
-}
+use super::{Conn, SqliteTx, db};
+use crate::primitives::QueueOps;
 
 /// A list of message ids as a JSON array, for `json_each`.
 fn id_list(msg_ids: &[i64]) -> StoreResult<String> {
     serde_json::to_string(msg_ids).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-pub(crate) fn delete(conn: &Conn, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
-    let ids = id_list(msg_ids)?;
-    conn.prepare_cached(
-        "DELETE FROM queue_messages WHERE queue = ? AND msg_id IN (SELECT value FROM json_each(?))",
-    )
-    .and_then(|mut s| s.execute(params![queue, ids]))
-    .map_err(db)?;
-    Ok(())
-}
-
-/// Hides each message (id, for how long) from `now`.
-pub(crate) fn set_vt(
-    conn: &Conn,
-    queue: &str,
-    hidden: &[(i64, Duration)],
-    now: Timestamp,
-) -> StoreResult<()> {
-    let mut s = conn
-        .prepare_cached("UPDATE queue_messages SET vt = ? WHERE msg_id = ? AND queue = ?")
-        .map_err(db)?;
-    for &(msg_id, hide) in hidden {
-        s.execute(params![now.after(hide).0, msg_id, queue])
-            .map_err(db)?;
-    }
-    Ok(())
 }
 
 /// The queues that hold messages: one index seek per queue, however long they are.
@@ -154,24 +100,6 @@ pub(crate) fn read(
     })
 }
 
-/// Moves a message to the dead letters with the reason.
-pub(crate) fn dead_letter(
-    conn: &Conn,
-    queue: &str,
-    msg_id: i64,
-    reason: &str,
-    now: Timestamp,
-) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO queue_dead_letters (msg_id, queue, read_ct, enqueued_at, archived_at, message, reason)
-         SELECT msg_id, queue, read_ct, enqueued_at, ?, message, ? FROM queue_messages
-         WHERE msg_id = ? AND queue = ?",
-    )
-    .and_then(|mut s| s.execute(params![now.0, reason, msg_id, queue]))
-    .map_err(db)?;
-    delete(conn, queue, &[msg_id])
-}
-
 pub(crate) fn dead_letters(conn: &Conn, queue: &str) -> StoreResult<Vec<DeadLetter>> {
     let mut s = conn
         .prepare_cached(
@@ -210,4 +138,98 @@ pub(crate) fn release_in_flight(conn: &Conn, now: Timestamp) -> StoreResult<usiz
         params![now.0, now.0],
     )
     .map_err(db)
+}
+
+impl QueueOps for SqliteTx<'_> {
+    /// SQLite needs nothing: every queue is rows of one table.
+    async fn queue_ensure(&mut self, _queue: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Sends a message, visible after `delay`.
+    async fn queue_send<M: Serialize + Sync>(
+        &mut self,
+        queue: &str,
+        message: &M,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        let now = self.now;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message) VALUES (?, 0, ?, ?, ?)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![queue, now.0, now.after(delay).0, self.buf.encode(message)])
+            })
+            .map_err(db)?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+
+    /// Sends the messages, visible at once, in one statement.
+    async fn queue_send_batch(&mut self, queue: &str, messages: &[StepMessage]) -> StoreResult<()> {
+        let now = self.now;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message)
+                 SELECT ?1, 0, ?2, ?2, value FROM json_each(?3)",
+            )
+            .and_then(|mut s| s.execute(params![queue, now.0, self.buf.encode_all(messages)]))
+            .map_err(db)?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+
+    async fn queue_read(
+        &mut self,
+        queue: &str,
+        visibility: Duration,
+        limit: u32,
+    ) -> StoreResult<QueueBatch> {
+        read(self.conn, queue, visibility, limit, self.now)
+    }
+
+    async fn queue_delete(&mut self, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
+        let conn = self.conn;
+        let ids = id_list(msg_ids)?;
+        conn.prepare_cached(
+            "DELETE FROM queue_messages WHERE queue = ? AND msg_id IN (SELECT value FROM json_each(?))",
+        )
+        .and_then(|mut s| s.execute(params![queue, ids]))
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Hides each message (id, for how long) from `now`.
+    async fn queue_set_vt(&mut self, queue: &str, hidden: &[(i64, Duration)]) -> StoreResult<()> {
+        let conn = self.conn;
+        let now = self.now;
+        let mut s = conn
+            .prepare_cached("UPDATE queue_messages SET vt = ? WHERE msg_id = ? AND queue = ?")
+            .map_err(db)?;
+        for &(msg_id, hide) in hidden {
+            s.execute(params![now.after(hide).0, msg_id, queue])
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// Moves a message to the dead letters with the reason.
+    async fn queue_dead_letter(
+        &mut self,
+        queue: &str,
+        msg_id: i64,
+        reason: &str,
+    ) -> StoreResult<()> {
+        let conn = self.conn;
+        let now = self.now;
+        conn.prepare_cached(
+            "INSERT INTO queue_dead_letters (msg_id, queue, read_ct, enqueued_at, archived_at, message, reason)
+             SELECT msg_id, queue, read_ct, enqueued_at, ?, message, ? FROM queue_messages
+             WHERE msg_id = ? AND queue = ?",
+        )
+        .and_then(|mut s| s.execute(params![now.0, reason, msg_id, queue]))
+        .map_err(db)?;
+        self.queue_delete(queue, &[msg_id]).await
+    }
 }

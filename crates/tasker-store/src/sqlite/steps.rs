@@ -1,4 +1,8 @@
 //! The `steps` and `step_edges` tables.
+//!
+//! Where the PostgreSQL file changes a batch with one statement over arrays and appends
+//! the transitions in that statement, this one loops over the rows (a statement costs
+//! microseconds in process) and appends each transition with `transitions::append`.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -13,8 +17,8 @@ use tasker_core::state::StepState;
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db, json, parsed, transitions};
-use crate::primitives::{EvalStep, Move, Outcome, StepRow, Transition};
+use super::{Conn, SqliteTx, db, json, parsed, transitions};
+use crate::primitives::{EvalStep, Move, Outcome, StepRow, StepRows, Transition};
 use crate::rows::link_parents;
 
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
@@ -40,68 +44,6 @@ fn eval_steps(conn: &Conn, sql: &str, task_id: TaskId) -> StoreResult<Vec<EvalSt
     let mut s = conn.prepare_cached(sql).map_err(db)?;
     let rows = s.query_map([task_id.0], eval_step).map_err(db)?;
     rows.map(|r| r.map_err(db)).collect()
-}
-
-pub(crate) fn of_task(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        eval_columns!(),
-        " FROM steps WHERE task_id = ? ORDER BY position"
-    );
-    eval_steps(conn, SQL, task_id)
-}
-
-pub(crate) fn unblocked(conn: &Conn, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        eval_columns!(),
-        " FROM steps",
-        " WHERE task_id = ? AND state = 'pending' AND waiting_on = 0 ORDER BY position"
-    );
-    let mut ids = tasks.to_vec();
-    ids.sort_unstable();
-    let mut out = Vec::new();
-    for id in ids {
-        out.extend(eval_steps(conn, SQL, id)?);
-    }
-    Ok(out)
-}
-
-/// A child of two steps of `done` is decremented twice and returned once, as it ends.
-pub(crate) fn release_children(conn: &Conn, done: &[(TaskId, u32)]) -> StoreResult<Vec<EvalStep>> {
-    const SQL: &str = concat!(
-        "UPDATE steps SET waiting_on = waiting_on - 1",
-        " WHERE task_id = ?1 AND position IN (SELECT child FROM step_edges WHERE task_id = ?1 AND parent = ?2)",
-        " RETURNING ",
-        eval_columns!()
-    );
-    let mut s = conn.prepare_cached(SQL).map_err(db)?;
-    let mut children: Vec<EvalStep> = Vec::new();
-    let mut seen: HashMap<StepId, usize> = HashMap::new();
-    for (task_id, position) in done {
-        let rows = s
-            .query_map(params![task_id.0, position], eval_step)
-            .map_err(db)?;
-        for row in rows {
-            let child = row.map_err(db)?;
-            match seen.entry(child.id) {
-                Entry::Occupied(at) => children[*at.get()] = child,
-                Entry::Vacant(at) => {
-                    at.insert(children.len());
-                    children.push(child);
-                }
-            }
-        }
-    }
-    Ok(children)
-}
-
-pub(crate) fn first_failed(conn: &Conn, task_id: TaskId) -> StoreResult<Option<String>> {
-    conn.prepare_cached(
-        "SELECT name FROM steps WHERE task_id = ? AND state = 'error' ORDER BY position LIMIT 1",
-    )
-    .and_then(|mut s| s.query_row([task_id.0], |r| r.get(0)).optional())
-    .map_err(db)
 }
 
 fn edges(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
@@ -135,22 +77,6 @@ fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
         .optional()
     })
     .map_err(db)
-}
-
-pub(crate) fn get_many(conn: &Conn, steps: &[StepId]) -> StoreResult<Vec<(StepId, StepRow)>> {
-    let mut out = Vec::with_capacity(steps.len());
-    for &id in steps {
-        if let Some(row) = get(conn, id)? {
-            out.push((id, row));
-        }
-    }
-    Ok(out)
-}
-
-/// The parents' results are found from the step's edges (`CROSS JOIN` fixes that join
-/// order in SQLite), so loading a step costs its parents, not the size of its task.
-pub(crate) fn executions(conn: &Conn, steps: &[StepId]) -> StoreResult<Vec<StepExecution>> {
-    steps.iter().map(|&id| execution(conn, id)).collect()
 }
 
 fn execution(conn: &Conn, step_id: StepId) -> StoreResult<StepExecution> {
@@ -218,104 +144,6 @@ fn recorded(conn: &Conn, m: &Move<'_>, rows: usize, now: Timestamp) -> StoreResu
     Ok(rows as u64)
 }
 
-pub(crate) fn move_(conn: &Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
-    let rows = conn
-        .prepare_cached("UPDATE steps SET state = ? WHERE id = ? AND state = ?")
-        .and_then(|mut s| s.execute(params![m.to.as_str(), m.step_id.0, m.from.as_str()]))
-        .map_err(db)?;
-    recorded(conn, &m, rows, now)
-}
-
-pub(crate) fn begin_attempts(
-    conn: &Conn,
-    attempts: &[(Move<'_>, u32)],
-    now: Timestamp,
-) -> StoreResult<Vec<StepId>> {
-    let mut s = conn
-        .prepare_cached(
-            "UPDATE steps SET state = ?, attempts = ?, started_at = ?, completed_at = NULL
-             WHERE id = ? AND state = ? AND attempts = ?",
-        )
-        .map_err(db)?;
-    let mut started = Vec::with_capacity(attempts.len());
-    for (m, attempts) in attempts {
-        let rows = s
-            .execute(params![
-                m.to.as_str(),
-                attempts + 1,
-                now.0,
-                m.step_id.0,
-                m.from.as_str(),
-                attempts
-            ])
-            .map_err(db)?;
-        if recorded(conn, m, rows, now)? == 1 {
-            started.push(m.step_id);
-        }
-    }
-    Ok(started)
-}
-
-pub(crate) fn set_outcome(
-    conn: &Conn,
-    outcomes: &[(Move<'_>, Outcome<'_>)],
-    now: Timestamp,
-) -> StoreResult<u64> {
-    let mut s = conn
-        .prepare_cached(
-            "UPDATE steps SET state = ?, results = COALESCE(?, results), error = ?, completed_at = ?
-             WHERE id = ? AND state = ?",
-        )
-        .map_err(db)?;
-    let mut changed = 0;
-    for (m, outcome) in outcomes {
-        let rows = s
-            .execute(params![
-                m.to.as_str(),
-                outcome.results.map(RawValue::get),
-                outcome.error,
-                now.0,
-                m.step_id.0,
-                m.from.as_str()
-            ])
-            .map_err(db)?;
-        changed += recorded(conn, m, rows, now)?;
-    }
-    Ok(changed)
-}
-
-pub(crate) fn reset(conn: &Conn, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
-    let rows = conn
-        .prepare_cached(
-            "UPDATE steps SET state = ?, attempts = 0, results = NULL, error = NULL,
-                    started_at = NULL, completed_at = NULL
-             WHERE id = ? AND state = ?",
-        )
-        .and_then(|mut s| s.execute(params![m.to.as_str(), m.step_id.0, m.from.as_str()]))
-        .map_err(db)?;
-    recorded(conn, &m, rows, now)
-}
-
-pub(crate) fn enqueue_many(
-    conn: &Conn,
-    steps: &[(TaskId, StepId)],
-    reason: &str,
-    now: Timestamp,
-) -> StoreResult<u64> {
-    let mut moved = 0;
-    for &(task_id, step_id) in steps {
-        let m = Move {
-            task_id,
-            step_id,
-            from: StepState::Pending,
-            to: StepState::Enqueued,
-            reason,
-        };
-        moved += move_(conn, m, now)?;
-    }
-    Ok(moved)
-}
-
 /// The task's steps for reports, with `depends_on` rebuilt from the edges.
 pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>> {
     let mut s = conn
@@ -353,4 +181,201 @@ pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>>
         .collect::<StoreResult<Vec<_>>>()?;
     link_parents(&mut steps, edges(conn, task_id)?);
     Ok(steps)
+}
+
+impl StepRows for SqliteTx<'_> {
+    async fn task_failed_step(&mut self, task_id: TaskId) -> StoreResult<Option<String>> {
+        let conn = self.conn;
+        conn.prepare_cached(
+            "SELECT name FROM steps WHERE task_id = ? AND state = 'error' ORDER BY position LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row([task_id.0], |r| r.get(0)).optional())
+        .map_err(db)
+    }
+
+    async fn steps_of_task(&mut self, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
+        let conn = self.conn;
+        const SQL: &str = concat!(
+            "SELECT ",
+            eval_columns!(),
+            " FROM steps WHERE task_id = ? ORDER BY position"
+        );
+        eval_steps(conn, SQL, task_id)
+    }
+
+    async fn steps_unblocked(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<EvalStep>> {
+        let conn = self.conn;
+        const SQL: &str = concat!(
+            "SELECT ",
+            eval_columns!(),
+            " FROM steps",
+            " WHERE task_id = ? AND state = 'pending' AND waiting_on = 0 ORDER BY position"
+        );
+        let mut ids = tasks.to_vec();
+        ids.sort_unstable();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(eval_steps(conn, SQL, id)?);
+        }
+        Ok(out)
+    }
+
+    /// A child of two steps of `done` is decremented twice and returned once, as it ends.
+    async fn steps_release_children(
+        &mut self,
+        done: &[(TaskId, u32)],
+    ) -> StoreResult<Vec<EvalStep>> {
+        let conn = self.conn;
+        const SQL: &str = concat!(
+            "UPDATE steps SET waiting_on = waiting_on - 1",
+            " WHERE task_id = ?1 AND position IN (SELECT child FROM step_edges WHERE task_id = ?1 AND parent = ?2)",
+            " RETURNING ",
+            eval_columns!()
+        );
+        let mut s = conn.prepare_cached(SQL).map_err(db)?;
+        let mut children: Vec<EvalStep> = Vec::new();
+        let mut seen: HashMap<StepId, usize> = HashMap::new();
+        for (task_id, position) in done {
+            let rows = s
+                .query_map(params![task_id.0, position], eval_step)
+                .map_err(db)?;
+            for row in rows {
+                let child = row.map_err(db)?;
+                match seen.entry(child.id) {
+                    Entry::Occupied(at) => children[*at.get()] = child,
+                    Entry::Vacant(at) => {
+                        at.insert(children.len());
+                        children.push(child);
+                    }
+                }
+            }
+        }
+        Ok(children)
+    }
+
+    /// The rows of `steps`; nothing to lock, SQLite having one writer.
+    async fn steps_get(
+        &mut self,
+        steps: &[StepId],
+        _lock: bool,
+    ) -> StoreResult<Vec<(StepId, StepRow)>> {
+        let conn = self.conn;
+        let mut out = Vec::with_capacity(steps.len());
+        for &id in steps {
+            if let Some(row) = get(conn, id)? {
+                out.push((id, row));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The parents' results are found from the step's edges (`CROSS JOIN` fixes that join
+    /// order in SQLite), so loading a step costs its parents, not the size of its task.
+    async fn steps_execution(&mut self, steps: &[StepId]) -> StoreResult<Vec<StepExecution>> {
+        let conn = self.conn;
+        steps.iter().map(|&id| execution(conn, id)).collect()
+    }
+
+    async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {
+        let conn = self.conn;
+        let now = self.now;
+        let rows = conn
+            .prepare_cached("UPDATE steps SET state = ? WHERE id = ? AND state = ?")
+            .and_then(|mut s| s.execute(params![m.to.as_str(), m.step_id.0, m.from.as_str()]))
+            .map_err(db)?;
+        recorded(conn, &m, rows, now)
+    }
+
+    async fn steps_begin_attempt(
+        &mut self,
+        attempts: &[(Move<'_>, u32)],
+    ) -> StoreResult<Vec<StepId>> {
+        let conn = self.conn;
+        let now = self.now;
+        let mut s = conn
+            .prepare_cached(
+                "UPDATE steps SET state = ?, attempts = ?, started_at = ?, completed_at = NULL
+                 WHERE id = ? AND state = ? AND attempts = ?",
+            )
+            .map_err(db)?;
+        let mut started = Vec::with_capacity(attempts.len());
+        for (m, attempts) in attempts {
+            let rows = s
+                .execute(params![
+                    m.to.as_str(),
+                    attempts + 1,
+                    now.0,
+                    m.step_id.0,
+                    m.from.as_str(),
+                    attempts
+                ])
+                .map_err(db)?;
+            if recorded(conn, m, rows, now)? == 1 {
+                started.push(m.step_id);
+            }
+        }
+        Ok(started)
+    }
+
+    async fn steps_set_outcome(
+        &mut self,
+        outcomes: &[(Move<'_>, Outcome<'_>)],
+    ) -> StoreResult<u64> {
+        let conn = self.conn;
+        let now = self.now;
+        let mut s = conn
+            .prepare_cached(
+                "UPDATE steps SET state = ?, results = COALESCE(?, results), error = ?, completed_at = ?
+                 WHERE id = ? AND state = ?",
+            )
+            .map_err(db)?;
+        let mut changed = 0;
+        for (m, outcome) in outcomes {
+            let rows = s
+                .execute(params![
+                    m.to.as_str(),
+                    outcome.results.map(RawValue::get),
+                    outcome.error,
+                    now.0,
+                    m.step_id.0,
+                    m.from.as_str()
+                ])
+                .map_err(db)?;
+            changed += recorded(conn, m, rows, now)?;
+        }
+        Ok(changed)
+    }
+
+    async fn step_reset(&mut self, m: Move<'_>) -> StoreResult<u64> {
+        let conn = self.conn;
+        let now = self.now;
+        let rows = conn
+            .prepare_cached(
+                "UPDATE steps SET state = ?, attempts = 0, results = NULL, error = NULL,
+                        started_at = NULL, completed_at = NULL
+                 WHERE id = ? AND state = ?",
+            )
+            .and_then(|mut s| s.execute(params![m.to.as_str(), m.step_id.0, m.from.as_str()]))
+            .map_err(db)?;
+        recorded(conn, &m, rows, now)
+    }
+
+    async fn steps_enqueue(
+        &mut self,
+        steps: &[(TaskId, StepId)],
+        reason: &str,
+    ) -> StoreResult<u64> {
+        let mut moved = 0;
+        for &(task_id, step_id) in steps {
+            let m = Move {
+                task_id,
+                step_id,
+                from: StepState::Pending,
+                to: StepState::Enqueued,
+                reason,
+            };
+            moved += self.step_move(m).await?;
+        }
+        Ok(moved)
+    }
 }

@@ -1,4 +1,8 @@
 //! The `tasks` table, and the steps and edges a task is created with.
+//!
+//! Where the PostgreSQL file changes a batch with one statement over arrays and appends
+//! the transitions in that statement, this one loops over the rows (a statement costs
+//! microseconds in process) and appends each transition with `transitions::append`.
 
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::value::RawValue;
@@ -9,142 +13,9 @@ use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db, steps, transitions};
-use crate::primitives::{TaskMove, Transition};
+use super::{Conn, SqliteTx, db, steps, transitions};
+use crate::primitives::{TaskMove, TaskRows, Transition};
 use crate::rows::{counters, parent_counts, parse, raw, task_progress};
-
-/// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
-pub(crate) fn lock(
-    conn: &Conn,
-    tasks: &[TaskId],
-) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
-    let mut ids = tasks.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut s = conn
-        .prepare_cached("SELECT state, steps_left, steps_active FROM tasks WHERE id = ?")
-        .map_err(db)?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row: Option<(String, i64, i64)> = s
-            .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()
-            .map_err(db)?;
-        if let Some((state, left, active)) = row {
-            out.push((id, parse(&state)?, counters(left, active)));
-        }
-    }
-    Ok(out)
-}
-
-pub(crate) fn set_progress(conn: &Conn, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
-    let mut s = conn
-        .prepare_cached("UPDATE tasks SET steps_left = ?, steps_active = ? WHERE id = ?")
-        .map_err(db)?;
-    for (id, progress) in tasks {
-        s.execute(params![progress.left, progress.active, id.0])
-            .map_err(db)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn by_key(conn: &Conn, key: &str) -> StoreResult<Option<TaskId>> {
-    conn.prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?")
-        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-        .map(|id| id.map(TaskId))
-        .map_err(db)
-}
-
-pub(crate) fn insert(
-    conn: &Conn,
-    task_id: TaskId,
-    t: &TaskTemplate,
-    context: &RawValue,
-    key: Option<&str>,
-    now: Timestamp,
-) -> StoreResult<()> {
-    let steps = t.steps.len() as i64;
-    conn.prepare_cached(
-        "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
-                            step_count, steps_left, steps_active)
-         VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            task_id.0,
-            t.namespace,
-            t.name,
-            t.version,
-            context.get(),
-            key,
-            now.0,
-            now.0,
-            steps,
-            steps
-        ])
-    })
-    .map_err(db)?;
-    let edges = t.edges();
-    let parents = parent_counts(t.steps.len(), &edges);
-    let mut insert_step = conn
-        .prepare_cached(
-            "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-        )
-        .map_err(db)?;
-    for (position, step) in t.steps.iter().enumerate() {
-        let retry =
-            serde_json::to_string(&step.retry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        insert_step
-            .execute(params![
-                StepId::new().0,
-                task_id.0,
-                position as i64,
-                step.name,
-                step.handler,
-                step.queue,
-                step.config.to_string(),
-                retry,
-                step.retry.max_attempts,
-                step.timeout.as_millis() as i64,
-                parents[position],
-            ])
-            .map_err(db)?;
-    }
-    let mut insert_edge = conn
-        .prepare_cached("INSERT INTO step_edges (task_id, parent, child) VALUES (?, ?, ?)")
-        .map_err(db)?;
-    for (parent, child) in edges {
-        insert_edge
-            .execute(params![task_id.0, parent as i64, child as i64])
-            .map_err(db)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn move_many(conn: &Conn, moves: &[TaskMove<'_>], now: Timestamp) -> StoreResult<u64> {
-    let mut s = conn
-        .prepare_cached("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
-        .map_err(db)?;
-    let mut changed = 0;
-    for m in moves {
-        let moved = s
-            .execute(params![m.to.as_str(), now.0, m.task_id.0, m.from.as_str()])
-            .map_err(db)? as u64;
-        if moved == 1 {
-            let t = Transition {
-                task_id: m.task_id,
-                step_id: None,
-                from: Some(m.from.as_str()),
-                to: m.to.as_str(),
-                reason: m.reason,
-            };
-            transitions::append(conn, t, now)?;
-        }
-        changed += moved;
-    }
-    Ok(changed)
-}
 
 pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
     let row: Option<(String, i64, i64, i64)> = conn
@@ -250,36 +121,178 @@ fn task_record(r: TaskRow) -> StoreResult<TaskRecord> {
     })
 }
 
-/// Deletes up to `limit` finished tasks changed before `before`, and all that is theirs.
-/// The doomed ids go to a temporary table, so every statement deletes the same tasks.
-pub(crate) fn prune(conn: &Conn, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS pruned (id BLOB PRIMARY KEY); DELETE FROM temp.pruned;",
-    )
-    .map_err(db)?;
-    let tasks = conn
-        .execute(
-            "INSERT INTO temp.pruned SELECT id FROM tasks
-             WHERE state IN ('complete', 'error', 'cancelled') AND updated_at < ?
-             ORDER BY updated_at LIMIT ?",
-            params![before.0, limit],
-        )
-        .map_err(db)? as u64;
-    let mut steps = 0;
-    for sql in [
-        "DELETE FROM transitions WHERE task_id IN (SELECT id FROM temp.pruned)",
-        "DELETE FROM step_edges WHERE task_id IN (SELECT id FROM temp.pruned)",
-        "DELETE FROM queue_messages WHERE replace(json_extract(message, '$.task_id'), '-', '')
-         IN (SELECT lower(hex(id)) FROM temp.pruned)",
-        "DELETE FROM queue_dead_letters WHERE replace(json_extract(message, '$.task_id'), '-', '')
-         IN (SELECT lower(hex(id)) FROM temp.pruned)",
-        "DELETE FROM steps WHERE task_id IN (SELECT id FROM temp.pruned)",
-        "DELETE FROM tasks WHERE id IN (SELECT id FROM temp.pruned)",
-    ] {
-        let deleted = conn.execute(sql, []).map_err(db)? as u64;
-        if sql.starts_with("DELETE FROM steps") {
-            steps = deleted;
+impl TaskRows for SqliteTx<'_> {
+    /// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
+    async fn tasks_lock(
+        &mut self,
+        tasks: &[TaskId],
+    ) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
+        let conn = self.conn;
+        let mut ids = tasks.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut s = conn
+            .prepare_cached("SELECT state, steps_left, steps_active FROM tasks WHERE id = ?")
+            .map_err(db)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<(String, i64, i64)> = s
+                .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(db)?;
+            if let Some((state, left, active)) = row {
+                out.push((id, parse(&state)?, counters(left, active)));
+            }
         }
+        Ok(out)
     }
-    Ok(Pruned { tasks, steps })
+
+    async fn tasks_set_progress(&mut self, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
+        let conn = self.conn;
+        let mut s = conn
+            .prepare_cached("UPDATE tasks SET steps_left = ?, steps_active = ? WHERE id = ?")
+            .map_err(db)?;
+        for (id, progress) in tasks {
+            s.execute(params![progress.left, progress.active, id.0])
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn task_by_key(&mut self, key: &str) -> StoreResult<Option<TaskId>> {
+        let conn = self.conn;
+        conn.prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map(|id| id.map(TaskId))
+            .map_err(db)
+    }
+
+    async fn task_insert(
+        &mut self,
+        task_id: TaskId,
+        t: &TaskTemplate,
+        context: &RawValue,
+        key: Option<&str>,
+    ) -> StoreResult<()> {
+        let conn = self.conn;
+        let now = self.now;
+        let steps = t.steps.len() as i64;
+        conn.prepare_cached(
+            "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
+                                step_count, steps_left, steps_active)
+             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                task_id.0,
+                t.namespace,
+                t.name,
+                t.version,
+                context.get(),
+                key,
+                now.0,
+                now.0,
+                steps,
+                steps
+            ])
+        })
+        .map_err(db)?;
+        let edges = t.edges();
+        let parents = parent_counts(t.steps.len(), &edges);
+        let mut insert_step = conn
+            .prepare_cached(
+                "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            )
+            .map_err(db)?;
+        for (position, step) in t.steps.iter().enumerate() {
+            let retry = serde_json::to_string(&step.retry)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            insert_step
+                .execute(params![
+                    StepId::new().0,
+                    task_id.0,
+                    position as i64,
+                    step.name,
+                    step.handler,
+                    step.queue,
+                    step.config.to_string(),
+                    retry,
+                    step.retry.max_attempts,
+                    step.timeout.as_millis() as i64,
+                    parents[position],
+                ])
+                .map_err(db)?;
+        }
+        let mut insert_edge = conn
+            .prepare_cached("INSERT INTO step_edges (task_id, parent, child) VALUES (?, ?, ?)")
+            .map_err(db)?;
+        for (parent, child) in edges {
+            insert_edge
+                .execute(params![task_id.0, parent as i64, child as i64])
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> StoreResult<u64> {
+        let conn = self.conn;
+        let now = self.now;
+        let mut s = conn
+            .prepare_cached("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
+            .map_err(db)?;
+        let mut changed = 0;
+        for m in moves {
+            let moved = s
+                .execute(params![m.to.as_str(), now.0, m.task_id.0, m.from.as_str()])
+                .map_err(db)? as u64;
+            if moved == 1 {
+                let t = Transition {
+                    task_id: m.task_id,
+                    step_id: None,
+                    from: Some(m.from.as_str()),
+                    to: m.to.as_str(),
+                    reason: m.reason,
+                };
+                transitions::append(conn, t, now)?;
+            }
+            changed += moved;
+        }
+        Ok(changed)
+    }
+
+    /// Deletes up to `limit` finished tasks changed before `before`, and all that is theirs.
+    /// The doomed ids go to a temporary table, so every statement deletes the same tasks.
+    async fn tasks_prune(&mut self, before: Timestamp, limit: u32) -> StoreResult<Pruned> {
+        let conn = self.conn;
+        conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS pruned (id BLOB PRIMARY KEY); DELETE FROM temp.pruned;",
+        )
+        .map_err(db)?;
+        let tasks = conn
+            .execute(
+                "INSERT INTO temp.pruned SELECT id FROM tasks
+                 WHERE state IN ('complete', 'error', 'cancelled') AND updated_at < ?
+                 ORDER BY updated_at LIMIT ?",
+                params![before.0, limit],
+            )
+            .map_err(db)? as u64;
+        let mut steps = 0;
+        for sql in [
+            "DELETE FROM transitions WHERE task_id IN (SELECT id FROM temp.pruned)",
+            "DELETE FROM step_edges WHERE task_id IN (SELECT id FROM temp.pruned)",
+            "DELETE FROM queue_messages WHERE replace(json_extract(message, '$.task_id'), '-', '')
+             IN (SELECT lower(hex(id)) FROM temp.pruned)",
+            "DELETE FROM queue_dead_letters WHERE replace(json_extract(message, '$.task_id'), '-', '')
+             IN (SELECT lower(hex(id)) FROM temp.pruned)",
+            "DELETE FROM steps WHERE task_id IN (SELECT id FROM temp.pruned)",
+            "DELETE FROM tasks WHERE id IN (SELECT id FROM temp.pruned)",
+        ] {
+            let deleted = conn.execute(sql, []).map_err(db)? as u64;
+            if sql.starts_with("DELETE FROM steps") {
+                steps = deleted;
+            }
+        }
+        Ok(Pruned { tasks, steps })
+    }
 }

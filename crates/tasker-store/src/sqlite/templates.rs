@@ -3,37 +3,9 @@
 use rusqlite::{OptionalExtension, params};
 use tasker_core::store::{StoreResult, TemplateListParams, TemplateRecord};
 use tasker_core::template::TaskTemplate;
-use tasker_core::time::Timestamp;
 
-use super::{Conn, db};
-
-pub(crate) fn definition(conn: &Conn, t: &TaskTemplate) -> StoreResult<Option<String>> {
-    conn.prepare_cached(
-        "SELECT definition FROM templates WHERE namespace = ? AND name = ? AND version = ?",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![t.namespace, t.name, t.version], |r| r.get(0))
-            .optional()
-    })
-    .map_err(db)
-}
-
-/// Inserts the definition unless the version exists; true if it did.
-pub(crate) fn insert(
-    conn: &Conn,
-    t: &TaskTemplate,
-    definition: &str,
-    now: Timestamp,
-) -> StoreResult<bool> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO templates (namespace, name, version, definition, created_at)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .and_then(|mut s| s.execute(params![t.namespace, t.name, t.version, definition, now.0]))
-        .map_err(db)?;
-    Ok(inserted == 1)
-}
+use super::{Conn, SqliteTx, db};
+use crate::primitives::TemplateRows;
 
 pub(crate) fn list(
     conn: &Conn,
@@ -63,4 +35,32 @@ pub(crate) fn list(
         .map_err(db)?;
     rows.map(|r| r.map(crate::rows::template).map_err(db))
         .collect()
+}
+
+impl TemplateRows for SqliteTx<'_> {
+    async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
+        let conn = self.conn;
+        conn.prepare_cached(
+            "SELECT definition FROM templates WHERE namespace = ? AND name = ? AND version = ?",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![t.namespace, t.name, t.version], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db)
+    }
+
+    /// Inserts the definition unless the version exists; true if it did.
+    async fn template_insert(&mut self, t: &TaskTemplate, definition: &str) -> StoreResult<bool> {
+        let conn = self.conn;
+        let now = self.now;
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO templates (namespace, name, version, definition, created_at)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![t.namespace, t.name, t.version, definition, now.0]))
+            .map_err(db)?;
+        Ok(inserted == 1)
+    }
 }

@@ -5,9 +5,11 @@ use tasker_core::id::{StepId, TaskId};
 use tasker_core::store::{StoreResult, TransitionRecord};
 use tasker_core::time::Timestamp;
 
-use super::{Conn, db};
-use crate::primitives::Transition;
+use super::{Conn, SqliteTx, db};
+use crate::primitives::{Transition, TransitionRows};
 
+/// Appends one transition. SQLite's statements cost microseconds, so its tables
+/// append theirs one by one; PostgreSQL's statements append in the same statement.
 pub(crate) fn append(conn: &Conn, t: Transition<'_>, now: Timestamp) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO transitions (task_id, step_id, from_state, to_state, reason, at)
@@ -47,4 +49,10 @@ pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<TransitionRe
         })
         .map_err(db)?;
     rows.map(|r| r.map_err(db)).collect()
+}
+
+impl TransitionRows for SqliteTx<'_> {
+    async fn transition_append(&mut self, t: Transition<'_>) -> StoreResult<()> {
+        append(self.conn, t, self.now)
+    }
 }
