@@ -1,10 +1,174 @@
-//! Turning rows into records, alike for both backends. JSON columns are text in the
-//! database and `RawValue` in memory, never a `Value` tree.
+//! Turning rows into records, once for both backends: each backend reads its rows
+//! through [`Columns`], selecting the columns in the order each decoder names. JSON
+//! columns are text in the database and `RawValue` in memory, never a `Value` tree;
+//! names repeated in every task are interned. A value of the wrong type is
+//! [`StoreError::Corrupt`], never a panic.
+
+use std::time::Duration;
 
 use serde_json::value::RawValue;
+use tasker_core::backoff::RetryPolicy;
+use tasker_core::id::{StepId, TaskId};
+use tasker_core::intern::Interner;
 use tasker_core::readiness::Progress;
-use tasker_core::store::{QueueDepth, StepRecord, StoreError, TemplateRecord};
+use tasker_core::store::{
+    DeadLetter, QueueDepth, StepExecution, StepRecord, StoreError, StoreResult, TaskRecord,
+    TemplateRecord, TransitionRecord,
+};
 use tasker_core::time::Timestamp;
+
+use crate::primitives::{EvalStep, StepRow};
+
+/// A row of either backend, read by column index. Integers are read whatever their
+/// width in the database; text is borrowed from the row.
+pub(crate) trait Columns {
+    fn str(&self, i: usize) -> StoreResult<&str>;
+    fn opt_str(&self, i: usize) -> StoreResult<Option<&str>>;
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>>;
+    fn opt_uuid(&self, i: usize) -> StoreResult<Option<uuid::Uuid>>;
+
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        self.opt_int(i)?.ok_or_else(|| null(i))
+    }
+
+    fn uuid(&self, i: usize) -> StoreResult<uuid::Uuid> {
+        self.opt_uuid(i)?.ok_or_else(|| null(i))
+    }
+
+    /// A count or position: never negative, and within `u32`.
+    fn count(&self, i: usize) -> StoreResult<u32> {
+        Ok(self.int(i)?.clamp(0, u32::MAX.into()) as u32)
+    }
+
+    fn owned(&self, i: usize) -> StoreResult<String> {
+        self.str(i).map(str::to_owned)
+    }
+
+    fn json(&self, i: usize) -> StoreResult<Box<RawValue>> {
+        raw(self.owned(i)?)
+    }
+}
+
+fn null(i: usize) -> StoreError {
+    StoreError::Corrupt(format!("column {i} is null"))
+}
+
+/// `id, namespace, name, version, state, context, idempotency_key, created_at,
+/// updated_at`.
+pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
+    Ok(TaskRecord {
+        id: TaskId(r.uuid(0)?),
+        namespace: r.owned(1)?,
+        name: r.owned(2)?,
+        version: r.owned(3)?,
+        state: parse(r.str(4)?)?,
+        context: r.json(5)?,
+        idempotency_key: r.opt_str(6)?.map(str::to_owned),
+        created_at: Timestamp(r.int(7)?),
+        updated_at: Timestamp(r.int(8)?),
+    })
+}
+
+/// `id, position, name, handler, queue, state, attempts, max_attempts, results, error,
+/// started_at, completed_at` of a step of `task_id`; `depends_on` is left empty (see
+/// [`link_parents`]).
+pub(crate) fn step_record(r: &impl Columns, task_id: TaskId) -> StoreResult<StepRecord> {
+    Ok(StepRecord {
+        id: StepId(r.uuid(0)?),
+        task_id,
+        position: r.count(1)?,
+        name: r.owned(2)?,
+        handler: r.owned(3)?,
+        queue: r.owned(4)?,
+        depends_on: Vec::new(),
+        state: parse(r.str(5)?)?,
+        attempts: r.count(6)?,
+        max_attempts: r.count(7)?,
+        results: r.opt_str(8)?.map(|t| raw(t.to_owned())).transpose()?,
+        error: r.opt_str(9)?.map(str::to_owned),
+        started_at: r.opt_int(10)?.map(Timestamp),
+        completed_at: r.opt_int(11)?.map(Timestamp),
+    })
+}
+
+/// `task_id, attempts, namespace, task name, version, step name, handler, config,
+/// context, the parents' results (a JSON array of `[name, results]`), the retry policy
+/// (JSON), timeout_ms` of step `step_id`.
+pub(crate) fn execution(r: &impl Columns, step_id: StepId) -> StoreResult<StepExecution> {
+    let names = Interner::global();
+    let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> = serde_json::from_str(r.str(9)?)
+        .map_err(|e| StoreError::Corrupt(format!("parent results: {e}")))?;
+    let retry: RetryPolicy = serde_json::from_str(r.str(10)?)
+        .map_err(|e| StoreError::Corrupt(format!("retry policy: {e}")))?;
+    Ok(StepExecution {
+        task_id: TaskId(r.uuid(0)?),
+        step_id,
+        attempt: r.count(1)?,
+        namespace: names.intern(r.str(2)?),
+        task_name: names.intern(r.str(3)?),
+        task_version: names.intern(r.str(4)?),
+        step_name: names.intern(r.str(5)?),
+        handler: names.intern(r.str(6)?),
+        config: r.json(7)?,
+        context: r.json(8)?,
+        parents: parents
+            .into_iter()
+            .map(|(n, r)| (names.intern(&n), r))
+            .collect(),
+        retry,
+        timeout: Duration::from_millis(r.int(11)?.max(0) as u64),
+    })
+}
+
+/// `id, task_id, position, state, queue, waiting_on`.
+pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
+    Ok(EvalStep {
+        id: StepId(r.uuid(0)?),
+        task_id: TaskId(r.uuid(1)?),
+        position: r.count(2)?,
+        state: parse(r.str(3)?)?,
+        queue: Interner::global().intern(r.str(4)?),
+        waiting_on: r.count(5)?,
+    })
+}
+
+/// `task_id, name, queue, state, attempts, max_attempts, timeout_ms, position`.
+pub(crate) fn step_row(r: &impl Columns) -> StoreResult<StepRow> {
+    Ok(StepRow {
+        task_id: TaskId(r.uuid(0)?),
+        name: r.owned(1)?,
+        queue: r.owned(2)?,
+        state: parse(r.str(3)?)?,
+        attempts: r.count(4)?,
+        max_attempts: r.count(5)?,
+        timeout: Duration::from_millis(r.int(6)?.max(0) as u64),
+        position: r.count(7)?,
+    })
+}
+
+/// `step_id, from_state, to_state, reason, at` of a transition of `task_id`.
+pub(crate) fn transition(r: &impl Columns, task_id: TaskId) -> StoreResult<TransitionRecord> {
+    Ok(TransitionRecord {
+        task_id,
+        step_id: r.opt_uuid(0)?.map(StepId),
+        from_state: r.opt_str(1)?.map(str::to_owned),
+        to_state: r.owned(2)?,
+        reason: r.owned(3)?,
+        at: Timestamp(r.int(4)?),
+    })
+}
+
+/// `msg_id, read_ct, message, reason, archived_at` of a dead letter of `queue`.
+pub(crate) fn dead_letter(r: &impl Columns, queue: &str) -> StoreResult<DeadLetter> {
+    Ok(DeadLetter {
+        queue: queue.to_owned(),
+        msg_id: r.int(0)?,
+        read_ct: r.int(1)?.clamp(0, i32::MAX.into()) as i32,
+        body: r.owned(2)?,
+        reason: r.owned(3)?,
+        archived_at: Timestamp(r.int(4)?),
+    })
+}
 
 /// Wraps stored JSON text without copying it (the text is checked, not rebuilt).
 pub(crate) fn raw(text: String) -> Result<Box<RawValue>, StoreError> {
@@ -93,4 +257,75 @@ pub(crate) fn preload_steps(
         })
         .collect::<Result<_, StoreError>>()?;
     serde_json::to_string(&steps).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row of text columns (or nulls), numbers and ids parsed from the text.
+    struct TextRow(Vec<Option<&'static str>>);
+
+    impl Columns for TextRow {
+        fn str(&self, i: usize) -> StoreResult<&str> {
+            self.opt_str(i)?.ok_or_else(|| null(i))
+        }
+
+        fn opt_str(&self, i: usize) -> StoreResult<Option<&str>> {
+            Ok(self.0[i])
+        }
+
+        fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+            self.0[i].map(parse).transpose()
+        }
+
+        fn opt_uuid(&self, i: usize) -> StoreResult<Option<uuid::Uuid>> {
+            self.0[i].map(parse).transpose()
+        }
+    }
+
+    const ID: &str = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+
+    fn task(state: &'static str, context: &'static str, created: Option<&'static str>) -> TextRow {
+        TextRow(vec![
+            Some(ID),
+            Some("n"),
+            Some("t"),
+            Some("1.0.0"),
+            Some(state),
+            Some(context),
+            None,
+            created,
+            Some("2"),
+        ])
+    }
+
+    #[test]
+    fn a_row_decodes_into_its_record() {
+        let t = task("in_progress", r#"{"a":1}"#, Some("1")).decoded();
+        assert_eq!(t.state, tasker_core::TaskState::InProgress);
+        assert_eq!(t.context.get(), r#"{"a":1}"#, "kept as written");
+        assert_eq!((t.created_at, t.idempotency_key), (Timestamp(1), None));
+    }
+
+    #[test]
+    fn stored_data_that_does_not_decode_is_corrupt_not_a_panic() {
+        for (row, says) in [
+            (task("sleeping", "{}", Some("1")), "sleeping"),
+            (task("pending", "{not json", Some("1")), "stored JSON"),
+            (task("pending", "{}", None), "column 7 is null"),
+            (task("pending", "{}", Some("soon")), "invalid digit"),
+        ] {
+            match task_record(&row) {
+                Err(StoreError::Corrupt(why)) => assert!(why.contains(says), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    impl TextRow {
+        fn decoded(&self) -> TaskRecord {
+            task_record(self).unwrap()
+        }
+    }
 }

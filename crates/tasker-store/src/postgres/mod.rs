@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Column, Row, TypeInfo};
 use tasker_core::encode::{BufferPool, EncodeBuffer};
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
@@ -236,6 +237,39 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         other => StoreError::Database(Box::new(other)),
+    }
+}
+
+/// A value of the wrong type for its column.
+fn corrupt(e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt(format!("stored data: {e}"))
+}
+
+impl crate::rows::Columns for sqlx::postgres::PgRow {
+    fn str(&self, i: usize) -> StoreResult<&str> {
+        self.try_get(i).map_err(corrupt)
+    }
+
+    fn opt_str(&self, i: usize) -> StoreResult<Option<&str>> {
+        self.try_get(i).map_err(corrupt)
+    }
+
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        // Dialect: PostgreSQL types integers by width (SQLite has one integer type).
+        let wide = self
+            .columns()
+            .get(i)
+            .is_some_and(|c| c.type_info().name() == "INT8");
+        if wide {
+            self.try_get(i).map_err(corrupt)
+        } else {
+            let narrow: Option<i32> = self.try_get(i).map_err(corrupt)?;
+            Ok(narrow.map(i64::from))
+        }
+    }
+
+    fn opt_uuid(&self, i: usize) -> StoreResult<Option<uuid::Uuid>> {
+        self.try_get(i).map_err(corrupt)
     }
 }
 

@@ -18,6 +18,7 @@ use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db};
 use crate::primitives::QueueOps;
+use crate::rows::dead_letter;
 
 /// A pgmq table of `queue` (`q` for the queue, `a` for its archive), as an identifier.
 /// Queue names are checked first, so the identifier is safe to splice into SQL.
@@ -121,17 +122,7 @@ pub(crate) async fn dead_letters(conn: &mut Conn, queue: &str) -> StoreResult<Ve
         Err(e) if is_missing_queue(&e) => return Ok(Vec::new()),
         Err(e) => return Err(db(e)),
     };
-    Ok(rows
-        .into_iter()
-        .map(|r| DeadLetter {
-            queue: queue.to_owned(),
-            msg_id: r.get(0),
-            read_ct: r.get(1),
-            body: r.get(2),
-            reason: r.get(3),
-            archived_at: Timestamp(r.get(4)),
-        })
-        .collect())
+    rows.iter().map(|r| dead_letter(r, queue)).collect()
 }
 
 /// Every dead letter has its reason recorded beside pgmq's archive.

@@ -1,37 +1,19 @@
 //! The `tasker.steps` and `tasker.step_edges` tables.
 
-use std::time::Duration;
-
 use serde_json::value::RawValue;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::intern::Interner;
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db};
 use crate::primitives::{EvalStep, Move, Outcome, StepRow, StepRows};
-use crate::rows::{link_parents, parse, raw};
+use crate::rows::{self, Columns, eval_step, link_parents, step_record, step_row};
 
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
         "id, task_id, position, state, queue, waiting_on"
     };
-}
-
-fn eval_step(r: &PgRow) -> StoreResult<EvalStep> {
-    let names = Interner::global();
-    Ok(EvalStep {
-        id: StepId(r.get(0)),
-        task_id: TaskId(r.get(1)),
-        position: r.get::<i32, _>(2) as u32,
-        state: parse(r.get::<&str, _>(3))?,
-        queue: names.intern(r.get(4)),
-        waiting_on: r.get::<i32, _>(5).max(0) as u32,
-    })
 }
 
 async fn eval_steps(
@@ -58,46 +40,6 @@ pub(crate) async fn edges(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<(
         .into_iter()
         .map(|(p, c)| (p as usize, c as usize))
         .collect())
-}
-
-fn step_row(r: &PgRow) -> StoreResult<StepRow> {
-    Ok(StepRow {
-        task_id: TaskId(r.get(0)),
-        name: r.get(1),
-        queue: r.get(2),
-        state: parse(r.get::<&str, _>(3))?,
-        attempts: r.get::<i32, _>(4) as u32,
-        max_attempts: r.get::<i32, _>(5) as u32,
-        timeout: Duration::from_millis(r.get::<i64, _>(6) as u64),
-        position: r.get::<i32, _>(7) as u32,
-    })
-}
-
-fn execution(r: &PgRow) -> StoreResult<StepExecution> {
-    let names = Interner::global();
-    let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> =
-        serde_json::from_str(r.get::<&str, _>(9))
-            .map_err(|e| StoreError::Corrupt(format!("parent results: {e}")))?;
-    let retry: RetryPolicy = serde_json::from_str(r.get::<&str, _>(10))
-        .map_err(|e| StoreError::Corrupt(format!("retry policy: {e}")))?;
-    Ok(StepExecution {
-        task_id: TaskId(r.get(0)),
-        step_id: StepId(r.get(12)),
-        attempt: r.get::<i32, _>(1) as u32,
-        namespace: names.intern(r.get(2)),
-        task_name: names.intern(r.get(3)),
-        task_version: names.intern(r.get(4)),
-        step_name: names.intern(r.get(5)),
-        handler: names.intern(r.get(6)),
-        config: raw(r.get(7))?,
-        context: raw(r.get(8))?,
-        parents: parents
-            .into_iter()
-            .map(|(n, r)| (names.intern(&n), r))
-            .collect(),
-        retry,
-        timeout: Duration::from_millis(r.get::<i64, _>(11) as u64),
-    })
 }
 
 /// A compare-and-set `UPDATE … RETURNING id` of steps, followed by the insert of one
@@ -169,25 +111,8 @@ pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<St
     .await
     .map_err(db)?;
     let mut steps = rows
-        .into_iter()
-        .map(|r| {
-            Ok(StepRecord {
-                id: StepId(r.get(0)),
-                task_id,
-                position: r.get::<i32, _>(1) as u32,
-                name: r.get(2),
-                handler: r.get(3),
-                queue: r.get(4),
-                depends_on: Vec::new(),
-                state: parse(r.get::<&str, _>(5))?,
-                attempts: r.get::<i32, _>(6) as u32,
-                max_attempts: r.get::<i32, _>(7) as u32,
-                results: r.get::<Option<String>, _>(8).map(raw).transpose()?,
-                error: r.get(9),
-                started_at: r.get::<Option<i64>, _>(10).map(Timestamp),
-                completed_at: r.get::<Option<i64>, _>(11).map(Timestamp),
-            })
-        })
+        .iter()
+        .map(|r| step_record(r, task_id))
         .collect::<StoreResult<Vec<_>>>()?;
     link_parents(&mut steps, edges(conn, task_id).await?);
     Ok(steps)
@@ -287,7 +212,7 @@ impl StepRows for PgTx<'_> {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(|r| Ok((StepId(r.get(8)), step_row(r)?)))
+            .map(|r| Ok((StepId(r.uuid(8)?), step_row(r)?)))
             .collect()
     }
 
@@ -308,7 +233,9 @@ impl StepRows for PgTx<'_> {
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-        rows.iter().map(execution).collect()
+        rows.iter()
+            .map(|r| rows::execution(r, StepId(r.uuid(12)?)))
+            .collect()
     }
 
     async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {

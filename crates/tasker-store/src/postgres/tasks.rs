@@ -1,8 +1,6 @@
 //! The `tasker.tasks` table, and the steps and edges a task is created with.
 
 use serde_json::value::RawValue;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::readiness::Progress;
 use tasker_core::state::TaskState;
@@ -12,7 +10,7 @@ use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db, steps};
 use crate::primitives::{TaskMove, TaskRows};
-use crate::rows::{counters, parent_counts, parse, raw, task_progress};
+use crate::rows::{counters, parent_counts, parse, task_progress, task_record};
 
 pub(crate) async fn progress(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
     let row: Option<(String, i32, i32, i32)> = sqlx::query_as(
@@ -36,7 +34,7 @@ pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDet
     .await
     .map_err(db)?
     .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-    let task = task_record(row)?;
+    let task = task_record(&row)?;
     let steps = steps::list(conn, task_id).await?;
     Ok(TaskDetail { task, steps })
 }
@@ -54,7 +52,7 @@ pub(crate) async fn list(conn: &mut Conn, p: TaskListParams<'_>) -> StoreResult<
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
-    rows.into_iter().map(task_record).collect()
+    rows.iter().map(task_record).collect()
 }
 
 pub(crate) async fn list_unfinished(conn: &mut Conn) -> StoreResult<Vec<TaskId>> {
@@ -67,22 +65,9 @@ pub(crate) async fn list_unfinished(conn: &mut Conn) -> StoreResult<Vec<TaskId>>
     Ok(ids.into_iter().map(TaskId).collect())
 }
 
+/// The columns of [`task_record`].
 const TASK_COLUMNS: &str =
     "id, namespace, name, version, state, context::text, idempotency_key, created_at, updated_at";
-
-fn task_record(r: PgRow) -> StoreResult<TaskRecord> {
-    Ok(TaskRecord {
-        id: TaskId(r.get(0)),
-        namespace: r.get(1),
-        name: r.get(2),
-        version: r.get(3),
-        state: parse(r.get::<&str, _>(4))?,
-        context: raw(r.get(5))?,
-        idempotency_key: r.get(6),
-        created_at: Timestamp(r.get(7)),
-        updated_at: Timestamp(r.get(8)),
-    })
-}
 
 impl TaskRows for PgTx<'_> {
     /// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that

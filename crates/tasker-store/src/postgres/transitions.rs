@@ -1,12 +1,11 @@
 //! The `tasker.transitions` table: the append-only audit trail of every state change.
 
-use sqlx::Row;
-use tasker_core::id::{StepId, TaskId};
+use tasker_core::id::TaskId;
 use tasker_core::store::{StoreResult, TransitionRecord};
-use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db};
 use crate::primitives::{Transition, TransitionRows};
+use crate::rows::transition;
 
 pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<TransitionRecord>> {
     let rows = sqlx::query(
@@ -17,17 +16,7 @@ pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<Tr
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| TransitionRecord {
-            task_id,
-            step_id: r.get::<Option<uuid::Uuid>, _>(0).map(StepId),
-            from_state: r.get(1),
-            to_state: r.get(2),
-            reason: r.get(3),
-            at: Timestamp(r.get(4)),
-        })
-        .collect())
+    rows.iter().map(|r| transition(r, task_id)).collect()
 }
 
 impl TransitionRows for PgTx<'_> {

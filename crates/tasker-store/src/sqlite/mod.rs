@@ -35,7 +35,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{OpenFlags, TransactionBehavior};
-use serde_json::value::RawValue;
 use tasker_core::encode::{BufferPool, EncodeBuffer};
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
@@ -251,23 +250,46 @@ pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Column `i` of a row parsed into its type (a state, say): anything else is corrupt.
-pub(crate) fn parsed<T>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T>
-where
-    T: FromStr,
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    let text = r.get_ref(i)?.as_str()?;
-    text.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
+impl crate::rows::Columns for rusqlite::Row<'_> {
+    fn str(&self, i: usize) -> StoreResult<&str> {
+        self.get_ref(i)
+            .map_err(db)?
+            .as_str()
+            .map_err(|e| corrupt_value(i, e))
+    }
+
+    fn opt_str(&self, i: usize) -> StoreResult<Option<&str>> {
+        self.get_ref(i)
+            .map_err(db)?
+            .as_str_or_null()
+            .map_err(|e| corrupt_value(i, e))
+    }
+
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        self.get(i).map_err(db)
+    }
+
+    fn opt_uuid(&self, i: usize) -> StoreResult<Option<uuid::Uuid>> {
+        self.get(i).map_err(db)
+    }
 }
 
-/// Column `i` of a row as stored JSON, wrapped without copying.
-pub(crate) fn json(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Box<RawValue>> {
-    RawValue::from_string(r.get(i)?).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
+fn corrupt_value(i: usize, e: rusqlite::types::FromSqlError) -> StoreError {
+    StoreError::Corrupt(format!("stored data, column {i}: {e}"))
+}
+
+/// Every row `s` returns for `params`, decoded by `decode`.
+pub(crate) fn decode_all<T>(
+    s: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut rows = s.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db)? {
+        out.push(decode(r)?);
+    }
+    Ok(out)
 }
 
 /// One open transaction of the embedded store.

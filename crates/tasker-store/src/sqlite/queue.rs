@@ -13,8 +13,9 @@ use tasker_core::store::{
 };
 use tasker_core::time::Timestamp;
 
-use super::{Conn, SqliteTx, db};
+use super::{Conn, SqliteTx, db, decode_all};
 use crate::primitives::QueueOps;
+use crate::rows::dead_letter;
 
 /// A list of message ids as a JSON array, for `json_each`.
 fn id_list(msg_ids: &[i64]) -> StoreResult<String> {
@@ -107,19 +108,7 @@ pub(crate) fn dead_letters(conn: &Conn, queue: &str) -> StoreResult<Vec<DeadLett
              WHERE queue = ? ORDER BY msg_id",
         )
         .map_err(db)?;
-    let rows = s
-        .query_map([queue], |r| {
-            Ok(DeadLetter {
-                queue: queue.to_owned(),
-                msg_id: r.get(0)?,
-                read_ct: r.get(1)?,
-                body: r.get(2)?,
-                reason: r.get(3)?,
-                archived_at: Timestamp(r.get(4)?),
-            })
-        })
-        .map_err(db)?;
-    rows.map(|r| r.map_err(db)).collect()
+    decode_all(&mut s, [queue], |r| dead_letter(r, queue))
 }
 
 pub(crate) fn dead_letter_queues(conn: &Conn) -> StoreResult<Vec<String>> {

@@ -6,20 +6,17 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::time::Duration;
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::value::RawValue;
-use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::intern::Interner;
 use tasker_core::state::StepState;
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
-use super::{Conn, SqliteTx, db, json, parsed, transitions};
+use super::{Conn, SqliteTx, db, decode_all, transitions};
 use crate::primitives::{EvalStep, Move, Outcome, StepRow, StepRows, Transition};
-use crate::rows::link_parents;
+use crate::rows::{self, eval_step, link_parents, step_record, step_row};
 
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
@@ -28,22 +25,9 @@ macro_rules! eval_columns {
     };
 }
 
-fn eval_step(r: &Row<'_>) -> rusqlite::Result<EvalStep> {
-    let names = Interner::global();
-    Ok(EvalStep {
-        id: StepId(r.get(0)?),
-        task_id: TaskId(r.get(1)?),
-        position: r.get(2)?,
-        state: parsed(r, 3)?,
-        queue: names.intern(r.get_ref(4)?.as_str()?),
-        waiting_on: r.get::<_, i64>(5)?.max(0) as u32,
-    })
-}
-
 fn eval_steps(conn: &Conn, sql: &str, task_id: TaskId) -> StoreResult<Vec<EvalStep>> {
     let mut s = conn.prepare_cached(sql).map_err(db)?;
-    let rows = s.query_map([task_id.0], eval_step).map_err(db)?;
-    rows.map(|r| r.map_err(db)).collect()
+    decode_all(&mut s, [task_id.0], |r| eval_step(r))
 }
 
 fn edges(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
@@ -57,31 +41,17 @@ fn edges(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
 }
 
 fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
-    conn.prepare_cached(
-        "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position
-         FROM steps WHERE id = ?",
-    )
-    .and_then(|mut s| {
-        s.query_row([step_id.0], |r| {
-            Ok(StepRow {
-                task_id: TaskId(r.get(0)?),
-                name: r.get(1)?,
-                queue: r.get(2)?,
-                state: parsed(r, 3)?,
-                attempts: r.get(4)?,
-                max_attempts: r.get(5)?,
-                timeout: Duration::from_millis(r.get(6)?),
-                position: r.get(7)?,
-            })
-        })
-        .optional()
-    })
-    .map_err(db)
+    let mut s = conn
+        .prepare_cached(
+            "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position
+             FROM steps WHERE id = ?",
+        )
+        .map_err(db)?;
+    Ok(decode_all(&mut s, [step_id.0], |r| step_row(r))?.pop())
 }
 
 fn execution(conn: &Conn, step_id: StepId) -> StoreResult<StepExecution> {
-    let names = Interner::global();
-    let exec = conn
+    let mut s = conn
         .prepare_cached(
             "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config, t.context,
                     (SELECT json_group_array(json_array(p.name, json(COALESCE(p.results, 'null'))))
@@ -91,42 +61,10 @@ fn execution(conn: &Conn, step_id: StepId) -> StoreResult<StepExecution> {
                     s.retry, s.timeout_ms
              FROM steps s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?",
         )
-        .and_then(|mut s| {
-            s.query_row([step_id.0], |r| {
-                let name = |i: usize| -> rusqlite::Result<std::sync::Arc<str>> {
-                    Ok(names.intern(r.get_ref(i)?.as_str()?))
-                };
-                let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> =
-                    serde_json::from_str(r.get_ref(9)?.as_str()?).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
-                    })?;
-                let retry: RetryPolicy =
-                    serde_json::from_str(r.get_ref(10)?.as_str()?).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
-                    })?;
-                Ok(StepExecution {
-                    task_id: TaskId(r.get(0)?),
-                    step_id,
-                    attempt: r.get(1)?,
-                    namespace: name(2)?,
-                    task_name: name(3)?,
-                    task_version: name(4)?,
-                    step_name: name(5)?,
-                    handler: name(6)?,
-                    config: json(r, 7)?,
-                    context: json(r, 8)?,
-                    parents: parents
-                        .into_iter()
-                        .map(|(n, r)| (names.intern(&n), r))
-                        .collect(),
-                    retry,
-                    timeout: Duration::from_millis(r.get(11)?),
-                })
-            })
-            .optional()
-        })
         .map_err(db)?;
-    exec.ok_or_else(|| StoreError::NotFound(format!("step {step_id}")))
+    decode_all(&mut s, [step_id.0], |r| rows::execution(r, step_id))?
+        .pop()
+        .ok_or_else(|| StoreError::NotFound(format!("step {step_id}")))
 }
 
 /// Appends the transition of `m` if its compare-and-set changed a row.
@@ -153,32 +91,7 @@ pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>>
              FROM steps WHERE task_id = ? ORDER BY position",
         )
         .map_err(db)?;
-    let rows = s
-        .query_map([task_id.0], |r| {
-            Ok(StepRecord {
-                id: StepId(r.get(0)?),
-                task_id,
-                position: r.get(1)?,
-                name: r.get(2)?,
-                handler: r.get(3)?,
-                queue: r.get(4)?,
-                depends_on: Vec::new(),
-                state: parsed(r, 5)?,
-                attempts: r.get(6)?,
-                max_attempts: r.get(7)?,
-                results: match r.get_ref(8)?.as_str_or_null()? {
-                    Some(_) => Some(json(r, 8)?),
-                    None => None,
-                },
-                error: r.get(9)?,
-                started_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
-                completed_at: r.get::<_, Option<i64>>(11)?.map(Timestamp),
-            })
-        })
-        .map_err(db)?;
-    let mut steps = rows
-        .map(|r| r.map_err(db))
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut steps = decode_all(&mut s, [task_id.0], |r| step_record(r, task_id))?;
     link_parents(&mut steps, edges(conn, task_id)?);
     Ok(steps)
 }
@@ -236,11 +149,7 @@ impl StepRows for SqliteTx<'_> {
         let mut children: Vec<EvalStep> = Vec::new();
         let mut seen: HashMap<StepId, usize> = HashMap::new();
         for (task_id, position) in done {
-            let rows = s
-                .query_map(params![task_id.0, position], eval_step)
-                .map_err(db)?;
-            for row in rows {
-                let child = row.map_err(db)?;
+            for child in decode_all(&mut s, params![task_id.0, position], |r| eval_step(r))? {
                 match seen.entry(child.id) {
                     Entry::Occupied(at) => children[*at.get()] = child,
                     Entry::Vacant(at) => {

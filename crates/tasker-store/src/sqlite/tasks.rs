@@ -4,7 +4,7 @@
 //! the transitions in that statement, this one loops over the rows (a statement costs
 //! microseconds in process) and appends each transition with `transitions::append`.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::readiness::Progress;
@@ -13,9 +13,9 @@ use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
-use super::{Conn, SqliteTx, db, steps, transitions};
+use super::{Conn, SqliteTx, db, decode_all, steps, transitions};
 use crate::primitives::{TaskMove, TaskRows, Transition};
-use crate::rows::{counters, parent_counts, parse, raw, task_progress};
+use crate::rows::{counters, parent_counts, parse, task_progress, task_record};
 
 pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
     let row: Option<(String, i64, i64, i64)> = conn
@@ -35,12 +35,12 @@ pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress
 }
 
 pub(crate) fn get(conn: &Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
-    let task = conn
+    let mut s = conn
         .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
-        .and_then(|mut s| s.query_row([task_id.0], task_row).optional())
-        .map_err(db)?
+        .map_err(db)?;
+    let task = decode_all(&mut s, [task_id.0], |r| task_record(r))?
+        .pop()
         .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-    let task = task_record(task)?;
     let steps = steps::list(conn, task_id)?;
     Ok(TaskDetail { task, steps })
 }
@@ -53,18 +53,13 @@ pub(crate) fn list(conn: &Conn, p: TaskListParams<'_>) -> StoreResult<Vec<TaskRe
              ORDER BY id DESC LIMIT ?4"
         ))
         .map_err(db)?;
-    let rows = s
-        .query_map(
-            params![
-                p.state.map(|s| s.as_str()),
-                p.namespace,
-                p.before.map(|t| t.0),
-                p.limit
-            ],
-            task_row,
-        )
-        .map_err(db)?;
-    rows.map(|r| r.map_err(db).and_then(task_record)).collect()
+    let params = params![
+        p.state.map(|s| s.as_str()),
+        p.namespace,
+        p.before.map(|t| t.0),
+        p.limit
+    ];
+    decode_all(&mut s, params, |r| task_record(r))
 }
 
 pub(crate) fn list_unfinished(conn: &Conn) -> StoreResult<Vec<TaskId>> {
@@ -77,49 +72,9 @@ pub(crate) fn list_unfinished(conn: &Conn) -> StoreResult<Vec<TaskId>> {
     rows.map(|r| r.map_err(db)).collect()
 }
 
+/// The columns of [`task_record`].
 const TASK_COLUMNS: &str =
     "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at";
-
-/// A `tasks` row as read, before its names and JSON are checked.
-struct TaskRow {
-    id: uuid::Uuid,
-    namespace: String,
-    name: String,
-    version: String,
-    state: String,
-    context: String,
-    idempotency_key: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
-    Ok(TaskRow {
-        id: r.get(0)?,
-        namespace: r.get(1)?,
-        name: r.get(2)?,
-        version: r.get(3)?,
-        state: r.get(4)?,
-        context: r.get(5)?,
-        idempotency_key: r.get(6)?,
-        created_at: r.get(7)?,
-        updated_at: r.get(8)?,
-    })
-}
-
-fn task_record(r: TaskRow) -> StoreResult<TaskRecord> {
-    Ok(TaskRecord {
-        id: TaskId(r.id),
-        namespace: r.namespace,
-        name: r.name,
-        version: r.version,
-        state: parse(&r.state)?,
-        context: raw(r.context)?,
-        idempotency_key: r.idempotency_key,
-        created_at: Timestamp(r.created_at),
-        updated_at: Timestamp(r.updated_at),
-    })
-}
 
 impl TaskRows for SqliteTx<'_> {
     /// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).

@@ -1,12 +1,13 @@
 //! The `transitions` table: the append-only audit trail of every state change.
 
 use rusqlite::params;
-use tasker_core::id::{StepId, TaskId};
+use tasker_core::id::TaskId;
 use tasker_core::store::{StoreResult, TransitionRecord};
 use tasker_core::time::Timestamp;
 
-use super::{Conn, SqliteTx, db};
+use super::{Conn, SqliteTx, db, decode_all};
 use crate::primitives::{Transition, TransitionRows};
+use crate::rows::transition;
 
 /// Appends one transition. SQLite's statements cost microseconds, so its tables
 /// append theirs one by one; PostgreSQL's statements append in the same statement.
@@ -36,19 +37,7 @@ pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<TransitionRe
              WHERE task_id = ? ORDER BY id",
         )
         .map_err(db)?;
-    let rows = s
-        .query_map([task_id.0], |r| {
-            Ok(TransitionRecord {
-                task_id,
-                step_id: r.get::<_, Option<uuid::Uuid>>(0)?.map(StepId),
-                from_state: r.get(1)?,
-                to_state: r.get(2)?,
-                reason: r.get(3)?,
-                at: Timestamp(r.get(4)?),
-            })
-        })
-        .map_err(db)?;
-    rows.map(|r| r.map_err(db)).collect()
+    decode_all(&mut s, [task_id.0], |r| transition(r, task_id))
 }
 
 impl TransitionRows for SqliteTx<'_> {
