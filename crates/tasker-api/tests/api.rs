@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tasker_api::{ApiConfig, OPENAPI, ROUTES, Token, router};
+use tasker_core::event::{EventBus, EventKind};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Running};
 use tasker_store::sqlite::SqliteStore;
 use tower::ServiceExt;
@@ -17,16 +18,19 @@ const FAILING: &str = "namespace: api\nname: failing\nversion: 1.0.0\nsteps:\n  
 
 struct Server {
     router: Router,
+    /// The engine's own bus: the events of this server alone.
+    events: EventBus,
     _running: Running,
 }
 
 async fn server(tokens: &[&str]) -> Server {
     let store = Arc::new(SqliteStore::open(":memory:").await.unwrap());
-    let engine = Engine::new(
-        store,
-        HandlerRegistry::with_builtins(),
-        EngineConfig::embedded(),
-    );
+    let events = EventBus::default();
+    let config = EngineConfig {
+        events: events.clone(),
+        ..EngineConfig::embedded()
+    };
+    let engine = Engine::new(store, HandlerRegistry::with_builtins(), config);
     let running = engine.start();
     let config = ApiConfig {
         tokens: tokens.iter().map(|t| Token::parse(t).unwrap()).collect(),
@@ -36,6 +40,7 @@ async fn server(tokens: &[&str]) -> Server {
     };
     Server {
         router: router(engine, config),
+        events,
         _running: running,
     }
 }
@@ -710,6 +715,7 @@ async fn tasks_are_listed_newest_first_with_a_cursor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_work_is_resolved_retried_and_cancelled() {
     let s = server(&[]).await;
+    let mut events = s.events.subscribe();
     register(&s, FAILING).await;
     let new_task = || async {
         let (_, created) = call(
@@ -809,7 +815,25 @@ async fn failed_work_is_resolved_retried_and_cancelled() {
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
 
-    // The actions went through the engine: its metrics count them (not the refused one).
+    // The actions went through the engine: it published their events, and its metrics
+    // count them (not the refused one).
+    let mut seen = Vec::new();
+    while let Some(Ok(e)) = events.try_recv() {
+        if matches!(
+            e.kind,
+            EventKind::TaskResumed | EventKind::StepResolved | EventKind::TaskCancelled
+        ) {
+            seen.push((e.kind, e.step_id.map(|s| s.to_string())));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (EventKind::TaskResumed, None),
+            (EventKind::StepResolved, Some(step.to_owned())),
+            (EventKind::TaskResumed, None),
+        ]
+    );
     let (_, text) = call(&s, "GET", "/metrics", None, None).await;
     let text = text.as_str().unwrap();
     for expected in [
@@ -869,19 +893,24 @@ async fn the_openapi_document_matches_the_routes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_show_work_memory_and_queues() {
-    let s = server(&[]).await;
-    register(&s, CHAIN).await;
+/// Runs one task of the two-step chain to its end.
+async fn run_chain(s: &Server) {
+    register(s, CHAIN).await;
     let (_, created) = call(
-        &s,
+        s,
         "POST",
         "/v1/tasks",
         Some(r#"{"namespace": "api", "name": "chain"}"#),
         None,
     )
     .await;
-    wait_final(&s, created["task_id"].as_str().unwrap()).await;
+    wait_final(s, created["task_id"].as_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_work_memory_and_queues() {
+    let s = server(&[]).await;
+    run_chain(&s).await;
     let (status, text) = call(&s, "GET", "/metrics", None, None).await;
     assert_eq!(status, StatusCode::OK);
     let text = text.as_str().unwrap();
@@ -908,16 +937,7 @@ async fn the_grafana_dashboard_charts_series_that_exist() {
     let dashboard: Value =
         serde_json::from_str(include_str!("../../../deploy/grafana/tasker.json")).unwrap();
     let s = server(&[]).await;
-    register(&s, CHAIN).await;
-    let (_, created) = call(
-        &s,
-        "POST",
-        "/v1/tasks",
-        Some(r#"{"namespace": "api", "name": "chain"}"#),
-        None,
-    )
-    .await;
-    wait_final(&s, created["task_id"].as_str().unwrap()).await;
+    run_chain(&s).await;
     let (_, text) = call(&s, "GET", "/metrics", None, None).await;
     let exposed = text.as_str().unwrap();
     let mut charted = 0;

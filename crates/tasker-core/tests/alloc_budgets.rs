@@ -35,47 +35,29 @@ fn assert_budget(what: &str, measured: f64, budget: f64) {
     );
 }
 
-#[test]
-fn step_dispatch_message() {
-    let i = Inputs::load();
-    let e = Encoded::of(&i);
-    let mut buf = EncodeBuffer::default();
-    assert_budget(
-        "create + encode",
-        allocations_per_op(|| {
-            dispatch_encode(&i, &mut buf);
-        }),
-        0.0,
-    );
-    assert_budget(
-        "decode",
-        allocations_per_op(|| {
-            dispatch_decode(&e.step);
-        }),
-        0.0,
-    );
+/// Runs `op` and holds its allocations per run to `budget`.
+fn within(what: &str, budget: f64, op: impl FnMut()) {
+    assert_budget(what, allocations_per_op(op), budget);
 }
 
 #[test]
-fn execution_message() {
+fn messages_encode_and_decode_within_their_budgets() {
     let i = Inputs::load();
     let e = Encoded::of(&i);
     let mut buf = EncodeBuffer::default();
+    within("step dispatch: create + encode", 0.0, || {
+        dispatch_encode(&i, &mut buf);
+    });
+    within("step dispatch: decode", 0.0, || {
+        dispatch_decode(&e.step);
+    });
     // The vector of borrowed parent results; decoding, also serde_json's bracket stack.
-    assert_budget(
-        "create + encode",
-        allocations_per_op(|| {
-            execution_encode(&i, &mut buf);
-        }),
-        1.0,
-    );
-    assert_budget(
-        "decode",
-        allocations_per_op(|| {
-            execution_decode(&e.execution);
-        }),
-        2.0,
-    );
+    within("execution: create + encode", 1.0, || {
+        execution_encode(&i, &mut buf);
+    });
+    within("execution: decode", 2.0, || {
+        execution_decode(&e.execution);
+    });
 }
 
 #[test]
@@ -93,11 +75,7 @@ fn event_publish_does_not_grow_with_subscribers() {
 #[test]
 fn interner_hit_allocates_nothing() {
     let i = Inputs::load();
-    assert_budget(
-        "hit",
-        allocations_per_op(|| {
-            i.interner.intern("fulfillment");
-        }),
-        0.0,
-    );
+    within("hit", 0.0, || {
+        i.interner.intern("fulfillment");
+    });
 }

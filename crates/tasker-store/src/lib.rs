@@ -139,6 +139,18 @@ macro_rules! store_impl {
                 read!(self, |c| queue::list(c))
             }
 
+            // Outside a transaction: the read is one statement, which commits by itself.
+            async fn queue_read(
+                &self,
+                queue: &str,
+                visibility: std::time::Duration,
+                limit: u32,
+            ) -> StoreResult<QueueBatch> {
+                self.writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                read!(self, |c| queue::read(c, queue, visibility, limit))
+            }
+
             async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>> {
                 read!(self, |c| queue::depths(c))
             }

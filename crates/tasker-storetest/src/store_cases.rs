@@ -671,24 +671,15 @@ pub async fn task_listing_filters_and_pages<S: Store>(store: Arc<S>) {
         .unwrap();
     assert_eq!(ns.len(), 1);
     d.start_tasks().await;
-    let running = store
-        .task_list(TaskListParams {
+    let in_state = |state| {
+        store.task_list(TaskListParams {
             limit: 10,
-            state: Some(TaskState::InProgress),
+            state: Some(state),
             ..Default::default()
         })
-        .await
-        .unwrap();
-    assert_eq!(running.len(), 4);
-    let pending = store
-        .task_list(TaskListParams {
-            limit: 10,
-            state: Some(TaskState::Pending),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(pending.is_empty());
+    };
+    assert_eq!(in_state(TaskState::InProgress).await.unwrap().len(), 4);
+    assert!(in_state(TaskState::Pending).await.unwrap().is_empty());
 }
 
 pub async fn parents_finishing_together_enqueue_their_child_once<S: Store>(store: Arc<S>) {

@@ -368,17 +368,6 @@ macro_rules! read {
 }
 
 store_impl!(PgStore {
-    // Outside a transaction: the read is one statement, which commits by itself.
-    async fn queue_read(
-        &self,
-        queue: &str,
-        visibility: Duration,
-        limit: u32,
-    ) -> StoreResult<QueueBatch> {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        read!(self, |c| queue::read(c, queue, visibility, limit))
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -69,6 +69,16 @@ fn bind_move<'q>(
         .bind(now.0)
 }
 
+/// Runs `sql`, a [`with_transition!`] statement on one step (its id `$6`), for `m`.
+async fn move_one(conn: &mut Conn, sql: &str, m: Move<'_>, now: Timestamp) -> StoreResult<u64> {
+    let done = bind_move(sql, &m, now)
+        .bind(m.step_id.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected())
+}
+
 /// Step moves as the columns of an `UNNEST`.
 struct MoveColumns<'a> {
     ids: Vec<uuid::Uuid>,
@@ -239,16 +249,9 @@ impl StepRows for PgTx<'_> {
     }
 
     async fn step_move(&mut self, m: Move<'_>) -> StoreResult<u64> {
-        let conn = &mut *self.conn;
-        let now = self.now;
         const SQL: &str =
             with_transition!("UPDATE tasker.steps SET state = $3 WHERE id = $6 AND state = $2");
-        let done = bind_move(SQL, &m, now)
-            .bind(m.step_id.0)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected())
+        move_one(self.conn, SQL, m, self.now).await
     }
 
     /// One statement for all of `attempts`: the compare-and-set of each step (on its state
@@ -325,19 +328,12 @@ impl StepRows for PgTx<'_> {
     }
 
     async fn step_reset(&mut self, m: Move<'_>) -> StoreResult<u64> {
-        let conn = &mut *self.conn;
-        let now = self.now;
         const SQL: &str = with_transition!(
             "UPDATE tasker.steps SET state = $3, attempts = 0, results = NULL, error = NULL,
                     started_at = NULL, completed_at = NULL
              WHERE id = $6 AND state = $2"
         );
-        let done = bind_move(SQL, &m, now)
-            .bind(m.step_id.0)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected())
+        move_one(self.conn, SQL, m, self.now).await
     }
 
     /// One statement for all of `steps` (task, step): pending to enqueued, with transitions.

@@ -351,17 +351,6 @@ macro_rules! read {
 }
 
 store_impl!(SqliteStore {
-    // Outside a transaction: the read is one statement, which commits by itself.
-    async fn queue_read(
-        &self,
-        queue: &str,
-        visibility: Duration,
-        limit: u32,
-    ) -> StoreResult<QueueBatch> {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        read!(self, |c| queue::read(c, queue, visibility, limit, Timestamp::now()))
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         read!(self, |c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
     }

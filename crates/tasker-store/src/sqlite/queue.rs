@@ -57,8 +57,8 @@ pub(crate) fn read(
     queue: &str,
     visibility: Duration,
     limit: u32,
-    now: Timestamp,
 ) -> StoreResult<QueueBatch> {
+    let now = Timestamp::now();
     let mut s = conn
         .prepare_cached(
             "UPDATE queue_messages SET vt = ?, read_ct = read_ct + 1
@@ -175,7 +175,7 @@ impl QueueOps for SqliteTx<'_> {
         visibility: Duration,
         limit: u32,
     ) -> StoreResult<QueueBatch> {
-        read(self.conn, queue, visibility, limit, self.now)
+        read(self.conn, queue, visibility, limit)
     }
 
     async fn queue_delete(&mut self, queue: &str, msg_ids: &[i64]) -> StoreResult<()> {
