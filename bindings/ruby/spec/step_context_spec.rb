@@ -38,6 +38,10 @@ module Specs
     end
   end
 
+  class Grandchild < Tasker::StepHandler
+    def call(step) = { "first" => step.results("first"), "second" => step.results(:second) }
+  end
+
   class Registered < Tasker::StepHandler
     def call(step) = { "registered" => step.step_name }
   end
@@ -69,8 +73,22 @@ RSpec.describe Tasker::StepContext do
     expect(first["parents"]).to eq({})
     expect(second["parents"]).to eq("first" => { "value" => 1 })
     expect(second["first_parent"]).to eq("value" => 1)
-    expect(second["missing"]).to eq("step `second` has no parent named `nope` (its parents: first)")
-    expect(first["missing"]).to include("(its parents: none)")
+    expect(second["missing"]).to eq("step `second` has no ancestor named `nope` (its ancestors: first)")
+    expect(first["missing"]).to include("(its ancestors: none)")
+  end
+
+  it "reads any ancestor's results by name, not only a parent's" do
+    path = Specs.write_template(
+      { "namespace" => "shop", "name" => "lineage", "version" => "1.0.0",
+        "steps" => [
+          { "name" => "first", "handler" => "Specs::Inspect" },
+          { "name" => "second", "handler" => "Specs::Inspect", "depends_on" => ["first"] },
+          { "name" => "third", "handler" => "Specs::Grandchild", "depends_on" => ["second"] }
+        ] }, @tmp
+    )
+    result = Tasker.run(path, context: {})
+    expect(result).to be_complete
+    expect(result.step("third").results).to eq("first" => { "value" => 1 }, "second" => { "value" => 1 })
   end
 
   it "returns frozen, interned names: the same object each call, no allocation" do

@@ -203,26 +203,22 @@ impl RbStepContext {
         convert::to_ruby(ruby, rb_self.step.config().get())
     }
 
-    fn native_results(ruby: &Ruby, rb_self: &Self, parent: RString) -> Result<Value, Error> {
-        // SAFETY: the name is only compared, before Ruby runs again.
-        let name = unsafe { parent.as_str() }?;
-        match rb_self.step.parent(name) {
-            Some(results) => convert::to_ruby(ruby, results.get()),
-            None => {
-                let parents: Vec<&str> = rb_self.step.parents().map(|(n, _)| n).collect();
-                Err(Error::new(
-                    ruby.exception_key_error(),
-                    format!(
-                        "step `{}` has no parent named `{name}` (its parents: {})",
-                        rb_self.step.step_name(),
-                        if parents.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            parents.join(", ")
-                        }
-                    ),
-                ))
-            }
+    /// The results of the ancestor named `name`: a parent's at hand, any other's loaded
+    /// (with every ancestor's, once per step) with the GVL released. KeyError for a
+    /// step that is not an ancestor, naming the ancestors.
+    fn native_results(ruby: &Ruby, rb_self: &Self, name: RString) -> Result<Value, Error> {
+        let name = name.to_string()?;
+        if let Some(results) = rb_self.step.parent(&name) {
+            return convert::to_ruby(ruby, results.get());
+        }
+        let step = &rb_self.step;
+        let found = crate::session::block_on(ruby, async {
+            step.result(&name).await.map(|r| r.get().to_owned())
+        })?;
+        match found {
+            Ok(json) => convert::to_ruby(ruby, &json),
+            Err(e) if !e.retryable => Err(Error::new(ruby.exception_key_error(), e.message)),
+            Err(e) => Err(crate::errors::general(ruby, e.message)),
         }
     }
 

@@ -634,18 +634,22 @@ fn shell_steps_run_only_where_they_are_allowed() {
 fn shell_handler_gets_the_step_on_stdin_and_can_ask_for_a_retry() {
     let script = r#"input=$(cat); case "$input" in *'"attempt":1,'*) echo 'not yet' >&2; exit 75;; esac; printf '{"got":%s}' "$input""#;
     let yaml = format!(
-        "namespace: sh\nname: t\nversion: 1.0.0\nsteps:\n  - {{name: first, handler: sum}}\n  - name: script\n    handler: shell\n    depends_on: [first]\n    config: {{command: [sh, -c, {}], flag: on}}\n    retry: {{backoff: {{initial: 10ms}}}}\n",
+        "namespace: sh\nname: t\nversion: 1.0.0\nsteps:\n  - {{name: root, handler: sum}}\n  - {{name: first, handler: sum, depends_on: [root]}}\n  - name: script\n    handler: shell\n    depends_on: [first]\n    config: {{command: [sh, -c, {}], flag: on}}\n    retry: {{backoff: {{initial: 10ms}}}}\n",
         serde_json::to_string(script).unwrap()
     );
     let (code, v) = run_yaml(&yaml, r#"{"start": 4}"#);
     assert_eq!(code, 0, "{v}");
-    let step = &v["steps"][1];
+    let step = &v["steps"][2];
     assert_eq!(step["attempts"], 2);
     let got = &step["results"]["got"];
     assert_eq!(got["attempt"], 2);
     assert_eq!(got["context"]["start"], 4);
     assert_eq!(got["config"]["flag"], "on");
-    assert_eq!(got["parents"]["first"]["value"], 5);
+    assert_eq!(got["parents"], serde_json::json!({"first": {"value": 6}}));
+    assert_eq!(
+        got["ancestors"],
+        serde_json::json!({"root": {"value": 5}, "first": {"value": 6}})
+    );
     assert_eq!(got["step_name"], "script");
 }
 

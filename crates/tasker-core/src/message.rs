@@ -80,6 +80,10 @@ pub struct ExecutionMessage<'a> {
     /// The parents' results, by name: a JSON object.
     #[serde(borrow)]
     pub parents: Parents<'a>,
+    /// Every ancestor's results (parents included), by name, where the receiver asked
+    /// for them (the `shell` handler's stdin); otherwise empty.
+    #[serde(borrow, default)]
+    pub ancestors: Parents<'a>,
 }
 
 /// Parent results by name: encoded as a JSON object, decoded without copying.
@@ -105,7 +109,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Parents<'a> {
                 f.write_str("an object of parent results by name")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut parents = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                // No allocation for an empty object (serde_json gives no size hint).
+                let mut parents = Vec::with_capacity(map.size_hint().unwrap_or(0));
                 while let Some(name) = map.next_key_seed(CowStr)? {
                     parents.push((name, map.next_value::<&'de RawValue>()?));
                 }
@@ -158,10 +163,11 @@ mod tests {
                 ("b".into(), raw(r#"{"value":2}"#)),
                 ("c".into(), raw("null")),
             ]),
+            ancestors: Parents::default(),
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(
-            text.contains(r#""parents":{"b":{"value":2},"c":null}"#),
+            text.contains(r#""parents":{"b":{"value":2},"c":null},"ancestors":{}"#),
             "{text}"
         );
         let back: ExecutionMessage<'_> = serde_json::from_str(&text).unwrap();

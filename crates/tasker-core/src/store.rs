@@ -256,6 +256,7 @@ impl StepExecution {
                     .map(|(name, results)| (Cow::Borrowed(&**name), &**results))
                     .collect(),
             ),
+            ancestors: Parents::default(),
         }
     }
 }
@@ -576,6 +577,14 @@ pub trait Store: Send + Sync + 'static {
         before: Timestamp,
         limit: u32,
     ) -> impl Future<Output = StoreResult<Pruned>> + Send;
+
+    /// The name and results of every ancestor of a step (its parents, their parents,
+    /// and so on), by position, in one query: what a handler reads beyond its parents.
+    /// Results a step has none of read as `null`.
+    fn step_ancestors(
+        &self,
+        step_id: StepId,
+    ) -> impl Future<Output = StoreResult<Vec<(Arc<str>, Box<RawValue>)>>> + Send;
 
     /// The audit trail of a task, oldest first.
     fn transition_list(

@@ -8,7 +8,7 @@
 //! | `flaky` | a retryable error on attempts ≤ `config.failures` (default 1; after `config.retry_after` if set), then `{"attempt": n}` |
 //! | `fail`  | an error with `config.message`, permanent unless `config.retryable` is true |
 //! | `sleep` | waits `config.ms`, then `{"slept_ms": ms}` |
-//! | `shell` | runs `config.command` (an argv list, no shell) with the step's [`ExecutionMessage`](tasker_core::message::ExecutionMessage) as JSON on stdin; stdout (JSON) is the result; exit 0 = success, 75 = retryable, other = permanent |
+//! | `shell` | runs `config.command` (an argv list, no shell) with the step's [`ExecutionMessage`](tasker_core::message::ExecutionMessage), its ancestors' results included, as JSON on stdin; stdout (JSON) is the result; exit 0 = success, 75 = retryable, other = permanent |
 //!
 //! `shell` runs programs as the process's user, so it is registered only where the
 //! process enables it with a [`ShellPolicy`] ([`HandlerRegistry::with_shell`]): a
@@ -232,8 +232,16 @@ impl Handler for Shell {
             let c: ShellConfig = step.config_as()?;
             self.0.check(&c.command).map_err(HandlerError::permanent)?;
             let (program, args) = c.command.split_first().expect("checked: not empty");
+            let mut message = step.message();
+            message.ancestors = tasker_core::message::Parents(
+                step.ancestors()
+                    .await?
+                    .iter()
+                    .map(|(name, results)| (std::borrow::Cow::Borrowed(&**name), &**results))
+                    .collect(),
+            );
             let mut buffer = EncodeBuffer::default();
-            let input = buffer.encode(&step.message());
+            let input = buffer.encode(&message);
             let mut child = tokio::process::Command::new(program)
                 .args(args)
                 .env_clear()

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::store::StepExecution;
+use tasker_core::store::{StepExecution, StoreResult};
 
 /// What a handler returns: its result as JSON, or an error.
 pub type HandlerResult = Result<Box<RawValue>, HandlerError>;
@@ -67,87 +67,121 @@ pub fn to_result<T: Serialize + ?Sized>(value: &T) -> HandlerResult {
         .map_err(|e| HandlerError::permanent(format!("result is not serializable to JSON: {e}")))
 }
 
+/// A step's ancestors, by name, with their results.
+pub type Ancestors = Vec<(Arc<str>, Box<RawValue>)>;
+
+/// Loads a step's ancestors from the engine's store.
+pub(crate) type AncestorLoader = Arc<
+    dyn Fn(StepId) -> Pin<Box<dyn Future<Output = StoreResult<Ancestors>> + Send>> + Send + Sync,
+>;
+
 /// Everything a handler is given about its step. Cloning shares it: a handler that
 /// hands the step to another thread (a Ruby worker thread, say) keeps it alive there
 /// even if the engine stops waiting for it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StepContext {
-    exec: Arc<StepExecution>,
+    step: Arc<Step>,
+}
+
+struct Step {
+    exec: StepExecution,
+    /// Loaded on the first ask for a step beyond the parents, then kept.
+    ancestors: tokio::sync::OnceCell<Ancestors>,
+    /// None outside an engine: the parents are all the step knows of.
+    loader: Option<AncestorLoader>,
+}
+
+impl std::fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepContext")
+            .field("exec", &self.step.exec)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StepContext {
+    /// A step outside an engine: its ancestors are its parents.
     pub fn new(exec: StepExecution) -> Self {
+        Self::with_loader(exec, None)
+    }
+
+    pub(crate) fn with_loader(exec: StepExecution, loader: Option<AncestorLoader>) -> Self {
         Self {
-            exec: Arc::new(exec),
+            step: Arc::new(Step {
+                exec,
+                ancestors: tokio::sync::OnceCell::new(),
+                loader,
+            }),
         }
     }
 
     pub fn task_id(&self) -> TaskId {
-        self.exec.task_id
+        self.step.exec.task_id
     }
 
     /// The step's id: the idempotency key for side effects.
     pub fn step_id(&self) -> StepId {
-        self.exec.step_id
+        self.step.exec.step_id
     }
 
     /// 1 for the first execution.
     pub fn attempt(&self) -> u32 {
-        self.exec.attempt
+        self.step.exec.attempt
     }
 
     pub fn namespace(&self) -> &str {
-        &self.exec.namespace
+        &self.step.exec.namespace
     }
 
     pub fn task_name(&self) -> &str {
-        &self.exec.task_name
+        &self.step.exec.task_name
     }
 
     pub fn task_version(&self) -> &str {
-        &self.exec.task_version
+        &self.step.exec.task_version
     }
 
     pub fn step_name(&self) -> &str {
-        &self.exec.step_name
+        &self.step.exec.step_name
     }
 
     /// The step's name as the shared handle (no copy).
     pub fn step_name_shared(&self) -> &Arc<str> {
-        &self.exec.step_name
+        &self.step.exec.step_name
     }
 
     /// Everything this step is given, in its wire form (for handlers outside Rust).
     pub fn message(&self) -> tasker_core::message::ExecutionMessage<'_> {
-        self.exec.message()
+        self.step.exec.message()
     }
 
     pub fn handler(&self) -> &str {
-        &self.exec.handler
+        &self.step.exec.handler
     }
 
     /// The step's retry policy (its `max_attempts`, say).
     pub fn retry(&self) -> &tasker_core::backoff::RetryPolicy {
-        &self.exec.retry
+        &self.step.exec.retry
     }
 
     pub fn timeout(&self) -> Duration {
-        self.exec.timeout
+        self.step.exec.timeout
     }
 
     /// The task's context as submitted.
     pub fn context(&self) -> &RawValue {
-        &self.exec.context
+        &self.step.exec.context
     }
 
     /// The step's `config` from the template.
     pub fn config(&self) -> &RawValue {
-        &self.exec.config
+        &self.step.exec.config
     }
 
     /// The results of the parent named `name`.
     pub fn parent(&self, name: &str) -> Option<&RawValue> {
-        self.exec
+        self.step
+            .exec
             .parents
             .iter()
             .find(|(n, _)| &**n == name)
@@ -156,15 +190,60 @@ impl StepContext {
 
     /// Every parent's results, by name, in template order.
     pub fn parents(&self) -> impl Iterator<Item = (&str, &RawValue)> {
-        self.exec.parents.iter().map(|(n, r)| (&**n, &**r))
+        self.step.exec.parents.iter().map(|(n, r)| (&**n, &**r))
+    }
+
+    /// The results of the ancestor named `name` (a parent, a parent's parent, …). A
+    /// parent's are at hand; any other's are loaded with every ancestor's, in one
+    /// query, the first time one is asked for. A name that is not an ancestor is a
+    /// permanent error naming the step and its ancestors.
+    pub async fn result(&self, name: &str) -> Result<&RawValue, HandlerError> {
+        if let Some(results) = self.parent(name) {
+            return Ok(results);
+        }
+        let ancestors = self.ancestors().await?;
+        match ancestors.iter().find(|(n, _)| &**n == name) {
+            Some((_, results)) => Ok(results),
+            None => Err(HandlerError::permanent(not_an_ancestor(
+                self.step_name(),
+                name,
+                ancestors,
+            ))),
+        }
+    }
+
+    /// Every ancestor's results, by name, in template order (loaded once).
+    pub async fn ancestors(&self) -> Result<&Ancestors, HandlerError> {
+        let step = &self.step;
+        step.ancestors
+            .get_or_try_init(|| async {
+                match &step.loader {
+                    Some(load) => load(step.exec.step_id).await.map_err(|e| {
+                        HandlerError::retryable(format!("loading the ancestors' results: {e}"))
+                    }),
+                    None => Ok(step.exec.parents.clone()),
+                }
+            })
+            .await
     }
 
     /// The config deserialized into `T`; a mismatch is a permanent error.
     pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
-        serde_json::from_str(self.exec.config.get()).map_err(|e| {
+        serde_json::from_str(self.step.exec.config.get()).map_err(|e| {
             HandlerError::permanent(format!("config of step `{}`: {e}", self.step_name()))
         })
     }
+}
+
+/// `step `d` has no ancestor named `x` (its ancestors: a, b, c)`.
+pub fn not_an_ancestor(step: &str, name: &str, ancestors: &Ancestors) -> String {
+    let names: Vec<&str> = ancestors.iter().map(|(n, _)| &**n).collect();
+    let names = if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    };
+    format!("step `{step}` has no ancestor named `{name}` (its ancestors: {names})")
 }
 
 /// Handlers by name.

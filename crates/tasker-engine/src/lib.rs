@@ -157,6 +157,8 @@ pub(crate) struct Shared<S> {
     /// one again skips the registration round trip, and shares the template.
     registered: Mutex<HashMap<String, Arc<TaskTemplate>>>,
     submitter: submitter::Submitter,
+    /// Loads a step's ancestors for its handler, on the first ask.
+    ancestors: handler::AncestorLoader,
 }
 
 impl<S> Shared<S> {
@@ -224,8 +226,14 @@ impl Running {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: Arc<S>, handlers: HandlerRegistry, config: EngineConfig) -> Self {
+        let loading = store.clone();
+        let ancestors: handler::AncestorLoader = Arc::new(move |step_id| {
+            let store = loading.clone();
+            Box::pin(async move { store.step_ancestors(step_id).await })
+        });
         Self {
             shared: Arc::new(Shared {
+                ancestors,
                 store,
                 handlers,
                 config,
@@ -382,6 +390,11 @@ impl<S: Store> Engine<S> {
     /// The task's state and how far its steps have come, from its row alone.
     pub async fn progress(&self, task_id: TaskId) -> Result<TaskProgress, EngineError> {
         Ok(self.shared.store.task_progress(task_id).await?)
+    }
+
+    /// The tasks not yet finished (pending or in progress), oldest first.
+    pub async fn unfinished(&self) -> Result<Vec<TaskId>, EngineError> {
+        Ok(self.shared.store.task_list_unfinished().await?)
     }
 
     /// Tasks, newest first.

@@ -130,7 +130,7 @@ async fn execute<S: Store>(
     refill: bool,
 ) -> Option<Claim> {
     let (namespace, handler) = (exec.namespace.clone(), exec.handler.clone());
-    let step = StepContext::new(exec);
+    let step = StepContext::with_loader(exec, Some(shared.ancestors.clone()));
     let (task_id, step_id, attempt) = (step.task_id(), step.step_id(), step.attempt());
     shared.publish(
         EventKind::StepStarted,

@@ -128,6 +128,13 @@ macro_rules! store_impl {
                 write!(self, |p| $crate::primitives::TaskRows::tasks_prune(p, before, limit))
             }
 
+            async fn step_ancestors(
+                &self,
+                step_id: tasker_core::id::StepId,
+            ) -> StoreResult<Vec<(std::sync::Arc<str>, Box<serde_json::value::RawValue>)>> {
+                read!(self, |c| steps::ancestors(c, step_id))
+            }
+
             async fn transition_list(
                 &self,
                 task_id: tasker_core::id::TaskId,

@@ -120,6 +120,15 @@ pub(crate) fn execution(r: &impl Columns, step_id: StepId) -> StoreResult<StepEx
     })
 }
 
+/// `name, results` of an ancestor (results `null` when it has none).
+pub(crate) fn ancestor(r: &impl Columns) -> StoreResult<(std::sync::Arc<str>, Box<RawValue>)> {
+    let results = r.opt_str(1)?.unwrap_or("null");
+    Ok((
+        Interner::global().intern(r.str(0)?),
+        raw(results.to_owned())?,
+    ))
+}
+
 /// `id, task_id, position, state, queue, waiting_on`.
 pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
     Ok(EvalStep {

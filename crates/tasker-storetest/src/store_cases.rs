@@ -207,6 +207,45 @@ pub async fn parents_results_reach_children<S: Store>(store: Arc<S>) {
     assert_eq!(d.detail(task_id).await.task.state, TaskState::Complete);
 }
 
+/// A step's ancestors are read up its edges, in template order, and no further: a root
+/// has none, and a step that is no ancestor is not among them.
+pub async fn ancestors_are_read_up_the_edges<S: Store>(store: Arc<S>) {
+    const ANCESTRY: &str = "namespace: conf\nname: ancestry\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n  - {name: e, handler: noop}\n  - {name: b, handler: noop, depends_on: [a]}\n  - {name: c, handler: noop, depends_on: [a]}\n  - {name: d, handler: noop, depends_on: [b, c]}\n";
+    let d = Driver::new(store.clone());
+    let task_id = d.create(&template(ANCESTRY), "{}").await;
+    d.start_tasks().await;
+    while let Some(c) = d.claim("conf").await {
+        let name = c.exec().step_name.clone();
+        d.succeed(&c, &format!(r#"{{"from":"{name}"}}"#)).await;
+    }
+    let detail = d.detail(task_id).await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let ancestors = |name: &str| {
+        let id = step(&detail, name).id;
+        let store = store.clone();
+        async move {
+            store
+                .step_ancestors(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(n, r)| format!("{n}={}", r.get()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        ancestors("d").await,
+        [
+            r#"a={"from":"a"}"#,
+            r#"b={"from":"b"}"#,
+            r#"c={"from":"c"}"#
+        ]
+    );
+    assert_eq!(ancestors("b").await, [r#"a={"from":"a"}"#]);
+    assert!(ancestors("a").await.is_empty());
+    assert!(ancestors("e").await.is_empty());
+}
+
 /// A read that fills its batch does not search the queue further; one that does not
 /// says when the next message shows.
 pub async fn only_a_partial_read_looks_for_the_next_message<S: Store>(store: Arc<S>) {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tasker_core::event::EventKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::*;
@@ -281,6 +282,45 @@ pub async fn a_panicking_handler_is_retried<S: Store>(store: Arc<S>) {
             .contains("handler panicked: bug in attempt one"),
         "{}",
         retry.reason
+    );
+}
+
+/// Returns the results of the ancestor its config names.
+struct ReadsAncestor;
+
+impl Handler for ReadsAncestor {
+    fn call<'a>(&'a self, step: &'a StepContext) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let name: String = step.config_as::<serde_json::Value>()?["ancestor"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Ok(step.result(&name).await?.to_owned())
+        })
+    }
+}
+
+/// A handler reads any ancestor's results by name, not only its parents'; asking for a
+/// step that is not an ancestor fails the step for good, naming its ancestors.
+pub async fn handlers_read_their_ancestors_results<S: Store>(store: Arc<S>) {
+    let t = template(
+        "namespace: conf\nname: ancestry\nversion: 1.0.0\nsteps:\n  - {name: a, handler: echo, config: {value: 1}}\n  - {name: e, handler: echo, config: {value: 9}}\n  - {name: b, handler: echo, config: {value: 2}, depends_on: [a]}\n  - {name: d, handler: reads, config: {ancestor: a}, depends_on: [b]}\n  - {name: x, handler: reads, config: {ancestor: e}, depends_on: [b]}\n",
+    );
+    let engine = engine(store.clone(), 2, |r| {
+        r.register("reads", ReadsAncestor);
+    });
+    let detail = run(&engine, &t, "{}").await;
+    assert_eq!(detail.task.state, TaskState::Error);
+    let d = step(&detail, "d");
+    assert_eq!(
+        d.results.as_deref().map(RawValue::get),
+        Some(r#"{"value":1}"#)
+    );
+    let x = step(&detail, "x");
+    assert_eq!((x.state, x.attempts), (StepState::Error, 1));
+    assert_eq!(
+        x.error.as_deref(),
+        Some("step `x` has no ancestor named `e` (its ancestors: a, b) (permanent error)")
     );
 }
 

@@ -4,7 +4,7 @@ module Tasker
   # What a handler is given. The names (`namespace`, `task_name`, `task_version`,
   # `step_name`, `handler`) and ids are frozen strings, interned: calling a getter
   # again allocates nothing. `context`, `config` and parents' results are converted
-  # from JSON once per step, on first use.
+  # from JSON once per step, on first use; other ancestors' results on each ask.
   class StepContext
     # The task's context (a Hash with String keys).
     def context
@@ -21,7 +21,9 @@ module Tasker
       @parent_results ||= native_parent_results
     end
 
-    # The result of the parent named `name`; KeyError if the step has no such parent.
+    # The result of the ancestor named `name` (a parent, a parent's parent, …): a
+    # parent's at hand, the others' loaded in one query on the first ask. KeyError if no
+    # ancestor has that name.
     def results(name)
       name = name.to_s
       return @parent_results.fetch(name) if @parent_results&.key?(name)

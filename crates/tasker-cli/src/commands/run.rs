@@ -5,7 +5,6 @@ use std::sync::Arc;
 use tasker_core::StepState;
 use tasker_core::TaskState;
 use tasker_core::id::TaskId;
-use tasker_core::store::Store;
 use tasker_engine::{
     Engine, EngineConfig, EngineError, HandlerRegistry, Queues, ShellPolicy, WorkerConfig,
 };
@@ -105,16 +104,13 @@ pub async fn resume(db: &str, concurrency: usize, allow_shell: bool) -> Result<O
     }
     let store = open(db).await?;
     store.check_integrity().await.map_err(CliError::failed)?;
-    let unfinished = store
-        .task_list_unfinished()
-        .await
-        .map_err(CliError::failed)?;
+    let engine = embedded(store, concurrency, allow_shell);
+    let unfinished = engine.unfinished().await.map_err(CliError::failed)?;
     if unfinished.is_empty() {
         eprintln!("nothing to resume in {db}");
         return Ok(Outcome::Success);
     }
     eprintln!("resuming {} unfinished task(s) in {db}", unfinished.len());
-    let engine = embedded(store, concurrency, allow_shell);
     let running = engine.start();
     let mut all_complete = true;
     for id in unfinished {

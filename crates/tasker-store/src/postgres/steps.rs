@@ -109,6 +109,30 @@ impl<'a> MoveColumns<'a> {
     }
 }
 
+/// The step's ancestors, walking its task's edges up from it (a recursive query: one
+/// round trip, whatever the depth).
+pub(crate) async fn ancestors(
+    conn: &mut Conn,
+    step_id: StepId,
+) -> StoreResult<Vec<(std::sync::Arc<str>, Box<serde_json::value::RawValue>)>> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE me AS (SELECT task_id, position FROM tasker.steps WHERE id = $1),
+              up(position) AS (
+                  SELECT e.parent FROM tasker.step_edges e JOIN me
+                      ON e.task_id = me.task_id AND e.child = me.position
+                  UNION
+                  SELECT e.parent FROM tasker.step_edges e JOIN up ON e.child = up.position
+                  JOIN me ON e.task_id = me.task_id)
+         SELECT s.name, s.results::text FROM tasker.steps s JOIN me ON s.task_id = me.task_id
+         JOIN up ON s.position = up.position ORDER BY s.position",
+    )
+    .bind(step_id.0)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.iter().map(rows::ancestor).collect()
+}
+
 /// The task's steps for reports, with `depends_on` rebuilt from the edges.
 pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>> {
     let rows = sqlx::query(

@@ -82,6 +82,27 @@ fn recorded(conn: &Conn, m: &Move<'_>, rows: usize, now: Timestamp) -> StoreResu
     Ok(rows as u64)
 }
 
+/// The step's ancestors, walking its task's edges up from it (a recursive query).
+pub(crate) fn ancestors(
+    conn: &Conn,
+    step_id: StepId,
+) -> StoreResult<Vec<(std::sync::Arc<str>, Box<serde_json::value::RawValue>)>> {
+    let mut s = conn
+        .prepare_cached(
+            "WITH RECURSIVE me AS (SELECT task_id, position FROM steps WHERE id = ?),
+                  up(position) AS (
+                      SELECT e.parent FROM step_edges e JOIN me
+                          ON e.task_id = me.task_id AND e.child = me.position
+                      UNION
+                      SELECT e.parent FROM step_edges e JOIN up ON e.child = up.position
+                      JOIN me ON e.task_id = me.task_id)
+             SELECT s.name, s.results FROM steps s JOIN me ON s.task_id = me.task_id
+             JOIN up ON s.position = up.position ORDER BY s.position",
+        )
+        .map_err(db)?;
+    decode_all(&mut s, [step_id.0], |r| rows::ancestor(r))
+}
+
 /// The task's steps for reports, with `depends_on` rebuilt from the edges.
 pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>> {
     let mut s = conn
