@@ -53,6 +53,7 @@ fn execution(context: String, config: String, parents: Vec<(String, String)>) ->
             .into_iter()
             .map(|(name, results)| (interner.intern(&name), raw(results)))
             .collect(),
+        decides: Vec::new(),
         retry: tasker_core::backoff::RetryPolicy::default(),
         timeout: Duration::from_secs(30),
     }

@@ -59,6 +59,7 @@ impl Inputs {
             config: raw(&v["step_payload"]),
             context: raw(&task["context"]),
             parents,
+            decides: Vec::new(),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
         };

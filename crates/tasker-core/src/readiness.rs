@@ -4,9 +4,11 @@
 //! the task serialized (so two parents finishing together cannot both miss, or both
 //! enqueue, their child):
 //!
-//! - each step keeps the count of its parents that are not done; when a step becomes
-//!   done its children's counts drop by one, and a pending child at zero is
-//!   [`released`] — a completion costs its own edges, not the task's size;
+//! - each step keeps the count of its parents that are not done, and of those done
+//!   with results (live: complete or resolved); when a step becomes done its
+//!   children's counts move, and a pending child at zero is [`released`] — to run if
+//!   a parent is live, else to be skipped (every parent was skipped), which releases
+//!   its own children in turn. A completion costs its own edges, not the task's size;
 //! - each task keeps its [`Progress`] counters, shifted with every step move, which
 //!   give its [`Outcome`] without reading its steps.
 //!
@@ -29,26 +31,65 @@ pub enum Outcome {
 /// The result of [`evaluate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evaluation {
-    /// Pending steps whose parents are all done, in position order.
+    /// Pending steps whose parents are all done, one of them live (or that have none),
+    /// in position order.
     pub ready: Vec<usize>,
+    /// Pending steps whose parents are all done and all skipped, in position order.
+    pub skip: Vec<usize>,
     pub outcome: Outcome,
+}
+
+/// What a pending step with no parent left to finish does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// It goes on its queue.
+    Run,
+    /// Every parent was skipped: it is skipped too.
+    Skip,
 }
 
 /// Evaluates one task from scratch. `states[i]` is the state of the step at position
 /// `i`; `edges` are `(parent, child)` pairs of positions.
 pub fn evaluate(states: &[StepState], edges: &[(usize, usize)]) -> Evaluation {
     let waiting_on = waiting_on(states, edges);
-    let ready: Vec<usize> = (0..states.len())
-        .filter(|&i| released(states[i], waiting_on[i]))
-        .collect();
+    let mut parents = vec![0u32; states.len()];
+    let mut live = vec![0u32; states.len()];
+    for &(parent, child) in edges {
+        parents[child] += 1;
+        live[child] += u32::from(states[parent].is_live());
+    }
+    let (mut ready, mut skip) = (Vec::new(), Vec::new());
+    for i in 0..states.len() {
+        if !released(states[i], waiting_on[i]) {
+            continue;
+        }
+        match release(parents[i], live[i]) {
+            Release::Run => ready.push(i),
+            Release::Skip => skip.push(i),
+        }
+    }
     let outcome = if states.iter().all(|s| s.is_done()) {
         Outcome::Complete
-    } else if ready.is_empty() && !states.iter().any(|s| s.is_active()) {
+    } else if ready.is_empty() && skip.is_empty() && !states.iter().any(|s| s.is_active()) {
         Outcome::Failed
     } else {
         Outcome::Running
     };
-    Evaluation { ready, outcome }
+    Evaluation {
+        ready,
+        skip,
+        outcome,
+    }
+}
+
+/// Whether a released step with `parents` parents, `live` of them complete or
+/// resolved, runs or is skipped: it runs when it has no parent or a live one.
+pub fn release(parents: u32, live: u32) -> Release {
+    if parents == 0 || live > 0 {
+        Release::Run
+    } else {
+        Release::Skip
+    }
 }
 
 /// For each step, how many of its parents are not done.
@@ -65,6 +106,33 @@ pub fn waiting_on(states: &[StepState], edges: &[(usize, usize)]) -> Vec<u32> {
 /// Whether a step may be enqueued now: pending, with no parent left to finish.
 pub fn released(state: StepState, waiting_on: u32) -> bool {
     state == StepState::Pending && waiting_on == 0
+}
+
+/// The children a deciding step's result chooses: its `next`, an array of names among
+/// `decides`. Anything else is an error saying what is wrong with it.
+pub fn chosen(
+    results: &serde_json::value::RawValue,
+    decides: &[impl AsRef<str>],
+) -> Result<Vec<String>, String> {
+    let result: serde_json::Value =
+        serde_json::from_str(results.get()).map_err(|e| e.to_string())?;
+    let next = result
+        .get("next")
+        .ok_or("its result has no `next` (the names of the steps to run)")?;
+    let names = next
+        .as_array()
+        .ok_or_else(|| format!("`next` must be an array of step names, not {next}"))?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name
+            .as_str()
+            .ok_or_else(|| format!("`next` must list step names, not {name}"))?;
+        if !decides.iter().any(|d| d.as_ref() == name) {
+            return Err(format!("`next` names `{name}`, which it does not decide"));
+        }
+        out.push(name.to_owned());
+    }
+    Ok(out)
 }
 
 /// A task's counters, kept in its row: they change with each step move
@@ -159,6 +227,30 @@ mod tests {
         assert_eq!(evaluate(&states, &edges).outcome, Outcome::Running);
     }
 
+    #[test]
+    fn a_skipped_branch_rejoins_and_a_dead_end_is_skipped() {
+        // a decides b or c; both lead to d; only c leads to e.
+        let edges = [(0, 1), (0, 2), (1, 3), (2, 3), (2, 4)];
+        let mut inc = Incremental::new(5, &edges);
+        inc.apply(0, StepEvent::Enqueue);
+        inc.apply(0, StepEvent::Start);
+        // a chooses b: c is skipped, and e, whose only parent is c, with it.
+        let skipped_c = inc.apply(2, StepEvent::Skip);
+        assert!(skipped_c.is_empty());
+        assert_eq!(inc.states[4], Skipped, "a dead end is skipped");
+        assert_eq!(inc.apply(0, StepEvent::Succeed), [1]);
+        let states = [Complete, Pending, Skipped, Pending, Skipped];
+        assert_eq!(evaluate(&states, &edges).ready, [1]);
+        // d waits for b, and runs after it although its other parent was skipped.
+        let states = [Complete, Complete, Skipped, Pending, Skipped];
+        let e = evaluate(&states, &edges);
+        assert_eq!((e.ready, e.skip), (vec![3], vec![]));
+        let e = evaluate(&[Complete, Complete, Skipped, Complete, Skipped], &edges);
+        assert_eq!(e.outcome, Outcome::Complete, "skipped steps count as done");
+        let e = evaluate(&[Complete, Complete, Skipped, Complete, Pending], &edges);
+        assert_eq!(e.skip, [4], "every parent skipped");
+    }
+
     /// Random DAGs: edges only go from a lower to a higher position.
     fn dags() -> impl Strategy<Value = (usize, Vec<(usize, usize)>)> {
         (1usize..14).prop_flat_map(|n| {
@@ -226,6 +318,9 @@ mod tests {
     struct Incremental {
         states: Vec<StepState>,
         waiting_on: Vec<u32>,
+        /// Parents complete or resolved.
+        live: Vec<u32>,
+        parents: Vec<u32>,
         children: Vec<Vec<usize>>,
         progress: Progress,
     }
@@ -240,7 +335,9 @@ mod tests {
             }
             Incremental {
                 states: vec![Pending; n],
+                parents: waiting_on.clone(),
                 waiting_on,
+                live: vec![0; n],
                 children,
                 progress: Progress {
                     left: n as u32,
@@ -249,7 +346,8 @@ mod tests {
             }
         }
 
-        /// Applies `event` to step `i`; returns the children it released.
+        /// Applies `event` to step `i`; returns the children it released to run, having
+        /// skipped those whose parents were all skipped (and theirs, in turn).
         fn apply(&mut self, i: usize, event: StepEvent) -> Vec<usize> {
             let from = self.states[i];
             let to = from.apply(event).unwrap();
@@ -257,10 +355,14 @@ mod tests {
             self.progress.shift(from, to);
             let mut out = Vec::new();
             if !from.is_done() && to.is_done() {
-                for &c in &self.children[i] {
+                for c in self.children[i].clone() {
                     self.waiting_on[c] -= 1;
+                    self.live[c] += u32::from(to.is_live());
                     if released(self.states[c], self.waiting_on[c]) {
-                        out.push(c);
+                        match release(self.parents[c], self.live[c]) {
+                            Release::Run => out.push(c),
+                            Release::Skip => out.extend(self.apply(c, StepEvent::Skip)),
+                        }
                     }
                 }
             }
@@ -268,24 +370,41 @@ mod tests {
             out
         }
 
-        /// Every event that may happen now, by step.
-        fn possible(&self, task_failed: bool) -> Vec<(usize, StepEvent)> {
+        /// A decision: step `i` succeeds, having chosen all its pending children but
+        /// the first, which is skipped (and so, in turn, what only it leads to).
+        fn decide(&mut self, i: usize) -> Vec<usize> {
+            let away = self.children[i]
+                .iter()
+                .copied()
+                .find(|&c| self.states[c] == Pending);
+            let mut out = match away {
+                Some(c) => self.apply(c, StepEvent::Skip),
+                None => Vec::new(),
+            };
+            out.extend(self.apply(i, StepEvent::Succeed));
+            out.sort_unstable();
+            out.dedup();
+            out
+        }
+
+        /// Every event that may happen now, by step; `None` is a decision.
+        fn possible(&self, task_failed: bool) -> Vec<(usize, Option<StepEvent>)> {
             use StepEvent as E;
             let mut out = Vec::new();
             for (i, s) in self.states.iter().enumerate() {
-                let events: &[StepEvent] = match s {
-                    Enqueued => &[E::Start, E::DeadLetter],
+                let events: &[Option<StepEvent>] = match s {
+                    Enqueued => &[Some(E::Start), Some(E::DeadLetter)],
                     InProgress => &[
-                        E::Succeed,
-                        E::Succeed,
-                        E::FailRetryable,
-                        E::FailPermanent,
-                        E::Reclaim,
+                        Some(E::Succeed),
+                        None,
+                        Some(E::FailRetryable),
+                        Some(E::FailPermanent),
+                        Some(E::Reclaim),
                     ],
-                    WaitingForRetry => &[E::RetryDue],
+                    WaitingForRetry => &[Some(E::RetryDue)],
                     // An operator resolves a failed step at any time, retries only a failed task.
-                    Error if task_failed => &[E::Resolve, E::Retry],
-                    Error => &[E::Resolve],
+                    Error if task_failed => &[Some(E::Resolve), Some(E::Retry)],
+                    Error => &[Some(E::Resolve)],
                     _ => &[],
                 };
                 out.extend(events.iter().map(|&e| (i, e)));
@@ -306,6 +425,11 @@ mod tests {
             &released,
             &full.ready,
             "released = ready by full evaluation"
+        );
+        prop_assert!(
+            full.skip.is_empty(),
+            "every skip was propagated: {:?}",
+            full.skip
         );
         prop_assert_eq!(&inc.waiting_on, &waiting_on(&inc.states, edges));
         for r in released {
@@ -341,8 +465,10 @@ mod tests {
                 if possible.is_empty() {
                     break;
                 }
-                let (i, event) = possible[pick % possible.len()];
-                let released = inc.apply(i, event);
+                let released = match possible[pick % possible.len()] {
+                    (i, Some(event)) => inc.apply(i, event),
+                    (i, None) => inc.decide(i),
+                };
                 outcome = check_and_enqueue(&mut inc, &edges, released)?;
             }
         }

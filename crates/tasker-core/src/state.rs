@@ -64,6 +64,8 @@ pub enum StepState {
     Error,
     Cancelled,
     ResolvedManually,
+    /// Not run: a decision chose another branch, or every parent was skipped.
+    Skipped,
 }
 
 names!(StepState, "step", {
@@ -75,6 +77,7 @@ names!(StepState, "step", {
     Error => "error",
     Cancelled => "cancelled",
     ResolvedManually => "resolved_manually",
+    Skipped => "skipped",
 });
 
 /// What happens to a step.
@@ -102,6 +105,8 @@ pub enum StepEvent {
     Resolve,
     /// An operator asked to run the failed step again.
     Retry,
+    /// A decision chose other steps, or every parent was skipped: it will not run.
+    Skip,
 }
 
 impl StepEvent {
@@ -118,6 +123,7 @@ impl StepEvent {
             StepEvent::Cancel => "cancel",
             StepEvent::Resolve => "resolve",
             StepEvent::Retry => "retry",
+            StepEvent::Skip => "skip",
         }
     }
 }
@@ -141,6 +147,7 @@ impl StepState {
             }
             (S::Error, E::Resolve) => S::ResolvedManually,
             (S::Error, E::Retry) => S::Enqueued,
+            (S::Pending, E::Skip) => S::Skipped,
             _ => {
                 return Err(IllegalTransition {
                     entity: "step",
@@ -152,8 +159,18 @@ impl StepState {
         Ok(next)
     }
 
-    /// Complete or resolved: its children may run.
+    /// Complete, resolved or skipped: finished without failing, so its children no
+    /// longer wait on it.
     pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            StepState::Complete | StepState::ResolvedManually | StepState::Skipped
+        )
+    }
+
+    /// Complete or resolved: done, with results. A step runs when its parents are all
+    /// done and at least one of them is live (or it has none).
+    pub fn is_live(self) -> bool {
         matches!(self, StepState::Complete | StepState::ResolvedManually)
     }
 
@@ -282,6 +299,14 @@ mod tests {
         assert!(StepState::Enqueued.apply(StepEvent::Succeed).is_err());
         assert!(StepState::Cancelled.apply(StepEvent::Enqueue).is_err());
         assert!(StepState::Complete.apply(StepEvent::Resolve).is_err());
+        assert!(
+            StepState::Enqueued.apply(StepEvent::Skip).is_err(),
+            "only waiting steps"
+        );
+        assert_eq!(
+            StepState::Pending.apply(StepEvent::Skip).unwrap(),
+            StepState::Skipped
+        );
     }
 
     #[test]
@@ -290,12 +315,14 @@ mod tests {
             StepState::Complete,
             StepState::Cancelled,
             StepState::ResolvedManually,
+            StepState::Skipped,
         ] {
             for e in [
                 StepEvent::Enqueue,
                 StepEvent::Start,
                 StepEvent::Succeed,
                 StepEvent::Cancel,
+                StepEvent::Skip,
             ] {
                 assert!(s.apply(e).is_err(), "{s} accepted {e:?}");
             }

@@ -233,6 +233,8 @@ pub struct StepExecution {
     pub context: Box<RawValue>,
     /// The results of the step's parents, by parent name, in template order.
     pub parents: Vec<(Arc<str>, Box<RawValue>)>,
+    /// The children the step chooses among with its result's `next` (its `decides`).
+    pub decides: Vec<Arc<str>>,
     pub retry: RetryPolicy,
     pub timeout: Duration,
 }
@@ -295,6 +297,9 @@ pub enum StepFinished {
         step_state: StepState,
         /// Children put on their queues.
         enqueued: usize,
+        /// Steps it skipped: the children a decision did not choose, and the steps
+        /// all of whose parents were skipped.
+        skipped: usize,
         task_state: TaskState,
     },
     /// The step was no longer running this attempt (cancelled, or reclaimed by another

@@ -178,6 +178,11 @@ impl StepContext {
         &self.step.exec.config
     }
 
+    /// The children this step chooses among with its result's `next`.
+    pub fn decides(&self) -> &[Arc<str>] {
+        &self.step.exec.decides
+    }
+
     /// The results of the parent named `name`.
     pub fn parent(&self, name: &str) -> Option<&RawValue> {
         self.step
@@ -315,6 +320,7 @@ pub(crate) fn test_step(handler: &str, config: &str, timeout: Duration) -> StepC
         config: RawValue::from_string(config.into()).unwrap(),
         context: RawValue::from_string("{}".into()).unwrap(),
         parents: Vec::new(),
+        decides: Vec::new(),
         retry: tasker_core::backoff::RetryPolicy::default(),
         timeout,
     })

@@ -80,7 +80,7 @@ impl OperatorAction {
         }
     }
 }
-const STEP_STATES: [StepState; 2] = [StepState::Complete, StepState::Error];
+const STEP_STATES: [StepState; 3] = [StepState::Complete, StepState::Error, StepState::Skipped];
 
 /// (namespace, handler), as the shared names: recording copies no string.
 type HandlerKey = (Arc<str>, Arc<str>);
@@ -101,6 +101,13 @@ impl Metrics {
     pub(crate) fn task_finished(&self, state: TaskState) {
         if let Some(i) = TASK_STATES.iter().position(|s| *s == state) {
             self.tasks_finished[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Steps skipped by an outcome (they never ran).
+    pub(crate) fn steps_skipped(&self, n: usize) {
+        if let Some(i) = STEP_STATES.iter().position(|s| *s == StepState::Skipped) {
+            self.steps_finished[i].fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -159,7 +166,7 @@ impl Metrics {
             );
         }
         out.push_str(
-            "# HELP tasker_steps_finished_total Steps this process ran to a final state.\n",
+            "# HELP tasker_steps_finished_total Steps this process ran to a final state, or skipped.\n",
         );
         out.push_str("# TYPE tasker_steps_finished_total counter\n");
         for (state, n) in STEP_STATES.iter().zip(&self.steps_finished) {

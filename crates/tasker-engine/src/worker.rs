@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tasker_core::backoff::RetryDecision;
 use tasker_core::event::EventKind;
 use tasker_core::id::TaskId;
@@ -141,6 +142,7 @@ async fn execute<S: Store>(
     let result = call_handler(shared, &step).await;
     let elapsed = Timestamp::now().since(started);
 
+    let result = result.and_then(|results| check_decision(&step, results));
     let ended = match result {
         Ok(results) => Ended::Succeeded(results),
         Err(e) => match step
@@ -180,11 +182,13 @@ async fn execute<S: Store>(
             step_state,
             task_state,
             enqueued,
+            skipped,
         }) => {
-            tracing::info!(state = %step_state, ?elapsed, enqueued, "step finished");
+            tracing::info!(state = %step_state, ?elapsed, enqueued, skipped, "step finished");
             shared
                 .metrics
                 .step_finished(&namespace, &handler, step_state, elapsed);
+            shared.metrics.steps_skipped(skipped);
             let kind = match step_state {
                 StepState::Complete => EventKind::StepCompleted,
                 StepState::WaitingForRetry => EventKind::StepRetrying,
@@ -203,6 +207,25 @@ async fn execute<S: Store>(
         Err(e) => tracing::error!(error = %e, "cannot record step outcome; it will run again"),
     }
     recorded.next
+}
+
+/// A deciding step's result must choose among its `decides` (its `next`): anything else
+/// fails the step for good, saying what is wrong.
+fn check_decision(step: &StepContext, results: Box<RawValue>) -> HandlerResult {
+    if step.decides().is_empty() {
+        return Ok(results);
+    }
+    match tasker_core::readiness::chosen(&results, step.decides()) {
+        Ok(_) => Ok(results),
+        Err(why) => {
+            let choices: Vec<&str> = step.decides().iter().map(|d| &**d).collect();
+            Err(HandlerError::permanent(format!(
+                "step `{}` decides among {}: {why}",
+                step.step_name(),
+                choices.join(", ")
+            )))
+        }
+    }
 }
 
 /// Counts and announces a task that a step's outcome finished.

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use tasker_core::duration::HumanDuration;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart, by_queue};
-use tasker_core::readiness::{self, Outcome as Readiness, Progress};
+use tasker_core::readiness::{self, Outcome as Readiness, Progress, Release};
 use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
@@ -105,6 +105,8 @@ struct Task {
     state: TaskState,
     progress: Progress,
     stored: Progress,
+    /// Steps the transaction skipped.
+    skipped: usize,
 }
 
 impl Task {
@@ -126,6 +128,7 @@ async fn lock_tasks<P: Primitives>(p: &mut P, ids: &[TaskId]) -> StoreResult<Vec
             state,
             progress,
             stored: progress,
+            skipped: 0,
         })
         .collect())
 }
@@ -205,6 +208,7 @@ async fn start_tasks<P: Primitives>(
             state,
             progress,
             stored: progress,
+            skipped: 0,
         })
         .collect();
     let starts: Vec<(usize, TaskEvent, &str)> = (0..tasks.len())
@@ -626,7 +630,9 @@ async fn finish<P: Primitives>(
         .zip(&live)
         .map(|((m, _), (_, step))| (*m, step.position))
         .collect();
-    let ready = release(p, &moved).await?;
+    let rows: Vec<&StepRow> = live.iter().map(|(_, step)| *step).collect();
+    let away = decided_away(&changes, &rows);
+    let ready = release(p, &mut tasks, &moved, &away).await?;
     let enqueued = settle_all(p, &mut tasks, ready).await?;
     for (k, &(i, step)) in live.iter().enumerate() {
         let t = tasks
@@ -637,6 +643,7 @@ async fn finish<P: Primitives>(
         out[i] = StepFinished::Applied {
             step_state: changes[k].0.to,
             enqueued: if last { enqueued[t] } else { 0 },
+            skipped: if last { tasks[t].skipped } else { 0 },
             task_state: if last { tasks[t].state } else { before[t] },
         };
     }
@@ -721,7 +728,13 @@ pub(crate) async fn step_resolve<P: Primitives>(
         let reason = format!("step `{}` resolved by an operator", step.name);
         move_task(p, &mut task, TaskEvent::Resume, &reason).await?;
     }
-    let ready = release(p, &[(m, step.position)]).await?;
+    let ready = release(
+        p,
+        std::slice::from_mut(&mut task),
+        &[(m, step.position)],
+        &[],
+    )
+    .await?;
     settle(p, &mut task, ready).await?;
     Ok(StepResolved {
         task_id,
@@ -730,25 +743,83 @@ pub(crate) async fn step_resolve<P: Primitives>(
     })
 }
 
-/// The children that moves released: each child of a step that became done waits on one
-/// parent less, and those waiting on none are ready, by task and position. Costs the
-/// moved steps' own edges.
+/// Releases the children of the steps that `moved` made done, after skipping `away`
+/// (the pending children that decisions among them did not choose): each child waits
+/// on one parent less, with one live parent more if that parent has results. A pending
+/// child with no parent left to finish runs if a parent is live and is skipped if none
+/// is, which releases its own children in turn. Returns the steps to run, by task and
+/// position; the skips are applied, and shift `tasks`' counters. Costs the edges of
+/// the steps that became done.
 async fn release<P: Primitives>(
     p: &mut P,
+    tasks: &mut [Task],
     moved: &[(Move<'_>, u32)],
+    away: &[(TaskId, u32)],
 ) -> StoreResult<Vec<EvalStep>> {
-    let done: Vec<(TaskId, u32)> = moved
+    let mut done: Vec<(TaskId, u32, bool)> = moved
         .iter()
         .filter(|(m, _)| !m.from.is_done() && m.to.is_done())
-        .map(|(m, position)| (m.task_id, *position))
+        .map(|(m, position)| (m.task_id, *position, m.to.is_live()))
         .collect();
-    if done.is_empty() {
-        return Ok(Vec::new());
+    let mut ready = Vec::new();
+    while !done.is_empty() {
+        let children = p.steps_release_children(&done).await?;
+        done.clear();
+        let mut skip = Vec::new();
+        for c in children {
+            if c.state != StepState::Pending {
+                continue;
+            }
+            if away.contains(&(c.task_id, c.position)) {
+                skip.push((c, "not chosen by its parent's decision"));
+            } else if readiness::released(c.state, c.waiting_on) {
+                // Reached through an edge, it has a parent.
+                match readiness::release(1, c.live_parents) {
+                    Release::Run => ready.push(c),
+                    Release::Skip => skip.push((c, "every parent was skipped")),
+                }
+            }
+        }
+        for (c, reason) in skip {
+            let m = Move {
+                task_id: c.task_id,
+                step_id: c.id,
+                from: StepState::Pending,
+                to: StepState::Pending.apply(StepEvent::Skip)?,
+                reason,
+            };
+            check_moved(p.step_move(m).await?, &m)?;
+            let task = task_of(tasks, c.task_id);
+            task.moved(&m);
+            task.skipped += 1;
+            done.push((c.task_id, c.position, false));
+        }
     }
-    let mut children = p.steps_release_children(&done).await?;
-    children.retain(|c| readiness::released(c.state, c.waiting_on));
-    children.sort_unstable_by_key(|c| (c.task_id, c.position));
-    Ok(children)
+    ready.sort_unstable_by_key(|c| (c.task_id, c.position));
+    Ok(ready)
+}
+
+/// The children that the decisions among `changes` did not choose: for each step that
+/// completed and decides, those of its `decides` its result's `next` leaves out.
+fn decided_away(changes: &[(Move<'_>, Outcome<'_>)], rows: &[&StepRow]) -> Vec<(TaskId, u32)> {
+    let mut away = Vec::new();
+    for ((m, outcome), row) in changes.iter().zip(rows) {
+        let (Some(results), false) = (outcome.results, row.decides.is_empty()) else {
+            continue;
+        };
+        if m.to != StepState::Complete {
+            continue;
+        }
+        // The worker refused a `next` that is not a list of these names.
+        let names: Vec<&str> = row.decides.iter().map(|(n, _)| &**n).collect();
+        let chosen = readiness::chosen(results, &names).unwrap_or_default();
+        for (name, position) in &row.decides {
+            if !chosen.iter().any(|c| c == &**name) {
+                away.push((m.task_id, *position));
+            }
+        }
+    }
+    away
 }
 
 /// [`settle_all`] for one task; returns the number of steps enqueued.

@@ -37,6 +37,8 @@ pub(crate) struct EvalStep {
     pub queue: Arc<str>,
     /// How many of its parents are not done.
     pub waiting_on: u32,
+    /// How many of its parents are done with results (complete or resolved).
+    pub live_parents: u32,
 }
 
 /// A step row, as the operations that change it need it.
@@ -49,6 +51,8 @@ pub(crate) struct StepRow {
     pub attempts: u32,
     pub max_attempts: u32,
     pub timeout: Duration,
+    /// The children it chooses among, by name and position (its `decides`).
+    pub decides: Vec<(Arc<str>, u32)>,
 }
 
 /// One state change for the audit trail.
@@ -202,11 +206,12 @@ pub(crate) trait StepRows {
         tasks: &[TaskId],
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
 
-    /// Each step of `done` (task, position) is done: each of its children waits on one
-    /// parent less. Returns the children after the decrement, each once.
+    /// Each step of `done` (task, position, live) is done: each of its children waits
+    /// on one parent less, and has one live parent more if it is `live` (complete or
+    /// resolved, not skipped). Returns the children after the change, each once.
     fn steps_release_children(
         &mut self,
-        done: &[(TaskId, u32)],
+        done: &[(TaskId, u32, bool)],
     ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
 
     /// The rows of `steps` that exist; `lock` locks them for this transaction, in id

@@ -91,9 +91,42 @@ pub(crate) fn step_record(r: &impl Columns, task_id: TaskId) -> StoreResult<Step
     })
 }
 
+/// A step's `decides` as stored: `[[name, position], …]`, NULL when it decides nothing.
+pub(crate) fn decides_column(
+    template: &tasker_core::template::TaskTemplate,
+    step: &tasker_core::template::StepTemplate,
+) -> Option<String> {
+    if step.decides.is_empty() {
+        return None;
+    }
+    let positions: Vec<(&str, usize)> = step
+        .decides
+        .iter()
+        .filter_map(|name| {
+            let position = template.steps.iter().position(|s| s.name == *name)?;
+            Some((name.as_str(), position))
+        })
+        .collect();
+    Some(serde_json::to_string(&positions).expect("names and numbers serialize"))
+}
+
+/// The stored `decides` column: the children by name and position.
+pub(crate) fn decides(text: Option<&str>) -> StoreResult<Vec<(std::sync::Arc<str>, u32)>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<(std::borrow::Cow<str>, u32)> =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("decides: {e}")))?;
+    let names = Interner::global();
+    Ok(pairs
+        .into_iter()
+        .map(|(name, position)| (names.intern(&name), position))
+        .collect())
+}
+
 /// `task_id, attempts, namespace, task name, version, step name, handler, config,
 /// context, the parents' results (a JSON array of `[name, results]`), the retry policy
-/// (JSON), timeout_ms` of step `step_id`.
+/// (JSON), timeout_ms, decides` of step `step_id`.
 pub(crate) fn execution(r: &impl Columns, step_id: StepId) -> StoreResult<StepExecution> {
     let names = Interner::global();
     let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> = serde_json::from_str(r.str(9)?)
@@ -115,6 +148,10 @@ pub(crate) fn execution(r: &impl Columns, step_id: StepId) -> StoreResult<StepEx
             .into_iter()
             .map(|(n, r)| (names.intern(&n), r))
             .collect(),
+        decides: decides(r.opt_str(12)?)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
         retry,
         timeout: Duration::from_millis(r.int(11)?.max(0) as u64),
     })
@@ -129,7 +166,7 @@ pub(crate) fn ancestor(r: &impl Columns) -> StoreResult<(std::sync::Arc<str>, Bo
     ))
 }
 
-/// `id, task_id, position, state, queue, waiting_on`.
+/// `id, task_id, position, state, queue, waiting_on, live_parents`.
 pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
     Ok(EvalStep {
         id: StepId(r.uuid(0)?),
@@ -138,10 +175,11 @@ pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
         state: parse(r.str(3)?)?,
         queue: Interner::global().intern(r.str(4)?),
         waiting_on: r.count(5)?,
+        live_parents: r.count(6)?,
     })
 }
 
-/// `task_id, name, queue, state, attempts, max_attempts, timeout_ms, position`.
+/// `task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides`.
 pub(crate) fn step_row(r: &impl Columns) -> StoreResult<StepRow> {
     Ok(StepRow {
         task_id: TaskId(r.uuid(0)?),
@@ -152,6 +190,7 @@ pub(crate) fn step_row(r: &impl Columns) -> StoreResult<StepRow> {
         max_attempts: r.count(5)?,
         timeout: Duration::from_millis(r.int(6)?.max(0) as u64),
         position: r.count(7)?,
+        decides: decides(r.opt_str(8)?)?,
     })
 }
 

@@ -122,6 +122,7 @@ pub async fn a_task_runs_through_the_store<S: Store>(store: Arc<S>) {
         StepFinished::Applied {
             step_state: StepState::Complete,
             enqueued: 1,
+            skipped: 0,
             task_state: TaskState::InProgress
         }
     );
@@ -187,6 +188,7 @@ pub async fn parents_results_reach_children<S: Store>(store: Arc<S>) {
         StepFinished::Applied {
             step_state: StepState::Complete,
             enqueued: 3,
+            skipped: 0,
             task_state: TaskState::InProgress,
         }
     );

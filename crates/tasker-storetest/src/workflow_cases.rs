@@ -324,6 +324,91 @@ pub async fn handlers_read_their_ancestors_results<S: Store>(store: Arc<S>) {
     );
 }
 
+const ROUTE: &str = "namespace: conf\nname: route\nversion: 1.0.0\nsteps:\n  - {name: route, handler: echo, config: {next: NEXT}, decides: [ground, air]}\n  - {name: ground, handler: sum, depends_on: [route]}\n  - {name: air, handler: sum, depends_on: [route]}\n  - {name: insure, handler: sum, depends_on: [air]}\n  - {name: ship, handler: sum, depends_on: [ground, air]}\n";
+
+/// A decision runs the children it names and skips the others, and with them every
+/// step all of whose parents were skipped; a step with a parent that ran runs.
+pub async fn a_decision_runs_its_choice_and_skips_the_rest<S: Store>(store: Arc<S>) {
+    let t = template(&ROUTE.replace("NEXT", "[ground]"));
+    let ran = engine(store.clone(), 2, no_extra);
+    let detail = run(&ran, &t, "{}").await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let states: Vec<(&str, StepState)> = detail
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("route", StepState::Complete),
+            ("ground", StepState::Complete),
+            ("air", StepState::Skipped),
+            ("insure", StepState::Skipped),
+            ("ship", StepState::Complete),
+        ]
+    );
+    assert_eq!(
+        value(&detail, "ship"),
+        2,
+        "1 + ground's 1; air gave nothing"
+    );
+    assert_eq!(step(&detail, "air").attempts, 0);
+    let trail = store.transition_list(detail.task.id).await.unwrap();
+    let why = |name: &str| {
+        let id = step(&detail, name).id;
+        trail
+            .iter()
+            .find(|t| t.step_id == Some(id) && t.to_state == "skipped")
+            .map(|t| t.reason.clone())
+    };
+    assert_eq!(
+        why("air").as_deref(),
+        Some("not chosen by its parent's decision")
+    );
+    assert_eq!(why("insure").as_deref(), Some("every parent was skipped"));
+    let mut metrics = String::new();
+    ran.metrics().render(&mut metrics);
+    assert!(
+        metrics.contains("tasker_steps_finished_total{state=\"skipped\"} 2\n"),
+        "{metrics}"
+    );
+}
+
+/// A decision whose `next` is missing or names a step it does not decide fails its
+/// step for good, saying why; nothing after it runs.
+pub async fn a_decision_outside_its_choices_fails<S: Store>(store: Arc<S>) {
+    for (version, next, why) in [
+        (
+            "2.0.0",
+            "[ship]",
+            "`next` names `ship`, which it does not decide",
+        ),
+        (
+            "2.0.1",
+            "ground",
+            "`next` must be an array of step names, not \"ground\"",
+        ),
+    ] {
+        let t = template(&ROUTE.replace("NEXT", next).replace("1.0.0", version));
+        let detail = run(&engine(store.clone(), 2, no_extra), &t, "{}").await;
+        assert_eq!(detail.task.state, TaskState::Error);
+        let route = step(&detail, "route");
+        assert_eq!((route.state, route.attempts), (StepState::Error, 1));
+        assert_eq!(
+            route.error.as_deref(),
+            Some(
+                format!("step `route` decides among ground, air: {why} (permanent error)").as_str()
+            )
+        );
+        assert!(
+            detail.steps[1..]
+                .iter()
+                .all(|s| s.state == StepState::Pending)
+        );
+    }
+}
+
 pub async fn unknown_handler_fails_permanently<S: Store>(store: Arc<S>) {
     let t = template(
         "namespace: conf\nname: unknown\nversion: 1.0.0\nsteps:\n  - {name: a, handler: Billing::Charge}\n",

@@ -44,6 +44,10 @@ pub struct StepTemplate {
     pub name: String,
     pub handler: String,
     pub depends_on: Vec<String>,
+    /// The children this step chooses among: its result's `next` names those that
+    /// run, and the others are skipped. Empty for a step that decides nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decides: Vec<String>,
     /// The queue that carries this step to workers (the namespace unless set).
     pub queue: String,
     pub config: Value,

@@ -43,6 +43,8 @@ pub(super) struct RawStep {
     #[serde(default)]
     pub depends_on: Vec<String>,
     #[serde(default)]
+    pub decides: Vec<String>,
+    #[serde(default)]
     pub queue: Option<String>,
     #[serde(default)]
     pub config: Option<Value>,

@@ -95,6 +95,36 @@ fn reports_a_cycle_with_its_path() {
 }
 
 #[test]
+fn a_step_decides_only_among_its_own_children() {
+    let e = errors(&with_steps(
+        "  - {name: a, handler: echo, decides: [b, c, b, z]}\n  - {name: b, handler: noop, depends_on: [a]}\n  - {name: c, handler: noop}\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.yaml:5:6: step `a`: decides `c`, which is not a step that depends on it",
+            "t.yaml:5:6: step `a`: lists `b` twice in decides",
+            "t.yaml:5:6: step `a`: decides `z`, which is not a step that depends on it",
+        ]
+    );
+    let t = parse_template(
+        &with_steps(
+            "  - {name: a, handler: echo, decides: [b]}\n  - {name: b, handler: noop, depends_on: [a]}\n",
+        ),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(t.steps[0].decides, ["b"]);
+    assert!(
+        !parse_template(&with_steps("  - {name: a, handler: noop}\n"), "t.yaml")
+            .unwrap()
+            .canonical_json()
+            .contains("decides"),
+        "a template without decisions keeps its canonical form"
+    );
+}
+
+#[test]
 fn reports_unknown_self_and_duplicate() {
     let e = errors(&with_steps(
         "  - name: a\n    handler: noop\n    depends_on: [a, ghost]\n  - name: b\n    handler: noop\n  - name: b\n    handler: noop\n",

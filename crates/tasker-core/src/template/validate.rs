@@ -178,6 +178,21 @@ pub(super) fn validate(
                 p.step(name, format!("lists `{dep}` twice in depends_on"));
             }
         }
+        let mut decided = HashSet::new();
+        for child in &step.decides {
+            let is_child = raw
+                .steps
+                .iter()
+                .any(|s| s.name == *child && s.depends_on.iter().any(|d| d == name));
+            if !is_child {
+                p.step(
+                    name,
+                    format!("decides `{child}`, which is not a step that depends on it"),
+                );
+            } else if !decided.insert(child.as_str()) {
+                p.step(name, format!("lists `{child}` twice in decides"));
+            }
+        }
         if let Some(Err(why)) = step
             .retry
             .as_ref()
@@ -214,6 +229,7 @@ pub(super) fn validate(
             name: s.name,
             handler: s.handler,
             depends_on: s.depends_on,
+            decides: s.decides,
         })
         .collect();
     Ok(TaskTemplate {

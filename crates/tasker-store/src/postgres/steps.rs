@@ -12,7 +12,7 @@ use crate::rows::{self, Columns, eval_step, link_parents, step_record, step_row}
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, task_id, position, state, queue, waiting_on"
+        "id, task_id, position, state, queue, waiting_on, live_parents"
     };
 }
 
@@ -196,22 +196,25 @@ impl StepRows for PgTx<'_> {
     /// One statement for all of `done`: a child of two of them waits on two parents less.
     async fn steps_release_children(
         &mut self,
-        done: &[(TaskId, u32)],
+        done: &[(TaskId, u32, bool)],
     ) -> StoreResult<Vec<EvalStep>> {
         let conn = &mut *self.conn;
         const SQL: &str = concat!(
-            "WITH done AS (SELECT * FROM UNNEST($1::uuid[], $2::int[]) AS d(task_id, parent)),",
-            " released AS (SELECT e.task_id, e.child, count(*)::int AS n FROM tasker.step_edges e",
+            "WITH done AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::int[]) AS d(task_id, parent, live)),",
+            " released AS (SELECT e.task_id, e.child, count(*)::int AS n, sum(d.live)::int AS live",
+            "   FROM tasker.step_edges e",
             "   JOIN done d ON e.task_id = d.task_id AND e.parent = d.parent GROUP BY e.task_id, e.child)",
-            " UPDATE tasker.steps s SET waiting_on = s.waiting_on - r.n FROM released r",
-            " WHERE s.task_id = r.task_id AND s.position = r.child",
-            " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on"
+            " UPDATE tasker.steps s SET waiting_on = s.waiting_on - r.n, live_parents = s.live_parents + r.live",
+            " FROM released r WHERE s.task_id = r.task_id AND s.position = r.child",
+            " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on, s.live_parents"
         );
         let tasks: Vec<uuid::Uuid> = done.iter().map(|d| d.0.0).collect();
         let parents: Vec<i32> = done.iter().map(|d| d.1 as i32).collect();
+        let live: Vec<i32> = done.iter().map(|d| i32::from(d.2)).collect();
         let rows = sqlx::query(SQL)
             .bind(&tasks)
             .bind(&parents)
+            .bind(&live)
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
@@ -228,7 +231,7 @@ impl StepRows for PgTx<'_> {
         macro_rules! select {
             ($lock:literal) => {
                 concat!(
-                    "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, id
+                    "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides, id
                      FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
                     $lock
                 )
@@ -246,7 +249,7 @@ impl StepRows for PgTx<'_> {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(|r| Ok((StepId(r.uuid(8)?), step_row(r)?)))
+            .map(|r| Ok((StepId(r.uuid(9)?), step_row(r)?)))
             .collect()
     }
 
@@ -260,7 +263,7 @@ impl StepRows for PgTx<'_> {
                      FROM tasker.step_edges e
                      JOIN tasker.steps p ON p.task_id = e.task_id AND p.position = e.parent
                      WHERE e.task_id = s.task_id AND e.child = s.position),
-                    s.retry, s.timeout_ms, s.id
+                    s.retry, s.timeout_ms, s.decides, s.id
              FROM tasker.steps s JOIN tasker.tasks t ON t.id = s.task_id WHERE s.id = ANY($1)",
         )
         .bind(&ids)
@@ -268,7 +271,7 @@ impl StepRows for PgTx<'_> {
         .await
         .map_err(db)?;
         rows.iter()
-            .map(|r| rows::execution(r, StepId(r.uuid(12)?)))
+            .map(|r| rows::execution(r, StepId(r.uuid(13)?)))
             .collect()
     }
 

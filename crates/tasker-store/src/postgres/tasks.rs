@@ -10,7 +10,7 @@ use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db, steps};
 use crate::primitives::{TaskMove, TaskRows};
-use crate::rows::{counters, parent_counts, parse, task_progress, task_record};
+use crate::rows::{counters, decides_column, parent_counts, parse, task_progress, task_record};
 
 pub(crate) async fn progress(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
     let row: Option<(String, i32, i32, i32)> = sqlx::query_as(
@@ -165,6 +165,7 @@ impl TaskRows for PgTx<'_> {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let mut decides = Vec::with_capacity(n);
         let (mut configs, mut retries, mut max_attempts, mut timeouts) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -184,12 +185,13 @@ impl TaskRows for PgTx<'_> {
             );
             max_attempts.push(step.retry.max_attempts as i32);
             timeouts.push(step.timeout.as_millis() as i64);
+            decides.push(decides_column(t, step));
         }
         sqlx::query(
-            "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
-             SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on
-             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[])
-                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on)",
+            "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides)
+             SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on, u.decides
+             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[], $12::text[])
+                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on, decides)",
         )
         .bind(task_id.0)
         .bind(&ids)
@@ -202,6 +204,7 @@ impl TaskRows for PgTx<'_> {
         .bind(&max_attempts)
         .bind(&timeouts)
         .bind(&waiting_on)
+        .bind(&decides)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

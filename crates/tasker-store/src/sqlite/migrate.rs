@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("../../migrations/sqlite/0003_retention.sql"),
     ),
+    (
+        4,
+        "decisions",
+        include_str!("../../migrations/sqlite/0004_decisions.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

@@ -21,7 +21,7 @@ use crate::rows::{self, eval_step, link_parents, step_record, step_row};
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, task_id, position, state, queue, waiting_on"
+        "id, task_id, position, state, queue, waiting_on, live_parents"
     };
 }
 
@@ -43,7 +43,7 @@ fn edges(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
 fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
     let mut s = conn
         .prepare_cached(
-            "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position
+            "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides
              FROM steps WHERE id = ?",
         )
         .map_err(db)?;
@@ -58,7 +58,7 @@ fn execution(conn: &Conn, step_id: StepId) -> StoreResult<StepExecution> {
                      FROM (SELECT p.name, p.results FROM step_edges e
                            CROSS JOIN steps p ON p.task_id = e.task_id AND p.position = e.parent
                            WHERE e.task_id = s.task_id AND e.child = s.position ORDER BY e.parent) p),
-                    s.retry, s.timeout_ms
+                    s.retry, s.timeout_ms, s.decides
              FROM steps s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?",
         )
         .map_err(db)?;
@@ -157,11 +157,11 @@ impl StepRows for SqliteTx<'_> {
     /// A child of two steps of `done` is decremented twice and returned once, as it ends.
     async fn steps_release_children(
         &mut self,
-        done: &[(TaskId, u32)],
+        done: &[(TaskId, u32, bool)],
     ) -> StoreResult<Vec<EvalStep>> {
         let conn = self.conn;
         const SQL: &str = concat!(
-            "UPDATE steps SET waiting_on = waiting_on - 1",
+            "UPDATE steps SET waiting_on = waiting_on - 1, live_parents = live_parents + ?3",
             " WHERE task_id = ?1 AND position IN (SELECT child FROM step_edges WHERE task_id = ?1 AND parent = ?2)",
             " RETURNING ",
             eval_columns!()
@@ -169,8 +169,9 @@ impl StepRows for SqliteTx<'_> {
         let mut s = conn.prepare_cached(SQL).map_err(db)?;
         let mut children: Vec<EvalStep> = Vec::new();
         let mut seen: HashMap<StepId, usize> = HashMap::new();
-        for (task_id, position) in done {
-            for child in decode_all(&mut s, params![task_id.0, position], |r| eval_step(r))? {
+        for (task_id, position, live) in done {
+            let params = params![task_id.0, position, i64::from(*live)];
+            for child in decode_all(&mut s, params, |r| eval_step(r))? {
                 match seen.entry(child.id) {
                     Entry::Occupied(at) => children[*at.get()] = child,
                     Entry::Vacant(at) => {

@@ -15,7 +15,7 @@ use tasker_core::time::Timestamp;
 
 use super::{Conn, SqliteTx, db, decode_all, steps, transitions};
 use crate::primitives::{TaskMove, TaskRows, Transition};
-use crate::rows::{counters, parent_counts, parse, task_progress, task_record};
+use crate::rows::{counters, decides_column, parent_counts, parse, task_progress, task_record};
 
 pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
     let row: Option<(String, i64, i64, i64)> = conn
@@ -156,8 +156,8 @@ impl TaskRows for SqliteTx<'_> {
         let parents = parent_counts(t.steps.len(), &edges);
         let mut insert_step = conn
             .prepare_cached(
-                "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
             )
             .map_err(db)?;
         for (position, step) in t.steps.iter().enumerate() {
@@ -176,6 +176,7 @@ impl TaskRows for SqliteTx<'_> {
                     step.retry.max_attempts,
                     step.timeout.as_millis() as i64,
                     parents[position],
+                    decides_column(t, step),
                 ])
                 .map_err(db)?;
         }
