@@ -288,9 +288,9 @@ fn validate_accepts_every_example() {
     // The directory and the one below it.
     let o = run(&["validate", examples().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o).lines().count(), 10);
+    assert_eq!(stdout(&o).lines().count(), 11);
     assert!(
-        stderr(&o).ends_with("10 file(s) checked, no problems\n"),
+        stderr(&o).ends_with("11 file(s) checked, no problems\n"),
         "{}",
         stderr(&o)
     );

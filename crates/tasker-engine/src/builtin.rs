@@ -8,6 +8,7 @@
 //! | `flaky` | a retryable error on attempts ≤ `config.failures` (default 1; after `config.retry_after` if set), then `{"attempt": n}` |
 //! | `fail`  | an error with `config.message`, permanent unless `config.retryable` is true |
 //! | `sleep` | waits `config.ms`, then `{"slept_ms": ms}` |
+//! | `switch` | a decision from the context: `{"next": case}`, the case of `config.cases` named by the value at `config.on` (`context.<path>`), else `config.default`; neither is a permanent error |
 //! | `shell` | runs `config.command` (an argv list, no shell) with the step's [`ExecutionMessage`](tasker_core::message::ExecutionMessage), its ancestors' results included, as JSON on stdin; stdout (JSON) is the result; exit 0 = success, 75 = retryable, other = permanent |
 //!
 //! `shell` runs programs as the process's user, so it is registered only where the
@@ -44,7 +45,8 @@ impl HandlerRegistry {
             .register("sum", FnHandler(sum))
             .register("flaky", FnHandler(flaky))
             .register("fail", FnHandler(fail))
-            .register("sleep", Sleep);
+            .register("sleep", Sleep)
+            .register("switch", FnHandler(switch));
         r
     }
 
@@ -126,6 +128,49 @@ fn sum(step: &StepContext) -> HandlerResult {
         None => json!(terms.iter().filter_map(Number::as_f64).sum::<f64>()),
     };
     to_result(&json!({ "value": value }))
+}
+
+/// `switch`'s config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchConfig {
+    /// Where the value is: `context.<path>`, a dotted path into the context.
+    on: String,
+    /// The steps to run for each value.
+    cases: std::collections::BTreeMap<String, Vec<String>>,
+    /// The steps to run for any other value, or none.
+    #[serde(default)]
+    default: Option<Vec<String>>,
+}
+
+fn switch(step: &StepContext) -> HandlerResult {
+    let c: SwitchConfig = step.config_as()?;
+    let path = c.on.strip_prefix("context.").ok_or_else(|| {
+        HandlerError::permanent(format!(
+            "switch: `on` must be `context.<path>`, not `{}`",
+            c.on
+        ))
+    })?;
+    let context: serde_json::Value = serde_json::from_str(step.context().get())
+        .map_err(|e| HandlerError::permanent(format!("switch: the context: {e}")))?;
+    let value = path
+        .split('.')
+        .try_fold(&context, |v, key| v.get(key))
+        .unwrap_or(&serde_json::Value::Null);
+    let case = match value {
+        serde_json::Value::String(s) => c.cases.get(s),
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+            c.cases.get(&value.to_string())
+        }
+        _ => None,
+    };
+    let next = case.or(c.default.as_ref()).ok_or_else(|| {
+        HandlerError::permanent(format!(
+            "switch: no case for {} = {value} and no default",
+            c.on
+        ))
+    })?;
+    to_result(&json!({ "next": next, "on": value }))
 }
 
 #[derive(Deserialize)]
@@ -327,6 +372,33 @@ mod tests {
             "namespace: ns\nname: t\nversion: 1.0.0\nsteps:\n  - {{name: first, handler: noop}}\n  - {{name: script, handler: shell, config: {{command: {command}}}}}\n"
         );
         parse_template(&yaml, "t.yaml").unwrap()
+    }
+
+    #[test]
+    fn switch_without_a_case_or_a_default_says_which_value() {
+        let step =
+            |config: &str| crate::handler::test_step("switch", config, Duration::from_secs(1));
+        let err = switch(&step(
+            r#"{"on": "context.tier", "cases": {"express": ["air"]}}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.message.as_str(), err.retryable),
+            (
+                "switch: no case for context.tier = null and no default",
+                false
+            )
+        );
+        let chosen = switch(&step(
+            r#"{"on": "context.tier", "cases": {"express": ["air"]}, "default": ["ground"]}"#,
+        ))
+        .unwrap();
+        assert_eq!(chosen.get(), r#"{"next":["ground"],"on":null}"#);
+        let err = switch(&step(r#"{"on": "tier", "cases": {}}"#)).unwrap_err();
+        assert_eq!(
+            err.message,
+            "switch: `on` must be `context.<path>`, not `tier`"
+        );
     }
 
     #[test]

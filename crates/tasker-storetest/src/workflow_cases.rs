@@ -375,6 +375,18 @@ pub async fn a_decision_runs_its_choice_and_skips_the_rest<S: Store>(store: Arc<
     );
 }
 
+/// The shipping example decides from the context with the built-in `switch`.
+pub async fn shipping_tier_follows_the_context<S: Store>(store: Arc<S>) {
+    for (tier, ran, skipped) in [("express", "air", "ground"), ("standard", "ground", "air")] {
+        let context = format!(r#"{{"order_id": 7, "tier": "{tier}"}}"#);
+        let detail = run_example(&store, "shipping_tier.yaml", &context).await;
+        assert_eq!(detail.task.state, TaskState::Complete, "{tier}");
+        assert_eq!(step(&detail, ran).state, StepState::Complete, "{tier}");
+        assert_eq!(step(&detail, skipped).state, StepState::Skipped, "{tier}");
+        assert_eq!(step(&detail, "notify").state, StepState::Complete, "{tier}");
+    }
+}
+
 /// A decision whose `next` is missing or names a step it does not decide fails its
 /// step for good, saying why; nothing after it runs.
 pub async fn a_decision_outside_its_choices_fails<S: Store>(store: Arc<S>) {
