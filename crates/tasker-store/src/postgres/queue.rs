@@ -165,6 +165,36 @@ pub(crate) async fn forget_tasks(conn: &mut Conn, tasks: &[uuid::Uuid]) -> Store
     Ok(())
 }
 
+impl PgTx<'_> {
+    /// Sends every element of `messages`, visible after `delay`, in one statement that
+    /// notifies the queue's listeners at commit (repeats within one transaction are
+    /// folded into one). `enqueued_at` takes its default.
+    async fn send_all<T: Serialize>(
+        &mut self,
+        queue: &str,
+        messages: &[T],
+        delay: Duration,
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "WITH sent AS (INSERT INTO {} (vt, message)
+                           SELECT clock_timestamp() + make_interval(secs => $1), m
+                           FROM jsonb_array_elements($2::jsonb) AS m)
+             SELECT pg_notify($3, $4)",
+            table("q", queue)?
+        );
+        sqlx::query(&sql)
+            .bind(delay.as_secs_f64())
+            .bind(self.buf.encode_all(messages))
+            .bind(super::CHANNEL)
+            .bind(notice(queue, self.token))
+            .execute(&mut *self.conn)
+            .await
+            .map_err(db)?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+}
+
 impl QueueOps for PgTx<'_> {
     /// Creates `queue` unless this process knows it exists (pgmq serializes concurrent
     /// creations); the store learns of it once the transaction commits.
@@ -182,49 +212,18 @@ impl QueueOps for PgTx<'_> {
         Ok(())
     }
 
-    /// Sends a message and notifies the queue's listeners, delivered at commit (repeats
-    /// within one transaction are folded into one). `enqueued_at` takes its default.
     async fn queue_send<M: Serialize + Sync>(
         &mut self,
         queue: &str,
         message: &M,
         delay: Duration,
     ) -> StoreResult<()> {
-        let sql = format!(
-            "WITH sent AS (INSERT INTO {} (vt, message)
-                           VALUES (clock_timestamp() + make_interval(secs => $1), $2::jsonb))
-             SELECT pg_notify($3, $4)",
-            table("q", queue)?
-        );
-        sqlx::query(&sql)
-            .bind(delay.as_secs_f64())
-            .bind(self.buf.encode(message))
-            .bind(super::CHANNEL)
-            .bind(notice(queue, self.token))
-            .execute(&mut *self.conn)
+        self.send_all(queue, std::slice::from_ref(message), delay)
             .await
-            .map_err(db)?;
-        self.sent.queue(queue);
-        Ok(())
     }
 
-    /// Sends the messages, visible at once, in one statement with one notification.
     async fn queue_send_batch(&mut self, queue: &str, messages: &[StepMessage]) -> StoreResult<()> {
-        let sql = format!(
-            "WITH sent AS (INSERT INTO {} (vt, message)
-                           SELECT clock_timestamp(), m FROM jsonb_array_elements($1::jsonb) AS m)
-             SELECT pg_notify($2, $3)",
-            table("q", queue)?
-        );
-        sqlx::query(&sql)
-            .bind(self.buf.encode_all(messages))
-            .bind(super::CHANNEL)
-            .bind(notice(queue, self.token))
-            .execute(&mut *self.conn)
-            .await
-            .map_err(db)?;
-        self.sent.queue(queue);
-        Ok(())
+        self.send_all(queue, messages, Duration::ZERO).await
     }
 
     async fn queue_read(

@@ -129,44 +129,51 @@ pub(crate) fn release_in_flight(conn: &Conn, now: Timestamp) -> StoreResult<usiz
     .map_err(db)
 }
 
+impl SqliteTx<'_> {
+    /// Sends every element of `messages`, visible after `delay`, in one statement.
+    fn send_all<T: Serialize>(
+        &mut self,
+        queue: &str,
+        messages: &[T],
+        delay: Duration,
+    ) -> StoreResult<()> {
+        let (now, visible) = (self.now, self.now.after(delay));
+        self.conn
+            .prepare_cached(
+                "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message)
+                 SELECT ?1, 0, ?2, ?3, value FROM json_each(?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    queue,
+                    now.0,
+                    visible.0,
+                    self.buf.encode_all(messages)
+                ])
+            })
+            .map_err(db)?;
+        self.sent.queue(queue);
+        Ok(())
+    }
+}
+
 impl QueueOps for SqliteTx<'_> {
     /// SQLite needs nothing: every queue is rows of one table.
     async fn queue_ensure(&mut self, _queue: &str) -> StoreResult<()> {
         Ok(())
     }
 
-    /// Sends a message, visible after `delay`.
     async fn queue_send<M: Serialize + Sync>(
         &mut self,
         queue: &str,
         message: &M,
         delay: Duration,
     ) -> StoreResult<()> {
-        let now = self.now;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message) VALUES (?, 0, ?, ?, ?)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![queue, now.0, now.after(delay).0, self.buf.encode(message)])
-            })
-            .map_err(db)?;
-        self.sent.queue(queue);
-        Ok(())
+        self.send_all(queue, std::slice::from_ref(message), delay)
     }
 
-    /// Sends the messages, visible at once, in one statement.
     async fn queue_send_batch(&mut self, queue: &str, messages: &[StepMessage]) -> StoreResult<()> {
-        let now = self.now;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message)
-                 SELECT ?1, 0, ?2, ?2, value FROM json_each(?3)",
-            )
-            .and_then(|mut s| s.execute(params![queue, now.0, self.buf.encode_all(messages)]))
-            .map_err(db)?;
-        self.sent.queue(queue);
-        Ok(())
+        self.send_all(queue, messages, Duration::ZERO)
     }
 
     async fn queue_read(
