@@ -537,7 +537,9 @@ async fn only_migrate_changes_the_schema_and_a_read_only_role_can_look() {
 }
 
 /// A chain whose first step takes a while, so that kills find steps in flight.
-const NAPPING: &str = "namespace: chaos\nname: napping\nversion: 1.0.0\ntimeout: 3s\nsteps:\n  - {name: nap, handler: sleep, config: {ms: 30}}\n  - {name: after, handler: sum, depends_on: [nap]}\n";
+/// Attempts enough that the chaos cannot use them all up: a killed worker or a dropped
+/// connection costs its step an attempt, and a step out of attempts fails for good.
+const NAPPING: &str = "namespace: chaos\nname: napping\nversion: 1.0.0\ntimeout: 3s\nretry: {max_attempts: 20}\nsteps:\n  - {name: nap, handler: sleep, config: {ms: 30}}\n  - {name: after, handler: sum, depends_on: [nap]}\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kill_9_and_dropped_connections_lose_and_double_nothing() {
@@ -571,7 +573,10 @@ async fn chaos_kill_9_and_dropped_connections_lose_and_double_nothing() {
     let engine = submitter(store.clone());
     // The example, with steps that a lost worker gives back within seconds.
     let text = std::fs::read_to_string(examples().join("mixed_dag.yaml")).unwrap();
-    let text = text.replace("\nsteps:\n", "\ntimeout: 3s\nsteps:\n");
+    let text = text.replace(
+        "\nsteps:\n",
+        "\ntimeout: 3s\nretry: {max_attempts: 20}\nsteps:\n",
+    );
     let mixed = tasker_core::template::parse_template(&text, "mixed_dag.yaml").unwrap();
     let napping = tasker_core::template::parse_template(NAPPING, "napping.yaml").unwrap();
     for i in 0..500 {

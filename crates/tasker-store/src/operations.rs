@@ -710,6 +710,16 @@ pub(crate) async fn step_resolve<P: Primitives>(
     let task_id = step_get(p, step_id, false).await?.task_id;
     let mut task = lock_task(p, task_id).await?;
     let step = step_get(p, step_id, true).await?;
+    if !step.decides.is_empty() {
+        // A deciding step's resolution decides too: its results must choose.
+        if let Err(why) = readiness::chosen(results, &step.decides_names()) {
+            return Err(StoreError::Conflict(format!(
+                "step `{}` decides among {}: {why}",
+                step.name,
+                step.decides_names().join(", ")
+            )));
+        }
+    }
     let m = Move {
         task_id,
         step_id,
@@ -721,7 +731,9 @@ pub(crate) async fn step_resolve<P: Primitives>(
         results: Some(results),
         error: None,
     };
-    check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
+    let changes = [(m, outcome)];
+    let away = decided_away(&changes, &[&step]);
+    check_moved(p.steps_set_outcome(&changes).await?, &m)?;
     task.moved(&m);
     let resumed = task.state == TaskState::Error;
     if resumed {
@@ -732,7 +744,7 @@ pub(crate) async fn step_resolve<P: Primitives>(
         p,
         std::slice::from_mut(&mut task),
         &[(m, step.position)],
-        &[],
+        &away,
     )
     .await?;
     settle(p, &mut task, ready).await?;
@@ -800,19 +812,19 @@ async fn release<P: Primitives>(
 }
 
 /// The children that the decisions among `changes` did not choose: for each step that
-/// completed and decides, those of its `decides` its result's `next` leaves out.
+/// became done with results (completed, or resolved by an operator) and decides, those
+/// of its `decides` its result's `next` leaves out.
 fn decided_away(changes: &[(Move<'_>, Outcome<'_>)], rows: &[&StepRow]) -> Vec<(TaskId, u32)> {
     let mut away = Vec::new();
     for ((m, outcome), row) in changes.iter().zip(rows) {
         let (Some(results), false) = (outcome.results, row.decides.is_empty()) else {
             continue;
         };
-        if m.to != StepState::Complete {
+        if !m.to.is_live() {
             continue;
         }
-        // The worker refused a `next` that is not a list of these names.
-        let names: Vec<&str> = row.decides.iter().map(|(n, _)| &**n).collect();
-        let chosen = readiness::chosen(results, &names).unwrap_or_default();
+        // The worker (or the resolution) refused a `next` that is not a list of these.
+        let chosen = readiness::chosen(results, &row.decides_names()).unwrap_or_default();
         for (name, position) in &row.decides {
             if !chosen.iter().any(|c| c == &**name) {
                 away.push((m.task_id, *position));

@@ -55,6 +55,13 @@ pub(crate) struct StepRow {
     pub decides: Vec<(Arc<str>, u32)>,
 }
 
+impl StepRow {
+    /// The names of the children it decides among.
+    pub fn decides_names(&self) -> Vec<&str> {
+        self.decides.iter().map(|(n, _)| &**n).collect()
+    }
+}
+
 /// One state change for the audit trail.
 pub(crate) struct Transition<'a> {
     pub task_id: TaskId,

@@ -87,6 +87,7 @@ macro_rules! conformance_tests {
             a_decision_runs_its_choice_and_skips_the_rest,
             a_decision_outside_its_choices_fails,
             shipping_tier_follows_the_context,
+            resolving_a_decider_decides,
             cancellation_stops_a_running_task,
             operator_resolution_lets_children_proceed,
             operator_retry_resumes_the_task,

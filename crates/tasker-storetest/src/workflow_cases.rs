@@ -375,6 +375,42 @@ pub async fn a_decision_runs_its_choice_and_skips_the_rest<S: Store>(store: Arc<
     );
 }
 
+/// An operator's resolution of a failed decider decides too: its results must choose,
+/// and the children it leaves out are skipped.
+pub async fn resolving_a_decider_decides<S: Store>(store: Arc<S>) {
+    let t = template(&ROUTE.replace("NEXT", "[nowhere]").replace("1.0.0", "3.0.0"));
+    let engine = engine(store.clone(), 2, no_extra);
+    let failed = run(&engine, &t, "{}").await;
+    assert_eq!(failed.task.state, TaskState::Error);
+    let route = step(&failed, "route").id;
+    let refused = engine.resolve(route, &raw(r#"{"next": "air"}"#)).await;
+    assert!(
+        matches!(&refused, Err(tasker_engine::EngineError::Store(StoreError::Conflict(why)))
+            if why == "step `route` decides among ground, air: `next` must be an array of step names, not \"air\""),
+        "{refused:?}"
+    );
+    let running = engine.start();
+    engine
+        .resolve(route, &raw(r#"{"next": ["air"]}"#))
+        .await
+        .unwrap();
+    let detail = engine.wait(failed.task.id, |_| {}).await.unwrap();
+    running.shutdown().await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let states: Vec<StepState> = detail.steps.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        [
+            StepState::ResolvedManually,
+            StepState::Skipped,
+            StepState::Complete,
+            StepState::Complete,
+            StepState::Complete,
+        ],
+        "route resolved; ground skipped; air, insure and ship ran"
+    );
+}
+
 /// The shipping example decides from the context with the built-in `switch`.
 pub async fn shipping_tier_follows_the_context<S: Store>(store: Arc<S>) {
     for (tier, ran, skipped) in [("express", "air", "ground"), ("standard", "ground", "air")] {
