@@ -59,7 +59,7 @@ pub struct StepMessage {
 }
 
 /// Everything a handler is given, for handlers that run outside the worker's Rust
-/// code (the `shell` handler's standard input; the Ruby boundary).
+/// code (the `shell` handler's standard input).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecutionMessage<'a> {
     pub task_id: TaskId,

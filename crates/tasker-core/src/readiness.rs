@@ -108,9 +108,22 @@ pub fn released(state: StepState, waiting_on: u32) -> bool {
     state == StepState::Pending && waiting_on == 0
 }
 
+/// The children step `step`'s result chooses among its `decides`, or the error that
+/// fails it (or refuses its resolution): `step `route` decides among ground, air: …`.
+pub fn decision(
+    step: &str,
+    results: &serde_json::value::RawValue,
+    decides: &[impl AsRef<str>],
+) -> Result<Vec<String>, String> {
+    chosen(results, decides).map_err(|why| {
+        let names: Vec<&str> = decides.iter().map(AsRef::as_ref).collect();
+        format!("step `{step}` decides among {}: {why}", names.join(", "))
+    })
+}
+
 /// The children a deciding step's result chooses: its `next`, an array of names among
 /// `decides`. Anything else is an error saying what is wrong with it.
-pub fn chosen(
+fn chosen(
     results: &serde_json::value::RawValue,
     decides: &[impl AsRef<str>],
 ) -> Result<Vec<String>, String> {
@@ -139,7 +152,7 @@ pub fn chosen(
 /// ([`Progress::shift`]) and tell the task's outcome without a scan of its steps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Steps neither complete nor resolved.
+    /// Steps not done (neither complete, resolved nor skipped).
     pub left: u32,
     /// Steps enqueued, in progress or waiting to retry.
     pub active: u32,

@@ -126,6 +126,9 @@ pub struct StepResolved {
     pub task_state: TaskState,
     /// True when the resolution moved the task out of `error`.
     pub resumed: bool,
+    /// Steps it skipped: the children a deciding step's resolution did not choose, and
+    /// what only they led to.
+    pub skipped: usize,
 }
 
 /// The outcome of [`Store::task_start`].

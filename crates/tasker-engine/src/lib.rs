@@ -373,6 +373,7 @@ impl<S: Store> Engine<S> {
         let resolved = self.shared.store.step_resolve(step_id, results).await?;
         let task_id = resolved.task_id;
         self.shared.metrics.operator_acted(OperatorAction::Resolve);
+        self.shared.metrics.steps_skipped(resolved.skipped);
         self.shared
             .publish(EventKind::StepResolved, task_id, Some((step_id, None, 0)));
         if resolved.resumed {

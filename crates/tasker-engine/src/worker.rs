@@ -215,16 +215,9 @@ fn check_decision(step: &StepContext, results: Box<RawValue>) -> HandlerResult {
     if step.decides().is_empty() {
         return Ok(results);
     }
-    match tasker_core::readiness::chosen(&results, step.decides()) {
+    match tasker_core::readiness::decision(step.step_name(), &results, step.decides()) {
         Ok(_) => Ok(results),
-        Err(why) => {
-            let choices: Vec<&str> = step.decides().iter().map(|d| &**d).collect();
-            Err(HandlerError::permanent(format!(
-                "step `{}` decides among {}: {why}",
-                step.step_name(),
-                choices.join(", ")
-            )))
-        }
+        Err(why) => Err(HandlerError::permanent(why)),
     }
 }
 

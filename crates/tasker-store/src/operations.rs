@@ -631,7 +631,7 @@ async fn finish<P: Primitives>(
         .map(|((m, _), (_, step))| (*m, step.position))
         .collect();
     let rows: Vec<&StepRow> = live.iter().map(|(_, step)| *step).collect();
-    let away = decided_away(&changes, &rows);
+    let away = decided_away(&changes, &rows)?;
     let ready = release(p, &mut tasks, &moved, &away).await?;
     let enqueued = settle_all(p, &mut tasks, ready).await?;
     for (k, &(i, step)) in live.iter().enumerate() {
@@ -710,16 +710,6 @@ pub(crate) async fn step_resolve<P: Primitives>(
     let task_id = step_get(p, step_id, false).await?.task_id;
     let mut task = lock_task(p, task_id).await?;
     let step = step_get(p, step_id, true).await?;
-    if !step.decides.is_empty() {
-        // A deciding step's resolution decides too: its results must choose.
-        if let Err(why) = readiness::chosen(results, &step.decides_names()) {
-            return Err(StoreError::Conflict(format!(
-                "step `{}` decides among {}: {why}",
-                step.name,
-                step.decides_names().join(", ")
-            )));
-        }
-    }
     let m = Move {
         task_id,
         step_id,
@@ -732,7 +722,8 @@ pub(crate) async fn step_resolve<P: Primitives>(
         error: None,
     };
     let changes = [(m, outcome)];
-    let away = decided_away(&changes, &[&step]);
+    // A deciding step's resolution decides too: results that do not choose are refused.
+    let away = decided_away(&changes, &[&step])?;
     check_moved(p.steps_set_outcome(&changes).await?, &m)?;
     task.moved(&m);
     let resumed = task.state == TaskState::Error;
@@ -752,6 +743,7 @@ pub(crate) async fn step_resolve<P: Primitives>(
         task_id,
         task_state: task.state,
         resumed,
+        skipped: task.skipped,
     })
 }
 
@@ -813,8 +805,13 @@ async fn release<P: Primitives>(
 
 /// The children that the decisions among `changes` did not choose: for each step that
 /// became done with results (completed, or resolved by an operator) and decides, those
-/// of its `decides` its result's `next` leaves out.
-fn decided_away(changes: &[(Move<'_>, Outcome<'_>)], rows: &[&StepRow]) -> Vec<(TaskId, u32)> {
+/// of its `decides` its result's `next` leaves out. A `next` that does not choose is
+/// refused (the worker fails such a step, and a resolution is checked first), never
+/// taken for a choice of nothing.
+fn decided_away(
+    changes: &[(Move<'_>, Outcome<'_>)],
+    rows: &[&StepRow],
+) -> StoreResult<Vec<(TaskId, u32)>> {
     let mut away = Vec::new();
     for ((m, outcome), row) in changes.iter().zip(rows) {
         let (Some(results), false) = (outcome.results, row.decides.is_empty()) else {
@@ -823,15 +820,15 @@ fn decided_away(changes: &[(Move<'_>, Outcome<'_>)], rows: &[&StepRow]) -> Vec<(
         if !m.to.is_live() {
             continue;
         }
-        // The worker (or the resolution) refused a `next` that is not a list of these.
-        let chosen = readiness::chosen(results, &row.decides_names()).unwrap_or_default();
+        let chosen = readiness::decision(&row.name, results, &row.decides_names())
+            .map_err(StoreError::Conflict)?;
         for (name, position) in &row.decides {
             if !chosen.iter().any(|c| c == &**name) {
                 away.push((m.task_id, *position));
             }
         }
     }
-    away
+    Ok(away)
 }
 
 /// [`settle_all`] for one task; returns the number of steps enqueued.

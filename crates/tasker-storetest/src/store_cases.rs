@@ -508,7 +508,8 @@ pub async fn permanent_failure_blocks_descendants_and_resolve_unblocks<S: Store>
         StepResolved {
             task_id,
             task_state: TaskState::InProgress,
-            resumed: true
+            resumed: true,
+            skipped: 0,
         }
     );
     assert_eq!(d.run_queue("conf").await, ["d"]);

@@ -397,6 +397,12 @@ pub async fn resolving_a_decider_decides<S: Store>(store: Arc<S>) {
     let detail = engine.wait(failed.task.id, |_| {}).await.unwrap();
     running.shutdown().await;
     assert_eq!(detail.task.state, TaskState::Complete);
+    let mut metrics = String::new();
+    engine.metrics().render(&mut metrics);
+    assert!(
+        metrics.contains("tasker_steps_finished_total{state=\"skipped\"} 1\n"),
+        "the resolution skipped ground: {metrics}"
+    );
     let states: Vec<StepState> = detail.steps.iter().map(|s| s.state).collect();
     assert_eq!(
         states,

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tasker_core::StepState;
 use tasker_core::TaskState;
 use tasker_core::id::TaskId;
 use tasker_engine::{
@@ -119,13 +118,9 @@ pub async fn resume(db: &str, concurrency: usize, allow_shell: bool) -> Result<O
             eprintln!("interrupted; run `tasker resume --db {db}` again to continue");
             return Ok(Outcome::Interrupted);
         };
-        let done = detail
-            .steps
-            .iter()
-            .filter(|s| s.state == StepState::Complete)
-            .count();
+        let done = detail.steps.iter().filter(|s| s.state.is_done()).count();
         println!(
-            "{}  {:<11}  {} ({done}/{} steps complete)",
+            "{}  {:<11}  {} ({done}/{} steps done)",
             id,
             detail.task.state,
             report::template_of(&detail.task),

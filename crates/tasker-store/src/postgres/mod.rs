@@ -48,7 +48,9 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The stores of [`PgStore::shared`], by URL, held weakly: the last user closes one.
-static SHARED: Mutex<Vec<(String, Weak<PgStore>)>> = Mutex::new(Vec::new());
+/// Held across a connection, so that two callers at once share one store.
+static SHARED: tokio::sync::Mutex<Vec<(String, Weak<PgStore>)>> =
+    tokio::sync::Mutex::const_new(Vec::new());
 
 /// The distributed [`Store`]. See the module docs.
 #[derive(Debug)]
@@ -115,9 +117,8 @@ impl PgStore {
     /// The first to ask connects it; one that needs more than `connections` of a live
     /// store connects a store as large as both, which those after it share.
     pub async fn shared(url: &str, connections: u32) -> StoreResult<Arc<Self>> {
-        let live = SHARED
-            .lock()
-            .expect("shared stores lock")
+        let mut shared = SHARED.lock().await;
+        let live = shared
             .iter()
             .find(|(u, _)| u == url)
             .and_then(|(_, store)| store.upgrade());
@@ -127,7 +128,6 @@ impl PgStore {
             None => connections,
         };
         let store = Arc::new(Self::connect(url, connections).await?);
-        let mut shared = SHARED.lock().expect("shared stores lock");
         shared.retain(|(u, s)| u != url && s.strong_count() > 0);
         shared.push((url.to_owned(), Arc::downgrade(&store)));
         Ok(store)
@@ -256,15 +256,17 @@ impl crate::rows::Columns for sqlx::postgres::PgRow {
 
     fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
         // Dialect: PostgreSQL types integers by width (SQLite has one integer type).
-        let wide = self
-            .columns()
-            .get(i)
-            .is_some_and(|c| c.type_info().name() == "INT8");
-        if wide {
-            self.try_get(i).map_err(corrupt)
-        } else {
-            let narrow: Option<i32> = self.try_get(i).map_err(corrupt)?;
-            Ok(narrow.map(i64::from))
+        let width = self.columns().get(i).map(|c| c.type_info().name());
+        match width {
+            Some("INT8") => self.try_get(i).map_err(corrupt),
+            Some("INT2") => Ok(self
+                .try_get::<Option<i16>, _>(i)
+                .map_err(corrupt)?
+                .map(i64::from)),
+            _ => Ok(self
+                .try_get::<Option<i32>, _>(i)
+                .map_err(corrupt)?
+                .map(i64::from)),
         }
     }
 

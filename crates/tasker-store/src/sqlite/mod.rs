@@ -266,11 +266,13 @@ impl crate::rows::Columns for rusqlite::Row<'_> {
     }
 
     fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
-        self.get(i).map_err(db)
+        self.get(i)
+            .map_err(|e| StoreError::Corrupt(format!("stored data, column {i}: {e}")))
     }
 
     fn opt_uuid(&self, i: usize) -> StoreResult<Option<uuid::Uuid>> {
-        self.get(i).map_err(db)
+        self.get(i)
+            .map_err(|e| StoreError::Corrupt(format!("stored data, column {i}: {e}")))
     }
 }
 
