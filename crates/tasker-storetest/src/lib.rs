@@ -88,6 +88,7 @@ macro_rules! conformance_tests {
             a_decision_outside_its_choices_fails,
             shipping_tier_follows_the_context,
             resolving_a_decider_decides,
+            skipped_steps_stay_skipped,
             cancellation_stops_a_running_task,
             operator_resolution_lets_children_proceed,
             operator_retry_resumes_the_task,

@@ -417,6 +417,45 @@ pub async fn resolving_a_decider_decides<S: Store>(store: Arc<S>) {
     );
 }
 
+/// A child a decision leaves out is skipped at once, though another of its parents is
+/// still running, and stays skipped when that parent completes; skipped steps stay
+/// skipped through an operator's retry and a cancel.
+pub async fn skipped_steps_stay_skipped<S: Store>(store: Arc<S>) {
+    let t = template(
+        "namespace: conf\nname: left_out\nversion: 1.0.0\nsteps:\n  - {name: route, handler: echo, config: {next: [ground]}, decides: [ground, air]}\n  - {name: slow, handler: sleep, config: {ms: 200}}\n  - {name: ground, handler: fail, depends_on: [route]}\n  - {name: air, handler: sum, depends_on: [route, slow]}\n  - {name: after_air, handler: sum, depends_on: [air]}\n",
+    );
+    let engine = engine(store.clone(), 4, no_extra);
+    let detail = run(&engine, &t, "{}").await;
+    assert_eq!(detail.task.state, TaskState::Error, "ground fails");
+    let state = |d: &TaskDetail, name: &str| step(d, name).state;
+    assert_eq!(state(&detail, "slow"), StepState::Complete);
+    assert_eq!(state(&detail, "air"), StepState::Skipped);
+    assert_eq!(state(&detail, "after_air"), StepState::Skipped);
+    let trail = store.transition_list(detail.task.id).await.unwrap();
+    let at = |name: &str, to: &str| {
+        let id = step(&detail, name).id;
+        trail
+            .iter()
+            .position(|t| t.step_id == Some(id) && t.to_state == to)
+            .unwrap()
+    };
+    assert!(
+        at("air", "skipped") < at("slow", "complete"),
+        "skipped while its other parent still ran"
+    );
+    assert_eq!(
+        engine.retry(detail.task.id).await.unwrap(),
+        1,
+        "only ground runs again"
+    );
+    let cancelled = engine.cancel(detail.task.id, "enough").await.unwrap();
+    assert_eq!(cancelled, TaskState::Cancelled);
+    let after = engine.task(detail.task.id).await.unwrap();
+    assert_eq!(state(&after, "air"), StepState::Skipped);
+    assert_eq!(state(&after, "after_air"), StepState::Skipped);
+    assert_eq!(state(&after, "ground"), StepState::Cancelled);
+}
+
 /// The shipping example decides from the context with the built-in `switch`.
 pub async fn shipping_tier_follows_the_context<S: Store>(store: Arc<S>) {
     for (tier, ran, skipped) in [("express", "air", "ground"), ("standard", "ground", "air")] {
