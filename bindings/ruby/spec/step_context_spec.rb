@@ -38,8 +38,17 @@ module Specs
     end
   end
 
+  class ReadsPick < Tasker::StepHandler
+    def call(step) = { "pick" => step.results("pick") }
+  end
+
   class Grandchild < Tasker::StepHandler
     def call(step) = { "first" => step.results("first"), "second" => step.results(:second) }
+  end
+
+  # Chooses the carrier from the order's tier.
+  class PickCarrier < Tasker::StepHandler
+    def call(step) = { "next" => [step.context["tier"] == "express" ? "air" : "ground"] }
   end
 
   class Registered < Tasker::StepHandler
@@ -89,6 +98,23 @@ RSpec.describe Tasker::StepContext do
     result = Tasker.run(path, context: {})
     expect(result).to be_complete
     expect(result.step("third").results).to eq("first" => { "value" => 1 }, "second" => { "value" => 1 })
+  end
+
+  it "decides among its children: the branch not taken is skipped" do
+    path = Specs.write_template(
+      { "namespace" => "shop", "name" => "carrier", "version" => "1.0.0",
+        "steps" => [
+          { "name" => "pick", "handler" => "Specs::PickCarrier", "decides" => %w[ground air] },
+          { "name" => "ground", "handler" => "Specs::Inspect", "depends_on" => ["pick"] },
+          { "name" => "air", "handler" => "Specs::Inspect", "depends_on" => ["pick"] },
+          { "name" => "notify", "handler" => "Specs::ReadsPick", "depends_on" => %w[ground air] }
+        ] }, @tmp
+    )
+    result = Tasker.run(path, context: { "tier" => "express" })
+    expect(result).to be_complete
+    expect(result.steps.map { |s| [s.name, s.state] })
+      .to eq([%w[pick complete], %w[ground skipped], %w[air complete], %w[notify complete]])
+    expect(result.step("notify").results).to eq("pick" => { "next" => ["air"] })
   end
 
   it "returns frozen, interned names: the same object each call, no allocation" do
