@@ -122,6 +122,32 @@ RSpec.describe "Tasker on PostgreSQL (distributed)" do
     expect { @client.dead_letters(queue: "Bad Name") }.to raise_error(Tasker::Error, /queue `Bad Name`/)
   end
 
+  it "delivers a signal to the step that waits for it, and refuses a second" do
+    path = Specs.write_template(
+      { "namespace" => "signals", "name" => "approval", "version" => "1.0.0",
+        "steps" => [
+          { "name" => "draft", "handler" => "Specs::Noop", "queue" => "ruby_q" },
+          { "name" => "approve", "depends_on" => ["draft"],
+            "wait_for" => { "signal" => "approval", "timeout" => "1h" } },
+          { "name" => "publish", "handler" => "Specs::Noop", "queue" => "ruby_q", "depends_on" => ["approve"] }
+        ] }, @tmp
+    )
+    id = @client.submit(path)
+    deadline = Time.now + 30
+    sleep 0.05 until @client.status(id).step("approve").state == "waiting" || Time.now > deadline
+    approve = @client.status(id).step("approve")
+    expect(approve.state).to eq("waiting"), processes_log
+    expect(approve.waits_for).to eq("approval")
+    expect(@client.signal(id, "approval", { "approved_by" => "ana" })).to eq(
+      "task_id" => id, "signal" => "approval", "completed" => [approve.id], "task_state" => "in_progress"
+    )
+    expect { @client.signal(id, "approval") }.to raise_error(Tasker::ConflictError, /already delivered/)
+    result = @client.wait(id, timeout: 30)
+    expect(result.state).to eq("complete")
+    expect(result.results["approve"]).to eq("approved_by" => "ana")
+    expect { @client.signal(id, "late", {}) }.to raise_error(Tasker::ConflictError, /is complete/)
+  end
+
   it "retries the failed steps of an errored task" do
     path = Specs.write_template(
       { "namespace" => "ruby_examples", "name" => "switched", "version" => "1.0.0",

@@ -4,7 +4,7 @@ use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby, Value, function, method};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::views::{DeadLetters, History, TaskView};
+use tasker_core::views::{DeadLetters, History, SignalView, TaskView};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
 use tasker_store::postgres::PgStore;
 
@@ -100,6 +100,24 @@ impl Client {
         convert::to_ruby(ruby, &view)
     }
 
+    /// Delivers the signal `name` with `payload` to the task; returns `{"task_id",
+    /// "signal", "completed", "task_state"}`, the API's shape.
+    fn signal(
+        ruby: &Ruby,
+        rb_self: &Self,
+        task_id: String,
+        name: String,
+        payload: Value,
+    ) -> Result<Value, Error> {
+        let id: TaskId = parse_id(ruby, "task", &task_id)?;
+        let json = convert::to_json(ruby, payload, "payload")?;
+        let signalled = block_on(ruby, rb_self.engine.signal(id, &name, &json))?
+            .map_err(|e| errors::engine(ruby, e))?;
+        let view =
+            serde_json::to_string(&SignalView::new(id, &name, &signalled)).expect("serializable");
+        convert::to_ruby(ruby, &view)
+    }
+
     /// Marks a failed step done with `results`; returns its task's state.
     fn resolve(
         ruby: &Ruby,
@@ -125,6 +143,7 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("cancel", method!(Client::cancel, 1))?;
     class.define_method("retry", method!(Client::retry, 1))?;
     class.define_method("resolve", method!(Client::resolve, 2))?;
+    class.define_method("signal", method!(Client::signal, 3))?;
     class.define_method("history", method!(Client::history, 1))?;
     class.define_method("dead_letters", method!(Client::dead_letters, 1))?;
     Ok(())

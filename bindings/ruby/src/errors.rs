@@ -11,6 +11,7 @@ static SERIALIZATION: Lazy<ExceptionClass> = Lazy::new(|ruby| class(ruby, "Seria
 static TEMPLATE: Lazy<ExceptionClass> = Lazy::new(|ruby| class(ruby, "TemplateError"));
 static CONTEXT: Lazy<ExceptionClass> = Lazy::new(|ruby| class(ruby, "ContextError"));
 static NOT_FOUND: Lazy<ExceptionClass> = Lazy::new(|ruby| class(ruby, "NotFoundError"));
+static CONFLICT: Lazy<ExceptionClass> = Lazy::new(|ruby| class(ruby, "ConflictError"));
 
 fn class(ruby: &Ruby, name: &str) -> ExceptionClass {
     let tasker: RModule = ruby
@@ -28,6 +29,7 @@ pub fn define(ruby: &Ruby, tasker: RModule) -> Result<(), Error> {
         "TemplateError",
         "ContextError",
         "NotFoundError",
+        "ConflictError",
     ] {
         tasker.define_error(name, base)?;
     }
@@ -49,6 +51,10 @@ pub fn general(ruby: &Ruby, message: impl ToString) -> Error {
 pub fn store(ruby: &Ruby, e: StoreError) -> Error {
     match e {
         StoreError::NotFound(_) => Error::new(ruby.get_inner(&NOT_FOUND), e.to_string()),
+        // The API's 409: the action does not fit the task's state now.
+        StoreError::Conflict(_) | StoreError::IllegalTransition(_) => {
+            Error::new(ruby.get_inner(&CONFLICT), e.to_string())
+        }
         other => general(ruby, other),
     }
 }

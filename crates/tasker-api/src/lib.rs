@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/tasks/{id}/history"),
     ("POST", "/v1/tasks/{id}/cancel"),
     ("POST", "/v1/tasks/{id}/retry"),
+    ("POST", "/v1/tasks/{id}/signals/{name}"),
     ("POST", "/v1/steps/{id}/resolve"),
     ("GET", "/v1/dead-letters"),
     ("GET", "/v1/templates"),
@@ -119,6 +120,7 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
         .route("/v1/tasks/{id}/history", get(tasks::history::<S>))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel::<S>))
         .route("/v1/tasks/{id}/retry", post(tasks::retry::<S>))
+        .route("/v1/tasks/{id}/signals/{name}", post(tasks::signal::<S>))
         .route("/v1/steps/{id}/resolve", post(tasks::resolve::<S>))
         .route("/v1/dead-letters", get(tasks::dead_letters::<S>))
         .route(

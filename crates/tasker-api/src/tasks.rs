@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::store::{Store, TaskListParams, TaskRecord, TemplateListParams};
 use tasker_core::template::{TaskTemplate, parse_template};
-use tasker_core::views::{DeadLetters, History, TaskView};
+use tasker_core::views::{DeadLetters, History, SignalView, TaskView};
 use tasker_core::{TaskState, names};
 
 use axum::response::Response;
@@ -300,6 +300,20 @@ pub async fn retry<S: Store>(
         task_id: id,
         enqueued,
     }))
+}
+
+/// `POST /v1/tasks/{id}/signals/{name}`: the body is the payload.
+pub async fn signal<S: Store>(
+    State(state): State<AppState<S>>,
+    Path((id, name)): Path<(String, String)>,
+    JsonBody(payload): JsonBody<Box<RawValue>>,
+) -> Result<Response, ApiError> {
+    let id = task_id(&id)?;
+    let signalled = state.engine.signal(id, &name, payload.get()).await?;
+    Ok(json(
+        StatusCode::OK,
+        &SignalView::new(id, &name, &signalled),
+    ))
 }
 
 /// `POST /v1/steps/{id}/resolve`.

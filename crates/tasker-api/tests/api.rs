@@ -14,6 +14,7 @@ use tasker_store::sqlite::SqliteStore;
 use tower::ServiceExt;
 
 const CHAIN: &str = "namespace: api\nname: chain\nversion: 1.0.0\ncontext_schema:\n  type: object\n  properties:\n    start: {type: integer}\nsteps:\n  - {name: a, handler: sum}\n  - {name: b, handler: sum, depends_on: [a]}\n";
+const APPROVAL: &str = "namespace: api\nname: approval\nversion: 1.0.0\nsteps:\n  - {name: draft, handler: echo}\n  - {name: approve, depends_on: [draft], wait_for: {signal: approval, timeout: 1h}}\n  - {name: publish, handler: echo, depends_on: [approve]}\n";
 const FAILING: &str = "namespace: api\nname: failing\nversion: 1.0.0\nsteps:\n  - {name: charge, handler: fail, config: {message: declined}}\n  - {name: ship, handler: sum, depends_on: [charge]}\n";
 
 struct Server {
@@ -710,6 +711,84 @@ async fn tasks_are_listed_newest_first_with_a_cursor() {
     );
     let (_, none) = call(&s, "GET", "/v1/tasks?namespace=other", None, None).await;
     assert_eq!(none, json!({"tasks": [], "next_cursor": null}));
+}
+
+/// Polls the task until `step` is in `state`.
+async fn wait_step(s: &Server, id: &str, step: &str, state: &str) -> Value {
+    for _ in 0..200 {
+        let (_, task) = call(s, "GET", &format!("/v1/tasks/{id}"), None, None).await;
+        let found = task["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == step);
+        if found.is_some_and(|x| x["state"] == state) {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("step {step} of task {id} never reached {state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_completes_the_step_waiting_for_it() {
+    let s = server(&["write:w-secret", "read:r-secret"]).await;
+    let (status, _) = call(&s, "POST", "/v1/templates", Some(APPROVAL), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let admin = server(&[]).await;
+    register(&admin, APPROVAL).await;
+    let body = r#"{"namespace": "api", "name": "approval"}"#;
+    let (_, created) = call(&admin, "POST", "/v1/tasks", Some(body), None).await;
+    let id = created["task_id"].as_str().unwrap().to_owned();
+    let task = wait_step(&admin, &id, "approve", "waiting").await;
+    assert_eq!(task["steps"][1]["waits_for"], "approval");
+    assert_eq!(task["steps"][1]["handler"], "");
+    assert!(task["steps"][0].get("waits_for").is_none());
+    let approve = task["steps"][1]["id"].clone();
+
+    let uri = format!("/v1/tasks/{id}/signals/approval");
+    let (status, error) = call(&admin, "POST", &uri, Some("{not json"), None).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_json"))
+    );
+    let bad_name = format!("/v1/tasks/{id}/signals/no%20good");
+    let (status, error) = call(&admin, "POST", &bad_name, Some("{}"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (status, signalled) = call(&admin, "POST", &uri, Some(r#"{"by": "ana"}"#), None).await;
+    assert_eq!(status, StatusCode::OK, "{signalled}");
+    assert_eq!(
+        signalled,
+        json!({"task_id": id, "signal": "approval", "completed": [approve], "task_state": "in_progress"})
+    );
+    let (status, error) = call(&admin, "POST", &uri, Some("{}"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("already delivered"),
+        "{error}"
+    );
+    let done = wait_final(&admin, &id).await;
+    assert_eq!(done["state"], "complete");
+    assert_eq!(done["steps"][1]["results"], json!({"by": "ana"}));
+    let late = format!("/v1/tasks/{id}/signals/other");
+    let (status, _) = call(&admin, "POST", &late, Some("{}"), None).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a finished task takes no signal"
+    );
+    let unknown = "/v1/tasks/01a21b7e-8efb-7081-ae3f-03e03d380a55/signals/approval";
+    let (status, _) = call(&admin, "POST", unknown, Some("{}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Delivering a signal acts on a task: a read token may not.
+    let (status, _) = call(&s, "POST", unknown, Some("{}"), Some("r-secret")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&s, "POST", unknown, Some("{}"), Some("w-secret")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

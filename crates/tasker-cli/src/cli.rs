@@ -107,6 +107,18 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Deliver a signal to a task: the steps waiting for it (`wait_for`) complete with
+    /// the payload as their result; a step that reaches its wait later finds it.
+    Signal {
+        task_id: String,
+        /// The signal's name, as the template's `wait_for: {signal: …}` names it.
+        name: String,
+        /// The payload, as JSON: the result of the steps that waited for it.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Mark a failed step done with the given results; its children proceed.
     Resolve {
         step_id: String,

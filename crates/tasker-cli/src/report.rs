@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use tasker_core::duration::HumanDuration;
+use tasker_core::state::StepState;
 use tasker_core::store::{TaskDetail, TaskProgress, TaskRecord};
 
 /// `namespace/name@version`.
@@ -50,6 +51,22 @@ pub fn table(detail: &TaskDetail) -> String {
         let _ = writeln!(out, "\nerrors:");
         for (name, error) in errors {
             let _ = writeln!(out, "  {name}: {error}");
+        }
+    }
+    let waiting: Vec<_> = detail
+        .steps
+        .iter()
+        .filter(|s| s.state == StepState::Waiting)
+        .filter_map(|s| Some((&s.name, s.waits_for.as_ref()?)))
+        .collect();
+    if !waiting.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nwaiting for signals (send with `tasker signal {} <name>`):",
+            t.id
+        );
+        for (name, signal) in waiting {
+            let _ = writeln!(out, "  {name}: {signal}");
         }
     }
     // The final steps are those no step depends on.

@@ -288,9 +288,9 @@ fn validate_accepts_every_example() {
     // The directory and the one below it.
     let o = run(&["validate", examples().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o).lines().count(), 11);
+    assert_eq!(stdout(&o).lines().count(), 12);
     assert!(
-        stderr(&o).ends_with("11 file(s) checked, no problems\n"),
+        stderr(&o).ends_with("12 file(s) checked, no problems\n"),
         "{}",
         stderr(&o)
     );
@@ -554,6 +554,64 @@ async fn crash_mid_workflow_then_resume_completes_each_step_once() {
         .filter(|t| t.reason.contains("worker lost"))
         .count();
     assert_eq!(reclaimed, 2, "both interrupted steps were reclaimed");
+}
+
+#[test]
+fn a_signal_is_delivered_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let approval = examples().join("approval.yaml");
+    let submitted = run(&[
+        "submit",
+        approval.to_str().unwrap(),
+        "--context",
+        r#"{"amount": 120}"#,
+        "--db",
+        db,
+    ]);
+    assert_eq!(submitted.status.code(), Some(0), "{}", stderr(&submitted));
+    let id = stdout(&submitted).trim().to_owned();
+    let payload = r#"{"approved_by": "ana"}"#;
+    let early = run(&["signal", &id, "approval", "--payload", payload, "--db", db]);
+    assert_eq!(early.status.code(), Some(0), "{}", stderr(&early));
+    assert!(
+        stdout(&early).contains("no step waits for it yet"),
+        "{}",
+        stdout(&early)
+    );
+    let again = run(&["signal", &id, "approval", "--db", db]);
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(stderr(&again).lines().count(), 1, "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already delivered"),
+        "{}",
+        stderr(&again)
+    );
+    let bad = run(&["signal", &id, "other", "--payload", "{oops", "--db", db]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("not valid JSON"), "{}", stderr(&bad));
+
+    // The kept signal completes the wait as the task reaches it.
+    let resumed = run(&["resume", "--db", db]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let done = json(&run(&["status", &id, "--db", db, "--json"]));
+    assert_eq!(done["state"], "complete");
+    assert_eq!(done["steps"][1]["waits_for"], "approval");
+    assert_eq!(done["steps"][1]["results"], json!({"approved_by": "ana"}));
+}
+
+#[test]
+fn a_wait_that_nobody_answers_times_out() {
+    let yaml = "namespace: t\nname: w\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n  - {name: approve, depends_on: [a], wait_for: {signal: approval, timeout: 1s}}\n";
+    let (code, detail) = run_yaml(yaml, "{}");
+    assert_eq!(code, 1, "{detail}");
+    assert_eq!(detail["state"], "error");
+    assert_eq!(detail["steps"][1]["state"], "error");
+    assert_eq!(
+        detail["steps"][1]["error"],
+        "no signal `approval` arrived within 1s"
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //!
 //! | type | carries | from → to |
 //! |---|---|---|
-//! | [`TaskStart`] | a created task to start | the transaction that creates it → orchestrators (queue `_tasks`) |
+//! | [`TaskStart`] | a created task to start, or (with `expire_wait`) a wait whose timeout is due | the transaction that creates the task, or that begins the wait, delayed by the timeout → orchestrators (queue `_tasks`) |
 //! | [`StepMessage`] | a step to run: its ids | the transaction that makes it ready → workers (the step's queue) |
 //! | [`ExecutionMessage`] | everything a handler is given | a worker → handlers outside Rust (the `shell` handler's stdin) |
 //!
@@ -44,10 +44,14 @@ pub fn by_queue<'q, T>(items: impl IntoIterator<Item = (&'q str, T)>) -> Vec<(&'
     groups
 }
 
-/// A created task for an orchestrator to start.
+/// A created task for an orchestrator to start; or, with `expire_wait`, a step of it
+/// that waits for a signal, sent when the wait begins and visible when its timeout is
+/// due: the orchestrator that reads it fails the step if it still waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStart {
     pub task_id: TaskId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_wait: Option<StepId>,
 }
 
 /// A step for a worker to run: the worker claims the step and loads the rest in one

@@ -66,6 +66,9 @@ pub enum StepState {
     ResolvedManually,
     /// Not run: a decision chose another branch, or every parent was skipped.
     Skipped,
+    /// A `wait_for` step reached: it holds no worker and waits for its signal or its
+    /// timeout.
+    Waiting,
 }
 
 names!(StepState, "step", {
@@ -78,6 +81,7 @@ names!(StepState, "step", {
     Cancelled => "cancelled",
     ResolvedManually => "resolved_manually",
     Skipped => "skipped",
+    Waiting => "waiting",
 });
 
 /// What happens to a step.
@@ -93,7 +97,8 @@ pub enum StepEvent {
     Succeed,
     /// The handler failed and the step will run again after a delay.
     FailRetryable,
-    /// The handler failed for good (permanent error, or attempts exhausted).
+    /// The handler failed for good (permanent error, or attempts exhausted), or a
+    /// wait's timeout passed before its signal.
     FailPermanent,
     /// Its retry delay elapsed: back on the queue.
     RetryDue,
@@ -107,6 +112,10 @@ pub enum StepEvent {
     Retry,
     /// A decision chose other steps, or every parent was skipped: it will not run.
     Skip,
+    /// A `wait_for` step was reached (or retried by an operator) without its signal.
+    Wait,
+    /// The signal a `wait_for` step waits for was delivered: its payload is the result.
+    Signal,
 }
 
 impl StepEvent {
@@ -124,6 +133,8 @@ impl StepEvent {
             StepEvent::Resolve => "resolve",
             StepEvent::Retry => "retry",
             StepEvent::Skip => "skip",
+            StepEvent::Wait => "wait",
+            StepEvent::Signal => "signal",
         }
     }
 }
@@ -139,15 +150,19 @@ impl StepState {
             (S::InProgress, E::Reclaim) => S::InProgress,
             (S::InProgress, E::Succeed) => S::Complete,
             (S::InProgress, E::FailRetryable) => S::WaitingForRetry,
-            (S::InProgress, E::FailPermanent) => S::Error,
+            (S::InProgress | S::Waiting, E::FailPermanent) => S::Error,
             (S::WaitingForRetry, E::RetryDue) => S::Enqueued,
             (S::Enqueued | S::InProgress, E::DeadLetter) => S::Error,
-            (S::Pending | S::Enqueued | S::InProgress | S::WaitingForRetry, E::Cancel) => {
-                S::Cancelled
-            }
-            (S::Error, E::Resolve) => S::ResolvedManually,
+            (
+                S::Pending | S::Enqueued | S::InProgress | S::WaitingForRetry | S::Waiting,
+                E::Cancel,
+            ) => S::Cancelled,
+            (S::Error | S::Waiting, E::Resolve) => S::ResolvedManually,
             (S::Error, E::Retry) => S::Enqueued,
             (S::Pending, E::Skip) => S::Skipped,
+            (S::Pending | S::Error, E::Wait) => S::Waiting,
+            // A signal kept from before the wait completes it as it is reached.
+            (S::Pending | S::Error | S::Waiting, E::Signal) => S::Complete,
             _ => {
                 return Err(IllegalTransition {
                     entity: "step",
@@ -174,11 +189,15 @@ impl StepState {
         matches!(self, StepState::Complete | StepState::ResolvedManually)
     }
 
-    /// On a queue, running, or waiting to run again: the task is still moving.
+    /// On a queue, running, waiting to run again or waiting for a signal: the task is
+    /// still moving.
     pub fn is_active(self) -> bool {
         matches!(
             self,
-            StepState::Enqueued | StepState::InProgress | StepState::WaitingForRetry
+            StepState::Enqueued
+                | StepState::InProgress
+                | StepState::WaitingForRetry
+                | StepState::Waiting
         )
     }
 }
@@ -310,6 +329,37 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_ends_by_its_signal_its_timeout_a_cancel_or_an_operator() {
+        let waiting = StepState::Pending.apply(StepEvent::Wait).unwrap();
+        assert_eq!(waiting, StepState::Waiting);
+        assert!(waiting.is_active(), "a waiting task is still moving");
+        assert_eq!(
+            waiting.apply(StepEvent::Signal).unwrap(),
+            StepState::Complete
+        );
+        assert_eq!(
+            StepState::Pending.apply(StepEvent::Signal).unwrap(),
+            StepState::Complete,
+            "a signal kept from before the wait"
+        );
+        let timed_out = waiting.apply(StepEvent::FailPermanent).unwrap();
+        assert_eq!(timed_out, StepState::Error);
+        assert_eq!(timed_out.apply(StepEvent::Wait).unwrap(), waiting);
+        assert_eq!(
+            waiting.apply(StepEvent::Cancel).unwrap(),
+            StepState::Cancelled
+        );
+        assert_eq!(
+            waiting.apply(StepEvent::Resolve).unwrap(),
+            StepState::ResolvedManually
+        );
+        for e in [StepEvent::Start, StepEvent::Succeed, StepEvent::Enqueue] {
+            assert!(waiting.apply(e).is_err(), "a wait accepted {e:?}");
+        }
+        assert!(StepState::Complete.apply(StepEvent::Signal).is_err());
+    }
+
+    #[test]
     fn every_final_step_state_rejects_work_events() {
         for s in [
             StepState::Complete,
@@ -323,6 +373,8 @@ mod tests {
                 StepEvent::Succeed,
                 StepEvent::Cancel,
                 StepEvent::Skip,
+                StepEvent::Wait,
+                StepEvent::Signal,
             ] {
                 assert!(s.apply(e).is_err(), "{s} accepted {e:?}");
             }

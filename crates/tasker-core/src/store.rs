@@ -131,6 +131,18 @@ pub struct StepResolved {
     pub skipped: usize,
 }
 
+/// The outcome of [`Store::task_signal`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signalled {
+    /// The steps that were waiting for the signal and completed with it; none when no
+    /// step waits yet (the signal is kept for the step that will).
+    pub completed: Vec<StepId>,
+    /// The task's state afterwards.
+    pub task_state: TaskState,
+    /// Steps it skipped (as [`StepFinished::Applied::skipped`]).
+    pub skipped: usize,
+}
+
 /// The outcome of [`Store::task_start`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskStarted {
@@ -208,10 +220,21 @@ pub struct StartedTask {
     pub started: TaskStarted,
 }
 
+/// A step whose wait for a signal timed out, failed by [`Store::task_start_batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitExpired {
+    pub task_id: TaskId,
+    pub step_id: StepId,
+    /// The task's state after it (in error, if nothing else can progress).
+    pub task_state: TaskState,
+}
+
 /// What a [`Store::task_start_batch`] took.
 #[derive(Debug, Default)]
 pub struct TasksStarted {
     pub tasks: Vec<StartedTask>,
+    /// Waits whose timeout came due before their signal.
+    pub expired: Vec<WaitExpired>,
     /// Requests that did not parse or named no task, moved to the dead letters.
     pub invalid: usize,
     /// As [`QueueBatch::next_visible`].
@@ -350,6 +373,8 @@ pub struct StepRecord {
     pub error: Option<String>,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
+    /// The signal it waits for, for a step that runs no handler (`wait_for`).
+    pub waits_for: Option<String>,
 }
 
 /// A task with its steps in template order.
@@ -500,7 +525,8 @@ pub trait Store: Send + Sync + 'static {
         params: TaskStartParams,
     ) -> impl Future<Output = StoreResult<TaskStarted>> + Send;
 
-    /// Reads up to `limit` task requests and starts their tasks, in one transaction.
+    /// Reads up to `limit` task requests and starts their tasks, in one transaction;
+    /// fails the waits whose timeout message it read, if they still wait.
     fn task_start_batch(
         &self,
         limit: u32,
@@ -514,8 +540,19 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
     ) -> impl Future<Output = StoreResult<TaskState>> + Send;
 
-    /// Re-runs the failed steps of a task in error with fresh attempts; returns how
-    /// many steps were enqueued.
+    /// Delivers the signal `name` with its `payload` to a task: the steps that wait
+    /// for it complete with the payload as their result (their children proceed), and
+    /// a step that reaches its wait later finds it kept. A second signal of the same
+    /// name, or one for a finished task, is a [`StoreError::Conflict`].
+    fn task_signal(
+        &self,
+        task_id: TaskId,
+        name: &str,
+        payload: &RawValue,
+    ) -> impl Future<Output = StoreResult<Signalled>> + Send;
+
+    /// Re-runs the failed steps of a task in error with fresh attempts (a wait that
+    /// timed out waits again); returns how many steps were enqueued or wait again.
     fn task_retry(&self, task_id: TaskId) -> impl Future<Output = StoreResult<usize>> + Send;
 
     fn task_get(&self, task_id: TaskId) -> impl Future<Output = StoreResult<TaskDetail>> + Send;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::id::{StepId, TaskId};
-use crate::store::{DeadLetter, TaskDetail, TransitionRecord};
+use crate::store::{DeadLetter, Signalled, TaskDetail, TransitionRecord};
 
 /// A task with every step, in template order: `GET /v1/tasks/{id}`, `tasker status
 /// --json` and Ruby's `TaskResult`.
@@ -28,6 +28,9 @@ struct StepView<'a> {
     id: StepId,
     name: &'a str,
     handler: &'a str,
+    /// The signal a step that runs no handler waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waits_for: Option<&'a str>,
     queue: &'a str,
     depends_on: &'a [String],
     state: &'a str,
@@ -51,6 +54,7 @@ impl<'a> TaskView<'a> {
                 id: s.id,
                 name: &s.name,
                 handler: &s.handler,
+                waits_for: s.waits_for.as_deref(),
                 queue: &s.queue,
                 depends_on: &s.depends_on,
                 state: s.state.as_str(),
@@ -154,5 +158,27 @@ impl DeadLetters {
             })
             .collect();
         Self { dead_letters }
+    }
+}
+
+/// What delivering a signal did.
+#[derive(Serialize)]
+pub struct SignalView<'a> {
+    task_id: TaskId,
+    signal: &'a str,
+    /// The steps that waited for it and completed; empty when it is kept for a step
+    /// that has not reached its wait.
+    completed: &'a [StepId],
+    task_state: &'static str,
+}
+
+impl<'a> SignalView<'a> {
+    pub fn new(task_id: TaskId, signal: &'a str, signalled: &'a Signalled) -> Self {
+        Self {
+            task_id,
+            signal,
+            completed: &signalled.completed,
+            task_state: signalled.task_state.as_str(),
+        }
     }
 }

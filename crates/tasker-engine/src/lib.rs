@@ -55,8 +55,10 @@ use serde_json::value::RawValue;
 use tasker_core::event::{Event, EventBus, EventKind, RecvError};
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::TASK_QUEUE;
+use tasker_core::names;
+use tasker_core::state::StepState;
 use tasker_core::store::{
-    DeadLetter, Registration, StepResolved, Store, StoreError, TaskCreated, TaskDetail,
+    DeadLetter, Registration, Signalled, StepResolved, Store, StoreError, TaskCreated, TaskDetail,
     TaskListParams, TaskProgress, TaskRecord, TemplateListParams, TemplateRecord, TransitionRecord,
 };
 use tasker_core::template::{ContextError, TaskTemplate};
@@ -373,7 +375,9 @@ impl<S: Store> Engine<S> {
         let resolved = self.shared.store.step_resolve(step_id, results).await?;
         let task_id = resolved.task_id;
         self.shared.metrics.operator_acted(OperatorAction::Resolve);
-        self.shared.metrics.steps_skipped(resolved.skipped);
+        self.shared
+            .metrics
+            .steps_ended(StepState::Skipped, resolved.skipped);
         self.shared
             .publish(EventKind::StepResolved, task_id, Some((step_id, None, 0)));
         if resolved.resumed {
@@ -381,6 +385,45 @@ impl<S: Store> Engine<S> {
         }
         worker::task_settled(&self.shared, task_id, resolved.task_state);
         Ok(resolved)
+    }
+
+    /// Delivers the signal `name` with its JSON `payload` to a task: the steps that wait
+    /// for it complete with the payload as their result, and a step that reaches its
+    /// wait later finds it kept. A second signal of a name, or one for a finished task,
+    /// is refused ([`StoreError::Conflict`]).
+    pub async fn signal(
+        &self,
+        task_id: TaskId,
+        name: &str,
+        payload: &str,
+    ) -> Result<Signalled, EngineError> {
+        names::check_name(name)
+            .map_err(|why| EngineError::Input(format!("signal name `{name}` {why}")))?;
+        let value: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+            EngineError::Input(format!("the signal's payload is not valid JSON: {e}"))
+        })?;
+        if has_nul(&value) {
+            return Err(EngineError::Input(
+                "the signal's payload holds a NUL character (\\u0000), which the database cannot store"
+                    .into(),
+            ));
+        }
+        let payload = serde_json::value::to_raw_value(&value)
+            .map_err(|e| EngineError::Input(e.to_string()))?;
+        let signalled = self
+            .shared
+            .store
+            .task_signal(task_id, name, &payload)
+            .await?;
+        let metrics = &self.shared.metrics;
+        metrics.steps_ended(StepState::Complete, signalled.completed.len());
+        metrics.steps_ended(StepState::Skipped, signalled.skipped);
+        for &step_id in &signalled.completed {
+            self.shared
+                .publish(EventKind::StepCompleted, task_id, Some((step_id, None, 1)));
+        }
+        worker::task_settled(&self.shared, task_id, signalled.task_state);
+        Ok(signalled)
     }
 
     /// The task with every step, in template order.

@@ -104,9 +104,10 @@ impl Metrics {
         }
     }
 
-    /// Steps skipped by an outcome (they never ran).
-    pub(crate) fn steps_skipped(&self, n: usize) {
-        if let Some(i) = STEP_STATES.iter().position(|s| *s == StepState::Skipped) {
+    /// Steps that ended in `state` without a handler's attempt: skipped by an outcome,
+    /// or completed or failed by a signal or its timeout.
+    pub(crate) fn steps_ended(&self, state: StepState, n: usize) {
+        if let Some(i) = STEP_STATES.iter().position(|s| *s == state) {
             self.steps_finished[i].fetch_add(n as u64, Ordering::Relaxed);
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tasker_core::event::EventKind;
+use tasker_core::state::StepState;
 use tasker_core::store::*;
 
 use crate::Shared;
@@ -27,6 +28,16 @@ pub(crate) async fn start_tasks<S: Store>(
             requests = batch.invalid,
             "task requests that do not parse or name no task moved to the dead letters"
         );
+    }
+    for wait in &batch.expired {
+        tracing::info!(task_id = %wait.task_id, step_id = %wait.step_id, "a wait for a signal timed out");
+        shared.metrics.steps_ended(StepState::Error, 1);
+        shared.publish(
+            EventKind::StepFailed,
+            wait.task_id,
+            Some((wait.step_id, None, 1)),
+        );
+        crate::worker::task_settled(shared, wait.task_id, wait.task_state);
     }
     Ok(Taken {
         items: batch.tasks,

@@ -188,7 +188,7 @@ async fn execute<S: Store>(
             shared
                 .metrics
                 .step_finished(&namespace, &handler, step_state, elapsed);
-            shared.metrics.steps_skipped(skipped);
+            shared.metrics.steps_ended(StepState::Skipped, skipped);
             let kind = match step_state {
                 StepState::Complete => EventKind::StepCompleted,
                 StepState::WaitingForRetry => EventKind::StepRetrying,

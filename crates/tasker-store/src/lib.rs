@@ -62,6 +62,15 @@ macro_rules! store_impl {
                 write!(self, |p| $crate::operations::task_cancel(p, task_id, reason))
             }
 
+            async fn task_signal(
+                &self,
+                task_id: tasker_core::id::TaskId,
+                name: &str,
+                payload: &serde_json::value::RawValue,
+            ) -> StoreResult<Signalled> {
+                write!(self, |p| $crate::operations::task_signal(p, task_id, name, payload))
+            }
+
             async fn task_retry(&self, task_id: tasker_core::id::TaskId) -> StoreResult<usize> {
                 write!(self, |p| $crate::operations::task_retry(p, task_id))
             }

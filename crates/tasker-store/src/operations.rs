@@ -77,8 +77,11 @@ pub(crate) async fn task_create<P: Primitives>(
         reason: "created",
     };
     p.transition_append(created).await?;
-    p.queue_send(TASK_QUEUE, &TaskStart { task_id }, Duration::ZERO)
-        .await?;
+    let start = TaskStart {
+        task_id,
+        expire_wait: None,
+    };
+    p.queue_send(TASK_QUEUE, &start, Duration::ZERO).await?;
     Ok(TaskCreated {
         task_id,
         created: true,
@@ -110,6 +113,18 @@ struct Task {
 }
 
 impl Task {
+    /// A task as [`TaskRows::tasks_lock`](crate::primitives::TaskRows::tasks_lock)
+    /// returned it.
+    fn locked((id, state, progress): (TaskId, TaskState, Progress)) -> Self {
+        Task {
+            id,
+            state,
+            progress,
+            stored: progress,
+            skipped: 0,
+        }
+    }
+
     fn moved(&mut self, m: &Move<'_>) {
         self.progress.shift(m.from, m.to);
     }
@@ -121,16 +136,7 @@ async fn lock_tasks<P: Primitives>(p: &mut P, ids: &[TaskId]) -> StoreResult<Vec
     if let Some(missing) = ids.iter().find(|id| !rows.iter().any(|r| r.0 == **id)) {
         return Err(StoreError::NotFound(format!("task {missing}")));
     }
-    Ok(rows
-        .into_iter()
-        .map(|(id, state, progress)| Task {
-            id,
-            state,
-            progress,
-            stored: progress,
-            skipped: 0,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Task::locked).collect())
 }
 
 async fn lock_task<P: Primitives>(p: &mut P, task_id: TaskId) -> StoreResult<Task> {
@@ -163,8 +169,13 @@ pub(crate) async fn task_start_batch<P: Primitives>(
         ..TasksStarted::default()
     };
     let mut requests = Vec::with_capacity(batch.messages.len());
+    let mut expiries = Vec::new();
     for m in &batch.messages {
         match serde_json::from_str::<TaskStart>(&m.body) {
+            Ok(TaskStart {
+                task_id,
+                expire_wait: Some(step_id),
+            }) => expiries.push((task_id, step_id, m.msg_id)),
             Ok(r) => requests.push((r.task_id, m.msg_id)),
             Err(e) => {
                 let reason = format!("unparseable task request: {e}");
@@ -174,6 +185,15 @@ pub(crate) async fn task_start_batch<P: Primitives>(
         }
     }
     requests.sort_unstable();
+    if !expiries.is_empty() {
+        // Every task of the batch locked at once, in id order: two sets locked one
+        // after the other could deadlock with a transaction that locks both.
+        let mut ids: Vec<TaskId> = requests.iter().map(|r| r.0).collect();
+        ids.extend(expiries.iter().map(|e| e.0));
+        ids.sort_unstable();
+        ids.dedup();
+        p.tasks_lock(&ids).await?;
+    }
     let started = start_tasks(p, &requests).await?;
     for (&(task_id, msg_id), started) in requests.iter().zip(started) {
         match started {
@@ -185,7 +205,71 @@ pub(crate) async fn task_start_batch<P: Primitives>(
             }
         }
     }
+    out.expired = expire_waits(p, &expiries).await?;
     Ok(out)
+}
+
+/// Fails each step of `expiries` (task, step, the message of its timeout) that still
+/// waits, and deletes the messages: a wait that ended otherwise (signalled, resolved,
+/// cancelled) leaves its timeout message to be read and dropped here.
+async fn expire_waits<P: Primitives>(
+    p: &mut P,
+    expiries: &[(TaskId, StepId, i64)],
+) -> StoreResult<Vec<WaitExpired>> {
+    if expiries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<TaskId> = expiries.iter().map(|e| e.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = p.tasks_lock(&ids).await?;
+    let mut tasks: Vec<Task> = rows.into_iter().map(Task::locked).collect();
+    let step_ids: Vec<StepId> = expiries.iter().map(|e| e.1).collect();
+    let rows = p.steps_get(&step_ids, true).await?;
+    let mut expired: Vec<(StepId, &StepRow, String)> = Vec::new();
+    for (step_id, row) in &rows {
+        if let (StepState::Waiting, Some(signal)) = (row.state, &row.wait) {
+            let reason = format!(
+                "no signal `{signal}` arrived within {}",
+                HumanDuration(row.timeout)
+            );
+            expired.push((*step_id, row, reason));
+        }
+    }
+    let mut changes = Vec::with_capacity(expired.len());
+    for (step_id, row, reason) in &expired {
+        let m = Move {
+            task_id: row.task_id,
+            step_id: *step_id,
+            from: row.state,
+            to: row.state.apply(StepEvent::FailPermanent)?,
+            reason,
+        };
+        let outcome = Outcome {
+            results: None,
+            error: Some(reason),
+        };
+        changes.push((m, outcome));
+    }
+    if p.steps_set_outcome(&changes).await? != changes.len() as u64 {
+        return Err(StoreError::Conflict(
+            "a waiting step changed while its timeout was recorded".into(),
+        ));
+    }
+    for (m, _) in &changes {
+        task_of(&mut tasks, m.task_id).moved(m);
+    }
+    let messages: Vec<i64> = expiries.iter().map(|e| e.2).collect();
+    p.queue_delete(TASK_QUEUE, &messages).await?;
+    settle_all(p, &mut tasks, Vec::new()).await?;
+    Ok(changes
+        .iter()
+        .map(|(m, _)| WaitExpired {
+            task_id: m.task_id,
+            step_id: m.step_id,
+            task_state: task_of(&mut tasks, m.task_id).state,
+        })
+        .collect())
 }
 
 /// Starts the tasks of `requests` (task, message), sorted by task, one statement per
@@ -203,13 +287,7 @@ async fn start_tasks<P: Primitives>(
     let mut tasks: Vec<Task> = locked
         .iter()
         .filter(|(_, state, _)| *state == TaskState::Pending)
-        .map(|&(id, state, progress)| Task {
-            id,
-            state,
-            progress,
-            stored: progress,
-            skipped: 0,
-        })
+        .map(|&row| Task::locked(row))
         .collect();
     let starts: Vec<(usize, TaskEvent, &str)> = (0..tasks.len())
         .map(|i| (i, TaskEvent::Start, "started"))
@@ -288,8 +366,11 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
     }
     move_task(p, &mut task, TaskEvent::Resume, "operator retry").await?;
     let mut enqueued = 0;
+    let mut waits = Vec::new();
     for step in p.steps_of_task(task_id).await? {
-        if step.state == StepState::Error {
+        if step.state == StepState::Error && step.wait.is_some() {
+            waits.push(step);
+        } else if step.state == StepState::Error {
             let m = Move {
                 task_id,
                 step_id: step.id,
@@ -307,7 +388,10 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
             enqueued += 1;
         }
     }
-    settle(p, &mut task, Vec::new()).await?;
+    enqueued += waits.len();
+    let done = begin_waits(p, std::slice::from_mut(&mut task), &waits).await?;
+    let ready = release_done(p, std::slice::from_mut(&mut task), done, &[]).await?;
+    enqueued += settle(p, &mut task, ready).await?;
     Ok(enqueued)
 }
 
@@ -760,11 +844,21 @@ async fn release<P: Primitives>(
     moved: &[(Move<'_>, u32)],
     away: &[(TaskId, u32)],
 ) -> StoreResult<Vec<EvalStep>> {
-    let mut done: Vec<(TaskId, u32, bool)> = moved
+    let done: Vec<(TaskId, u32, bool)> = moved
         .iter()
         .filter(|(m, _)| !m.from.is_done() && m.to.is_done())
         .map(|(m, position)| (m.task_id, *position, m.to.is_live()))
         .collect();
+    release_done(p, tasks, done, away).await
+}
+
+/// [`release`] from the steps of `done` (task, position, live) that became done.
+async fn release_done<P: Primitives>(
+    p: &mut P,
+    tasks: &mut [Task],
+    mut done: Vec<(TaskId, u32, bool)>,
+    away: &[(TaskId, u32)],
+) -> StoreResult<Vec<EvalStep>> {
     let mut ready = Vec::new();
     while !done.is_empty() {
         let children = p.steps_release_children(&done).await?;
@@ -831,6 +925,128 @@ fn decided_away(
     Ok(away)
 }
 
+/// Reaches each step of `waits` (pending, or in error for an operator's retry): one
+/// whose signal was delivered already completes with its payload; the others wait,
+/// each with its timeout sent to orchestrators, due when the wait would end. Returns
+/// the steps that completed (task, position, live), for [`release_done`].
+async fn begin_waits<P: Primitives>(
+    p: &mut P,
+    tasks: &mut [Task],
+    waits: &[EvalStep],
+) -> StoreResult<Vec<(TaskId, u32, bool)>> {
+    let ids: Vec<StepId> = waits.iter().map(|s| s.id).collect();
+    let rows = p.steps_get(&ids, false).await?;
+    let mut done = Vec::new();
+    for step in waits {
+        let (Some(signal), Some((_, row))) = (&step.wait, rows.iter().find(|r| r.0 == step.id))
+        else {
+            continue;
+        };
+        let kept = p.signal_get(step.task_id, signal).await?;
+        let (event, reason) = match kept {
+            Some(_) => (
+                StepEvent::Signal,
+                format!("signal `{signal}` was delivered before the wait began"),
+            ),
+            None => (
+                StepEvent::Wait,
+                format!(
+                    "waiting for signal `{signal}` for at most {}",
+                    HumanDuration(row.timeout)
+                ),
+            ),
+        };
+        let m = Move {
+            task_id: step.task_id,
+            step_id: step.id,
+            from: step.state,
+            to: step.state.apply(event)?,
+            reason: &reason,
+        };
+        if let Some(payload) = &kept {
+            let outcome = Outcome {
+                results: Some(payload),
+                error: None,
+            };
+            check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
+            done.push((step.task_id, step.position, true));
+        } else {
+            // A retried wait starts afresh: no error, no times.
+            let moved = if step.state == StepState::Error {
+                p.step_reset(m).await?
+            } else {
+                p.step_move(m).await?
+            };
+            check_moved(moved, &m)?;
+            let timeout = TaskStart {
+                task_id: step.task_id,
+                expire_wait: Some(step.id),
+            };
+            p.queue_send(TASK_QUEUE, &timeout, row.timeout).await?;
+        }
+        task_of(tasks, step.task_id).moved(&m);
+    }
+    Ok(done)
+}
+
+pub(crate) async fn task_signal<P: Primitives>(
+    p: &mut P,
+    task_id: TaskId,
+    name: &str,
+    payload: &RawValue,
+) -> StoreResult<Signalled> {
+    // The task's lock serializes the deliveries to it: the check holds until commit.
+    let mut task = lock_task(p, task_id).await?;
+    if p.signal_get(task_id, name).await?.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "signal `{name}` was already delivered to task {task_id}"
+        )));
+    }
+    if task.state.is_final() {
+        return Err(StoreError::Conflict(format!(
+            "task {task_id} is {}: it takes no more signals",
+            task.state
+        )));
+    }
+    p.signal_insert(task_id, name, payload).await?;
+    let waiting = p.steps_waiting_for(task_id, name).await?;
+    let reason = format!("signal `{name}` delivered");
+    let mut changes = Vec::with_capacity(waiting.len());
+    for step in &waiting {
+        let m = Move {
+            task_id,
+            step_id: step.id,
+            from: step.state,
+            to: step.state.apply(StepEvent::Signal)?,
+            reason: &reason,
+        };
+        let outcome = Outcome {
+            results: Some(payload),
+            error: None,
+        };
+        changes.push((m, outcome));
+    }
+    if p.steps_set_outcome(&changes).await? != changes.len() as u64 {
+        return Err(StoreError::Conflict(format!(
+            "a step of task {task_id} waiting for `{name}` changed as the signal arrived"
+        )));
+    }
+    for (m, _) in &changes {
+        task.moved(m);
+    }
+    let done = waiting
+        .iter()
+        .map(|s| (task_id, s.position, true))
+        .collect();
+    let ready = release_done(p, std::slice::from_mut(&mut task), done, &[]).await?;
+    settle(p, &mut task, ready).await?;
+    Ok(Signalled {
+        completed: waiting.iter().map(|s| s.id).collect(),
+        task_state: task.state,
+        skipped: task.skipped,
+    })
+}
+
 /// [`settle_all`] for one task; returns the number of steps enqueued.
 async fn settle<P: Primitives>(
     p: &mut P,
@@ -849,11 +1065,22 @@ async fn settle_all<P: Primitives>(
     mut ready: Vec<EvalStep>,
 ) -> StoreResult<Vec<usize>> {
     let mut enqueued = vec![0; tasks.len()];
-    ready.retain(|s| {
+    let running = |tasks: &[Task], s: &EvalStep| {
         tasks
             .iter()
             .any(|t| t.id == s.task_id && t.state == TaskState::InProgress)
-    });
+    };
+    ready.retain(|s| running(tasks, s));
+    // Steps that wait run no handler: each completes with its kept signal or waits,
+    // and one that completes releases its children in turn.
+    while ready.iter().any(|s| s.wait.is_some()) {
+        let waits: Vec<EvalStep>;
+        (waits, ready) = ready.into_iter().partition(|s| s.wait.is_some());
+        let done = begin_waits(p, tasks, &waits).await?;
+        let released = release_done(p, tasks, done, &[]).await?;
+        ready.extend(released.into_iter().filter(|s| running(tasks, s)));
+    }
+    ready.sort_unstable_by_key(|c| (c.task_id, c.position));
     if !ready.is_empty() {
         let to = StepState::Pending.apply(StepEvent::Enqueue)?;
         let ids: Vec<(TaskId, StepId)> = ready.iter().map(|s| (s.task_id, s.id)).collect();

@@ -39,6 +39,8 @@ pub(crate) struct EvalStep {
     pub waiting_on: u32,
     /// How many of its parents are done with results (complete or resolved).
     pub live_parents: u32,
+    /// The signal it waits for, for a step that runs no handler (`wait_for`).
+    pub wait: Option<Arc<str>>,
 }
 
 /// A step row, as the operations that change it need it.
@@ -53,6 +55,8 @@ pub(crate) struct StepRow {
     pub timeout: Duration,
     /// The children it chooses among, by name and position (its `decides`).
     pub decides: Vec<(Arc<str>, u32)>,
+    /// The signal it waits for (`wait_for`).
+    pub wait: Option<String>,
 }
 
 impl StepRow {
@@ -130,11 +134,14 @@ impl Sent {
 /// is a compare-and-set on it (`from`) that also appends the transition, and returns
 /// the number of rows changed.
 pub(crate) trait Primitives:
-    TemplateRows + TaskRows + StepRows + TransitionRows + QueueOps
+    TemplateRows + TaskRows + StepRows + SignalRows + TransitionRows + QueueOps
 {
 }
 
-impl<T: TemplateRows + TaskRows + StepRows + TransitionRows + QueueOps> Primitives for T {}
+impl<T: TemplateRows + TaskRows + StepRows + SignalRows + TransitionRows + QueueOps> Primitives
+    for T
+{
+}
 
 /// The `templates` table.
 pub(crate) trait TemplateRows {
@@ -257,6 +264,13 @@ pub(crate) trait StepRows {
     /// Clears attempts, results, error and times (an operator's retry).
     fn step_reset(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>>;
 
+    /// The steps of the task that wait for the signal `name` now.
+    fn steps_waiting_for(
+        &mut self,
+        task_id: TaskId,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Vec<EvalStep>>>;
+
     /// Moves every step of `steps` (task, step) from pending to enqueued, each with
     /// its transition.
     fn steps_enqueue(
@@ -264,6 +278,24 @@ pub(crate) trait StepRows {
         steps: &[(TaskId, StepId)],
         reason: &str,
     ) -> impl Future<Output = StoreResult<u64>>;
+}
+
+/// The `signals` table: the signals delivered to a task, one per name.
+pub(crate) trait SignalRows {
+    /// Keeps a signal (the task has none of that name).
+    fn signal_insert(
+        &mut self,
+        task_id: TaskId,
+        name: &str,
+        payload: &RawValue,
+    ) -> impl Future<Output = StoreResult<()>>;
+
+    /// The payload of the task's signal `name`, if it was delivered.
+    fn signal_get(
+        &mut self,
+        task_id: TaskId,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<Box<RawValue>>>>;
 }
 
 /// The `transitions` table: the audit trail.

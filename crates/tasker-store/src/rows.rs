@@ -70,7 +70,7 @@ pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
 }
 
 /// `id, position, name, handler, queue, state, attempts, max_attempts, results, error,
-/// started_at, completed_at` of a step of `task_id`; `depends_on` is left empty (see
+/// started_at, completed_at, wait_signal` of a step of `task_id`; `depends_on` is left empty (see
 /// [`link_parents`]).
 pub(crate) fn step_record(r: &impl Columns, task_id: TaskId) -> StoreResult<StepRecord> {
     Ok(StepRecord {
@@ -88,6 +88,7 @@ pub(crate) fn step_record(r: &impl Columns, task_id: TaskId) -> StoreResult<Step
         error: r.opt_str(9)?.map(str::to_owned),
         started_at: r.opt_int(10)?.map(Timestamp),
         completed_at: r.opt_int(11)?.map(Timestamp),
+        waits_for: r.opt_str(12)?.map(str::to_owned),
     })
 }
 
@@ -166,9 +167,10 @@ pub(crate) fn ancestor(r: &impl Columns) -> StoreResult<(std::sync::Arc<str>, Bo
     ))
 }
 
-/// `id, task_id, position, state, queue, waiting_on, live_parents`.
+/// `id, task_id, position, state, queue, waiting_on, live_parents, wait_signal`.
 pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
     Ok(EvalStep {
+        wait: r.opt_str(7)?.map(|s| Interner::global().intern(s)),
         id: StepId(r.uuid(0)?),
         task_id: TaskId(r.uuid(1)?),
         position: r.count(2)?,
@@ -179,9 +181,11 @@ pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
     })
 }
 
-/// `task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides`.
+/// `task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
+/// wait_signal`.
 pub(crate) fn step_row(r: &impl Columns) -> StoreResult<StepRow> {
     Ok(StepRow {
+        wait: r.opt_str(9)?.map(str::to_owned),
         task_id: TaskId(r.uuid(0)?),
         name: r.owned(1)?,
         queue: r.owned(2)?,

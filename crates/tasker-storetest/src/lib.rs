@@ -6,6 +6,7 @@
 //!   machines, the queue's visibility, read counts and dead letters.
 //! - [`workflow_cases`]: the engine end to end on the store — the reference workflows
 //!   of `examples/`, retries, timeouts, failures, cancellation, operator actions.
+//! - [`signal_cases`]: steps that wait for a signal, driven by hand.
 //!
 //! A backend runs the suite with [`conformance_tests!`], giving an async function
 //! that returns a fresh, isolated store (or `None`, after printing why, to skip):
@@ -15,6 +16,7 @@
 //! tasker_storetest::conformance_tests!(fresh);
 //! ```
 
+pub mod signal_cases;
 pub mod store_cases;
 pub mod support;
 pub mod workflow_cases;
@@ -99,6 +101,13 @@ macro_rules! conformance_tests {
             an_orchestrator_prunes_tasks_past_their_retention,
             cancel_succeeds_while_workers_are_busy,
             a_busy_queue_does_not_starve_another,
+        ]);
+        $crate::conformance_tests!(@cases $fresh, signal_cases: [
+            a_signal_completes_the_step_that_waits_for_it,
+            a_signal_delivered_before_the_wait_is_kept_for_it,
+            a_wait_times_out_and_an_operator_retry_waits_again,
+            a_cancel_or_an_operator_ends_a_wait,
+            an_approval_waits_for_its_signal_then_completes,
         ]);
     };
     (@cases $fresh:path, $module:ident: [$($case:ident),* $(,)?]) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart};
+use tasker_core::message::StepMessage;
 use tasker_core::store::*;
 use tasker_core::template::{TaskTemplate, parse_template};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Queues, WorkerConfig};
@@ -80,24 +80,23 @@ impl<S: Store> Driver<S> {
             .task_id
     }
 
-    /// Starts every task waiting on the task queue; returns how many steps were enqueued.
+    /// Starts every task waiting on the task queue (and fails the waits whose timeout
+    /// is due); returns how many steps were enqueued.
     pub async fn start_tasks(&self) -> usize {
-        let mut enqueued = 0;
-        for m in self
-            .store
-            .queue_read(TASK_QUEUE, Duration::from_secs(30), 100)
+        self.start_batch()
             .await
-            .unwrap()
-            .messages
-        {
-            let r: TaskStart = serde_json::from_str(&m.body).unwrap();
-            let params = TaskStartParams {
-                msg_id: m.msg_id,
-                task_id: r.task_id,
-            };
-            enqueued += self.store.task_start(params).await.unwrap().enqueued;
-        }
-        enqueued
+            .tasks
+            .iter()
+            .map(|t| t.started.enqueued)
+            .sum()
+    }
+
+    /// Reads the task queue once, as an orchestrator does.
+    pub async fn start_batch(&self) -> TasksStarted {
+        self.store
+            .task_start_batch(100, Duration::from_secs(30))
+            .await
+            .expect("task_start_batch")
     }
 
     /// Reads one message of `queue` and claims its step.

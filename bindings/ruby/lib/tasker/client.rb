@@ -57,6 +57,15 @@ module Tasker
       @native.dead_letters(queue&.to_s)["dead_letters"]
     end
 
+    # Delivers the signal `name` to the task: the steps waiting for it (`wait_for`)
+    # complete with `payload` as their result, and a step that reaches its wait later
+    # finds it kept. Returns {"task_id", "signal", "completed" => [step ids],
+    # "task_state"}. A second signal of a name, or one for a finished task, raises
+    # Tasker::ConflictError.
+    def signal(task_id, name, payload = {})
+      @native.signal(task_id.to_s, name.to_s, payload)
+    end
+
     # Marks a failed step done with `results` so its children run; returns the task's
     # state.
     def resolve(step_id, results)

@@ -1,8 +1,9 @@
 # frozen_string_literal: true
 
 module Tasker
-  # One step of a TaskResult: the fields of a step in the API's task view.
-  StepResult = Struct.new(:id, :name, :handler, :queue, :depends_on, :state, :attempts,
+  # One step of a TaskResult: the fields of a step in the API's task view (`waits_for`:
+  # the signal a step that runs no handler waits for, else nil).
+  StepResult = Struct.new(:id, :name, :handler, :waits_for, :queue, :depends_on, :state, :attempts,
                           :max_attempts, :results, :error, :started_at, :completed_at,
                           :duration_ms, keyword_init: true)
 

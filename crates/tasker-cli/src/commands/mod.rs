@@ -90,6 +90,14 @@ pub async fn dispatch(
         Command::Retry { task_id, store } => {
             with_store!(write(&store)?, |s| operate::retry(s, &task_id))
         }
+        Command::Signal {
+            task_id,
+            name,
+            payload,
+            store,
+        } => with_store!(write(&store)?, |s| operate::signal(
+            s, &task_id, &name, &payload
+        )),
         Command::Resolve {
             step_id,
             results,

@@ -212,6 +212,27 @@ pub async fn retry<S: Store>(store: S, id: &str) -> Result<Outcome, CliError> {
     Ok(Outcome::Success)
 }
 
+pub async fn signal<S: Store>(
+    store: S,
+    id: &str,
+    name: &str,
+    payload: &str,
+) -> Result<Outcome, CliError> {
+    let id = task_id(id)?;
+    let signalled = operator(store, HandlerRegistry::with_builtins())
+        .signal(id, name, payload)
+        .await
+        .map_err(engine_error)?;
+    match signalled.completed.len() {
+        0 => println!("signal `{name}` kept for task {id}: no step waits for it yet"),
+        n => println!(
+            "signal `{name}` delivered: {n} waiting step(s) completed; task {id} is {}",
+            signalled.task_state
+        ),
+    }
+    Ok(Outcome::Success)
+}
+
 pub async fn resolve<S: Store>(
     store: S,
     step_id: &str,

@@ -39,21 +39,61 @@ pub struct TaskTemplate {
 }
 
 /// One step of a template, with its defaults resolved.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StepTemplate {
     pub name: String,
+    /// Empty for a step that waits for a signal (`wait_for`).
     pub handler: String,
     pub depends_on: Vec<String>,
     /// The children this step chooses among: its result's `next` names those that
     /// run, and the others are skipped. Empty for a step that decides nothing.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decides: Vec<String>,
     /// The queue that carries this step to workers (the namespace unless set).
     pub queue: String,
     pub config: Value,
     pub retry: RetryPolicy,
+    /// How long an attempt may run; for a step that waits, how long it waits.
+    pub timeout: Duration,
+    /// Set for a step that runs no handler and completes with the payload of a signal.
+    pub wait_for: Option<WaitFor>,
+}
+
+/// What a step waits for: a signal of this name delivered to its task, for at most
+/// `timeout` after the step is reached.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WaitFor {
+    pub signal: String,
     #[serde(with = "serde_human")]
     pub timeout: Duration,
+}
+
+/// Written by hand so that a step that waits carries only what applies to it (it has
+/// no handler, queue, config, retry or timeout of its own), and a step that runs a
+/// handler keeps the canonical form it has always had.
+impl Serialize for StepTemplate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("StepTemplate", 8)?;
+        m.serialize_field("name", &self.name)?;
+        if self.wait_for.is_none() {
+            m.serialize_field("handler", &self.handler)?;
+        }
+        m.serialize_field("depends_on", &self.depends_on)?;
+        if !self.decides.is_empty() {
+            m.serialize_field("decides", &self.decides)?;
+        }
+        match &self.wait_for {
+            Some(wait) => m.serialize_field("wait_for", wait)?,
+            None => {
+                m.serialize_field("queue", &self.queue)?;
+                m.serialize_field("config", &self.config)?;
+                m.serialize_field("retry", &self.retry)?;
+                let timeout = crate::duration::HumanDuration(self.timeout);
+                m.serialize_field("timeout", &format_args!("{timeout}"))?;
+            }
+        }
+        m.end()
+    }
 }
 
 /// A compiled JSON Schema for the task context.

@@ -38,8 +38,10 @@ pub(super) struct RawTemplate {
 pub(super) struct RawStep {
     #[serde(deserialize_with = "text")]
     pub name: String,
-    #[serde(deserialize_with = "text")]
-    pub handler: String,
+    #[serde(default, deserialize_with = "optional_text")]
+    pub handler: Option<String>,
+    #[serde(default, deserialize_with = "optional_mapping")]
+    pub wait_for: Option<RawWait>,
     #[serde(default)]
     pub depends_on: Vec<String>,
     #[serde(default)]
@@ -50,6 +52,15 @@ pub(super) struct RawStep {
     pub config: Option<Value>,
     #[serde(default, deserialize_with = "optional_mapping")]
     pub retry: Option<RawRetry>,
+    #[serde(default, with = "serde_human_opt")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWait {
+    #[serde(deserialize_with = "text")]
+    pub signal: String,
     #[serde(default, with = "serde_human_opt")]
     pub timeout: Option<Duration>,
 }
@@ -129,4 +140,8 @@ fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         }
     }
     d.deserialize_any(OnlyText)
+}
+
+fn optional_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text(d).map(Some)
 }

@@ -330,3 +330,56 @@ fn canonical_json_reads_back_as_the_same_template() {
         assert_eq!(again.canonical_json(), canonical);
     }
 }
+
+#[test]
+fn a_step_waits_for_a_signal_with_no_handler_of_its_own() {
+    let yaml = with_steps(
+        "  - {name: a, handler: noop}\n  - {name: approve, depends_on: [a], wait_for: {signal: approval, timeout: 72h}}\n",
+    );
+    let t = parse_template(&yaml, "t.yaml").unwrap();
+    let wait = t.steps[1].wait_for.as_ref().expect("a wait");
+    assert_eq!(
+        (wait.signal.as_str(), wait.timeout),
+        ("approval", Duration::from_secs(72 * 3600))
+    );
+    assert_eq!(
+        t.steps[1].timeout, wait.timeout,
+        "stored as the step's timeout"
+    );
+    assert_eq!(t.steps[1].retry.max_attempts, 1, "a wait is one attempt");
+    assert!(t.steps[0].wait_for.is_none());
+    let canonical = t.canonical_json();
+    assert!(
+        canonical.contains(
+            r#"{"name":"approve","depends_on":["a"],"wait_for":{"signal":"approval","timeout":"3d"}}"#
+        ),
+        "only what applies to a wait: {canonical}"
+    );
+    let again = parse_template(&canonical, "stored").unwrap();
+    assert_eq!(again.steps, t.steps, "the canonical form reads back");
+}
+
+#[test]
+fn a_wait_names_its_signal_and_timeout_and_nothing_of_a_handler() {
+    let e = errors(&with_steps(
+        "  - {name: a, handler: noop, wait_for: {signal: go, timeout: 1h}}\n  \
+         - {name: b}\n  \
+         - {name: c, wait_for: {signal: go}}\n  \
+         - {name: d, wait_for: {signal: 'no good', timeout: 0s}}\n  \
+         - {name: e, wait_for: {signal: go, timeout: 1h}, retry: {max_attempts: 2}, timeout: 1s, queue: q, config: {}}\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.yaml:5:6: step `a`: has both a handler and wait_for: a step that waits for a signal runs no handler",
+            "t.yaml:6:6: step `b`: has no handler (or `wait_for` to wait for a signal)",
+            "t.yaml:7:6: step `c`: wait_for needs a timeout: how long to wait for the signal, e.g. `timeout: 72h`",
+            "t.yaml:8:6: step `d`: wait_for signal `no good` is not allowed: use letters, digits, `_` and `-`, starting with a letter or digit",
+            "t.yaml:8:6: step `d`: wait_for timeout must be longer than 0ms",
+            "t.yaml:9:6: step `e`: `queue` does not apply to a step that waits for a signal (wait_for)",
+            "t.yaml:9:6: step `e`: `config` does not apply to a step that waits for a signal (wait_for)",
+            "t.yaml:9:6: step `e`: `retry` does not apply to a step that waits for a signal (wait_for)",
+            "t.yaml:9:6: step `e`: `timeout` does not apply to a step that waits for a signal (wait_for)",
+        ]
+    );
+}

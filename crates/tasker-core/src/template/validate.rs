@@ -2,9 +2,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::raw::{RawRetry, RawTemplate};
+use super::raw::{RawRetry, RawStep, RawTemplate, RawWait};
 use super::{
     ContextSchema, DEFAULT_TIMEOUT, StepTemplate, TaskTemplate, TemplateError, TemplateErrors,
+    WaitFor,
 };
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::names;
@@ -156,8 +157,22 @@ pub(super) fn validate(
             let message = "duplicate step name: another step has the same name";
             p.step_occurrence(name, earlier, message.into());
         }
-        if let Err(why) = names::check_handler(&step.handler) {
-            p.step(name, format!("handler `{}` {why}", step.handler));
+        match (&step.handler, &step.wait_for) {
+            (Some(handler), None) => {
+                if let Err(why) = names::check_handler(handler) {
+                    p.step(name, format!("handler `{handler}` {why}"));
+                }
+            }
+            (None, Some(wait)) => check_wait(&mut p, step, wait),
+            (Some(_), Some(_)) => p.step(
+                name,
+                "has both a handler and wait_for: a step that waits for a signal runs no handler"
+                    .into(),
+            ),
+            (None, None) => p.step(
+                name,
+                "has no handler (or `wait_for` to wait for a signal)".into(),
+            ),
         }
         if let Some(Err(why)) = step.queue.as_deref().map(names::check_queue_name) {
             p.step(
@@ -221,15 +236,32 @@ pub(super) fn validate(
     let steps = raw
         .steps
         .into_iter()
-        .map(|s| StepTemplate {
-            retry: merge_retry(&template_retry, s.retry.as_ref()),
-            timeout: s.timeout.unwrap_or(template_timeout),
-            queue: s.queue.unwrap_or_else(|| namespace.clone()),
-            config: s.config.unwrap_or_else(|| serde_json::json!({})),
-            name: s.name,
-            handler: s.handler,
-            depends_on: s.depends_on,
-            decides: s.decides,
+        .map(|s| {
+            let wait_for = s.wait_for.map(|w| WaitFor {
+                signal: w.signal,
+                timeout: w.timeout.unwrap_or_default(),
+            });
+            StepTemplate {
+                // A wait is one attempt, as long as the wait.
+                retry: match &wait_for {
+                    Some(_) => RetryPolicy {
+                        max_attempts: 1,
+                        ..RetryPolicy::default()
+                    },
+                    None => merge_retry(&template_retry, s.retry.as_ref()),
+                },
+                timeout: match &wait_for {
+                    Some(w) => w.timeout,
+                    None => s.timeout.unwrap_or(template_timeout),
+                },
+                queue: s.queue.unwrap_or_else(|| namespace.clone()),
+                config: s.config.unwrap_or_else(|| serde_json::json!({})),
+                name: s.name,
+                handler: s.handler.unwrap_or_default(),
+                depends_on: s.depends_on,
+                decides: s.decides,
+                wait_for,
+            }
         })
         .collect();
     Ok(TaskTemplate {
@@ -240,6 +272,38 @@ pub(super) fn validate(
         context_schema,
         steps,
     })
+}
+
+/// A step that waits for a signal: a valid signal name and timeout, and none of the
+/// fields that only a handler's step has.
+fn check_wait(p: &mut Problems, step: &RawStep, wait: &RawWait) {
+    let name = step.name.as_str();
+    if let Err(why) = names::check_name(&wait.signal) {
+        p.step(name, format!("wait_for signal `{}` {why}", wait.signal));
+    }
+    match wait.timeout {
+        None => p.step(
+            name,
+            "wait_for needs a timeout: how long to wait for the signal, e.g. `timeout: 72h`".into(),
+        ),
+        Some(t) if t.is_zero() => p.step(name, "wait_for timeout must be longer than 0ms".into()),
+        Some(_) => {}
+    }
+    let only_handlers = [
+        ("queue", step.queue.is_some()),
+        ("config", step.config.is_some()),
+        ("retry", step.retry.is_some()),
+        ("timeout", step.timeout.is_some()),
+        ("decides", !step.decides.is_empty()),
+    ];
+    for (field, set) in only_handlers {
+        if set {
+            p.step(
+                name,
+                format!("`{field}` does not apply to a step that waits for a signal (wait_for)"),
+            );
+        }
+    }
 }
 
 /// `base` with the fields that `raw` sets replaced.

@@ -12,7 +12,7 @@ use crate::rows::{self, Columns, eval_step, link_parents, step_record, step_row}
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, task_id, position, state, queue, waiting_on, live_parents"
+        "id, task_id, position, state, queue, waiting_on, live_parents, wait_signal"
     };
 }
 
@@ -137,7 +137,7 @@ pub(crate) async fn ancestors(
 pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>> {
     let rows = sqlx::query(
         "SELECT id, position, name, handler, queue, state, attempts, max_attempts, results::text, error,
-                started_at, completed_at
+                started_at, completed_at, wait_signal
          FROM tasker.steps WHERE task_id = $1 ORDER BY position",
     )
     .bind(task_id.0)
@@ -206,7 +206,7 @@ impl StepRows for PgTx<'_> {
             "   JOIN done d ON e.task_id = d.task_id AND e.parent = d.parent GROUP BY e.task_id, e.child)",
             " UPDATE tasker.steps s SET waiting_on = s.waiting_on - r.n, live_parents = s.live_parents + r.live",
             " FROM released r WHERE s.task_id = r.task_id AND s.position = r.child",
-            " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on, s.live_parents"
+            " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on, s.live_parents, s.wait_signal"
         );
         let tasks: Vec<uuid::Uuid> = done.iter().map(|d| d.0.0).collect();
         let parents: Vec<i32> = done.iter().map(|d| d.1 as i32).collect();
@@ -231,7 +231,8 @@ impl StepRows for PgTx<'_> {
         macro_rules! select {
             ($lock:literal) => {
                 concat!(
-                    "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides, id
+                    "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
+                            wait_signal, id
                      FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
                     $lock
                 )
@@ -249,7 +250,7 @@ impl StepRows for PgTx<'_> {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(|r| Ok((StepId(r.uuid(9)?), step_row(r)?)))
+            .map(|r| Ok((StepId(r.uuid(10)?), step_row(r)?)))
             .collect()
     }
 
@@ -361,6 +362,26 @@ impl StepRows for PgTx<'_> {
              WHERE id = $6 AND state = $2"
         );
         move_one(self.conn, SQL, m, self.now).await
+    }
+
+    async fn steps_waiting_for(
+        &mut self,
+        task_id: TaskId,
+        name: &str,
+    ) -> StoreResult<Vec<EvalStep>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            eval_columns!(),
+            " FROM tasker.steps WHERE task_id = $1 AND wait_signal = $2 AND state = 'waiting'",
+            " ORDER BY position"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(task_id.0)
+            .bind(name)
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(db)?;
+        rows.iter().map(eval_step).collect()
     }
 
     /// One statement for all of `steps` (task, step): pending to enqueued, with transitions.

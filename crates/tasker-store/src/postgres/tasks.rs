@@ -166,6 +166,7 @@ impl TaskRows for PgTx<'_> {
             Vec::with_capacity(n),
         );
         let mut decides = Vec::with_capacity(n);
+        let mut waits = Vec::with_capacity(n);
         let (mut configs, mut retries, mut max_attempts, mut timeouts) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -186,12 +187,16 @@ impl TaskRows for PgTx<'_> {
             max_attempts.push(step.retry.max_attempts as i32);
             timeouts.push(step.timeout.as_millis() as i64);
             decides.push(decides_column(t, step));
+            waits.push(step.wait_for.as_ref().map(|w| w.signal.as_str()));
         }
         sqlx::query(
-            "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides)
-             SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on, u.decides
-             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[], $12::text[])
-                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on, decides)",
+            "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides,
+                                      wait_signal)
+             SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on, u.decides,
+                    u.wait_signal
+             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[], $12::text[],
+                         $13::text[])
+                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on, decides, wait_signal)",
         )
         .bind(task_id.0)
         .bind(&ids)
@@ -205,6 +210,7 @@ impl TaskRows for PgTx<'_> {
         .bind(&timeouts)
         .bind(&waiting_on)
         .bind(&decides)
+        .bind(&waits)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -274,6 +280,7 @@ impl TaskRows for PgTx<'_> {
         for sql in [
             "DELETE FROM tasker.transitions WHERE task_id = ANY($1)",
             "DELETE FROM tasker.step_edges WHERE task_id = ANY($1)",
+            "DELETE FROM tasker.signals WHERE task_id = ANY($1)",
             "DELETE FROM tasker.steps WHERE task_id = ANY($1)",
         ] {
             let done = sqlx::query(sql)

@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "decisions",
         include_str!("../../migrations/sqlite/0004_decisions.sql"),
     ),
+    (
+        5,
+        "signals",
+        include_str!("../../migrations/sqlite/0005_signals.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

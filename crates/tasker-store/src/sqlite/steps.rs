@@ -21,7 +21,7 @@ use crate::rows::{self, eval_step, link_parents, step_record, step_row};
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, task_id, position, state, queue, waiting_on, live_parents"
+        "id, task_id, position, state, queue, waiting_on, live_parents, wait_signal"
     };
 }
 
@@ -43,7 +43,8 @@ fn edges(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<(usize, usize)>> {
 fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
     let mut s = conn
         .prepare_cached(
-            "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides
+            "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
+                    wait_signal
              FROM steps WHERE id = ?",
         )
         .map_err(db)?;
@@ -108,7 +109,7 @@ pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>>
     let mut s = conn
         .prepare_cached(
             "SELECT id, position, name, handler, queue, state, attempts, max_attempts, results, error,
-                    started_at, completed_at
+                    started_at, completed_at, wait_signal
              FROM steps WHERE task_id = ? ORDER BY position",
         )
         .map_err(db)?;
@@ -289,6 +290,20 @@ impl StepRows for SqliteTx<'_> {
             .and_then(|mut s| s.execute(params![m.to.as_str(), m.step_id.0, m.from.as_str()]))
             .map_err(db)?;
         recorded(conn, &m, rows, now)
+    }
+
+    async fn steps_waiting_for(
+        &mut self,
+        task_id: TaskId,
+        name: &str,
+    ) -> StoreResult<Vec<EvalStep>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            eval_columns!(),
+            " FROM steps WHERE task_id = ? AND wait_signal = ? AND state = 'waiting' ORDER BY position"
+        );
+        let mut s = self.conn.prepare_cached(SQL).map_err(db)?;
+        decode_all(&mut s, params![task_id.0, name], |r| eval_step(r))
     }
 
     async fn steps_enqueue(

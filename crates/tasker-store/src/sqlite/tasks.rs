@@ -156,8 +156,9 @@ impl TaskRows for SqliteTx<'_> {
         let parents = parent_counts(t.steps.len(), &edges);
         let mut insert_step = conn
             .prepare_cached(
-                "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides,
+                                    wait_signal)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
             )
             .map_err(db)?;
         for (position, step) in t.steps.iter().enumerate() {
@@ -177,6 +178,7 @@ impl TaskRows for SqliteTx<'_> {
                     step.timeout.as_millis() as i64,
                     parents[position],
                     decides_column(t, step),
+                    step.wait_for.as_ref().map(|w| &w.signal),
                 ])
                 .map_err(db)?;
         }
@@ -237,6 +239,7 @@ impl TaskRows for SqliteTx<'_> {
         for sql in [
             "DELETE FROM transitions WHERE task_id IN (SELECT id FROM temp.pruned)",
             "DELETE FROM step_edges WHERE task_id IN (SELECT id FROM temp.pruned)",
+            "DELETE FROM signals WHERE task_id IN (SELECT id FROM temp.pruned)",
             "DELETE FROM queue_messages WHERE replace(json_extract(message, '$.task_id'), '-', '')
              IN (SELECT lower(hex(id)) FROM temp.pruned)",
             "DELETE FROM queue_dead_letters WHERE replace(json_extract(message, '$.task_id'), '-', '')
