@@ -51,6 +51,15 @@ module Specs
     def call(step) = { "next" => [step.context["tier"] == "express" ? "air" : "ground"] }
   end
 
+  # One order line: its item and index, and the parent's result it fans out from.
+  class PriceLine < Tasker::StepHandler
+    def call(step) = { "sku" => step.item["sku"], "index" => step.index, "order" => step.results("order")["id"] }
+  end
+
+  class Invoice < Tasker::StepHandler
+    def call(step) = { "lines" => step.results("price_line"), "item" => step.item, "index" => step.index }
+  end
+
   class Registered < Tasker::StepHandler
     def call(step) = { "registered" => step.step_name }
   end
@@ -115,6 +124,25 @@ RSpec.describe Tasker::StepContext do
     expect(result.steps.map { |s| [s.name, s.state] })
       .to eq([%w[pick complete], %w[ground skipped], %w[air complete], %w[notify complete]])
     expect(result.step("notify").results).to eq("pick" => { "next" => ["air"] })
+  end
+
+  it "runs one instance per item, each given its item and index; the next step gets them all" do
+    path = Specs.write_template(
+      { "namespace" => "shop", "name" => "lines", "version" => "1.0.0",
+        "steps" => [
+          { "name" => "order", "handler" => "echo", "config" => { "id" => 7, "lines" => [{ "sku" => "A" }, { "sku" => "B" }] } },
+          { "name" => "price_line", "handler" => "Specs::PriceLine", "for_each" => "order.lines",
+            "depends_on" => ["order"] },
+          { "name" => "invoice", "handler" => "Specs::Invoice", "depends_on" => ["price_line"] }
+        ] }, @tmp
+    )
+    result = Tasker.run(path, context: {})
+    expect(result).to be_complete
+    expect(result.step("price_line[1]").results).to eq("sku" => "B", "index" => 1, "order" => 7)
+    expect(result.step("invoice").results).to eq(
+      "lines" => [{ "sku" => "A", "index" => 0, "order" => 7 }, { "sku" => "B", "index" => 1, "order" => 7 }],
+      "item" => nil, "index" => nil
+    )
   end
 
   it "returns frozen, interned names: the same object each call, no allocation" do

@@ -56,6 +56,7 @@ fn execution(context: String, config: String, parents: Vec<(String, String)>) ->
         decides: Vec::new(),
         retry: tasker_core::backoff::RetryPolicy::default(),
         timeout: Duration::from_secs(30),
+        item: None,
     }
 }
 

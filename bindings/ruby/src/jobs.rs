@@ -195,6 +195,19 @@ impl RbStepContext {
         interned(self.step.handler())
     }
 
+    /// For an instance of a `for_each` step, its element of the array; else nil.
+    fn native_item(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+        match rb_self.step.item() {
+            Some(item) => convert::to_ruby(ruby, item.get()),
+            None => Ok(ruby.qnil().as_value()),
+        }
+    }
+
+    /// For an instance of a `for_each` step, the index of its element; else nil.
+    fn index(&self) -> Option<u32> {
+        self.step.index()
+    }
+
     fn native_context(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
         convert::to_ruby(ruby, rb_self.step.context().get())
     }
@@ -282,6 +295,8 @@ pub fn define(ruby: &Ruby, tasker: magnus::RModule) -> Result<(), Error> {
     class.define_method("task_version", method!(RbStepContext::task_version, 0))?;
     class.define_method("step_name", method!(RbStepContext::step_name, 0))?;
     class.define_method("handler", method!(RbStepContext::handler, 0))?;
+    class.define_method("index", method!(RbStepContext::index, 0))?;
+    class.define_private_method("native_item", method!(RbStepContext::native_item, 0))?;
     class.define_private_method("native_context", method!(RbStepContext::native_context, 0))?;
     class.define_private_method("native_config", method!(RbStepContext::native_config, 0))?;
     class.define_private_method("native_results", method!(RbStepContext::native_results, 1))?;

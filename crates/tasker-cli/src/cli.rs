@@ -214,11 +214,13 @@ pub struct MetricsArgs {
 /// Options of `tasker bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// linear4, diamond, fanout100, chain50, or chain / fanout of `--steps` steps.
+    /// linear4, diamond, fanout100, chain50, or chain / fanout / foreach of `--steps`
+    /// steps.
     #[arg(long, default_value = "diamond")]
     pub shape: String,
-    /// Steps per task of `--shape chain` (a line) or `--shape fanout` (a root, the
-    /// leaves, a join).
+    /// Steps per task of `--shape chain` (a line), `--shape fanout` (a root, the
+    /// leaves, a join) or `--shape foreach` (a `for_each` step over the context's
+    /// items, its instances, a join: the fan-out made of instances).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Tasks to run.

@@ -288,9 +288,9 @@ fn validate_accepts_every_example() {
     // The directory and the one below it.
     let o = run(&["validate", examples().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o).lines().count(), 12);
+    assert_eq!(stdout(&o).lines().count(), 13);
     assert!(
-        stderr(&o).ends_with("12 file(s) checked, no problems\n"),
+        stderr(&o).ends_with("13 file(s) checked, no problems\n"),
         "{}",
         stderr(&o)
     );
@@ -709,6 +709,59 @@ fn shell_handler_gets_the_step_on_stdin_and_can_ask_for_a_retry() {
         serde_json::json!({"root": {"value": 5}, "first": {"value": 6}})
     );
     assert_eq!(got["step_name"], "script");
+}
+
+#[test]
+fn a_fan_out_prices_each_line_then_invoices() {
+    let o = run(&[
+        "run",
+        examples().join("order_lines.yaml").to_str().unwrap(),
+        "--db",
+        ":memory:",
+        "--json",
+        "--context",
+        r#"{"order_id": 7, "line_amounts": [20, 5, 12]}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["steps"][1]["results"], json!({"value": 37}));
+    assert_eq!(
+        v["steps"][0]["results"],
+        json!([{"value": 20}, {"value": 5}, {"value": 12}])
+    );
+    let names: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "price_line",
+            "invoice",
+            "price_line[0]",
+            "price_line[1]",
+            "price_line[2]"
+        ]
+    );
+}
+
+#[test]
+fn a_shell_instance_gets_its_item_and_index_on_stdin() {
+    let yaml = "namespace: sh\nname: each\nversion: 1.0.0\nsteps:\n  - name: each\n    handler: shell\n    for_each: context.items\n    config: {command: [sh, -c, 'printf \"{\\\"got\\\":%s}\" \"$(cat)\"']}\n";
+    let (code, v) = run_yaml(yaml, r#"{"items": [{"sku": "A"}, "b"]}"#);
+    assert_eq!(code, 0, "{v}");
+    let got: Vec<(serde_json::Value, serde_json::Value)> = v["steps"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["got"]["item"].clone(), r["got"]["index"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [(json!({"sku": "A"}), json!(0)), (json!("b"), json!(1))]
+    );
 }
 
 #[test]

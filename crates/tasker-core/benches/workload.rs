@@ -62,6 +62,7 @@ impl Inputs {
             decides: Vec::new(),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
+            item: None,
         };
         Self {
             task_id: execution.task_id,

@@ -19,6 +19,7 @@ pub mod borrowed;
 pub mod duration;
 pub mod encode;
 pub mod event;
+pub mod fan_out;
 pub mod file;
 pub mod id;
 pub mod intern;

@@ -88,6 +88,21 @@ pub struct ExecutionMessage<'a> {
     /// for them (the `shell` handler's stdin); otherwise empty.
     #[serde(borrow, default)]
     pub ancestors: Parents<'a>,
+    /// For an instance of a `for_each` step: its element of the array, and its index.
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub item: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+}
+
+/// A field that is there, whatever its value: an item may be JSON `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Parent results by name: encoded as a JSON object, decoded without copying.
@@ -168,6 +183,8 @@ mod tests {
                 ("c".into(), raw("null")),
             ]),
             ancestors: Parents::default(),
+            item: None,
+            index: None,
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(
@@ -178,5 +195,21 @@ mod tests {
         assert_eq!(json(&back), text);
         let as_list = text.replace(r#""parents":{"#, r#""parents":["#);
         assert!(serde_json::from_str::<ExecutionMessage<'_>>(&as_list).is_err());
+        assert!(!text.contains("item"), "a step that is no instance: {text}");
+        let instance = ExecutionMessage {
+            item: Some(raw(r#"{"sku":"A-1"}"#)),
+            index: Some(3),
+            ..back
+        };
+        let text = serde_json::to_string(&instance).unwrap();
+        assert!(
+            text.ends_with(r#""item":{"sku":"A-1"},"index":3}"#),
+            "{text}"
+        );
+        let back: ExecutionMessage<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (back.item.map(RawValue::get), back.index),
+            (Some(r#"{"sku":"A-1"}"#), Some(3))
+        );
     }
 }

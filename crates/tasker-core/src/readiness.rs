@@ -169,6 +169,12 @@ impl Progress {
         p
     }
 
+    /// Accounts for `n` new steps in `state` (the instances of a `for_each` step).
+    pub fn add(&mut self, state: StepState, n: u32) {
+        self.left += n * u32::from(!state.is_done());
+        self.active += n * u32::from(state.is_active());
+    }
+
     /// Accounts for one step moving from `from` to `to`.
     pub fn shift(&mut self, from: StepState, to: StepState) {
         let count = |was: bool, is: bool, n: &mut u32| match (was, is) {

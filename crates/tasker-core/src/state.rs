@@ -116,6 +116,9 @@ pub enum StepEvent {
     Wait,
     /// The signal a `wait_for` step waits for was delivered: its payload is the result.
     Signal,
+    /// A `for_each` step's instances were created (or, after an operator's retry or
+    /// resolution of the failed ones, run on): it is in progress while they run.
+    Expand,
 }
 
 impl StepEvent {
@@ -135,6 +138,7 @@ impl StepEvent {
             StepEvent::Skip => "skip",
             StepEvent::Wait => "wait",
             StepEvent::Signal => "signal",
+            StepEvent::Expand => "expand",
         }
     }
 }
@@ -150,7 +154,8 @@ impl StepState {
             (S::InProgress, E::Reclaim) => S::InProgress,
             (S::InProgress, E::Succeed) => S::Complete,
             (S::InProgress, E::FailRetryable) => S::WaitingForRetry,
-            (S::InProgress | S::Waiting, E::FailPermanent) => S::Error,
+            // From pending: a `for_each` step whose source is not an array it may take.
+            (S::Pending | S::InProgress | S::Waiting, E::FailPermanent) => S::Error,
             (S::WaitingForRetry, E::RetryDue) => S::Enqueued,
             (S::Enqueued | S::InProgress, E::DeadLetter) => S::Error,
             (
@@ -163,6 +168,7 @@ impl StepState {
             (S::Pending | S::Error, E::Wait) => S::Waiting,
             // A signal kept from before the wait completes it as it is reached.
             (S::Pending | S::Error | S::Waiting, E::Signal) => S::Complete,
+            (S::Pending | S::Error, E::Expand) => S::InProgress,
             _ => {
                 return Err(IllegalTransition {
                     entity: "step",
@@ -360,6 +366,24 @@ mod tests {
     }
 
     #[test]
+    fn a_fan_out_runs_while_its_instances_do() {
+        let running = StepState::Pending.apply(StepEvent::Expand).unwrap();
+        assert_eq!(running, StepState::InProgress);
+        assert_eq!(
+            running.apply(StepEvent::Succeed).unwrap(),
+            StepState::Complete
+        );
+        let failed = running.apply(StepEvent::FailPermanent).unwrap();
+        assert_eq!(failed.apply(StepEvent::Expand).unwrap(), running);
+        assert_eq!(
+            StepState::Pending.apply(StepEvent::FailPermanent).unwrap(),
+            StepState::Error,
+            "a source that is not an array"
+        );
+        assert!(running.apply(StepEvent::Expand).is_err());
+    }
+
+    #[test]
     fn every_final_step_state_rejects_work_events() {
         for s in [
             StepState::Complete,
@@ -375,6 +399,7 @@ mod tests {
                 StepEvent::Skip,
                 StepEvent::Wait,
                 StepEvent::Signal,
+                StepEvent::Expand,
             ] {
                 assert!(s.apply(e).is_err(), "{s} accepted {e:?}");
             }

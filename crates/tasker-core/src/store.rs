@@ -263,6 +263,8 @@ pub struct StepExecution {
     pub decides: Vec<Arc<str>>,
     pub retry: RetryPolicy,
     pub timeout: Duration,
+    /// For an instance of a `for_each` step: its element and index.
+    pub item: Option<(u32, Box<RawValue>)>,
 }
 
 impl StepExecution {
@@ -285,6 +287,8 @@ impl StepExecution {
                     .collect(),
             ),
             ancestors: Parents::default(),
+            item: self.item.as_ref().map(|(_, item)| &**item),
+            index: self.item.as_ref().map(|(index, _)| *index),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! |---------|------|
 //! | `noop`  | returns `{}` |
 //! | `echo`  | returns the step's config |
-//! | `sum`   | `{"value": V}`: `config.value` (default 1) + every parent's `value` (missing = 0), + the context's `start` (default 0) for a step with no parents |
+//! | `sum`   | `{"value": V}`: `config.value` (default 1) + every parent's `value` (missing = 0; a `for_each` parent's instances' `value`s), + the context's `start` (default 0) for a step with no parents, + an instance's `item` when it is a number |
 //! | `flaky` | a retryable error on attempts ≤ `config.failures` (default 1; after `config.retry_after` if set), then `{"attempt": n}` |
 //! | `fail`  | an error with `config.message`, permanent unless `config.retryable` is true |
 //! | `sleep` | waits `config.ms`, then `{"slept_ms": ms}` |
@@ -113,12 +113,29 @@ fn number_field(raw: &RawValue, key: &str) -> Option<Number> {
     serde_json::from_str(map.get(key)?.get()).ok()
 }
 
+/// A parent's `value`; a `for_each` parent's results are its instances', whose
+/// `value`s count.
+fn parent_values(results: &RawValue) -> Vec<Number> {
+    match serde_json::from_str::<Vec<&RawValue>>(results.get()) {
+        Ok(instances) => instances
+            .into_iter()
+            .filter_map(|r| number_field(r, "value"))
+            .collect(),
+        Err(_) => number_field(results, "value").into_iter().collect(),
+    }
+}
+
 fn sum(step: &StepContext) -> HandlerResult {
     let mut terms = vec![number_field(step.config(), "value").unwrap_or_else(|| Number::from(1))];
-    terms.extend(step.parents().filter_map(|(_, r)| number_field(r, "value")));
+    terms.extend(step.parents().flat_map(|(_, r)| parent_values(r)));
     if step.parents().next().is_none() {
         terms.extend(number_field(step.context(), "start"));
     }
+    // An instance adds its item when it is a number.
+    terms.extend(
+        step.item()
+            .and_then(|i| serde_json::from_str::<Number>(i.get()).ok()),
+    );
     // Exact while every term is an integer, a float otherwise.
     let exact = terms
         .iter()

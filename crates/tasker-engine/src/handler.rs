@@ -178,6 +178,17 @@ impl StepContext {
         &self.step.exec.config
     }
 
+    /// For an instance of a `for_each` step, its element of the array (as written);
+    /// `None` for any other step.
+    pub fn item(&self) -> Option<&RawValue> {
+        self.step.exec.item.as_ref().map(|(_, item)| &**item)
+    }
+
+    /// For an instance of a `for_each` step, the index of its element.
+    pub fn index(&self) -> Option<u32> {
+        self.step.exec.item.as_ref().map(|(index, _)| *index)
+    }
+
     /// The children this step chooses among with its result's `next`.
     pub fn decides(&self) -> &[Arc<str>] {
         &self.step.exec.decides
@@ -323,6 +334,7 @@ pub(crate) fn test_step(handler: &str, config: &str, timeout: Duration) -> StepC
         decides: Vec::new(),
         retry: tasker_core::backoff::RetryPolicy::default(),
         timeout,
+        item: None,
     })
 }
 

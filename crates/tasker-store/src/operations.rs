@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tasker_core::duration::HumanDuration;
+use tasker_core::fan_out;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart, by_queue};
 use tasker_core::readiness::{self, Outcome as Readiness, Progress, Release};
@@ -13,7 +14,9 @@ use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 
-use crate::primitives::{EvalStep, Move, Outcome, Primitives, StepRow, TaskMove, Transition};
+use crate::primitives::{
+    EvalStep, InstanceView, Move, Outcome, Primitives, StepRow, TaskMove, Transition,
+};
 
 pub(crate) async fn template_register<P: Primitives>(
     p: &mut P,
@@ -366,11 +369,32 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
     }
     move_task(p, &mut task, TaskEvent::Resume, "operator retry").await?;
     let mut enqueued = 0;
-    let mut waits = Vec::new();
+    let (mut waits, mut fans) = (Vec::new(), Vec::new());
     for step in p.steps_of_task(task_id).await? {
-        if step.state == StepState::Error && step.wait.is_some() {
+        if step.state != StepState::Error {
+            continue;
+        }
+        if step.wait.is_some() {
             waits.push(step);
-        } else if step.state == StepState::Error {
+        } else if step.for_each.is_some() {
+            let expanded = p
+                .steps_instances_done(&[(task_id, step.position, 0)])
+                .await?;
+            if expanded.first().is_some_and(|e| e.left.is_some()) {
+                // Its failed instances are retried with the other failed steps.
+                let m = Move {
+                    task_id,
+                    step_id: step.id,
+                    from: step.state,
+                    to: step.state.apply(StepEvent::Expand)?,
+                    reason: "operator retry: its failed instances run again",
+                };
+                check_moved(p.step_reset(m).await?, &m)?;
+                task.moved(&m);
+            } else {
+                fans.push(step);
+            }
+        } else {
             let m = Move {
                 task_id,
                 step_id: step.id,
@@ -389,9 +413,12 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
         }
     }
     enqueued += waits.len();
-    let done = begin_waits(p, std::slice::from_mut(&mut task), &waits).await?;
-    let ready = release_done(p, std::slice::from_mut(&mut task), done, &[]).await?;
-    enqueued += settle(p, &mut task, ready).await?;
+    let tasks = std::slice::from_mut(&mut task);
+    let mut done = begin_waits(p, tasks, &waits).await?;
+    let mut created = [0];
+    done.extend(expand(p, tasks, &fans, &mut created).await?);
+    let ready = release_done(p, tasks, done, &[]).await?;
+    enqueued += created[0] + settle(p, &mut task, ready).await?;
     Ok(enqueued)
 }
 
@@ -613,7 +640,15 @@ async fn dead_letter<P: Primitives>(
     };
     check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
     task.moved(&m);
-    settle(p, &mut task, Vec::new()).await?;
+    let instance: Vec<InstanceMove<'_>> = step
+        .instance_of
+        .map(|parent| (m, parent, step.name.as_str()))
+        .into_iter()
+        .collect();
+    let tasks = std::slice::from_mut(&mut task);
+    let fans_done = instances_settled(p, tasks, &instance).await?;
+    let ready = release_done(p, tasks, fans_done, &[]).await?;
+    settle(p, &mut task, ready).await?;
     Ok(StepStart::DeadLettered {
         task_id,
         step_id,
@@ -716,7 +751,14 @@ async fn finish<P: Primitives>(
         .collect();
     let rows: Vec<&StepRow> = live.iter().map(|(_, step)| *step).collect();
     let away = decided_away(&changes, &rows)?;
-    let ready = release(p, &mut tasks, &moved, &away).await?;
+    let instances: Vec<InstanceMove<'_>> = changes
+        .iter()
+        .zip(&rows)
+        .filter_map(|((m, _), row)| Some((*m, row.instance_of?, row.name.as_str())))
+        .collect();
+    let fans_done = instances_settled(p, &mut tasks, &instances).await?;
+    let mut ready = release(p, &mut tasks, &moved, &away).await?;
+    ready.extend(release_done(p, &mut tasks, fans_done, &[]).await?);
     let enqueued = settle_all(p, &mut tasks, ready).await?;
     for (k, &(i, step)) in live.iter().enumerate() {
         let t = tasks
@@ -794,6 +836,15 @@ pub(crate) async fn step_resolve<P: Primitives>(
     let task_id = step_get(p, step_id, false).await?.task_id;
     let mut task = lock_task(p, task_id).await?;
     let step = step_get(p, step_id, true).await?;
+    let expanded = p
+        .steps_instances_done(&[(task_id, step.position, 0)])
+        .await?;
+    if expanded.iter().any(|e| e.left.is_some()) {
+        return Err(StoreError::Conflict(format!(
+            "step `{}` ran instances: resolve its failed instances (`{}[…]`) instead, or retry the task",
+            step.name, step.name
+        )));
+    }
     let m = Move {
         task_id,
         step_id,
@@ -815,13 +866,15 @@ pub(crate) async fn step_resolve<P: Primitives>(
         let reason = format!("step `{}` resolved by an operator", step.name);
         move_task(p, &mut task, TaskEvent::Resume, &reason).await?;
     }
-    let ready = release(
-        p,
-        std::slice::from_mut(&mut task),
-        &[(m, step.position)],
-        &away,
-    )
-    .await?;
+    let tasks = std::slice::from_mut(&mut task);
+    let instance: Vec<InstanceMove<'_>> = step
+        .instance_of
+        .map(|parent| (m, parent, step.name.as_str()))
+        .into_iter()
+        .collect();
+    let fans_done = instances_settled(p, tasks, &instance).await?;
+    let mut ready = release(p, tasks, &[(m, step.position)], &away).await?;
+    ready.extend(release_done(p, tasks, fans_done, &[]).await?);
     settle(p, &mut task, ready).await?;
     Ok(StepResolved {
         task_id,
@@ -989,6 +1042,236 @@ async fn begin_waits<P: Primitives>(
     Ok(done)
 }
 
+/// Fans out each step of `fans` (pending, or in error for an operator's retry of a
+/// source that was not an array): one instance per item of its source, enqueued, and
+/// counted in `enqueued` (by the index of the task in `tasks`). A source that is not
+/// an array, or one longer than `max_items`, fails the step; an empty one completes it
+/// with `[]`. Returns the steps that completed (task, position, live), for
+/// [`release_done`].
+async fn expand<P: Primitives>(
+    p: &mut P,
+    tasks: &mut [Task],
+    fans: &[EvalStep],
+    enqueued: &mut [usize],
+) -> StoreResult<Vec<(TaskId, u32, bool)>> {
+    let mut done = Vec::new();
+    for step in fans {
+        let Some(spec) = &step.for_each else { continue };
+        let Some(exec) = p.steps_execution(&[step.id]).await?.pop() else {
+            continue;
+        };
+        let (parent, path) = spec.split();
+        let source = match parent {
+            None => &*exec.context,
+            Some(name) => exec
+                .parents
+                .iter()
+                .find(|(n, _)| &**n == name)
+                .map_or(RawValue::NULL, |(_, r)| &**r),
+        };
+        let items = fan_out::items(source, &path, &spec.source).and_then(|items| {
+            match items.len() as u64 {
+                n if n > u64::from(spec.max_items) => Err(format!(
+                    "for_each `{}` has {n} items, more than max_items ({})",
+                    spec.source, spec.max_items
+                )),
+                _ => Ok(items),
+            }
+        });
+        let t = tasks
+            .iter()
+            .position(|t| t.id == step.task_id)
+            .expect("locked");
+        let items = match items {
+            Ok(items) => items,
+            // Still failing after an operator's retry: it stays in error.
+            Err(_) if step.state == StepState::Error => continue,
+            Err(why) => {
+                let m = Move {
+                    task_id: step.task_id,
+                    step_id: step.id,
+                    from: step.state,
+                    to: step.state.apply(StepEvent::FailPermanent)?,
+                    reason: &why,
+                };
+                let outcome = Outcome {
+                    results: None,
+                    error: Some(&why),
+                };
+                check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
+                tasks[t].moved(&m);
+                continue;
+            }
+        };
+        let reason = format!(
+            "{} instances, one per item of `{}`",
+            items.len(),
+            spec.source
+        );
+        let m = Move {
+            task_id: step.task_id,
+            step_id: step.id,
+            from: step.state,
+            to: step.state.apply(StepEvent::Expand)?,
+            reason: &reason,
+        };
+        check_moved(p.step_move(m).await?, &m)?;
+        tasks[t].moved(&m);
+        // What every instance is given: the step's context and parents' results, the
+        // source without its items.
+        let rest = fan_out::without(source, &path);
+        let context = if parent.is_none() {
+            &*rest
+        } else {
+            &*exec.context
+        };
+        let parents: Vec<(&str, &RawValue)> = exec
+            .parents
+            .iter()
+            .map(|(n, r)| (&**n, if Some(&**n) == parent { &*rest } else { &**r }))
+            .collect();
+        let parents = serde_json::value::to_raw_value(&parents).expect("names and JSON serialize");
+        let view = InstanceView {
+            context,
+            parents: &parents,
+        };
+        let made = format!("instance of `{}`", spec.source);
+        let ids = p.steps_insert_instances(step, &items, view, &made).await?;
+        tasks[t].progress.add(StepState::Enqueued, ids.len() as u32);
+        enqueued[t] += ids.len();
+        if ids.is_empty() {
+            let reason = "no items: nothing to run";
+            done.push(
+                complete_fan_out(p, tasks, step.task_id, step.id, step.position, reason).await?,
+            );
+            continue;
+        }
+        let messages: Vec<StepMessage> = ids
+            .iter()
+            .map(|&step_id| StepMessage {
+                task_id: step.task_id,
+                step_id,
+            })
+            .collect();
+        p.queue_send_batch(&step.queue, &messages).await?;
+    }
+    Ok(done)
+}
+
+/// Completes a `for_each` step in progress with its instances' results, in item order
+/// (`[]` for none). Returns it (task, position, live), for [`release_done`].
+async fn complete_fan_out<P: Primitives>(
+    p: &mut P,
+    tasks: &mut [Task],
+    task_id: TaskId,
+    step_id: StepId,
+    position: u32,
+    reason: &str,
+) -> StoreResult<(TaskId, u32, bool)> {
+    let results = p.step_instance_results(task_id, position).await?;
+    let m = Move {
+        task_id,
+        step_id,
+        from: StepState::InProgress,
+        to: StepState::InProgress.apply(StepEvent::Succeed)?,
+        reason,
+    };
+    let outcome = Outcome {
+        results: Some(&results),
+        error: None,
+    };
+    check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
+    task_of(tasks, task_id).moved(&m);
+    Ok((task_id, position, true))
+}
+
+/// An instance's change of state, for [`instances_settled`]: the move, the position
+/// of its `for_each` step, and its name.
+type InstanceMove<'a> = (Move<'a>, u32, &'a str);
+
+/// What the instances of `moved` did to their `for_each` steps: those done count down
+/// their step's instances left, and the step completes with their results, in item
+/// order, when none is left; one that failed fails its step; an operator's resolution
+/// of a failed instance lets its step run on when no other instance is in error.
+/// Returns the steps that completed (task, position, live), for [`release_done`].
+async fn instances_settled<P: Primitives>(
+    p: &mut P,
+    tasks: &mut [Task],
+    moved: &[InstanceMove<'_>],
+) -> StoreResult<Vec<(TaskId, u32, bool)>> {
+    let mut counts: Vec<(TaskId, u32, u32)> = Vec::new();
+    for (m, parent, _) in moved {
+        let n = u32::from(!m.from.is_done() && m.to.is_done());
+        match counts
+            .iter_mut()
+            .find(|c| (c.0, c.1) == (m.task_id, *parent))
+        {
+            Some(c) => c.2 += n,
+            None => counts.push((m.task_id, *parent, n)),
+        }
+    }
+    if counts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut steps = p.steps_instances_done(&counts).await?;
+    let mut done = Vec::new();
+    for step in &mut steps {
+        let mine = |(m, parent, _): &&InstanceMove<'_>| {
+            m.task_id == step.task_id && *parent == step.position
+        };
+        let failed = moved
+            .iter()
+            .filter(mine)
+            .find(|(m, ..)| m.to == StepState::Error && m.from != StepState::Error);
+        let resolved = moved
+            .iter()
+            .filter(mine)
+            .any(|(m, ..)| m.from == StepState::Error && m.to.is_done());
+        let reason;
+        let (event, why) = match (step.state, failed) {
+            (StepState::InProgress, Some((m, _, name))) => {
+                reason = format!("instance `{name}` failed: {}", m.reason);
+                (StepEvent::FailPermanent, reason.as_str())
+            }
+            (StepState::Error, None)
+                if resolved && p.step_instances_failed(step.task_id, step.position).await? == 0 =>
+            {
+                (StepEvent::Expand, "its failed instances were resolved")
+            }
+            _ => (StepEvent::Expand, ""),
+        };
+        if !why.is_empty() {
+            let m = Move {
+                task_id: step.task_id,
+                step_id: step.id,
+                from: step.state,
+                to: step.state.apply(event)?,
+                reason: why,
+            };
+            let moved = if event == StepEvent::FailPermanent {
+                let outcome = Outcome {
+                    results: None,
+                    error: Some(why),
+                };
+                p.steps_set_outcome(&[(m, outcome)]).await?
+            } else {
+                // Running on: its error and end are cleared.
+                p.step_reset(m).await?
+            };
+            check_moved(moved, &m)?;
+            task_of(tasks, step.task_id).moved(&m);
+            step.state = m.to;
+        }
+        if step.state == StepState::InProgress && step.left == Some(0) {
+            let reason = "every instance is done";
+            done.push(
+                complete_fan_out(p, tasks, step.task_id, step.id, step.position, reason).await?,
+            );
+        }
+    }
+    Ok(done)
+}
+
 pub(crate) async fn task_signal<P: Primitives>(
     p: &mut P,
     task_id: TaskId,
@@ -1073,10 +1356,16 @@ async fn settle_all<P: Primitives>(
     ready.retain(|s| running(tasks, s));
     // Steps that wait run no handler: each completes with its kept signal or waits,
     // and one that completes releases its children in turn.
-    while ready.iter().any(|s| s.wait.is_some()) {
-        let waits: Vec<EvalStep>;
-        (waits, ready) = ready.into_iter().partition(|s| s.wait.is_some());
-        let done = begin_waits(p, tasks, &waits).await?;
+    // Steps that fan out create their instances, enqueued, instead: an empty array
+    // completes the step at once.
+    let special = |s: &EvalStep| s.wait.is_some() || s.for_each.is_some();
+    while ready.iter().any(special) {
+        let reached: Vec<EvalStep>;
+        (reached, ready) = ready.into_iter().partition(special);
+        let (waits, fans): (Vec<EvalStep>, Vec<EvalStep>) =
+            reached.into_iter().partition(|s| s.wait.is_some());
+        let mut done = begin_waits(p, tasks, &waits).await?;
+        done.extend(expand(p, tasks, &fans, &mut enqueued).await?);
         let released = release_done(p, tasks, done, &[]).await?;
         ready.extend(released.into_iter().filter(|s| running(tasks, s)));
     }

@@ -24,7 +24,7 @@ use tasker_core::message::StepMessage;
 use tasker_core::readiness::Progress;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::{Pruned, QueueBatch, StepExecution, StoreResult, Wakeups};
-use tasker_core::template::TaskTemplate;
+use tasker_core::template::{ForEach, TaskTemplate};
 use tasker_core::time::Timestamp;
 
 /// What readiness and enqueueing need of a step. Names are interned: they repeat in
@@ -41,6 +41,26 @@ pub(crate) struct EvalStep {
     pub live_parents: u32,
     /// The signal it waits for, for a step that runs no handler (`wait_for`).
     pub wait: Option<Arc<str>>,
+    /// Where its items are, for a step that fans out (`for_each`).
+    pub for_each: Option<Box<ForEach>>,
+}
+
+/// What every instance of a `for_each` step is given for the context and its parents'
+/// results (`[[name, results], …]`): the step's own, without the array of items.
+#[derive(Clone, Copy)]
+pub(crate) struct InstanceView<'a> {
+    pub context: &'a RawValue,
+    pub parents: &'a RawValue,
+}
+
+/// A `for_each` step whose instances changed, as the change left it.
+pub(crate) struct Expanded {
+    pub id: StepId,
+    pub task_id: TaskId,
+    pub position: u32,
+    pub state: StepState,
+    /// Its instances not done; `None` before it was expanded.
+    pub left: Option<u32>,
 }
 
 /// A step row, as the operations that change it need it.
@@ -57,6 +77,8 @@ pub(crate) struct StepRow {
     pub decides: Vec<(Arc<str>, u32)>,
     /// The signal it waits for (`wait_for`).
     pub wait: Option<String>,
+    /// For an instance of a `for_each` step, that step's position.
+    pub instance_of: Option<u32>,
 }
 
 impl StepRow {
@@ -263,6 +285,40 @@ pub(crate) trait StepRows {
 
     /// Clears attempts, results, error and times (an operator's retry).
     fn step_reset(&mut self, m: Move<'_>) -> impl Future<Output = StoreResult<u64>>;
+
+    /// Creates the instances of the `for_each` step `step`, one per item in order,
+    /// enqueued (each with its transition), with its handler, queue, config, retry and
+    /// timeout; sets the step's instances left to their number and what they are given
+    /// (`view`), and adds them to the task's step count. Returns their ids in item order.
+    fn steps_insert_instances(
+        &mut self,
+        step: &EvalStep,
+        items: &[&RawValue],
+        view: InstanceView<'_>,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<Vec<StepId>>>;
+
+    /// For each (task, position of a `for_each` step, instances done), takes the
+    /// instances done from the step's count, and returns the steps after the change.
+    fn steps_instances_done(
+        &mut self,
+        done: &[(TaskId, u32, u32)],
+    ) -> impl Future<Output = StoreResult<Vec<Expanded>>>;
+
+    /// How many instances of the task's `for_each` step at `position` are in error.
+    fn step_instances_failed(
+        &mut self,
+        task_id: TaskId,
+        position: u32,
+    ) -> impl Future<Output = StoreResult<u32>>;
+
+    /// The results of the instances of the task's `for_each` step at `position`, as a
+    /// JSON array in item order.
+    fn step_instance_results(
+        &mut self,
+        task_id: TaskId,
+        position: u32,
+    ) -> impl Future<Output = StoreResult<Box<RawValue>>>;
 
     /// The steps of the task that wait for the signal `name` now.
     fn steps_waiting_for(

@@ -17,7 +17,8 @@ use tasker_core::store::{
 };
 use tasker_core::time::Timestamp;
 
-use crate::primitives::{EvalStep, StepRow};
+use crate::primitives::{EvalStep, Expanded, StepRow};
+use tasker_core::template::ForEach;
 
 /// A row of either backend, read by column index. Integers are read whatever their
 /// width in the database; text is borrowed from the row.
@@ -92,6 +93,27 @@ pub(crate) fn step_record(r: &impl Columns, task_id: TaskId) -> StoreResult<Step
     })
 }
 
+/// A step's `for_each` as stored (NULL for a step that does not fan out).
+pub(crate) fn for_each_column(step: &tasker_core::template::StepTemplate) -> Option<String> {
+    let each = step.for_each.as_ref()?;
+    Some(serde_json::to_string(each).expect("a string and a number serialize"))
+}
+
+fn for_each(text: &str) -> StoreResult<Box<ForEach>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("for_each: {e}")))
+}
+
+/// `id, task_id, position, state, instances_left` of a `for_each` step.
+pub(crate) fn expanded(r: &impl Columns) -> StoreResult<Expanded> {
+    Ok(Expanded {
+        id: StepId(r.uuid(0)?),
+        task_id: TaskId(r.uuid(1)?),
+        position: r.count(2)?,
+        state: parse(r.str(3)?)?,
+        left: r.opt_int(4)?.map(|n| n.clamp(0, u32::MAX.into()) as u32),
+    })
+}
+
 /// A step's `decides` as stored: `[[name, position], …]`, NULL when it decides nothing.
 pub(crate) fn decides_column(
     template: &tasker_core::template::TaskTemplate,
@@ -127,7 +149,7 @@ pub(crate) fn decides(text: Option<&str>) -> StoreResult<Vec<(std::sync::Arc<str
 
 /// `task_id, attempts, namespace, task name, version, step name, handler, config,
 /// context, the parents' results (a JSON array of `[name, results]`), the retry policy
-/// (JSON), timeout_ms, decides` of step `step_id`.
+/// (JSON), timeout_ms, decides, item_index, item` of step `step_id`.
 pub(crate) fn execution(r: &impl Columns, step_id: StepId) -> StoreResult<StepExecution> {
     let names = Interner::global();
     let parents: Vec<(std::borrow::Cow<str>, Box<RawValue>)> = serde_json::from_str(r.str(9)?)
@@ -155,6 +177,10 @@ pub(crate) fn execution(r: &impl Columns, step_id: StepId) -> StoreResult<StepEx
             .collect(),
         retry,
         timeout: Duration::from_millis(r.int(11)?.max(0) as u64),
+        item: match r.opt_int(13)? {
+            Some(index) => Some((index.clamp(0, u32::MAX.into()) as u32, r.json(14)?)),
+            None => None,
+        },
     })
 }
 
@@ -167,9 +193,11 @@ pub(crate) fn ancestor(r: &impl Columns) -> StoreResult<(std::sync::Arc<str>, Bo
     ))
 }
 
-/// `id, task_id, position, state, queue, waiting_on, live_parents, wait_signal`.
+/// `id, task_id, position, state, queue, waiting_on, live_parents, wait_signal,
+/// for_each`.
 pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
     Ok(EvalStep {
+        for_each: r.opt_str(8)?.map(for_each).transpose()?,
         wait: r.opt_str(7)?.map(|s| Interner::global().intern(s)),
         id: StepId(r.uuid(0)?),
         task_id: TaskId(r.uuid(1)?),
@@ -182,9 +210,10 @@ pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
 }
 
 /// `task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-/// wait_signal`.
+/// wait_signal, instance_of`.
 pub(crate) fn step_row(r: &impl Columns) -> StoreResult<StepRow> {
     Ok(StepRow {
+        instance_of: r.opt_int(10)?.map(|p| p.clamp(0, u32::MAX.into()) as u32),
         wait: r.opt_str(9)?.map(str::to_owned),
         task_id: TaskId(r.uuid(0)?),
         name: r.owned(1)?,

@@ -6,7 +6,8 @@
 //!   machines, the queue's visibility, read counts and dead letters.
 //! - [`workflow_cases`]: the engine end to end on the store — the reference workflows
 //!   of `examples/`, retries, timeouts, failures, cancellation, operator actions.
-//! - [`signal_cases`]: steps that wait for a signal, driven by hand.
+//! - [`signal_cases`]: steps that wait for a signal.
+//! - [`fan_out_cases`]: steps that fan out over data (`for_each`).
 //!
 //! A backend runs the suite with [`conformance_tests!`], giving an async function
 //! that returns a fresh, isolated store (or `None`, after printing why, to skip):
@@ -16,6 +17,7 @@
 //! tasker_storetest::conformance_tests!(fresh);
 //! ```
 
+pub mod fan_out_cases;
 pub mod signal_cases;
 pub mod store_cases;
 pub mod support;
@@ -108,6 +110,15 @@ macro_rules! conformance_tests {
             a_wait_times_out_and_an_operator_retry_waits_again,
             a_cancel_or_an_operator_ends_a_wait,
             an_approval_waits_for_its_signal_then_completes,
+        ]);
+        $crate::conformance_tests!(@cases $fresh, fan_out_cases: [
+            a_fan_out_runs_one_instance_per_item,
+            an_empty_or_missing_array_or_too_many_items,
+            a_failed_instance_fails_its_step_and_a_retry_runs_only_it,
+            resolving_a_failed_instance_lets_its_step_complete,
+            an_interrupted_fan_out_creates_each_instance_once,
+            ten_thousand_items_fan_out_and_in,
+            cancelling_a_fan_out_cancels_its_instances,
         ]);
     };
     (@cases $fresh:path, $module:ident: [$($case:ident),* $(,)?]) => {

@@ -11,6 +11,14 @@ module Tasker
       @context ||= native_context
     end
 
+    # For an instance of a `for_each` step, its element of the array (converted once);
+    # nil for any other step. `index` is the element's index.
+    def item
+      return @item if defined?(@item)
+
+      @item = native_item
+    end
+
     # The step's `config` from the template.
     def config
       @config ||= native_config

@@ -21,10 +21,19 @@ use crate::backend::{Access, Backend, migrate_postgres, open_sqlite};
 use crate::cli::BenchArgs;
 use crate::{CliError, Outcome};
 
-/// The workflow shapes the harness knows; `chain` and `fanout` take their size from
+/// What the harness runs: a template, the context of each task, and how many steps a
+/// task has in all (the instances of a `for_each` step included).
+pub struct Shape {
+    pub template: TaskTemplate,
+    pub context: String,
+    pub steps: usize,
+}
+
+/// The workflow shapes the harness knows; `chain`, `fanout` and `foreach` (a fan-out
+/// over the context's items: the `fanout` of `for_each` instances) take their size from
 /// `steps`, and the others have theirs.
-pub fn shape_template(shape: &str, steps: Option<usize>) -> Result<TaskTemplate, CliError> {
-    let sized = matches!(shape, "chain" | "fanout");
+pub fn shape(shape: &str, steps: Option<usize>) -> Result<Shape, CliError> {
+    let sized = matches!(shape, "chain" | "fanout" | "foreach");
     let n = match (sized, steps) {
         (true, Some(n)) if n >= 3 => n,
         (true, _) => {
@@ -34,7 +43,7 @@ pub fn shape_template(shape: &str, steps: Option<usize>) -> Result<TaskTemplate,
         }
         (false, Some(_)) => {
             return Err(CliError::BadInput(format!(
-                "--steps is for --shape chain or fanout; {shape} has a fixed size"
+                "--steps is for --shape chain, fanout or foreach; {shape} has a fixed size"
             )));
         }
         (false, None) => 0,
@@ -69,6 +78,7 @@ pub fn shape_template(shape: &str, steps: Option<usize>) -> Result<TaskTemplate,
         }
         step("join", &leaves);
     };
+    let mut context = "{}".to_owned();
     match shape {
         "linear4" => chain(4, &mut step),
         "chain50" => chain(50, &mut step),
@@ -81,13 +91,31 @@ pub fn shape_template(shape: &str, steps: Option<usize>) -> Result<TaskTemplate,
             step("d", &["b".into(), "c".into()]);
         }
         "fanout100" => fanout(100, &mut step),
+        "foreach" => {
+            let items = n - 2;
+            yaml.push_str(&format!(
+                "  - {{name: each, handler: noop, for_each: context.items, max_items: {items}}}\n  \
+                 - {{name: join, handler: noop, depends_on: [each]}}\n"
+            ));
+            context = serde_json::json!({ "items": (0..items).collect::<Vec<_>>() }).to_string();
+        }
         other => {
             return Err(CliError::BadInput(format!(
-                "unknown shape `{other}`: use linear4, diamond, fanout100, chain50, chain or fanout"
+                "unknown shape `{other}`: use linear4, diamond, fanout100, chain50, chain, fanout or foreach"
             )));
         }
     }
-    parse_template(&yaml, &name).map_err(CliError::failed)
+    let template = parse_template(&yaml, &name).map_err(CliError::failed)?;
+    let steps = if shape == "foreach" {
+        n
+    } else {
+        template.steps.len()
+    };
+    Ok(Shape {
+        template,
+        context,
+        steps,
+    })
 }
 
 /// Fills the database with `steps` finished steps (whole tasks of `template`).
@@ -238,20 +266,21 @@ async fn latencies<S: Store>(
 /// Submits `n` tasks from `SUBMITTERS` concurrent clients, as an application would.
 async fn submit_all<S: Store>(
     engine: &Engine<S>,
-    template: &TaskTemplate,
+    shape: &Shape,
     n: usize,
 ) -> Result<Vec<TaskId>, CliError> {
     const SUBMITTERS: usize = 4;
     let mut clients = tokio::task::JoinSet::new();
     for c in 0..SUBMITTERS {
-        let (engine, template) = (engine.clone(), template.clone());
+        let (engine, template) = (engine.clone(), shape.template.clone());
+        let context = shape.context.clone();
         let count = n / SUBMITTERS + usize::from(c < n % SUBMITTERS);
         clients.spawn(async move {
             let mut ids = Vec::with_capacity(count);
             for _ in 0..count {
                 ids.push(
                     engine
-                        .submit(&template, "{}", None)
+                        .submit(&template, &context, None)
                         .await
                         .map_err(CliError::failed)?
                         .task_id,
@@ -273,13 +302,13 @@ async fn submit_all<S: Store>(
 async fn one_at_a_time<S: Store>(
     engine: &Engine<S>,
     in_process: bool,
-    template: &TaskTemplate,
+    shape: &Shape,
     n: usize,
 ) -> Result<Vec<TaskId>, CliError> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let id = engine
-            .submit(template, "{}", None)
+            .submit(&shape.template, &shape.context, None)
             .await
             .map_err(CliError::failed)?
             .task_id;
@@ -335,8 +364,8 @@ fn no_roles() -> EngineConfig {
 
 /// How many tasks the unloaded latency phase runs, one after another: 20, or fewer
 /// of a large shape (about 2,000 steps in all, at least one task).
-fn idle_tasks(template: &TaskTemplate) -> usize {
-    (2000 / template.steps.len()).clamp(1, 20)
+fn idle_tasks(shape: &Shape) -> usize {
+    (2000 / shape.steps).clamp(1, 20)
 }
 
 /// What one run measured, before it becomes a report.
@@ -352,13 +381,13 @@ async fn measure<S: Store>(
     engine: &Engine<S>,
     in_process: bool,
     args: &BenchArgs,
-    template: &TaskTemplate,
+    shape: &Shape,
 ) -> Result<Run, CliError> {
     let started = Instant::now();
-    let loaded = submit_all(engine, template, args.tasks).await?;
+    let loaded = submit_all(engine, shape, args.tasks).await?;
     until_finished(&**engine.store(), &loaded, Duration::from_millis(5)).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let idle = one_at_a_time(engine, in_process, template, idle_tasks(template)).await?;
+    let idle = one_at_a_time(engine, in_process, shape, idle_tasks(shape)).await?;
     Ok(Run {
         seconds,
         loaded,
@@ -367,11 +396,12 @@ async fn measure<S: Store>(
 }
 
 pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
-    let template = shape_template(&args.shape, args.steps)?;
+    let shape = shape(&args.shape, args.steps)?;
+    let template = &shape.template;
     let report = match Backend::from_args(&args.store)? {
         Backend::Sqlite(path) => {
             let store = Arc::new(open_sqlite(&path, Access::Write).await?);
-            preload(args.preload_steps, &template, |t, n| {
+            preload(args.preload_steps, template, |t, n| {
                 store.preload_finished(t, n)
             })
             .await?;
@@ -388,7 +418,7 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
             #[cfg(feature = "alloc-counter")]
             let mut profiler =
                 tasker_core::memory::MemoryProfiler::start(tasker_core::memory::Scope::Process);
-            let run = measure(&engine, true, &args, &template).await?;
+            let run = measure(&engine, true, &args, &shape).await?;
             #[cfg(feature = "alloc-counter")]
             let allocations = Some(profiler.checkpoint("bench").allocations as f64);
             #[cfg(not(feature = "alloc-counter"))]
@@ -401,12 +431,12 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
                 peak_rss_kib: peak_resident_kib(std::process::id()),
             }];
             let counted = "write transactions of the engine (queue reads included), both phases";
-            let steps = (args.tasks + run.idle.len()) * template.steps.len();
+            let steps = (args.tasks + run.idle.len()) * shape.steps;
             let mut report = report(
                 &*store,
                 "sqlite",
                 &args,
-                &template,
+                &shape,
                 run,
                 (writes as f64, counted),
                 processes,
@@ -416,7 +446,7 @@ pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
             report.allocations_per_step = allocations.map(|a| a / steps as f64);
             report
         }
-        Backend::Postgres(url) => bench_postgres(&args, &url, &template).await?,
+        Backend::Postgres(url) => bench_postgres(&args, &url, &shape).await?,
     };
     if args.json {
         println!(
@@ -435,14 +465,14 @@ async fn report<S: Store>(
     store: &S,
     name: &'static str,
     args: &BenchArgs,
-    template: &TaskTemplate,
+    shape: &Shape,
     run: Run,
     (transactions, counted): (f64, &'static str),
     processes: Vec<ProcessRss>,
     pgmq_ceiling: Option<Ceiling>,
 ) -> Result<Report, CliError> {
-    let steps = template.steps.len() * args.tasks;
-    let all_steps = template.steps.len() * (args.tasks + run.idle.len());
+    let steps = shape.steps * args.tasks;
+    let all_steps = shape.steps * (args.tasks + run.idle.len());
     let (dispatch, task_latency) = latencies(store, &run.loaded).await?;
     let (idle_dispatch, idle_task_latency) = latencies(store, &run.idle).await?;
     Ok(Report {
@@ -511,14 +541,10 @@ impl Drop for Spawned {
     }
 }
 
-async fn bench_postgres(
-    args: &BenchArgs,
-    url: &str,
-    template: &TaskTemplate,
-) -> Result<Report, CliError> {
+async fn bench_postgres(args: &BenchArgs, url: &str, shape: &Shape) -> Result<Report, CliError> {
     // A benchmark runs on a scratch database: it may set the schema up itself.
     let store = Arc::new(migrate_postgres(url, 4).await?);
-    preload(args.preload_steps, template, |t, n| {
+    preload(args.preload_steps, &shape.template, |t, n| {
         store.preload_finished(t, n)
     })
     .await?;
@@ -550,7 +576,7 @@ async fn bench_postgres(
     // Let them connect and listen before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let engine = Engine::new(store.clone(), HandlerRegistry::new(), no_roles());
-    let run = measure(&engine, false, args, template).await?;
+    let run = measure(&engine, false, args, shape).await?;
 
     let mut processes: Vec<ProcessRss> = procs
         .iter()
@@ -587,7 +613,7 @@ async fn bench_postgres(
         &*store,
         "postgres",
         args,
-        template,
+        shape,
         run,
         (tx as f64, counted),
         processes,

@@ -56,6 +56,30 @@ pub struct StepTemplate {
     pub timeout: Duration,
     /// Set for a step that runs no handler and completes with the payload of a signal.
     pub wait_for: Option<WaitFor>,
+    /// Set for a step that runs its handler once per element of an array.
+    pub for_each: Option<ForEach>,
+}
+
+/// The most instances a `for_each` step creates unless its `max_items` says otherwise.
+pub const DEFAULT_MAX_ITEMS: u32 = 10_000;
+
+/// A step's fan-out over data: one instance per element of the array at `source`
+/// (`context.<path>`, or `<parent>.<path>` into a parent's result), at most `max_items`.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct ForEach {
+    pub source: String,
+    pub max_items: u32,
+}
+
+impl ForEach {
+    /// Where the array is: the parent named first (`None` for the context), then the
+    /// keys of the path (a number indexes an array).
+    pub fn split(&self) -> (Option<&str>, Vec<&str>) {
+        let mut parts = self.source.split('.');
+        let first = parts.next().unwrap_or_default();
+        let path = parts.collect();
+        ((first != "context").then_some(first), path)
+    }
 }
 
 /// What a step waits for: a signal of this name delivered to its task, for at most
@@ -73,7 +97,7 @@ pub struct WaitFor {
 impl Serialize for StepTemplate {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut m = s.serialize_struct("StepTemplate", 8)?;
+        let mut m = s.serialize_struct("StepTemplate", 10)?;
         m.serialize_field("name", &self.name)?;
         if self.wait_for.is_none() {
             m.serialize_field("handler", &self.handler)?;
@@ -81,6 +105,10 @@ impl Serialize for StepTemplate {
         m.serialize_field("depends_on", &self.depends_on)?;
         if !self.decides.is_empty() {
             m.serialize_field("decides", &self.decides)?;
+        }
+        if let Some(each) = &self.for_each {
+            m.serialize_field("for_each", &each.source)?;
+            m.serialize_field("max_items", &each.max_items)?;
         }
         match &self.wait_for {
             Some(wait) => m.serialize_field("wait_for", wait)?,

@@ -42,6 +42,10 @@ pub(super) struct RawStep {
     pub handler: Option<String>,
     #[serde(default, deserialize_with = "optional_mapping")]
     pub wait_for: Option<RawWait>,
+    #[serde(default, deserialize_with = "optional_text")]
+    pub for_each: Option<String>,
+    #[serde(default)]
+    pub max_items: Option<u32>,
     #[serde(default)]
     pub depends_on: Vec<String>,
     #[serde(default)]

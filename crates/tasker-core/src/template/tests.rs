@@ -383,3 +383,52 @@ fn a_wait_names_its_signal_and_timeout_and_nothing_of_a_handler() {
         ]
     );
 }
+
+#[test]
+fn a_step_fans_out_over_the_context_or_a_parents_result() {
+    let yaml = with_steps(
+        "  - {name: list, handler: noop}\n  \
+         - {name: lines, handler: noop, for_each: list.order.lines, depends_on: [list]}\n  \
+         - {name: amounts, handler: sum, for_each: context.amounts, max_items: 50}\n",
+    );
+    let t = parse_template(&yaml, "t.yaml").unwrap();
+    let lines = t.steps[1].for_each.as_ref().expect("a fan-out");
+    assert_eq!(lines.max_items, DEFAULT_MAX_ITEMS);
+    assert_eq!(lines.split(), (Some("list"), vec!["order", "lines"]));
+    let amounts = t.steps[2].for_each.as_ref().expect("a fan-out");
+    assert_eq!(
+        (amounts.max_items, amounts.split()),
+        (50, (None, vec!["amounts"]))
+    );
+    let canonical = t.canonical_json();
+    assert!(
+        canonical.contains(r#""for_each":"context.amounts","max_items":50"#),
+        "{canonical}"
+    );
+    assert_eq!(parse_template(&canonical, "stored").unwrap().steps, t.steps);
+}
+
+#[test]
+fn a_fan_out_reads_from_the_context_or_a_parent_and_is_bounded() {
+    let e = errors(&with_steps(
+        "  - {name: a, handler: noop}\n  \
+         - {name: b, handler: noop, for_each: a.items}\n  \
+         - {name: c, handler: noop, for_each: 'context..x', depends_on: [a]}\n  \
+         - {name: d, handler: noop, for_each: context.x, max_items: 0, decides: [e]}\n  \
+         - {name: e, handler: noop, max_items: 5, depends_on: [d]}\n  \
+         - {name: f, for_each: context.x, wait_for: {signal: go, timeout: 1h}}\n  \
+         - {name: g, handler: noop, for_each: context.x, max_items: 200000}\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.yaml:6:6: step `b`: for_each `a.items`: the source must be `context.<path>` or a parent's result, `<parent>.<path>` (it has no parents)",
+            "t.yaml:7:6: step `c`: for_each `context..x`: the path has an empty key",
+            "t.yaml:8:6: step `d`: max_items must be at least 1",
+            "t.yaml:8:6: step `d`: a for_each step cannot decide: let a step after it decide from its results",
+            "t.yaml:9:6: step `e`: `max_items` applies only to a for_each step",
+            "t.yaml:10:6: step `f`: a for_each step cannot wait for a signal",
+            "t.yaml:11:6: step `g`: max_items 200000 is more than the limit of 100000",
+        ]
+    );
+}

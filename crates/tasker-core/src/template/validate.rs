@@ -4,14 +4,18 @@ use std::collections::{HashMap, HashSet};
 
 use super::raw::{RawRetry, RawStep, RawTemplate, RawWait};
 use super::{
-    ContextSchema, DEFAULT_TIMEOUT, StepTemplate, TaskTemplate, TemplateError, TemplateErrors,
-    WaitFor,
+    ContextSchema, DEFAULT_MAX_ITEMS, DEFAULT_TIMEOUT, ForEach, StepTemplate, TaskTemplate,
+    TemplateError, TemplateErrors, WaitFor,
 };
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::names;
 
 /// Limits on retry settings; beyond them a value is almost surely a typo.
 const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+
+/// The most instances a `for_each` step may be allowed: one task's rows stay in the
+/// hundreds of thousands.
+const MAX_ITEMS_LIMIT: u32 = 100_000;
 
 struct Problems<'a> {
     file: &'a str,
@@ -193,6 +197,13 @@ pub(super) fn validate(
                 p.step(name, format!("lists `{dep}` twice in depends_on"));
             }
         }
+        match &step.for_each {
+            Some(source) => check_for_each(&mut p, step, source),
+            None if step.max_items.is_some() => {
+                p.step(name, "`max_items` applies only to a for_each step".into())
+            }
+            None => {}
+        }
         let mut decided = HashSet::new();
         for child in &step.decides {
             let is_child = raw
@@ -261,6 +272,10 @@ pub(super) fn validate(
                 depends_on: s.depends_on,
                 decides: s.decides,
                 wait_for,
+                for_each: s.for_each.map(|source| ForEach {
+                    source,
+                    max_items: s.max_items.unwrap_or(DEFAULT_MAX_ITEMS),
+                }),
             }
         })
         .collect();
@@ -303,6 +318,49 @@ fn check_wait(p: &mut Problems, step: &RawStep, wait: &RawWait) {
                 format!("`{field}` does not apply to a step that waits for a signal (wait_for)"),
             );
         }
+    }
+}
+
+/// A `for_each` step: its source is the context or a parent's result, through a path
+/// of non-empty keys, and its instances run a handler and are bounded.
+fn check_for_each(p: &mut Problems, step: &RawStep, source: &str) {
+    let name = step.name.as_str();
+    let mut parts = source.split('.');
+    let first = parts.next().unwrap_or_default();
+    let empty_key = parts.any(str::is_empty);
+    if first != "context" && !step.depends_on.iter().any(|d| d == first) {
+        let parents = match step.depends_on.is_empty() {
+            true => "it has no parents".to_owned(),
+            false => format!("its parents: {}", step.depends_on.join(", ")),
+        };
+        p.step(
+            name,
+            format!(
+                "for_each `{source}`: the source must be `context.<path>` or a parent's result, `<parent>.<path>` ({parents})"
+            ),
+        );
+    } else if empty_key {
+        p.step(
+            name,
+            format!("for_each `{source}`: the path has an empty key"),
+        );
+    }
+    match step.max_items {
+        Some(0) => p.step(name, "max_items must be at least 1".into()),
+        Some(n) if n > MAX_ITEMS_LIMIT => p.step(
+            name,
+            format!("max_items {n} is more than the limit of {MAX_ITEMS_LIMIT}"),
+        ),
+        _ => {}
+    }
+    if step.wait_for.is_some() {
+        p.step(name, "a for_each step cannot wait for a signal".into());
+    }
+    if !step.decides.is_empty() {
+        p.step(
+            name,
+            "a for_each step cannot decide: let a step after it decide from its results".into(),
+        );
     }
 }
 

@@ -6,13 +6,13 @@ use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db};
-use crate::primitives::{EvalStep, Move, Outcome, StepRow, StepRows};
+use crate::primitives::{EvalStep, Expanded, InstanceView, Move, Outcome, StepRow, StepRows};
 use crate::rows::{self, Columns, eval_step, link_parents, step_record, step_row};
 
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, task_id, position, state, queue, waiting_on, live_parents, wait_signal"
+        "id, task_id, position, state, queue, waiting_on, live_parents, wait_signal, for_each"
     };
 }
 
@@ -116,7 +116,8 @@ pub(crate) async fn ancestors(
     step_id: StepId,
 ) -> StoreResult<Vec<(std::sync::Arc<str>, Box<serde_json::value::RawValue>)>> {
     let rows = sqlx::query(
-        "WITH RECURSIVE me AS (SELECT task_id, position FROM tasker.steps WHERE id = $1),
+        "WITH RECURSIVE me AS (SELECT task_id, COALESCE(instance_of, position) AS position
+                               FROM tasker.steps WHERE id = $1),
               up(position) AS (
                   SELECT e.parent FROM tasker.step_edges e JOIN me
                       ON e.task_id = me.task_id AND e.child = me.position
@@ -206,7 +207,8 @@ impl StepRows for PgTx<'_> {
             "   JOIN done d ON e.task_id = d.task_id AND e.parent = d.parent GROUP BY e.task_id, e.child)",
             " UPDATE tasker.steps s SET waiting_on = s.waiting_on - r.n, live_parents = s.live_parents + r.live",
             " FROM released r WHERE s.task_id = r.task_id AND s.position = r.child",
-            " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on, s.live_parents, s.wait_signal"
+            " RETURNING s.id, s.task_id, s.position, s.state, s.queue, s.waiting_on, s.live_parents, s.wait_signal,",
+            " s.for_each"
         );
         let tasks: Vec<uuid::Uuid> = done.iter().map(|d| d.0.0).collect();
         let parents: Vec<i32> = done.iter().map(|d| d.1 as i32).collect();
@@ -232,7 +234,7 @@ impl StepRows for PgTx<'_> {
             ($lock:literal) => {
                 concat!(
                     "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-                            wait_signal, id
+                            wait_signal, instance_of, id
                      FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
                     $lock
                 )
@@ -250,7 +252,7 @@ impl StepRows for PgTx<'_> {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(|r| Ok((StepId(r.uuid(10)?), step_row(r)?)))
+            .map(|r| Ok((StepId(r.uuid(11)?), step_row(r)?)))
             .collect()
     }
 
@@ -259,20 +261,23 @@ impl StepRows for PgTx<'_> {
         let ids: Vec<uuid::Uuid> = steps.iter().map(|s| s.0).collect();
         let rows = sqlx::query(
             "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config::text,
-                    t.context::text,
-                    (SELECT COALESCE(json_agg(json_build_array(p.name, p.results) ORDER BY p.position), '[]')::text
-                     FROM tasker.step_edges e
-                     JOIN tasker.steps p ON p.task_id = e.task_id AND p.position = e.parent
-                     WHERE e.task_id = s.task_id AND e.child = s.position),
-                    s.retry, s.timeout_ms, s.decides, s.id
-             FROM tasker.steps s JOIN tasker.tasks t ON t.id = s.task_id WHERE s.id = ANY($1)",
+                    COALESCE(f.instance_context, t.context)::text,
+                    COALESCE(f.instance_parents::text,
+                      (SELECT COALESCE(json_agg(json_build_array(p.name, p.results) ORDER BY p.position), '[]')::text
+                       FROM tasker.step_edges e
+                       JOIN tasker.steps p ON p.task_id = e.task_id AND p.position = e.parent
+                       WHERE e.task_id = s.task_id AND e.child = s.position)),
+                    s.retry, s.timeout_ms, s.decides, s.item_index, s.item::text, s.id
+             FROM tasker.steps s JOIN tasker.tasks t ON t.id = s.task_id
+             LEFT JOIN tasker.steps f ON f.task_id = s.task_id AND f.position = s.instance_of
+             WHERE s.id = ANY($1)",
         )
         .bind(&ids)
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
         rows.iter()
-            .map(|r| rows::execution(r, StepId(r.uuid(13)?)))
+            .map(|r| rows::execution(r, StepId(r.uuid(15)?)))
             .collect()
     }
 
@@ -362,6 +367,112 @@ impl StepRows for PgTx<'_> {
              WHERE id = $6 AND state = $2"
         );
         move_one(self.conn, SQL, m, self.now).await
+    }
+
+    /// One statement for the rows and their transitions, one for the step's count and
+    /// the task's.
+    async fn steps_insert_instances(
+        &mut self,
+        step: &EvalStep,
+        items: &[&RawValue],
+        view: InstanceView<'_>,
+        reason: &str,
+    ) -> StoreResult<Vec<StepId>> {
+        let conn = &mut *self.conn;
+        let now = self.now;
+        let ids: Vec<uuid::Uuid> = items.iter().map(|_| StepId::new().0).collect();
+        let texts: Vec<&str> = items.iter().map(|i| i.get()).collect();
+        sqlx::query(
+            "WITH first AS (SELECT max(position) + 1 AS at FROM tasker.steps WHERE task_id = $1),
+                  made AS (
+                      INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry,
+                                                max_attempts, timeout_ms, state, waiting_on, instance_of,
+                                                item_index, item)
+                      SELECT u.id, s.task_id, first.at + u.n - 1, s.name || '[' || (u.n - 1) || ']', s.handler,
+                             s.queue, s.config, s.retry, s.max_attempts, s.timeout_ms, 'enqueued', 0, s.position,
+                             u.n - 1, u.item::json
+                      FROM UNNEST($2::uuid[], $3::text[]) WITH ORDINALITY AS u(id, item, n)
+                      CROSS JOIN first JOIN tasker.steps s ON s.id = $4
+                      RETURNING id)
+             INSERT INTO tasker.transitions (task_id, step_id, from_state, to_state, reason, at)
+             SELECT $1, id, NULL, 'enqueued', $5, $6 FROM made",
+        )
+        .bind(step.task_id.0)
+        .bind(&ids)
+        .bind(&texts)
+        .bind(step.id.0)
+        .bind(reason)
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "WITH parent AS (UPDATE tasker.steps SET instances_left = $3, instance_context = $4::json,
+                                                     instance_parents = $5::json
+                             WHERE id = $2)
+             UPDATE tasker.tasks SET step_count = step_count + $3 WHERE id = $1",
+        )
+        .bind(step.task_id.0)
+        .bind(step.id.0)
+        .bind(items.len() as i32)
+        .bind(view.context.get())
+        .bind(view.parents.get())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(ids.into_iter().map(StepId).collect())
+    }
+
+    /// One statement for all of `done`.
+    async fn steps_instances_done(
+        &mut self,
+        done: &[(TaskId, u32, u32)],
+    ) -> StoreResult<Vec<Expanded>> {
+        let tasks: Vec<uuid::Uuid> = done.iter().map(|d| d.0.0).collect();
+        let positions: Vec<i32> = done.iter().map(|d| d.1 as i32).collect();
+        let counts: Vec<i32> = done.iter().map(|d| d.2 as i32).collect();
+        let rows = sqlx::query(
+            "UPDATE tasker.steps s SET instances_left = s.instances_left - u.n
+             FROM UNNEST($1::uuid[], $2::int[], $3::int[]) AS u(task_id, position, n)
+             WHERE s.task_id = u.task_id AND s.position = u.position
+             RETURNING s.id, s.task_id, s.position, s.state, s.instances_left",
+        )
+        .bind(&tasks)
+        .bind(&positions)
+        .bind(&counts)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        rows.iter().map(rows::expanded).collect()
+    }
+
+    async fn step_instances_failed(&mut self, task_id: TaskId, position: u32) -> StoreResult<u32> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasker.steps WHERE task_id = $1 AND instance_of = $2 AND state = 'error'",
+        )
+        .bind(task_id.0)
+        .bind(position as i32)
+        .fetch_one(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        Ok(n as u32)
+    }
+
+    async fn step_instance_results(
+        &mut self,
+        task_id: TaskId,
+        position: u32,
+    ) -> StoreResult<Box<RawValue>> {
+        let text: String = sqlx::query_scalar(
+            "SELECT COALESCE(json_agg(COALESCE(results, 'null'::json) ORDER BY item_index), '[]')::text
+             FROM tasker.steps WHERE task_id = $1 AND instance_of = $2",
+        )
+        .bind(task_id.0)
+        .bind(position as i32)
+        .fetch_one(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        rows::raw(text)
     }
 
     async fn steps_waiting_for(

@@ -10,7 +10,9 @@ use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db, steps};
 use crate::primitives::{TaskMove, TaskRows};
-use crate::rows::{counters, decides_column, parent_counts, parse, task_progress, task_record};
+use crate::rows::{
+    counters, decides_column, for_each_column, parent_counts, parse, task_progress, task_record,
+};
 
 pub(crate) async fn progress(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
     let row: Option<(String, i32, i32, i32)> = sqlx::query_as(
@@ -167,6 +169,7 @@ impl TaskRows for PgTx<'_> {
         );
         let mut decides = Vec::with_capacity(n);
         let mut waits = Vec::with_capacity(n);
+        let mut fans = Vec::with_capacity(n);
         let (mut configs, mut retries, mut max_attempts, mut timeouts) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -188,15 +191,16 @@ impl TaskRows for PgTx<'_> {
             timeouts.push(step.timeout.as_millis() as i64);
             decides.push(decides_column(t, step));
             waits.push(step.wait_for.as_ref().map(|w| w.signal.as_str()));
+            fans.push(for_each_column(step));
         }
         sqlx::query(
             "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides,
-                                      wait_signal)
+                                      wait_signal, for_each)
              SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on, u.decides,
-                    u.wait_signal
+                    u.wait_signal, u.for_each
              FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[], $12::text[],
-                         $13::text[])
-                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on, decides, wait_signal)",
+                         $13::text[], $14::text[])
+                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on, decides, wait_signal, for_each)",
         )
         .bind(task_id.0)
         .bind(&ids)
@@ -211,6 +215,7 @@ impl TaskRows for PgTx<'_> {
         .bind(&waiting_on)
         .bind(&decides)
         .bind(&waits)
+        .bind(&fans)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

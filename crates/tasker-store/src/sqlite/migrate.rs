@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "signals",
         include_str!("../../migrations/sqlite/0005_signals.sql"),
     ),
+    (
+        6,
+        "for each",
+        include_str!("../../migrations/sqlite/0006_for_each.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

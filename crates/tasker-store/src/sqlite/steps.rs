@@ -15,13 +15,15 @@ use tasker_core::store::*;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, SqliteTx, db, decode_all, transitions};
-use crate::primitives::{EvalStep, Move, Outcome, StepRow, StepRows, Transition};
+use crate::primitives::{
+    EvalStep, Expanded, InstanceView, Move, Outcome, StepRow, StepRows, Transition,
+};
 use crate::rows::{self, eval_step, link_parents, step_record, step_row};
 
 /// The columns of an [`EvalStep`], for `concat!` into static statements.
 macro_rules! eval_columns {
     () => {
-        "id, task_id, position, state, queue, waiting_on, live_parents, wait_signal"
+        "id, task_id, position, state, queue, waiting_on, live_parents, wait_signal, for_each"
     };
 }
 
@@ -44,7 +46,7 @@ fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
     let mut s = conn
         .prepare_cached(
             "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-                    wait_signal
+                    wait_signal, instance_of
              FROM steps WHERE id = ?",
         )
         .map_err(db)?;
@@ -54,13 +56,17 @@ fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
 fn execution(conn: &Conn, step_id: StepId) -> StoreResult<StepExecution> {
     let mut s = conn
         .prepare_cached(
-            "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config, t.context,
-                    (SELECT json_group_array(json_array(p.name, json(COALESCE(p.results, 'null'))))
-                     FROM (SELECT p.name, p.results FROM step_edges e
-                           CROSS JOIN steps p ON p.task_id = e.task_id AND p.position = e.parent
-                           WHERE e.task_id = s.task_id AND e.child = s.position ORDER BY e.parent) p),
-                    s.retry, s.timeout_ms, s.decides
-             FROM steps s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?",
+            "SELECT s.task_id, s.attempts, t.namespace, t.name, t.version, s.name, s.handler, s.config,
+                    COALESCE(f.instance_context, t.context),
+                    COALESCE(f.instance_parents,
+                      (SELECT json_group_array(json_array(p.name, json(COALESCE(p.results, 'null'))))
+                       FROM (SELECT p.name, p.results FROM step_edges e
+                             CROSS JOIN steps p ON p.task_id = e.task_id AND p.position = e.parent
+                             WHERE e.task_id = s.task_id AND e.child = s.position ORDER BY e.parent) p)),
+                    s.retry, s.timeout_ms, s.decides, s.item_index, s.item
+             FROM steps s JOIN tasks t ON t.id = s.task_id
+             LEFT JOIN steps f ON f.task_id = s.task_id AND f.position = s.instance_of
+             WHERE s.id = ?",
         )
         .map_err(db)?;
     decode_all(&mut s, [step_id.0], |r| rows::execution(r, step_id))?
@@ -90,7 +96,8 @@ pub(crate) fn ancestors(
 ) -> StoreResult<Vec<(std::sync::Arc<str>, Box<serde_json::value::RawValue>)>> {
     let mut s = conn
         .prepare_cached(
-            "WITH RECURSIVE me AS (SELECT task_id, position FROM steps WHERE id = ?),
+            "WITH RECURSIVE me AS (SELECT task_id, COALESCE(instance_of, position) AS position
+                                   FROM steps WHERE id = ?),
                   up(position) AS (
                       SELECT e.parent FROM step_edges e JOIN me
                           ON e.task_id = me.task_id AND e.child = me.position
@@ -290,6 +297,111 @@ impl StepRows for SqliteTx<'_> {
             .and_then(|mut s| s.execute(params![m.to.as_str(), m.step_id.0, m.from.as_str()]))
             .map_err(db)?;
         recorded(conn, &m, rows, now)
+    }
+
+    async fn steps_insert_instances(
+        &mut self,
+        step: &EvalStep,
+        items: &[&RawValue],
+        view: InstanceView<'_>,
+        reason: &str,
+    ) -> StoreResult<Vec<StepId>> {
+        let conn = self.conn;
+        let now = self.now;
+        let task_id = step.task_id;
+        let first: i64 = conn
+            .prepare_cached("SELECT max(position) + 1 FROM steps WHERE task_id = ?")
+            .and_then(|mut s| s.query_row([task_id.0], |r| r.get(0)))
+            .map_err(db)?;
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts,
+                                    timeout_ms, state, waiting_on, instance_of, item_index, item)
+                 SELECT ?, task_id, ?, name || '[' || ? || ']', handler, queue, config, retry, max_attempts,
+                        timeout_ms, 'enqueued', 0, position, ?, ?
+                 FROM steps WHERE id = ?",
+            )
+            .map_err(db)?;
+        let mut ids = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let id = StepId::new();
+            insert
+                .execute(params![
+                    id.0,
+                    first + index as i64,
+                    index as i64,
+                    index as i64,
+                    item.get(),
+                    step.id.0
+                ])
+                .map_err(db)?;
+            let t = Transition {
+                task_id,
+                step_id: Some(id),
+                from: None,
+                to: StepState::Enqueued.as_str(),
+                reason,
+            };
+            transitions::append(conn, t, now)?;
+            ids.push(id);
+        }
+        let n = items.len() as i64;
+        conn.prepare_cached(
+            "UPDATE steps SET instances_left = ?, instance_context = ?, instance_parents = ? WHERE id = ?",
+        )
+        .and_then(|mut s| {
+            s.execute(params![n, view.context.get(), view.parents.get(), step.id.0])
+        })
+        .map_err(db)?;
+        conn.prepare_cached("UPDATE tasks SET step_count = step_count + ? WHERE id = ?")
+            .and_then(|mut s| s.execute(params![n, task_id.0]))
+            .map_err(db)?;
+        Ok(ids)
+    }
+
+    async fn steps_instances_done(
+        &mut self,
+        done: &[(TaskId, u32, u32)],
+    ) -> StoreResult<Vec<Expanded>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "UPDATE steps SET instances_left = instances_left - ?3 WHERE task_id = ?1 AND position = ?2
+                 RETURNING id, task_id, position, state, instances_left",
+            )
+            .map_err(db)?;
+        let mut out = Vec::with_capacity(done.len());
+        for (task_id, position, n) in done {
+            out.extend(decode_all(&mut s, params![task_id.0, position, n], |r| {
+                rows::expanded(r)
+            })?);
+        }
+        Ok(out)
+    }
+
+    async fn step_instances_failed(&mut self, task_id: TaskId, position: u32) -> StoreResult<u32> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM steps WHERE task_id = ? AND instance_of = ? AND state = 'error'",
+            )
+            .and_then(|mut s| s.query_row(params![task_id.0, position], |r| r.get(0)))
+            .map_err(db)
+    }
+
+    async fn step_instance_results(
+        &mut self,
+        task_id: TaskId,
+        position: u32,
+    ) -> StoreResult<Box<RawValue>> {
+        let text: String = self
+            .conn
+            .prepare_cached(
+                "SELECT json_group_array(json(COALESCE(results, 'null')) ORDER BY item_index)
+                 FROM steps WHERE task_id = ? AND instance_of = ?",
+            )
+            .and_then(|mut s| s.query_row(params![task_id.0, position], |r| r.get(0)))
+            .map_err(db)?;
+        rows::raw(text)
     }
 
     async fn steps_waiting_for(

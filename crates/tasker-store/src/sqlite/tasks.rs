@@ -15,7 +15,9 @@ use tasker_core::time::Timestamp;
 
 use super::{Conn, SqliteTx, db, decode_all, steps, transitions};
 use crate::primitives::{TaskMove, TaskRows, Transition};
-use crate::rows::{counters, decides_column, parent_counts, parse, task_progress, task_record};
+use crate::rows::{
+    counters, decides_column, for_each_column, parent_counts, parse, task_progress, task_record,
+};
 
 pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
     let row: Option<(String, i64, i64, i64)> = conn
@@ -157,8 +159,8 @@ impl TaskRows for SqliteTx<'_> {
         let mut insert_step = conn
             .prepare_cached(
                 "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides,
-                                    wait_signal)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                                    wait_signal, for_each)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
             )
             .map_err(db)?;
         for (position, step) in t.steps.iter().enumerate() {
@@ -179,6 +181,7 @@ impl TaskRows for SqliteTx<'_> {
                     parents[position],
                     decides_column(t, step),
                     step.wait_for.as_ref().map(|w| &w.signal),
+                    for_each_column(step),
                 ])
                 .map_err(db)?;
         }

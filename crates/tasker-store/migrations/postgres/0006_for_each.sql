@@ -1,0 +1,18 @@
+-- Fan-out over data (`for_each`): a step's `for_each` (its source and bound, as JSON, or
+-- NULL). Its instances are steps of the same task, created when it becomes ready, with
+-- `instance_of` (the position of their step), `item_index` and `item` (their element);
+-- `instances_left` counts the instances of an expanded step that are not done (NULL
+-- before it is expanded); `instance_context` and `instance_parents` are what its
+-- instances are given for the context and their parents' results: written once, at
+-- expansion, without the array they were split from, so that a claim of an instance
+-- reads its item, not every item.
+
+ALTER TABLE tasker.steps ADD COLUMN for_each text;
+ALTER TABLE tasker.steps ADD COLUMN instance_of integer;
+ALTER TABLE tasker.steps ADD COLUMN item_index integer;
+ALTER TABLE tasker.steps ADD COLUMN item json;
+ALTER TABLE tasker.steps ADD COLUMN instances_left integer;
+ALTER TABLE tasker.steps ADD COLUMN instance_context json;
+ALTER TABLE tasker.steps ADD COLUMN instance_parents json;
+
+CREATE INDEX steps_instances ON tasker.steps (task_id, instance_of, item_index) WHERE instance_of IS NOT NULL;
