@@ -329,3 +329,45 @@ pub async fn cancelling_a_fan_out_cancels_its_instances<S: Store>(store: Arc<S>)
         names(&detail)
     );
 }
+
+/// Each instance has its own attempts and its own timeout, from its step's template.
+pub async fn instances_retry_and_time_out_on_their_own<S: Store>(store: Arc<S>) {
+    let ran = engine(store.clone(), 4, |_| {});
+    let flaky = template(
+        "namespace: conf\nname: flaky_each\nversion: 1.0.0\nsteps:\n  \
+         - {name: each, handler: flaky, config: {failures: 1}, for_each: context.items,\n     \
+            retry: {max_attempts: 2, backoff: {initial: 10ms, max: 10ms}}}\n",
+    );
+    let done = run(&ran, &flaky, r#"{"items": [1, 2, 3]}"#).await;
+    assert_eq!(done.task.state, TaskState::Complete);
+    let attempts: Vec<u32> = done.steps[1..].iter().map(|s| s.attempts).collect();
+    assert_eq!(attempts, [2, 2, 2], "each failed once, then succeeded");
+    assert_eq!(
+        results(&done, "each"),
+        json!([{"attempt": 2}, {"attempt": 2}, {"attempt": 2}])
+    );
+
+    let slow = template(
+        "namespace: conf\nname: slow_each\nversion: 1.0.0\nsteps:\n  \
+         - {name: each, handler: sleep, config: {ms: 2000}, for_each: context.items,\n     \
+            timeout: 100ms, retry: {max_attempts: 1}}\n",
+    );
+    let failed = run(&ran, &slow, r#"{"items": [1]}"#).await;
+    assert_eq!(failed.task.state, TaskState::Error);
+    let instance = step(&failed, "each[0]");
+    assert_eq!((instance.state, instance.attempts), (StepState::Error, 1));
+    assert!(
+        instance
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out")),
+        "{:?}",
+        instance.error
+    );
+    assert!(
+        step(&failed, "each")
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("instance `each[0]` failed:")),
+    );
+}

@@ -119,6 +119,7 @@ macro_rules! conformance_tests {
             an_interrupted_fan_out_creates_each_instance_once,
             ten_thousand_items_fan_out_and_in,
             cancelling_a_fan_out_cancels_its_instances,
+            instances_retry_and_time_out_on_their_own,
         ]);
     };
     (@cases $fresh:path, $module:ident: [$($case:ident),* $(,)?]) => {
