@@ -51,6 +51,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tasks/{id}/signals/{name}"),
     ("POST", "/v1/steps/{id}/resolve"),
     ("GET", "/v1/dead-letters"),
+    ("GET", "/v1/queues"),
+    ("POST", "/v1/queues/{name}/pause"),
+    ("POST", "/v1/queues/{name}/resume"),
     ("GET", "/v1/templates"),
     ("POST", "/v1/templates"),
     ("GET", "/health"),
@@ -123,6 +126,9 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
         .route("/v1/tasks/{id}/signals/{name}", post(tasks::signal::<S>))
         .route("/v1/steps/{id}/resolve", post(tasks::resolve::<S>))
         .route("/v1/dead-letters", get(tasks::dead_letters::<S>))
+        .route("/v1/queues", get(tasks::queues::<S>))
+        .route("/v1/queues/{name}/pause", post(tasks::pause::<S>))
+        .route("/v1/queues/{name}/resume", post(tasks::resume::<S>))
         .route(
             "/v1/templates",
             get(templates::list::<S>).post(templates::register::<S>),

@@ -316,6 +316,45 @@ pub async fn signal<S: Store>(
     ))
 }
 
+/// `GET /v1/queues`.
+pub async fn queues<S: Store>(State(state): State<AppState<S>>) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &state.engine.queues().await?))
+}
+
+#[derive(Serialize)]
+pub struct Paused {
+    queue: String,
+    paused: bool,
+    /// False when the queue already was so.
+    changed: bool,
+}
+
+/// `POST /v1/queues/{name}/pause`.
+pub async fn pause<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(queue): Path<String>,
+) -> Result<Json<Paused>, ApiError> {
+    let changed = state.engine.pause_queue(&queue, true).await?;
+    Ok(Json(Paused {
+        queue,
+        paused: true,
+        changed,
+    }))
+}
+
+/// `POST /v1/queues/{name}/resume`.
+pub async fn resume<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(queue): Path<String>,
+) -> Result<Json<Paused>, ApiError> {
+    let changed = state.engine.pause_queue(&queue, false).await?;
+    Ok(Json(Paused {
+        queue,
+        paused: false,
+        changed,
+    }))
+}
+
 /// `POST /v1/steps/{id}/resolve`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

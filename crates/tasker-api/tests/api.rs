@@ -792,6 +792,56 @@ async fn a_signal_completes_the_step_waiting_for_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_holds_its_steps_until_resumed() {
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    let (status, paused) = call(&s, "POST", "/v1/queues/api/pause", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(
+        paused,
+        json!({"queue": "api", "paused": true, "changed": true})
+    );
+    let body = r#"{"namespace": "api", "name": "chain", "context": {"start": 1}}"#;
+    let (_, created) = call(&s, "POST", "/v1/tasks", Some(body), None).await;
+    let id = created["task_id"].as_str().unwrap().to_owned();
+    wait_step(&s, &id, "a", "enqueued").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, task) = call(&s, "GET", &format!("/v1/tasks/{id}"), None, None).await;
+    assert_eq!(task["steps"][0]["state"], "enqueued", "held while paused");
+    let (status, queues) = call(&s, "GET", "/v1/queues", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        queues,
+        json!({"queues": [{"queue": "api", "messages": 1, "paused": true}]})
+    );
+    let (_, resumed) = call(&s, "POST", "/v1/queues/api/resume", None, None).await;
+    assert_eq!(
+        resumed,
+        json!({"queue": "api", "paused": false, "changed": true})
+    );
+    assert_eq!(wait_final(&s, &id).await["state"], "complete");
+    let (status, error) = call(&s, "POST", "/v1/queues/Bad%20Name/pause", None, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+
+    let guarded = server(&["read:r-secret"]).await;
+    let (status, _) = call(
+        &guarded,
+        "POST",
+        "/v1/queues/api/pause",
+        None,
+        Some("r-secret"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "pausing needs the write scope"
+    );
+    let (status, _) = call(&guarded, "GET", "/v1/queues", None, Some("r-secret")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_work_is_resolved_retried_and_cancelled() {
     let s = server(&[]).await;
     let mut events = s.events.subscribe();

@@ -140,6 +140,11 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Pause, resume and list the step queues.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Manage templates in the database.
     Template {
         #[command(subcommand)]
@@ -253,6 +258,30 @@ pub enum TemplateCommand {
         /// Template files or directories of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QueueCommand {
+    /// Deliver nothing new from a queue, in every process, until it is resumed (the
+    /// steps in flight finish); it stays paused across restarts.
+    Pause {
+        queue: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Deliver from a paused queue again.
+    Resume {
+        queue: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The queues, with the messages each holds and whether it is paused.
+    List {
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         store: StoreArgs,
     },

@@ -90,6 +90,21 @@ pub fn table(detail: &TaskDetail) -> String {
     out
 }
 
+/// The enqueued steps that wait on a paused queue, and how to let them go.
+pub fn held(detail: &TaskDetail, paused: &[String]) -> String {
+    let mut out = String::new();
+    for s in &detail.steps {
+        if s.state == StepState::Enqueued && paused.contains(&s.queue) {
+            let _ = writeln!(
+                out,
+                "\nheld: {} waits on queue `{}`, which is paused (tasker queue resume {})",
+                s.name, s.queue, s.queue
+            );
+        }
+    }
+    out
+}
+
 /// The task as the API shows it (`tasker_core::views::TaskView`).
 pub fn json(detail: &TaskDetail) -> String {
     tasker_core::views::TaskView::json(detail)
@@ -102,4 +117,60 @@ pub fn progress(p: &TaskProgress) -> String {
         let _ = write!(line, " · {} queued or running", p.active);
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use tasker_core::id::{StepId, TaskId};
+    use tasker_core::store::{StepRecord, TaskRecord};
+    use tasker_core::{TaskState, Timestamp};
+
+    use super::*;
+
+    fn step(name: &str, queue: &str, state: StepState) -> StepRecord {
+        StepRecord {
+            id: StepId::new(),
+            task_id: TaskId::new(),
+            position: 0,
+            name: name.into(),
+            handler: "noop".into(),
+            queue: queue.into(),
+            depends_on: Vec::new(),
+            state,
+            attempts: 0,
+            max_attempts: 3,
+            results: None,
+            error: None,
+            started_at: None,
+            completed_at: None,
+            waits_for: None,
+        }
+    }
+
+    #[test]
+    fn a_step_on_a_paused_queue_is_shown_held_with_the_way_out() {
+        let detail = TaskDetail {
+            task: TaskRecord {
+                id: TaskId::new(),
+                namespace: "ns".into(),
+                name: "t".into(),
+                version: "1.0.0".into(),
+                state: TaskState::InProgress,
+                context: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+                idempotency_key: None,
+                created_at: Timestamp::now(),
+                updated_at: Timestamp::now(),
+            },
+            steps: vec![
+                step("a", "held", StepState::Enqueued),
+                step("b", "held", StepState::Complete),
+                step("c", "free", StepState::Enqueued),
+            ],
+        };
+        assert_eq!(
+            held(&detail, &["held".to_owned()]),
+            "\nheld: a waits on queue `held`, which is paused (tasker queue resume held)\n"
+        );
+        assert_eq!(held(&detail, &[]), "");
+    }
 }

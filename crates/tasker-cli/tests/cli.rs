@@ -602,6 +602,34 @@ fn a_signal_is_delivered_from_the_command_line() {
 }
 
 #[test]
+fn a_queue_stays_paused_across_commands_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let paused = run(&["queue", "pause", "fulfillment", "--db", db]);
+    assert_eq!(paused.status.code(), Some(0), "{}", stderr(&paused));
+    assert_eq!(stdout(&paused), "queue fulfillment is paused\n");
+    let again = run(&["queue", "pause", "fulfillment", "--db", db]);
+    assert_eq!(stdout(&again), "queue fulfillment was already paused\n");
+    // Another process, later: still paused.
+    let listed = run(&["queue", "list", "--db", db, "--json"]);
+    assert_eq!(
+        json(&listed),
+        json!({"queues": [{"queue": "fulfillment", "messages": 0, "paused": true}]})
+    );
+    assert!(stdout(&run(&["queue", "list", "--db", db])).contains("paused"));
+    let bad = run(&["queue", "pause", "Not A Queue", "--db", db]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(stderr(&bad).lines().count(), 1, "{}", stderr(&bad));
+    let resumed = run(&["queue", "resume", "fulfillment", "--db", db]);
+    assert_eq!(stdout(&resumed), "queue fulfillment is not paused\n");
+    assert_eq!(
+        json(&run(&["queue", "list", "--db", db, "--json"])),
+        json!({"queues": []})
+    );
+}
+
+#[test]
 fn a_wait_that_nobody_answers_times_out() {
     let yaml = "namespace: t\nname: w\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n  - {name: approve, depends_on: [a], wait_for: {signal: approval, timeout: 1s}}\n";
     let (code, detail) = run_yaml(yaml, "{}");

@@ -677,6 +677,18 @@ pub trait Store: Send + Sync + 'static {
     /// The queues that have dead letters, by name.
     fn queue_dead_letter_queues(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 
+    /// Pauses a queue — its reads deliver nothing, the steps in flight finish — or
+    /// resumes it, waking its readers in every process; true if that changed it.
+    /// Kept in the database: it holds across processes and restarts.
+    fn queue_pause(
+        &self,
+        queue: &str,
+        paused: bool,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// The paused queues, by name.
+    fn queue_paused(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
     /// Wake-ups for this process's readers.
     fn wakeups(&self) -> &Wakeups;
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::id::{StepId, TaskId};
-use crate::store::{DeadLetter, Signalled, TaskDetail, TransitionRecord};
+use crate::store::{DeadLetter, QueueDepth, Signalled, TaskDetail, TransitionRecord};
 
 /// A task with every step, in template order: `GET /v1/tasks/{id}`, `tasker status
 /// --json` and Ruby's `TaskResult`.
@@ -180,5 +180,53 @@ impl<'a> SignalView<'a> {
             completed: &signalled.completed,
             task_state: signalled.task_state.as_str(),
         }
+    }
+}
+
+/// The step queues, each with the messages it holds (visible or not) and whether it
+/// is paused: `GET /v1/queues` and `tasker queue list --json`.
+#[derive(Serialize)]
+pub struct QueueList {
+    queues: Vec<QueueView>,
+}
+
+#[derive(Serialize)]
+struct QueueView {
+    queue: String,
+    messages: u64,
+    paused: bool,
+}
+
+impl QueueList {
+    /// `depths` without the internal task queue, and the queues paused before they
+    /// held anything; by name.
+    pub fn new(depths: Vec<QueueDepth>, paused: &[String]) -> Self {
+        let mut queues: Vec<QueueView> = depths
+            .into_iter()
+            .filter(|d| d.queue != crate::message::TASK_QUEUE)
+            .map(|d| QueueView {
+                paused: paused.contains(&d.queue),
+                queue: d.queue,
+                messages: d.messages,
+            })
+            .collect();
+        for name in paused {
+            if !queues.iter().any(|q| &q.queue == name) {
+                queues.push(QueueView {
+                    queue: name.clone(),
+                    messages: 0,
+                    paused: true,
+                });
+            }
+        }
+        queues.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Self { queues }
+    }
+
+    /// Each queue: its name, its messages, whether it is paused.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, bool)> {
+        self.queues
+            .iter()
+            .map(|q| (q.queue.as_str(), q.messages, q.paused))
     }
 }

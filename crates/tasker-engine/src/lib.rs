@@ -63,6 +63,7 @@ use tasker_core::store::{
 };
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
+use tasker_core::views::QueueList;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -339,6 +340,34 @@ impl<S: Store> Engine<S> {
                 .publish(EventKind::TaskCreated, created.task_id, None);
         }
         Ok(created)
+    }
+
+    /// Pauses `queue` (`paused`: its workers take nothing new from it, the steps in
+    /// flight finish) or resumes it, in every process; returns whether that changed it.
+    pub async fn pause_queue(&self, queue: &str, paused: bool) -> Result<bool, EngineError> {
+        names::check_queue_name(queue)
+            .map_err(|why| EngineError::Input(format!("queue `{queue}` {why}")))?;
+        let changed = self.shared.store.queue_pause(queue, paused).await?;
+        let action = if paused {
+            OperatorAction::Pause
+        } else {
+            OperatorAction::Resume
+        };
+        self.shared.metrics.operator_acted(action);
+        tracing::info!(queue, paused, changed, "queue paused or resumed");
+        Ok(changed)
+    }
+
+    /// The paused queues, by name.
+    pub async fn paused_queues(&self) -> Result<Vec<String>, EngineError> {
+        Ok(self.shared.store.queue_paused().await?)
+    }
+
+    /// Every queue with the messages it holds and whether it is paused.
+    pub async fn queues(&self) -> Result<QueueList, EngineError> {
+        let depths = self.shared.store.queue_depths().await?;
+        let paused = self.shared.store.queue_paused().await?;
+        Ok(QueueList::new(depths, &paused))
     }
 
     /// Cancels a task and every step that has not finished; a step's running handler

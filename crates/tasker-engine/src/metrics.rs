@@ -67,16 +67,26 @@ pub(crate) enum OperatorAction {
     Cancel,
     Retry,
     Resolve,
+    Pause,
+    Resume,
 }
 
 impl OperatorAction {
-    const ALL: [OperatorAction; 3] = [Self::Cancel, Self::Retry, Self::Resolve];
+    const ALL: [OperatorAction; 5] = [
+        Self::Cancel,
+        Self::Retry,
+        Self::Resolve,
+        Self::Pause,
+        Self::Resume,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             Self::Cancel => "cancel",
             Self::Retry => "retry",
             Self::Resolve => "resolve",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
         }
     }
 }

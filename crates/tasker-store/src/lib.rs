@@ -190,6 +190,16 @@ macro_rules! store_impl {
                 read!(self, |c| queue::dead_letter_queues(c))
             }
 
+            async fn queue_pause(&self, queue: &str, paused: bool) -> StoreResult<bool> {
+                write!(self, |p| $crate::primitives::QueueOps::queue_set_paused(
+                    p, queue, paused
+                ))
+            }
+
+            async fn queue_paused(&self) -> StoreResult<Vec<String>> {
+                read!(self, |c| queue::paused(c))
+            }
+
             fn wakeups(&self) -> &Wakeups {
                 &self.wakeups
             }

@@ -400,6 +400,14 @@ pub(crate) trait QueueOps {
         hidden: &[(i64, Duration)],
     ) -> impl Future<Output = StoreResult<()>>;
 
+    /// Pauses a queue (its reads find nothing) or resumes it (and wakes its readers);
+    /// true if that changed it.
+    fn queue_set_paused(
+        &mut self,
+        queue: &str,
+        paused: bool,
+    ) -> impl Future<Output = StoreResult<bool>>;
+
     /// Moves a message to the dead letters with the reason.
     fn queue_dead_letter(
         &mut self,

@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             a_failed_batch_changes_nothing,
             finishing_claims_the_slots_it_frees,
             prune_removes_old_finished_tasks_in_batches,
+            a_paused_queue_delivers_nothing_until_resumed,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [
             linear_passes_values_along_the_chain,
@@ -103,6 +104,7 @@ macro_rules! conformance_tests {
             an_orchestrator_prunes_tasks_past_their_retention,
             cancel_succeeds_while_workers_are_busy,
             a_busy_queue_does_not_starve_another,
+            pausing_a_queue_holds_its_steps_until_resumed,
         ]);
         $crate::conformance_tests!(@cases $fresh, signal_cases: [
             a_signal_completes_the_step_that_waits_for_it,

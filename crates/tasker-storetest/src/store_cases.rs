@@ -1124,3 +1124,56 @@ pub async fn prune_removes_old_finished_tasks_in_batches<S: Store>(store: Arc<S>
     );
     assert_eq!(depth("conf").await, 1, "the running task's message stays");
 }
+
+/// A paused queue's reads deliver nothing and wake nobody, other queues go on, and a
+/// resumed queue delivers what waited.
+pub async fn a_paused_queue_delivers_nothing_until_resumed<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let held = template(
+        "namespace: conf\nname: held\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop, queue: held}\n",
+    );
+    let free = template(
+        "namespace: conf\nname: free\nversion: 1.0.0\nsteps:\n  - {name: b, handler: noop, queue: free}\n",
+    );
+    assert!(store.queue_pause("held", true).await.unwrap());
+    assert!(
+        !store.queue_pause("held", true).await.unwrap(),
+        "already paused"
+    );
+    assert_eq!(store.queue_paused().await.unwrap(), ["held"]);
+    let waiting = d.create(&held, "{}").await;
+    let other = d.create(&free, "{}").await;
+    assert_eq!(d.start_tasks().await, 2);
+    let read = store
+        .queue_read("held", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert!(read.messages.is_empty(), "a paused queue delivers nothing");
+    assert_eq!(read.next_visible, None, "and gives no time to wake at");
+    let claimed = store
+        .step_claim(ClaimParams {
+            queue: "held",
+            limit: 10,
+            visibility: Duration::from_secs(30),
+            grace: d.grace,
+        })
+        .await
+        .unwrap();
+    assert!(claimed.claims.is_empty());
+    assert_eq!(d.run_queue("free").await, ["b"], "other queues go on");
+    assert_eq!(d.detail(other).await.task.state, TaskState::Complete);
+    let depths = store.queue_depths().await.unwrap();
+    assert!(
+        depths.iter().any(|q| q.queue == "held" && q.messages == 1),
+        "the step waits in its queue: {depths:?}"
+    );
+
+    assert!(store.queue_pause("held", false).await.unwrap());
+    assert!(
+        !store.queue_pause("held", false).await.unwrap(),
+        "not paused"
+    );
+    assert!(store.queue_paused().await.unwrap().is_empty());
+    assert_eq!(d.run_queue("held").await, ["a"]);
+    assert_eq!(d.detail(waiting).await.task.state, TaskState::Complete);
+}

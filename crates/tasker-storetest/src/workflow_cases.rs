@@ -891,3 +891,46 @@ pub async fn an_orchestrator_prunes_tasks_past_their_retention<S: Store>(store: 
     }
     running.shutdown().await;
 }
+
+/// Running workers take nothing from a paused queue; resuming wakes them.
+pub async fn pausing_a_queue_holds_its_steps_until_resumed<S: Store>(store: Arc<S>) {
+    let t = template(
+        "namespace: conf\nname: paused\nversion: 1.0.0\nsteps:\n  \
+         - {name: first, handler: noop, queue: paused_q}\n  \
+         - {name: second, handler: noop, queue: paused_q, depends_on: [first]}\n",
+    );
+    let ran = engine(store.clone(), 2, no_extra);
+    let running = ran.start();
+    assert!(ran.pause_queue("paused_q", true).await.unwrap());
+    let task = ran.submit(&t, "{}", None).await.unwrap();
+    // The orchestrator starts the task; its first step stays on the paused queue.
+    for _ in 0..200 {
+        if ran.task(task.task_id).await.unwrap().steps[0].state == StepState::Enqueued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = ran.task(task.task_id).await.unwrap();
+    assert_eq!(
+        held.steps[0].state,
+        StepState::Enqueued,
+        "held while paused"
+    );
+    assert_eq!(held.steps[0].attempts, 0);
+    assert_eq!(ran.paused_queues().await.unwrap(), ["paused_q"]);
+    assert!(ran.pause_queue("paused_q", false).await.unwrap());
+    let done = ran.wait(task.task_id, |_| {}).await.unwrap();
+    running.shutdown().await;
+    assert_eq!(done.task.state, TaskState::Complete);
+    assert!(metric(
+        &ran,
+        "tasker_operator_actions_total{action=\"pause\"} 1"
+    ));
+    assert!(metric(
+        &ran,
+        "tasker_operator_actions_total{action=\"resume\"} 1"
+    ));
+    let bad = ran.pause_queue("_tasks", true).await.unwrap_err();
+    assert!(bad.to_string().contains("queue `_tasks`"), "{bad}");
+}

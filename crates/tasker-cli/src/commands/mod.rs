@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tasker_core::template::TaskTemplate;
 
 use crate::backend::{Access, Backend, with_store};
-use crate::cli::{Command, ConfigCommand, ContextArgs, TemplateCommand};
+use crate::cli::{Command, ConfigCommand, ContextArgs, QueueCommand, TemplateCommand};
 use crate::config::Config;
 use crate::{CliError, Outcome};
 
@@ -112,6 +112,17 @@ pub async fn dispatch(
             &finished_before,
             batch
         )),
+        Command::Queue { command } => match command {
+            QueueCommand::Pause { queue, store } => {
+                with_store!(write(&store)?, |s| operate::pause(s, &queue, true))
+            }
+            QueueCommand::Resume { queue, store } => {
+                with_store!(write(&store)?, |s| operate::pause(s, &queue, false))
+            }
+            QueueCommand::List { json, store } => {
+                with_store!(read(&store)?, |s| operate::queues(s, json))
+            }
+        },
         Command::Template {
             command: TemplateCommand::Register { paths, store },
         } => {

@@ -192,6 +192,39 @@ pub async fn dead_letters<S: Store>(
     Ok(Outcome::Success)
 }
 
+/// Pauses (`paused`) or resumes a queue.
+pub async fn pause<S: Store>(store: S, queue: &str, paused: bool) -> Result<Outcome, CliError> {
+    let changed = operator(store, HandlerRegistry::with_builtins())
+        .pause_queue(queue, paused)
+        .await
+        .map_err(engine_error)?;
+    let state = if paused { "paused" } else { "not paused" };
+    match changed {
+        true => println!("queue {queue} is {state}"),
+        false => println!("queue {queue} was already {state}"),
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn queues<S: Store>(store: S, json: bool) -> Result<Outcome, CliError> {
+    let queues = operator(store, HandlerRegistry::with_builtins())
+        .queues()
+        .await
+        .map_err(engine_error)?;
+    if json {
+        println!("{}", serde_json::to_string(&queues).expect("serializable"));
+        return Ok(Outcome::Success);
+    }
+    if queues.iter().next().is_none() {
+        println!("no queues");
+    }
+    for (queue, messages, paused) in queues.iter() {
+        let paused = if paused { "  paused" } else { "" };
+        println!("{queue:<40} {messages:>8} message(s){paused}");
+    }
+    Ok(Outcome::Success)
+}
+
 pub async fn cancel<S: Store>(store: S, id: &str) -> Result<Outcome, CliError> {
     let id = task_id(id)?;
     let state = operator(store, HandlerRegistry::with_builtins())

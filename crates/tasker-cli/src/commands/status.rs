@@ -34,6 +34,8 @@ pub async fn status<S: Store>(
         println!("{}", report::json(&detail));
     } else {
         print!("{}", report::table(&detail));
+        let paused = engine.paused_queues().await.map_err(CliError::failed)?;
+        print!("{}", report::held(&detail, &paused));
     }
     Ok(Outcome::Success)
 }

@@ -71,22 +71,25 @@ pub(crate) async fn read(
     let vt_secs = visibility.as_secs_f64().ceil().max(1.0);
     let q = table("q", queue)?;
     // `n` sees the rows as they were before the read: the ones just read are left out.
+    // A paused queue reads as empty, with nothing to wake for until it is resumed.
     let sql = format!(
-        "WITH c AS (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() ORDER BY msg_id
-                    LIMIT $1 FOR UPDATE SKIP LOCKED),
+        "WITH p AS (SELECT EXISTS (SELECT 1 FROM tasker.paused_queues WHERE queue = $3) AS paused),
+              c AS (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() AND NOT (SELECT paused FROM p)
+                    ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED),
               r AS (UPDATE {q} m SET last_read_at = clock_timestamp(),
                            vt = clock_timestamp() + make_interval(secs => $2), read_ct = read_ct + 1
                     WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM c))
                     RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message),
               n AS (SELECT (extract(epoch FROM min(vt)) * 1000000)::bigint AS next FROM {q}
                     WHERE msg_id <> ALL(ARRAY(SELECT msg_id FROM r))
-                      AND (SELECT count(*) FROM r) < $1)
+                      AND (SELECT count(*) FROM r) < $1 AND NOT (SELECT paused FROM p))
          SELECT r.msg_id, r.read_ct, (extract(epoch FROM r.enqueued_at) * 1000000)::bigint, r.message::text, n.next
          FROM n LEFT JOIN r ON true"
     );
     let rows = match sqlx::query(&sql)
         .bind(limit as i64)
         .bind(vt_secs)
+        .bind(queue)
         .fetch_all(&mut *conn)
         .await
     {
@@ -128,6 +131,13 @@ pub(crate) async fn dead_letters(conn: &mut Conn, queue: &str) -> StoreResult<Ve
 /// Every dead letter has its reason recorded beside pgmq's archive.
 pub(crate) async fn dead_letter_queues(conn: &mut Conn) -> StoreResult<Vec<String>> {
     sqlx::query_scalar("SELECT DISTINCT queue FROM tasker.dead_letter_reasons ORDER BY 1")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)
+}
+
+pub(crate) async fn paused(conn: &mut Conn) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar("SELECT queue FROM tasker.paused_queues ORDER BY 1")
         .fetch_all(&mut *conn)
         .await
         .map_err(db)
@@ -196,6 +206,35 @@ impl PgTx<'_> {
 }
 
 impl QueueOps for PgTx<'_> {
+    /// A resumed queue's readers, here and in every process, are woken at commit.
+    async fn queue_set_paused(&mut self, queue: &str, paused: bool) -> StoreResult<bool> {
+        let changed = if paused {
+            sqlx::query(
+                "INSERT INTO tasker.paused_queues (queue, paused_at) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(queue)
+            .bind(self.now.0)
+        } else {
+            sqlx::query("DELETE FROM tasker.paused_queues WHERE queue = $1").bind(queue)
+        }
+        .execute(&mut *self.conn)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        if changed && !paused {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::CHANNEL)
+                .bind(notice(queue, self.token))
+                .execute(&mut *self.conn)
+                .await
+                .map_err(db)?;
+            self.sent.queue(queue);
+        }
+        Ok(changed)
+    }
+
     /// Creates `queue` unless this process knows it exists (pgmq serializes concurrent
     /// creations); the store learns of it once the transaction commits.
     async fn queue_ensure(&mut self, queue: &str) -> StoreResult<()> {

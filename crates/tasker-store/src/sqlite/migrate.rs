@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "for each",
         include_str!("../../migrations/sqlite/0006_for_each.sql"),
     ),
+    (
+        7,
+        "paused queues",
+        include_str!("../../migrations/sqlite/0007_paused_queues.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

@@ -61,9 +61,11 @@ pub(crate) fn read(
     let now = Timestamp::now();
     let mut s = conn
         .prepare_cached(
-            "UPDATE queue_messages SET vt = ?, read_ct = read_ct + 1
+            "UPDATE queue_messages SET vt = ?1, read_ct = read_ct + 1
              WHERE msg_id IN (SELECT msg_id FROM queue_messages
-                              WHERE queue = ? AND vt <= ? ORDER BY vt, msg_id LIMIT ?)
+                              WHERE queue = ?2 AND vt <= ?3
+                                AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = ?2)
+                              ORDER BY vt, msg_id LIMIT ?4)
              RETURNING msg_id, read_ct, enqueued_at, message",
         )
         .map_err(db)?;
@@ -91,7 +93,8 @@ pub(crate) fn read(
     let read = id_list(&read)?;
     let next_visible: Option<i64> = conn
         .prepare_cached(
-            "SELECT MIN(vt) FROM queue_messages WHERE queue = ? AND msg_id NOT IN (SELECT value FROM json_each(?))",
+            "SELECT MIN(vt) FROM queue_messages WHERE queue = ?1 AND msg_id NOT IN (SELECT value FROM json_each(?2))
+               AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = ?1)",
         )
         .and_then(|mut s| s.query_row(params![queue, read], |r| r.get(0)))
         .map_err(db)?;
@@ -114,6 +117,14 @@ pub(crate) fn dead_letters(conn: &Conn, queue: &str) -> StoreResult<Vec<DeadLett
 pub(crate) fn dead_letter_queues(conn: &Conn) -> StoreResult<Vec<String>> {
     let mut s = conn
         .prepare_cached("SELECT DISTINCT queue FROM queue_dead_letters ORDER BY 1")
+        .map_err(db)?;
+    let rows = s.query_map([], |r| r.get(0)).map_err(db)?;
+    rows.map(|r| r.map_err(db)).collect()
+}
+
+pub(crate) fn paused(conn: &Conn) -> StoreResult<Vec<String>> {
+    let mut s = conn
+        .prepare_cached("SELECT queue FROM paused_queues ORDER BY 1")
         .map_err(db)?;
     let rows = s.query_map([], |r| r.get(0)).map_err(db)?;
     rows.map(|r| r.map_err(db)).collect()
@@ -158,6 +169,27 @@ impl SqliteTx<'_> {
 }
 
 impl QueueOps for SqliteTx<'_> {
+    /// A resumed queue's readers are woken at commit.
+    async fn queue_set_paused(&mut self, queue: &str, paused: bool) -> StoreResult<bool> {
+        let changed = if paused {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![queue, self.now.0]))
+        } else {
+            self.conn
+                .prepare_cached("DELETE FROM paused_queues WHERE queue = ?")
+                .and_then(|mut s| s.execute([queue]))
+        }
+        .map_err(db)?
+            == 1;
+        if changed && !paused {
+            self.sent.queue(queue);
+        }
+        Ok(changed)
+    }
+
     /// SQLite needs nothing: every queue is rows of one table.
     async fn queue_ensure(&mut self, _queue: &str) -> StoreResult<()> {
         Ok(())

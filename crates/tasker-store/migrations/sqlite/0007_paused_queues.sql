@@ -1,0 +1,7 @@
+-- Paused queues: a queue named here delivers no message to workers until it is resumed
+-- (the steps in flight finish). A row, so that it holds across processes and restarts.
+
+CREATE TABLE paused_queues (
+    queue      TEXT PRIMARY KEY,
+    paused_at  INTEGER NOT NULL
+);
