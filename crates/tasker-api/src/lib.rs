@@ -56,6 +56,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/queues/{name}/resume"),
     ("GET", "/v1/templates"),
     ("POST", "/v1/templates"),
+    ("POST", "/v1/templates/{namespace}/{name}/pause"),
+    ("POST", "/v1/templates/{namespace}/{name}/resume"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -129,6 +131,14 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
         .route("/v1/queues", get(tasks::queues::<S>))
         .route("/v1/queues/{name}/pause", post(tasks::pause::<S>))
         .route("/v1/queues/{name}/resume", post(tasks::resume::<S>))
+        .route(
+            "/v1/templates/{namespace}/{name}/pause",
+            post(tasks::pause_template_route::<S>),
+        )
+        .route(
+            "/v1/templates/{namespace}/{name}/resume",
+            post(tasks::resume_template_route::<S>),
+        )
         .route(
             "/v1/templates",
             get(templates::list::<S>).post(templates::register::<S>),

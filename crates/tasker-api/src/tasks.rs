@@ -355,6 +355,45 @@ pub async fn resume<S: Store>(
     }))
 }
 
+#[derive(Serialize)]
+pub struct TemplatePaused {
+    template: String,
+    paused: bool,
+    /// False when the template already was so.
+    changed: bool,
+}
+
+/// `POST /v1/templates/{namespace}/{name}/pause` and `…/resume`.
+async fn pause_template<S: Store>(
+    state: AppState<S>,
+    (namespace, name): (String, String),
+    paused: bool,
+) -> Result<Json<TemplatePaused>, ApiError> {
+    let changed = state
+        .engine
+        .pause_template(&namespace, &name, paused)
+        .await?;
+    Ok(Json(TemplatePaused {
+        template: format!("{namespace}/{name}"),
+        paused,
+        changed,
+    }))
+}
+
+pub async fn pause_template_route<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(key): Path<(String, String)>,
+) -> Result<Json<TemplatePaused>, ApiError> {
+    pause_template(state, key, true).await
+}
+
+pub async fn resume_template_route<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(key): Path<(String, String)>,
+) -> Result<Json<TemplatePaused>, ApiError> {
+    pause_template(state, key, false).await
+}
+
 /// `POST /v1/steps/{id}/resolve`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

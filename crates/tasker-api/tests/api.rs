@@ -823,6 +823,25 @@ async fn a_paused_queue_holds_its_steps_until_resumed() {
     let (status, error) = call(&s, "POST", "/v1/queues/Bad%20Name/pause", None, None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
 
+    // A paused template's new tasks stay pending until it is resumed.
+    let (status, paused) = call(&s, "POST", "/v1/templates/api/chain/pause", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(
+        paused,
+        json!({"template": "api/chain", "paused": true, "changed": true})
+    );
+    let (_, created) = call(&s, "POST", "/v1/tasks", Some(body), None).await;
+    let held = created["task_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, task) = call(&s, "GET", &format!("/v1/tasks/{held}"), None, None).await;
+    assert_eq!(
+        task["state"], "pending",
+        "held while its template is paused"
+    );
+    let (status, _) = call(&s, "POST", "/v1/templates/api/chain/resume", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(wait_final(&s, &held).await["state"], "complete");
+
     let guarded = server(&["read:r-secret"]).await;
     let (status, _) = call(
         &guarded,

@@ -261,6 +261,19 @@ pub enum TemplateCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Hold the new tasks of a template (`namespace/name`, every version) pending, in
+    /// every process, until it is resumed; tasks already started run on.
+    Pause {
+        template: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Start the tasks a paused template held, and its new ones again.
+    Resume {
+        template: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use tasker_core::duration::HumanDuration;
-use tasker_core::state::StepState;
+use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::{TaskDetail, TaskProgress, TaskRecord};
 
 /// `namespace/name@version`.
@@ -90,9 +90,22 @@ pub fn table(detail: &TaskDetail) -> String {
     out
 }
 
-/// The enqueued steps that wait on a paused queue, and how to let them go.
-pub fn held(detail: &TaskDetail, paused: &[String]) -> String {
+/// What a pause holds back — the task, if its template is paused, and its enqueued
+/// steps on a paused queue — and how to let it go.
+pub fn held(detail: &TaskDetail, paused: &[String], templates: &[(String, String)]) -> String {
     let mut out = String::new();
+    let t = &detail.task;
+    if t.state == TaskState::Pending
+        && templates
+            .iter()
+            .any(|(ns, name)| *ns == t.namespace && *name == t.name)
+    {
+        let key = format!("{}/{}", t.namespace, t.name);
+        let _ = writeln!(
+            out,
+            "\nheld: template {key} is paused (tasker template resume {key})"
+        );
+    }
     for s in &detail.steps {
         if s.state == StepState::Enqueued && paused.contains(&s.queue) {
             let _ = writeln!(
@@ -121,9 +134,9 @@ pub fn progress(p: &TaskProgress) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tasker_core::Timestamp;
     use tasker_core::id::{StepId, TaskId};
     use tasker_core::store::{StepRecord, TaskRecord};
-    use tasker_core::{TaskState, Timestamp};
 
     use super::*;
 
@@ -168,9 +181,26 @@ mod tests {
             ],
         };
         assert_eq!(
-            held(&detail, &["held".to_owned()]),
+            held(&detail, &["held".to_owned()], &[]),
             "\nheld: a waits on queue `held`, which is paused (tasker queue resume held)\n"
         );
-        assert_eq!(held(&detail, &[]), "");
+        assert_eq!(held(&detail, &[], &[]), "");
+        let pending = TaskDetail {
+            task: TaskRecord {
+                state: TaskState::Pending,
+                ..detail.task.clone()
+            },
+            steps: Vec::new(),
+        };
+        let paused = [("ns".to_owned(), "t".to_owned())];
+        assert_eq!(
+            held(&pending, &[], &paused),
+            "\nheld: template ns/t is paused (tasker template resume ns/t)\n"
+        );
+        assert_eq!(
+            held(&detail, &[], &paused),
+            "",
+            "a started task is not held"
+        );
     }
 }

@@ -630,6 +630,43 @@ fn a_queue_stays_paused_across_commands_until_resumed() {
 }
 
 #[test]
+fn a_paused_template_holds_its_tasks_and_status_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let paused = run(&["template", "pause", "examples/order_lines", "--db", db]);
+    assert_eq!(paused.status.code(), Some(0), "{}", stderr(&paused));
+    assert_eq!(stdout(&paused), "template examples/order_lines is paused\n");
+    let submitted = run(&[
+        "submit",
+        examples().join("order_lines.yaml").to_str().unwrap(),
+        "--context",
+        r#"{"order_id": 1, "line_amounts": [1, 2]}"#,
+        "--db",
+        db,
+    ]);
+    let id = stdout(&submitted).trim().to_owned();
+    let status = stdout(&run(&["status", &id, "--db", db]));
+    assert!(
+        status.contains("held: template examples/order_lines is paused (tasker template resume examples/order_lines)"),
+        "{status}"
+    );
+    let bad = run(&["template", "pause", "no-slash", "--db", db]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("namespace/name"), "{}", stderr(&bad));
+    let resumed = run(&["template", "resume", "examples/order_lines", "--db", db]);
+    assert_eq!(
+        stdout(&resumed),
+        "template examples/order_lines is not paused\n"
+    );
+    let finished = run(&["resume", "--db", db]);
+    assert_eq!(finished.status.code(), Some(0), "{}", stderr(&finished));
+    let done = json(&run(&["status", &id, "--db", db, "--json"]));
+    assert_eq!(done["state"], "complete");
+    assert_eq!(done["steps"][1]["results"], json!({"value": 3}));
+}
+
+#[test]
 fn a_wait_that_nobody_answers_times_out() {
     let yaml = "namespace: t\nname: w\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n  - {name: approve, depends_on: [a], wait_for: {signal: approval, timeout: 1s}}\n";
     let (code, detail) = run_yaml(yaml, "{}");

@@ -689,6 +689,19 @@ pub trait Store: Send + Sync + 'static {
     /// The paused queues, by name.
     fn queue_paused(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 
+    /// Pauses the template `namespace/name`, every version — its tasks stay pending,
+    /// those already started run on — or resumes it, starting the tasks it held; true
+    /// if that changed it. Kept in the database, as a queue's pause is.
+    fn template_pause(
+        &self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// The paused templates, as (namespace, name).
+    fn template_paused(&self) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
+
     /// Wake-ups for this process's readers.
     fn wakeups(&self) -> &Wakeups;
 }

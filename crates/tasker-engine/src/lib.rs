@@ -363,6 +363,46 @@ impl<S: Store> Engine<S> {
         Ok(self.shared.store.queue_paused().await?)
     }
 
+    /// Pauses the template `namespace/name` (`paused`: its new tasks stay pending, every
+    /// version, in every process) or resumes it, starting the tasks it held; returns
+    /// whether that changed it.
+    pub async fn pause_template(
+        &self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<bool, EngineError> {
+        // A namespace is named as a queue is.
+        names::check_queue_name(namespace)
+            .map_err(|why| EngineError::Input(format!("namespace `{namespace}` {why}")))?;
+        names::check_name(name)
+            .map_err(|why| EngineError::Input(format!("template name `{name}` {why}")))?;
+        let changed = self
+            .shared
+            .store
+            .template_pause(namespace, name, paused)
+            .await?;
+        let action = if paused {
+            OperatorAction::Pause
+        } else {
+            OperatorAction::Resume
+        };
+        self.shared.metrics.operator_acted(action);
+        tracing::info!(
+            namespace,
+            name,
+            paused,
+            changed,
+            "template paused or resumed"
+        );
+        Ok(changed)
+    }
+
+    /// The paused templates, as (namespace, name).
+    pub async fn paused_templates(&self) -> Result<Vec<(String, String)>, EngineError> {
+        Ok(self.shared.store.template_paused().await?)
+    }
+
     /// Every queue with the messages it holds and whether it is paused.
     pub async fn queues(&self) -> Result<QueueList, EngineError> {
         let depths = self.shared.store.queue_depths().await?;

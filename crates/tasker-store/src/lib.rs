@@ -200,6 +200,19 @@ macro_rules! store_impl {
                 read!(self, |c| queue::paused(c))
             }
 
+            async fn template_pause(
+                &self,
+                namespace: &str,
+                name: &str,
+                paused: bool,
+            ) -> StoreResult<bool> {
+                write!(self, |p| $crate::operations::template_pause(p, namespace, name, paused))
+            }
+
+            async fn template_paused(&self) -> StoreResult<Vec<(String, String)>> {
+                read!(self, |c| templates::paused(c))
+            }
+
             fn wakeups(&self) -> &Wakeups {
                 &self.wakeups
             }

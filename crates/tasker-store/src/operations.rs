@@ -292,6 +292,13 @@ async fn start_tasks<P: Primitives>(
         .filter(|(_, state, _)| *state == TaskState::Pending)
         .map(|&row| Task::locked(row))
         .collect();
+    // A paused template's tasks stay pending; their requests go, and its resumption
+    // sends new ones.
+    if !tasks.is_empty() {
+        let pending: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+        let held = p.tasks_of_paused_templates(&pending).await?;
+        tasks.retain(|t| !held.contains(&t.id));
+    }
     let starts: Vec<(usize, TaskEvent, &str)> = (0..tasks.len())
         .map(|i| (i, TaskEvent::Start, "started"))
         .collect();
@@ -332,6 +339,25 @@ async fn start_tasks<P: Primitives>(
             })
         })
         .collect())
+}
+
+pub(crate) async fn template_pause<P: Primitives>(
+    p: &mut P,
+    namespace: &str,
+    name: &str,
+    paused: bool,
+) -> StoreResult<bool> {
+    let changed = p.template_set_paused(namespace, name, paused).await?;
+    if changed && !paused {
+        for task_id in p.tasks_pending_of(namespace, name).await? {
+            let start = TaskStart {
+                task_id,
+                expire_wait: None,
+            };
+            p.queue_send(TASK_QUEUE, &start, Duration::ZERO).await?;
+        }
+    }
+    Ok(changed)
 }
 
 pub(crate) async fn task_cancel<P: Primitives>(

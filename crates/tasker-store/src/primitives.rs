@@ -172,6 +172,28 @@ pub(crate) trait TemplateRows {
         template: &TaskTemplate,
     ) -> impl Future<Output = StoreResult<Option<String>>>;
 
+    /// Pauses the template `namespace/name` (every version) or resumes it; true if that
+    /// changed it.
+    fn template_set_paused(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+    ) -> impl Future<Output = StoreResult<bool>>;
+
+    /// The tasks of `tasks` whose template is paused.
+    fn tasks_of_paused_templates(
+        &mut self,
+        tasks: &[TaskId],
+    ) -> impl Future<Output = StoreResult<Vec<TaskId>>>;
+
+    /// The pending tasks of the template `namespace/name`, every version.
+    fn tasks_pending_of(
+        &mut self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Vec<TaskId>>>;
+
     /// Inserts the definition unless that version exists (another transaction may have
     /// inserted it meanwhile); true if it did.
     fn template_insert(

@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             finishing_claims_the_slots_it_frees,
             prune_removes_old_finished_tasks_in_batches,
             a_paused_queue_delivers_nothing_until_resumed,
+            a_paused_templates_tasks_wait_until_it_is_resumed,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [
             linear_passes_values_along_the_chain,

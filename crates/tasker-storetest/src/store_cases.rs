@@ -1177,3 +1177,54 @@ pub async fn a_paused_queue_delivers_nothing_until_resumed<S: Store>(store: Arc<
     assert_eq!(d.run_queue("held").await, ["a"]);
     assert_eq!(d.detail(waiting).await.task.state, TaskState::Complete);
 }
+
+/// A paused template's new tasks stay pending, with no request left to poll for;
+/// resuming it starts them. Other templates' tasks start meanwhile.
+pub async fn a_paused_templates_tasks_wait_until_it_is_resumed<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let held = template(
+        "namespace: conf\nname: held_t\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop, queue: conf}\n",
+    );
+    let newer = template(
+        "namespace: conf\nname: held_t\nversion: 2.0.0\nsteps:\n  - {name: a, handler: noop, queue: conf}\n",
+    );
+    let free = template(
+        "namespace: conf\nname: free_t\nversion: 1.0.0\nsteps:\n  - {name: b, handler: noop, queue: conf}\n",
+    );
+    assert!(store.template_pause("conf", "held_t", true).await.unwrap());
+    assert!(!store.template_pause("conf", "held_t", true).await.unwrap());
+    assert_eq!(
+        store.template_paused().await.unwrap(),
+        [("conf".to_owned(), "held_t".to_owned())]
+    );
+    let first = d.create(&held, "{}").await;
+    let second = d.create(&newer, "{}").await;
+    let other = d.create(&free, "{}").await;
+    assert_eq!(
+        d.start_tasks().await,
+        1,
+        "only the other template's task starts"
+    );
+    for id in [first, second] {
+        assert_eq!(
+            d.detail(id).await.task.state,
+            TaskState::Pending,
+            "every version"
+        );
+    }
+    assert_eq!(d.detail(other).await.task.state, TaskState::InProgress);
+    let depths = store.queue_depths().await.unwrap();
+    let requests = depths
+        .iter()
+        .find(|q| q.queue == TASK_QUEUE)
+        .map_or(0, |q| q.messages);
+    assert_eq!(requests, 0, "no request is left to read again and again");
+
+    assert!(store.template_pause("conf", "held_t", false).await.unwrap());
+    assert!(store.template_paused().await.unwrap().is_empty());
+    assert_eq!(d.start_tasks().await, 2, "resuming starts what it held");
+    assert_eq!(d.run_queue("conf").await.len(), 3);
+    for id in [first, second, other] {
+        assert_eq!(d.detail(id).await.task.state, TaskState::Complete);
+    }
+}

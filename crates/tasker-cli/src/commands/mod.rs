@@ -123,12 +123,22 @@ pub async fn dispatch(
                 with_store!(read(&store)?, |s| operate::queues(s, json))
             }
         },
-        Command::Template {
-            command: TemplateCommand::Register { paths, store },
-        } => {
-            let handlers = config.handlers();
-            with_store!(write(&store)?, |s| operate::register(s, &paths, &handlers))
-        }
+        Command::Template { command } => match command {
+            TemplateCommand::Register { paths, store } => {
+                let handlers = config.handlers();
+                with_store!(write(&store)?, |s| operate::register(s, &paths, &handlers))
+            }
+            TemplateCommand::Pause { template, store } => {
+                with_store!(write(&store)?, |s| operate::pause_template(
+                    s, &template, true
+                ))
+            }
+            TemplateCommand::Resume { template, store } => {
+                with_store!(write(&store)?, |s| operate::pause_template(
+                    s, &template, false
+                ))
+            }
+        },
         Command::Migrate { store } => distributed::migrate(&store).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Orchestrator { store, metrics } => {

@@ -192,17 +192,41 @@ pub async fn dead_letters<S: Store>(
     Ok(Outcome::Success)
 }
 
+/// Says what a pause or a resumption left `what` in.
+fn say_paused(what: &str, paused: bool, changed: bool) {
+    let state = if paused { "paused" } else { "not paused" };
+    match changed {
+        true => println!("{what} is {state}"),
+        false => println!("{what} was already {state}"),
+    }
+}
+
 /// Pauses (`paused`) or resumes a queue.
 pub async fn pause<S: Store>(store: S, queue: &str, paused: bool) -> Result<Outcome, CliError> {
     let changed = operator(store, HandlerRegistry::with_builtins())
         .pause_queue(queue, paused)
         .await
         .map_err(engine_error)?;
-    let state = if paused { "paused" } else { "not paused" };
-    match changed {
-        true => println!("queue {queue} is {state}"),
-        false => println!("queue {queue} was already {state}"),
-    }
+    say_paused(&format!("queue {queue}"), paused, changed);
+    Ok(Outcome::Success)
+}
+
+/// Pauses (`paused`) or resumes the template `namespace/name`.
+pub async fn pause_template<S: Store>(
+    store: S,
+    template: &str,
+    paused: bool,
+) -> Result<Outcome, CliError> {
+    let Some((namespace, name)) = template.split_once('/') else {
+        return Err(CliError::BadInput(format!(
+            "`{template}` is not a template: write it `namespace/name`"
+        )));
+    };
+    let changed = operator(store, HandlerRegistry::with_builtins())
+        .pause_template(namespace, name, paused)
+        .await
+        .map_err(engine_error)?;
+    say_paused(&format!("template {template}"), paused, changed);
     Ok(Outcome::Success)
 }
 

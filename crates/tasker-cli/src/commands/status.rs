@@ -34,8 +34,9 @@ pub async fn status<S: Store>(
         println!("{}", report::json(&detail));
     } else {
         print!("{}", report::table(&detail));
-        let paused = engine.paused_queues().await.map_err(CliError::failed)?;
-        print!("{}", report::held(&detail, &paused));
+        let queues = engine.paused_queues().await.map_err(CliError::failed)?;
+        let templates = engine.paused_templates().await.map_err(CliError::failed)?;
+        print!("{}", report::held(&detail, &queues, &templates));
     }
     Ok(Outcome::Success)
 }

@@ -1,5 +1,6 @@
 //! The `tasker.templates` table: (namespace, name, version) → canonical definition, immutable.
 
+use tasker_core::id::TaskId;
 use tasker_core::store::{StoreResult, TemplateListParams, TemplateRecord};
 use tasker_core::template::TaskTemplate;
 
@@ -29,7 +30,64 @@ pub(crate) async fn list(
     Ok(rows.into_iter().map(crate::rows::template).collect())
 }
 
+pub(crate) async fn paused(conn: &mut Conn) -> StoreResult<Vec<(String, String)>> {
+    sqlx::query_as("SELECT namespace, name FROM tasker.paused_templates ORDER BY 1, 2")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)
+}
+
 impl TemplateRows for PgTx<'_> {
+    async fn template_set_paused(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+    ) -> StoreResult<bool> {
+        let query = if paused {
+            sqlx::query(
+                "INSERT INTO tasker.paused_templates (namespace, name, paused_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(namespace)
+            .bind(name)
+            .bind(self.now.0)
+        } else {
+            sqlx::query("DELETE FROM tasker.paused_templates WHERE namespace = $1 AND name = $2")
+                .bind(namespace)
+                .bind(name)
+        };
+        let done = query.execute(&mut *self.conn).await.map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn tasks_of_paused_templates(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
+        let held: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT t.id FROM tasker.tasks t
+             JOIN tasker.paused_templates p ON p.namespace = t.namespace AND p.name = t.name
+             WHERE t.id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        Ok(held.into_iter().map(TaskId).collect())
+    }
+
+    async fn tasks_pending_of(&mut self, namespace: &str, name: &str) -> StoreResult<Vec<TaskId>> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM tasker.tasks WHERE namespace = $1 AND name = $2 AND state = 'pending'
+             ORDER BY id",
+        )
+        .bind(namespace)
+        .bind(name)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        Ok(ids.into_iter().map(TaskId).collect())
+    }
+
     async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
         let conn = &mut *self.conn;
         sqlx::query_scalar("SELECT definition FROM tasker.templates WHERE namespace = $1 AND name = $2 AND version = $3")

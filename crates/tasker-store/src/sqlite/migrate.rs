@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "paused queues",
         include_str!("../../migrations/sqlite/0007_paused_queues.sql"),
     ),
+    (
+        8,
+        "paused templates",
+        include_str!("../../migrations/sqlite/0008_paused_templates.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

@@ -1,6 +1,7 @@
 //! The `templates` table: (namespace, name, version) → canonical definition, immutable.
 
 use rusqlite::{OptionalExtension, params};
+use tasker_core::id::TaskId;
 use tasker_core::store::{StoreResult, TemplateListParams, TemplateRecord};
 use tasker_core::template::TaskTemplate;
 
@@ -37,7 +38,70 @@ pub(crate) fn list(
         .collect()
 }
 
+pub(crate) fn paused(conn: &Conn) -> StoreResult<Vec<(String, String)>> {
+    let mut s = conn
+        .prepare_cached("SELECT namespace, name FROM paused_templates ORDER BY 1, 2")
+        .map_err(db)?;
+    let rows = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?;
+    rows.map(|r| r.map_err(db)).collect()
+}
+
 impl TemplateRows for SqliteTx<'_> {
+    async fn template_set_paused(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+    ) -> StoreResult<bool> {
+        let changed = if paused {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO paused_templates (namespace, name, paused_at) VALUES (?, ?, ?)
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![namespace, name, self.now.0]))
+        } else {
+            self.conn
+                .prepare_cached("DELETE FROM paused_templates WHERE namespace = ? AND name = ?")
+                .and_then(|mut s| s.execute(params![namespace, name]))
+        }
+        .map_err(db)?;
+        Ok(changed == 1)
+    }
+
+    async fn tasks_of_paused_templates(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<TaskId>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM tasks t
+                 JOIN paused_templates p ON p.namespace = t.namespace AND p.name = t.name
+                 WHERE t.id = ?",
+            )
+            .map_err(db)?;
+        let mut held = Vec::new();
+        for &id in tasks {
+            if s.exists([id.0]).map_err(db)? {
+                held.push(id);
+            }
+        }
+        Ok(held)
+    }
+
+    async fn tasks_pending_of(&mut self, namespace: &str, name: &str) -> StoreResult<Vec<TaskId>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM tasks WHERE namespace = ? AND name = ? AND state = 'pending' ORDER BY id",
+            )
+            .map_err(db)?;
+        let rows = s
+            .query_map(params![namespace, name], |r| Ok(TaskId(r.get(0)?)))
+            .map_err(db)?;
+        rows.map(|r| r.map_err(db)).collect()
+    }
+
     async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
         let conn = self.conn;
         conn.prepare_cached(
