@@ -9,7 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use tasker_core::encode::EncodeBuffer;
 use tasker_core::intern::Interner;
-use tasker_core::store::Store;
+use tasker_core::store::{QueueDepth, Store};
 use tasker_engine::Engine;
 use tasker_engine::metrics::escape;
 use tasker_engine::process_memory::{heap_stats, resident_bytes};
@@ -64,13 +64,17 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
         Ok(depths) => {
             out.push_str("# HELP tasker_queue_depth Messages waiting or in flight, by queue.\n");
             out.push_str("# TYPE tasker_queue_depth gauge\n");
-            for d in depths {
+            for d in &depths {
                 let _ = writeln!(
                     out,
                     "tasker_queue_depth{{queue=\"{}\"}} {}",
                     escape(&d.queue),
                     d.messages
                 );
+            }
+            match engine.paused_queues().await {
+                Ok(paused) => paused_queues(&mut out, &depths, &paused),
+                Err(e) => tracing::warn!(error = %e, "cannot read paused queues for /metrics"),
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read queue depths for /metrics"),
@@ -159,4 +163,24 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
         engine.events().dropped_events() as f64,
     );
     out
+}
+
+/// Which queues are paused, and the steps their pause holds back.
+fn paused_queues(out: &mut String, depths: &[QueueDepth], paused: &[String]) {
+    out.push_str("# HELP tasker_queue_paused 1 for a paused queue: it delivers nothing new.\n");
+    out.push_str("# TYPE tasker_queue_paused gauge\n");
+    for queue in paused {
+        let _ = writeln!(out, "tasker_queue_paused{{queue=\"{}\"}} 1", escape(queue));
+    }
+    let held: u64 = depths
+        .iter()
+        .filter(|d| paused.contains(&d.queue))
+        .map(|d| d.messages)
+        .sum();
+    out.push_str("# HELP tasker_steps_waiting Steps held back, by why.\n");
+    out.push_str("# TYPE tasker_steps_waiting gauge\n");
+    let _ = writeln!(
+        out,
+        "tasker_steps_waiting{{reason=\"paused_queue\"}} {held}"
+    );
 }

@@ -810,6 +810,16 @@ async fn a_paused_queue_holds_its_steps_until_resumed() {
     assert_eq!(task["steps"][0]["state"], "enqueued", "held while paused");
     let (status, queues) = call(&s, "GET", "/v1/queues", None, None).await;
     assert_eq!(status, StatusCode::OK);
+    let (_, metrics) = call(&s, "GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("tasker_queue_paused{queue=\"api\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tasker_steps_waiting{reason=\"paused_queue\"} 1\n"),
+        "{metrics}"
+    );
     assert_eq!(
         queues,
         json!({"queues": [{"queue": "api", "messages": 1, "paused": true}]})
