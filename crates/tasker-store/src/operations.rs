@@ -408,28 +408,13 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
                 .await?;
             if expanded.first().is_some_and(|e| e.left.is_some()) {
                 // Its failed instances are retried with the other failed steps.
-                let m = Move {
-                    task_id,
-                    step_id: step.id,
-                    from: step.state,
-                    to: step.state.apply(StepEvent::Expand)?,
-                    reason: "operator retry: its failed instances run again",
-                };
-                check_moved(p.step_reset(m).await?, &m)?;
-                task.moved(&m);
+                let reason = "operator retry: its failed instances run again";
+                reset_failed(p, &mut task, &step, StepEvent::Expand, reason).await?;
             } else {
                 fans.push(step);
             }
         } else {
-            let m = Move {
-                task_id,
-                step_id: step.id,
-                from: step.state,
-                to: step.state.apply(StepEvent::Retry)?,
-                reason: "operator retry",
-            };
-            check_moved(p.step_reset(m).await?, &m)?;
-            task.moved(&m);
+            reset_failed(p, &mut task, &step, StepEvent::Retry, "operator retry").await?;
             let message = StepMessage {
                 task_id,
                 step_id: step.id,
@@ -446,6 +431,27 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
     let ready = release_done(p, tasks, done, &[]).await?;
     enqueued += created[0] + settle(p, &mut task, ready).await?;
     Ok(enqueued)
+}
+
+/// A failed step an operator retries: it moves by `event`, its attempts, results,
+/// error and times cleared.
+async fn reset_failed<P: Primitives>(
+    p: &mut P,
+    task: &mut Task,
+    step: &EvalStep,
+    event: StepEvent,
+    reason: &str,
+) -> StoreResult<()> {
+    let m = Move {
+        task_id: task.id,
+        step_id: step.id,
+        from: step.state,
+        to: step.state.apply(event)?,
+        reason,
+    };
+    check_moved(p.step_reset(m).await?, &m)?;
+    task.moved(&m);
+    Ok(())
 }
 
 pub(crate) async fn step_start<P: Primitives>(
