@@ -403,10 +403,7 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
         if step.wait.is_some() {
             waits.push(step);
         } else if step.for_each.is_some() {
-            let expanded = p
-                .steps_instances_done(&[(task_id, step.position, 0)])
-                .await?;
-            if expanded.first().is_some_and(|e| e.left.is_some()) {
+            if step_get(p, step.id, false).await?.expanded {
                 // Its failed instances are retried with the other failed steps.
                 let reason = "operator retry: its failed instances run again";
                 reset_failed(p, &mut task, &step, StepEvent::Expand, reason).await?;
@@ -428,7 +425,7 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
     let mut done = begin_waits(p, tasks, &waits).await?;
     let mut created = [0];
     done.extend(expand(p, tasks, &fans, &mut created).await?);
-    let ready = release_done(p, tasks, done, &[]).await?;
+    let ready = release(p, tasks, done, &[]).await?;
     enqueued += created[0] + settle(p, &mut task, ready).await?;
     Ok(enqueued)
 }
@@ -679,7 +676,7 @@ async fn dead_letter<P: Primitives>(
         .collect();
     let tasks = std::slice::from_mut(&mut task);
     let fans_done = instances_settled(p, tasks, &instance).await?;
-    let ready = release_done(p, tasks, fans_done, &[]).await?;
+    let ready = release(p, tasks, fans_done, &[]).await?;
     settle(p, &mut task, ready).await?;
     Ok(StepStart::DeadLettered {
         task_id,
@@ -788,9 +785,9 @@ async fn finish<P: Primitives>(
         .zip(&rows)
         .filter_map(|((m, _), row)| Some((*m, row.instance_of?, row.name.as_str())))
         .collect();
-    let fans_done = instances_settled(p, &mut tasks, &instances).await?;
-    let mut ready = release(p, &mut tasks, &moved, &away).await?;
-    ready.extend(release_done(p, &mut tasks, fans_done, &[]).await?);
+    let mut done = became_done(&moved);
+    done.extend(instances_settled(p, &mut tasks, &instances).await?);
+    let ready = release(p, &mut tasks, done, &away).await?;
     let enqueued = settle_all(p, &mut tasks, ready).await?;
     for (k, &(i, step)) in live.iter().enumerate() {
         let t = tasks
@@ -868,10 +865,7 @@ pub(crate) async fn step_resolve<P: Primitives>(
     let task_id = step_get(p, step_id, false).await?.task_id;
     let mut task = lock_task(p, task_id).await?;
     let step = step_get(p, step_id, true).await?;
-    let expanded = p
-        .steps_instances_done(&[(task_id, step.position, 0)])
-        .await?;
-    if expanded.iter().any(|e| e.left.is_some()) {
+    if step.expanded {
         return Err(StoreError::Conflict(format!(
             "step `{}` ran instances: resolve its failed instances (`{}[…]`) instead, or retry the task",
             step.name, step.name
@@ -904,9 +898,9 @@ pub(crate) async fn step_resolve<P: Primitives>(
         .map(|parent| (m, parent, step.name.as_str()))
         .into_iter()
         .collect();
-    let fans_done = instances_settled(p, tasks, &instance).await?;
-    let mut ready = release(p, tasks, &[(m, step.position)], &away).await?;
-    ready.extend(release_done(p, tasks, fans_done, &[]).await?);
+    let mut done = became_done(&[(m, step.position)]);
+    done.extend(instances_settled(p, tasks, &instance).await?);
+    let ready = release(p, tasks, done, &away).await?;
     settle(p, &mut task, ready).await?;
     Ok(StepResolved {
         task_id,
@@ -916,29 +910,23 @@ pub(crate) async fn step_resolve<P: Primitives>(
     })
 }
 
-/// Releases the children of the steps that `moved` made done, after skipping `away`
-/// (the pending children that decisions among them did not choose): each child waits
-/// on one parent less, with one live parent more if that parent has results. A pending
-/// child with no parent left to finish runs if a parent is live and is skipped if none
-/// is, which releases its own children in turn. Returns the steps to run, by task and
-/// position; the skips are applied, and shift `tasks`' counters. Costs the edges of
-/// the steps that became done.
-async fn release<P: Primitives>(
-    p: &mut P,
-    tasks: &mut [Task],
-    moved: &[(Move<'_>, u32)],
-    away: &[(TaskId, u32)],
-) -> StoreResult<Vec<EvalStep>> {
-    let done: Vec<(TaskId, u32, bool)> = moved
+/// The steps of `moved` that became done, as (task, position, live) for [`release`].
+fn became_done(moved: &[(Move<'_>, u32)]) -> Vec<(TaskId, u32, bool)> {
+    moved
         .iter()
         .filter(|(m, _)| !m.from.is_done() && m.to.is_done())
         .map(|(m, position)| (m.task_id, *position, m.to.is_live()))
-        .collect();
-    release_done(p, tasks, done, away).await
+        .collect()
 }
 
-/// [`release`] from the steps of `done` (task, position, live) that became done.
-async fn release_done<P: Primitives>(
+/// Releases the children of the steps of `done` (task, position, live), after skipping
+/// `away` (the pending children that decisions among them did not choose): each child
+/// waits on one parent less, with one live parent more if that parent has results. A
+/// pending child with no parent left to finish runs if a parent is live and is skipped
+/// if none is, which releases its own children in turn. Returns the steps to run, by
+/// task and position; the skips are applied, and shift `tasks`' counters. Costs the
+/// edges of the steps that became done.
+async fn release<P: Primitives>(
     p: &mut P,
     tasks: &mut [Task],
     mut done: Vec<(TaskId, u32, bool)>,
@@ -1013,7 +1001,7 @@ fn decided_away(
 /// Reaches each step of `waits` (pending, or in error for an operator's retry): one
 /// whose signal was delivered already completes with its payload; the others wait,
 /// each with its timeout sent to orchestrators, due when the wait would end. Returns
-/// the steps that completed (task, position, live), for [`release_done`].
+/// the steps that completed (task, position, live), for [`release`].
 async fn begin_waits<P: Primitives>(
     p: &mut P,
     tasks: &mut [Task],
@@ -1079,7 +1067,7 @@ async fn begin_waits<P: Primitives>(
 /// counted in `enqueued` (by the index of the task in `tasks`). A source that is not
 /// an array, or one longer than `max_items`, fails the step; an empty one completes it
 /// with `[]`. Returns the steps that completed (task, position, live), for
-/// [`release_done`].
+/// [`release`].
 async fn expand<P: Primitives>(
     p: &mut P,
     tasks: &mut [Task],
@@ -1191,7 +1179,7 @@ async fn expand<P: Primitives>(
 }
 
 /// Completes a `for_each` step in progress with its instances' results, in item order
-/// (`[]` for none). Returns it (task, position, live), for [`release_done`].
+/// (`[]` for none). Returns it (task, position, live), for [`release`].
 async fn complete_fan_out<P: Primitives>(
     p: &mut P,
     tasks: &mut [Task],
@@ -1225,7 +1213,7 @@ type InstanceMove<'a> = (Move<'a>, u32, &'a str);
 /// their step's instances left, and the step completes with their results, in item
 /// order, when none is left; one that failed fails its step; an operator's resolution
 /// of a failed instance lets its step run on when no other instance is in error.
-/// Returns the steps that completed (task, position, live), for [`release_done`].
+/// Returns the steps that completed (task, position, live), for [`release`].
 async fn instances_settled<P: Primitives>(
     p: &mut P,
     tasks: &mut [Task],
@@ -1353,7 +1341,7 @@ pub(crate) async fn task_signal<P: Primitives>(
         .iter()
         .map(|s| (task_id, s.position, true))
         .collect();
-    let ready = release_done(p, std::slice::from_mut(&mut task), done, &[]).await?;
+    let ready = release(p, std::slice::from_mut(&mut task), done, &[]).await?;
     settle(p, &mut task, ready).await?;
     Ok(Signalled {
         completed: waiting.iter().map(|s| s.id).collect(),
@@ -1398,10 +1386,10 @@ async fn settle_all<P: Primitives>(
             reached.into_iter().partition(|s| s.wait.is_some());
         let mut done = begin_waits(p, tasks, &waits).await?;
         done.extend(expand(p, tasks, &fans, &mut enqueued).await?);
-        let released = release_done(p, tasks, done, &[]).await?;
+        let released = release(p, tasks, done, &[]).await?;
         ready.extend(released.into_iter().filter(|s| running(tasks, s)));
+        ready.sort_unstable_by_key(|c| (c.task_id, c.position));
     }
-    ready.sort_unstable_by_key(|c| (c.task_id, c.position));
     if !ready.is_empty() {
         let to = StepState::Pending.apply(StepEvent::Enqueue)?;
         let ids: Vec<(TaskId, StepId)> = ready.iter().map(|s| (s.task_id, s.id)).collect();

@@ -79,6 +79,8 @@ pub(crate) struct StepRow {
     pub wait: Option<String>,
     /// For an instance of a `for_each` step, that step's position.
     pub instance_of: Option<u32>,
+    /// A `for_each` step that has created its instances.
+    pub expanded: bool,
 }
 
 impl StepRow {

@@ -210,10 +210,11 @@ pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
 }
 
 /// `task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-/// wait_signal, instance_of`.
+/// wait_signal, instance_of, instances_left`.
 pub(crate) fn step_row(r: &impl Columns) -> StoreResult<StepRow> {
     Ok(StepRow {
         instance_of: r.opt_int(10)?.map(|p| p.clamp(0, u32::MAX.into()) as u32),
+        expanded: r.opt_int(11)?.is_some(),
         wait: r.opt_str(9)?.map(str::to_owned),
         task_id: TaskId(r.uuid(0)?),
         name: r.owned(1)?,

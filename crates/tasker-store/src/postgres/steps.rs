@@ -234,7 +234,7 @@ impl StepRows for PgTx<'_> {
             ($lock:literal) => {
                 concat!(
                     "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-                            wait_signal, instance_of, id
+                            wait_signal, instance_of, instances_left, id
                      FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
                     $lock
                 )
@@ -252,7 +252,7 @@ impl StepRows for PgTx<'_> {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(|r| Ok((StepId(r.uuid(11)?), step_row(r)?)))
+            .map(|r| Ok((StepId(r.uuid(12)?), step_row(r)?)))
             .collect()
     }
 

@@ -46,7 +46,7 @@ fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
     let mut s = conn
         .prepare_cached(
             "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-                    wait_signal, instance_of
+                    wait_signal, instance_of, instances_left
              FROM steps WHERE id = ?",
         )
         .map_err(db)?;
