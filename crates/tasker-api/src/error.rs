@@ -58,6 +58,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(_) => Self::not_found(message),
             StoreError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            StoreError::Invalid(_) => Self::bad_request("invalid_request", message),
             StoreError::IllegalTransition(_) => {
                 Self::new(StatusCode::CONFLICT, "illegal_transition", message)
             }

@@ -60,6 +60,7 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     };
+    let mut waiting = Vec::new();
     match engine.store().queue_depths().await {
         Ok(depths) => {
             out.push_str("# HELP tasker_queue_depth Messages waiting or in flight, by queue.\n");
@@ -73,11 +74,25 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
                 );
             }
             match engine.paused_queues().await {
-                Ok(paused) => paused_queues(&mut out, &depths, &paused),
+                Ok(paused) => {
+                    waiting.push(("paused_queue", paused_queues(&mut out, &depths, &paused)))
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot read paused queues for /metrics"),
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read queue depths for /metrics"),
+    }
+    match engine.store().tasks_held().await {
+        Ok(held) => {
+            waiting.push(("paused_template", held.paused_template));
+            waiting.push(("concurrency_key", held.concurrency_key));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read held tasks for /metrics"),
+    }
+    out.push_str("# HELP tasker_steps_waiting Steps held back, by why.\n");
+    out.push_str("# TYPE tasker_steps_waiting gauge\n");
+    for (reason, steps) in waiting {
+        let _ = writeln!(out, "tasker_steps_waiting{{reason=\"{reason}\"}} {steps}");
     }
     if let Some(rss) = resident_bytes() {
         gauge(
@@ -165,22 +180,16 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
     out
 }
 
-/// Which queues are paused, and the steps their pause holds back.
-fn paused_queues(out: &mut String, depths: &[QueueDepth], paused: &[String]) {
+/// Which queues are paused; returns the steps their pause holds back.
+fn paused_queues(out: &mut String, depths: &[QueueDepth], paused: &[String]) -> u64 {
     out.push_str("# HELP tasker_queue_paused 1 for a paused queue: it delivers nothing new.\n");
     out.push_str("# TYPE tasker_queue_paused gauge\n");
     for queue in paused {
         let _ = writeln!(out, "tasker_queue_paused{{queue=\"{}\"}} 1", escape(queue));
     }
-    let held: u64 = depths
+    depths
         .iter()
         .filter(|d| paused.contains(&d.queue))
         .map(|d| d.messages)
-        .sum();
-    out.push_str("# HELP tasker_steps_waiting Steps held back, by why.\n");
-    out.push_str("# TYPE tasker_steps_waiting gauge\n");
-    let _ = writeln!(
-        out,
-        "tasker_steps_waiting{{reason=\"paused_queue\"}} {held}"
-    );
+        .sum()
 }

@@ -848,6 +848,12 @@ async fn a_paused_queue_holds_its_steps_until_resumed() {
         task["state"], "pending",
         "held while its template is paused"
     );
+    let (_, metrics) = call(&s, "GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("tasker_steps_waiting{reason=\"paused_template\"} 2\n"),
+        "{metrics}"
+    );
     let (status, _) = call(&s, "POST", "/v1/templates/api/chain/resume", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(wait_final(&s, &held).await["state"], "complete");
@@ -868,6 +874,56 @@ async fn a_paused_queue_holds_its_steps_until_resumed() {
     );
     let (status, _) = call(&guarded, "GET", "/v1/queues", None, Some("r-secret")).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+const KEYED: &str = "namespace: api\nname: keyed\nversion: 1.0.0\n\
+    concurrency: {key: context.account, limit: 1}\n\
+    steps:\n  - {name: approve, wait_for: {signal: go, timeout: 1h}}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_key_holds_a_second_task_until_the_first_ends() {
+    let s = server(&[]).await;
+    register(&s, KEYED).await;
+    let (status, error) = call(
+        &s,
+        "POST",
+        "/v1/tasks",
+        Some(r#"{"namespace": "api", "name": "keyed", "context": {}}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("concurrency key `context.account` names nothing"),
+        "{error}"
+    );
+    let body = r#"{"namespace": "api", "name": "keyed", "context": {"account": "acme"}}"#;
+    let (_, first) = call(&s, "POST", "/v1/tasks", Some(body), None).await;
+    let first = first["task_id"].as_str().unwrap().to_owned();
+    wait_step(&s, &first, "approve", "waiting").await;
+    let (_, second) = call(&s, "POST", "/v1/tasks", Some(body), None).await;
+    let second = second["task_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, task) = call(&s, "GET", &format!("/v1/tasks/{second}"), None, None).await;
+    assert_eq!(
+        task["state"], "pending",
+        "the first holds the key's one slot"
+    );
+    assert_eq!(task["concurrency_key"], "acme");
+    let (_, metrics) = call(&s, "GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("tasker_steps_waiting{reason=\"concurrency_key\"} 1\n"),
+        "{metrics}"
+    );
+    let signal = format!("/v1/tasks/{first}/signals/go");
+    let (status, _) = call(&s, "POST", &signal, Some("{}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(wait_final(&s, &first).await["state"], "complete");
+    wait_step(&s, &second, "approve", "waiting").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,15 +95,20 @@ pub fn table(detail: &TaskDetail) -> String {
 pub fn held(detail: &TaskDetail, paused: &[String], templates: &[(String, String)]) -> String {
     let mut out = String::new();
     let t = &detail.task;
-    if t.state == TaskState::Pending
-        && templates
-            .iter()
-            .any(|(ns, name)| *ns == t.namespace && *name == t.name)
-    {
+    let paused_template = templates
+        .iter()
+        .any(|(ns, name)| *ns == t.namespace && *name == t.name);
+    if t.state == TaskState::Pending && paused_template {
         let key = format!("{}/{}", t.namespace, t.name);
         let _ = writeln!(
             out,
             "\nheld: template {key} is paused (tasker template resume {key})"
+        );
+    } else if let (TaskState::Pending, Some(key)) = (t.state, &t.concurrency_key) {
+        let _ = writeln!(
+            out,
+            "\nheld: concurrency key `{key}` of {}/{} is at its limit; the task starts when one of that key's tasks ends",
+            t.namespace, t.name
         );
     }
     for s in &detail.steps {
@@ -173,6 +178,7 @@ mod tests {
                 idempotency_key: None,
                 created_at: Timestamp::now(),
                 updated_at: Timestamp::now(),
+                concurrency_key: None,
             },
             steps: vec![
                 step("a", "held", StepState::Enqueued),
@@ -201,6 +207,17 @@ mod tests {
             held(&detail, &[], &paused),
             "",
             "a started task is not held"
+        );
+        let keyed = TaskDetail {
+            task: TaskRecord {
+                concurrency_key: Some("ada".into()),
+                ..pending.task.clone()
+            },
+            steps: Vec::new(),
+        };
+        assert_eq!(
+            held(&keyed, &[], &[]),
+            "\nheld: concurrency key `ada` of ns/t is at its limit; the task starts when one of that key's tasks ends\n"
         );
     }
 }

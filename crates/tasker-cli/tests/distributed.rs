@@ -7,7 +7,9 @@
 //! - `kill_9_orchestrator_*`: one orchestrator killed mid-run; the other finishes;
 //! - `chaos_*`: 1,000 tasks while processes are killed -9 (and restarted) and the
 //!   database drops their connections; every task completes, every step once;
-//! - `cli_*`: submit with an idempotency key, wait, retry, resolve, cancel, templates.
+//! - `cli_*`: submit with an idempotency key, wait, retry, resolve, cancel, templates;
+//! - `concurrency_*`: tasks of one concurrency key never overlap across processes, and
+//!   a worker killed -9 holding the slot frees it once its step is recovered.
 
 mod support;
 
@@ -184,6 +186,84 @@ async fn many_processes_complete_500_mixed_dags_each_step_once() {
 }
 
 const SLEEPY: &str = "namespace: crash\nname: sleepy\nversion: 1.0.0\nsteps:\n  - name: nap\n    handler: sleep\n    config: {ms: 1500}\n    timeout: 3s\n  - name: after\n    handler: sum\n    depends_on: [nap]\n";
+
+const KEYED: &str = "namespace: keyed\nname: per_account\nversion: 1.0.0\n\
+    concurrency: {key: context.account, limit: 1}\n\
+    steps:\n  - {name: work, handler: sleep, config: {ms: 200}, timeout: 5s}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_of_one_key_holds_across_processes_and_a_killed_holder_frees_it() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let _orchestrators = [
+        Proc::spawn(url, &["orchestrator"]),
+        Proc::spawn(url, &["orchestrator"]),
+    ];
+    let mut doomed = Proc::spawn(url, &["worker", "--grace", "1s"]);
+    let template = tasker_core::template::parse_template(KEYED, "keyed.yaml").unwrap();
+    let submitter = submitter(store.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let context = r#"{"account": "acme"}"#;
+        tasks.push(
+            submitter
+                .submit(&template, context, None)
+                .await
+                .unwrap()
+                .task_id,
+        );
+    }
+    let start = Instant::now();
+    loop {
+        let detail = store.task_get(tasks[0]).await.unwrap();
+        if detail.steps[0].state == StepState::InProgress {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill_9();
+    let _workers = [
+        Proc::spawn(url, &["worker", "--grace", "1s"]),
+        Proc::spawn(url, &["worker", "--grace", "1s"]),
+    ];
+    until_all_finished(&store, Duration::from_secs(120)).await;
+
+    for &task in &tasks {
+        let detail = store.task_get(task).await.unwrap();
+        assert_eq!(detail.task.state, TaskState::Complete);
+    }
+    // Each task's time in progress, as positions in the transitions' order: a task
+    // starts only after the commit that ended the one before it.
+    let spans: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT task_id::text,
+                min(id) FILTER (WHERE to_state = 'in_progress'),
+                max(id) FILTER (WHERE to_state = 'complete')
+         FROM tasker.transitions WHERE step_id IS NULL GROUP BY task_id ORDER BY 2",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(spans.len(), 10);
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].1 > pair[0].2,
+            "task {} started before task {} ended: {spans:?}",
+            pair[1].0,
+            pair[0].0
+        );
+    }
+    assert_eq!(
+        spans[0].0,
+        tasks[0].to_string(),
+        "the oldest started first and kept its slot through the kill"
+    );
+    let first = store.task_get(tasks[0]).await.unwrap();
+    assert_eq!(first.steps[0].attempts, 2, "its lost attempt counts");
+    assert_eq!(completion_counts(&store).await, (0, 10));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_worker_mid_step_runs_it_again_after_the_visibility_timeout() {

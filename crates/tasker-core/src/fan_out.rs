@@ -3,9 +3,9 @@
 //! on as written, never rebuilt — and the source without them, which is what its
 //! instances are given: each has its own item, and none carries every other one.
 
-use std::collections::HashMap;
-
 use serde_json::value::RawValue;
+
+use crate::json_path;
 
 /// The elements of the array at `path` (object keys; a number indexes an array) in
 /// `source`, or why there is none: named `what` (`context.items`, say) in the message.
@@ -14,17 +14,14 @@ pub fn items<'a>(
     path: &[&str],
     what: &str,
 ) -> Result<Vec<&'a RawValue>, String> {
-    let mut at = source;
-    for key in path {
-        at = child(at, key).ok_or_else(|| {
-            format!(
-                "for_each `{what}` names nothing: no `{key}` in {}",
-                kind(at)
-            )
-        })?;
-    }
-    serde_json::from_str(at.get())
-        .map_err(|_| format!("for_each `{what}` is not an array: it is {}", kind(at)))
+    let at = json_path::at(source, path)
+        .map_err(|why| format!("for_each `{what}` names nothing: {why}"))?;
+    serde_json::from_str(at.get()).map_err(|_| {
+        format!(
+            "for_each `{what}` is not an array: it is {}",
+            json_path::kind(at)
+        )
+    })
 }
 
 /// `source` with the value at `path` replaced by `null` (the whole source when the path
@@ -54,27 +51,6 @@ pub fn without(source: &RawValue, path: &[&str]) -> Box<RawValue> {
         _ => {}
     }
     serde_json::value::to_raw_value(&value).expect("a parsed value serializes")
-}
-
-/// The value under `key` of an object, or at index `key` of an array.
-fn child<'a>(value: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    if let Ok(object) = serde_json::from_str::<HashMap<String, &RawValue>>(value.get()) {
-        return object.get(key).copied();
-    }
-    let list: Vec<&RawValue> = serde_json::from_str(value.get()).ok()?;
-    list.get(key.parse::<usize>().ok()?).copied()
-}
-
-/// What kind of JSON value `value` is, for messages.
-fn kind(value: &RawValue) -> &'static str {
-    match value.get().trim_start().as_bytes().first() {
-        Some(b'{') => "an object",
-        Some(b'[') => "an array",
-        Some(b'"') => "a string",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        _ => "a number",
-    }
 }
 
 #[cfg(test)]

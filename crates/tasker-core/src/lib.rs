@@ -23,6 +23,7 @@ pub mod fan_out;
 pub mod file;
 pub mod id;
 pub mod intern;
+pub mod json_path;
 #[cfg(feature = "alloc-counter")]
 pub mod memory;
 pub mod message;

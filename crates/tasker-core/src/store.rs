@@ -32,6 +32,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A request that cannot be carried out as given (say, a context without the
+    /// template's concurrency key).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
     #[error("stored data is not valid: {0}")]
@@ -358,6 +362,17 @@ pub struct TaskRecord {
     pub idempotency_key: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The value of its template's concurrency key, for a template with `concurrency`.
+    pub concurrency_key: Option<String>,
+}
+
+/// Steps of pending tasks that wait for their task to start, by why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldSteps {
+    /// Of tasks whose template is paused.
+    pub paused_template: u64,
+    /// Of tasks that wait for a slot of their concurrency key (or are about to start).
+    pub concurrency_key: u64,
 }
 
 /// A step row.
@@ -701,6 +716,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The paused templates, as (namespace, name).
     fn template_paused(&self) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
+
+    /// The steps of pending tasks held back, by why: for metrics.
+    fn tasks_held(&self) -> impl Future<Output = StoreResult<HeldSteps>> + Send;
 
     /// Wake-ups for this process's readers.
     fn wakeups(&self) -> &Wakeups;

@@ -18,6 +18,9 @@ pub struct TaskView<'a> {
     state: &'a str,
     context: &'a RawValue,
     idempotency_key: Option<&'a str>,
+    /// The value of the template's concurrency key, for a template with `concurrency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency_key: Option<&'a str>,
     created_at: String,
     updated_at: String,
     steps: Vec<StepView<'a>>,
@@ -78,6 +81,7 @@ impl<'a> TaskView<'a> {
             state: t.state.as_str(),
             context: &t.context,
             idempotency_key: t.idempotency_key.as_deref(),
+            concurrency_key: t.concurrency_key.as_deref(),
             created_at: t.created_at.to_string(),
             updated_at: t.updated_at.to_string(),
             steps,

@@ -304,6 +304,7 @@ impl<S: Store> Engine<S> {
         template.check_context(&value)?;
         let context = RawValue::from_string(context.to_owned())
             .map_err(|e| EngineError::ContextJson(e.to_string()))?;
+        template.concurrency_value(&context)?;
         let definition = template.canonical_json();
         let known = self
             .shared

@@ -213,6 +213,10 @@ macro_rules! store_impl {
                 read!(self, |c| templates::paused(c))
             }
 
+            async fn tasks_held(&self) -> StoreResult<HeldSteps> {
+                read!(self, |c| tasks::held(c))
+            }
+
             fn wakeups(&self) -> &Wakeups {
                 &self.wakeups
             }

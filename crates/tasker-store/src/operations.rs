@@ -15,7 +15,8 @@ use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 
 use crate::primitives::{
-    EvalStep, InstanceView, Move, Outcome, Primitives, StepRow, TaskMove, Transition,
+    EvalStep, InstanceView, KeyGroup, LockedTask, Move, Outcome, Primitives, StepRow, TaskMove,
+    Transition,
 };
 
 pub(crate) async fn template_register<P: Primitives>(
@@ -63,6 +64,10 @@ pub(crate) async fn task_create<P: Primitives>(
             created: false,
         });
     }
+    let concurrency_key = params
+        .template
+        .concurrency_value(params.context)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
     ensure_queues(p, params.template).await?;
     let task_id = TaskId::new();
     p.task_insert(
@@ -70,6 +75,7 @@ pub(crate) async fn task_create<P: Primitives>(
         params.template,
         params.context,
         params.idempotency_key,
+        concurrency_key.as_deref(),
     )
     .await?;
     let created = Transition {
@@ -80,11 +86,7 @@ pub(crate) async fn task_create<P: Primitives>(
         reason: "created",
     };
     p.transition_append(created).await?;
-    let start = TaskStart {
-        task_id,
-        expire_wait: None,
-    };
-    p.queue_send(TASK_QUEUE, &start, Duration::ZERO).await?;
+    request_start(p, task_id).await?;
     Ok(TaskCreated {
         task_id,
         created: true,
@@ -113,18 +115,21 @@ struct Task {
     stored: Progress,
     /// Steps the transaction skipped.
     skipped: usize,
+    /// Whether it holds a slot of a concurrency key while in progress.
+    keyed: bool,
 }
 
 impl Task {
     /// A task as [`TaskRows::tasks_lock`](crate::primitives::TaskRows::tasks_lock)
     /// returned it.
-    fn locked((id, state, progress): (TaskId, TaskState, Progress)) -> Self {
+    fn locked(t: LockedTask) -> Self {
         Task {
-            id,
-            state,
-            progress,
-            stored: progress,
+            id: t.id,
+            state: t.state,
+            progress: t.progress,
+            stored: t.progress,
             skipped: 0,
+            keyed: t.keyed,
         }
     }
 
@@ -136,7 +141,7 @@ impl Task {
 /// Locks the tasks of `ids` (sorted, without repeats) in id order; every one must exist.
 async fn lock_tasks<P: Primitives>(p: &mut P, ids: &[TaskId]) -> StoreResult<Vec<Task>> {
     let rows = p.tasks_lock(ids).await?;
-    if let Some(missing) = ids.iter().find(|id| !rows.iter().any(|r| r.0 == **id)) {
+    if let Some(missing) = ids.iter().find(|id| !rows.iter().any(|r| r.id == **id)) {
         return Err(StoreError::NotFound(format!("task {missing}")));
     }
     Ok(rows.into_iter().map(Task::locked).collect())
@@ -289,15 +294,11 @@ async fn start_tasks<P: Primitives>(
     let locked = p.tasks_lock(&ids).await?;
     let mut tasks: Vec<Task> = locked
         .iter()
-        .filter(|(_, state, _)| *state == TaskState::Pending)
+        .filter(|t| t.state == TaskState::Pending)
         .map(|&row| Task::locked(row))
         .collect();
-    // A paused template's tasks stay pending; their requests go, and its resumption
-    // sends new ones.
     if !tasks.is_empty() {
-        let pending: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
-        let held = p.tasks_of_paused_templates(&pending).await?;
-        tasks.retain(|t| !held.contains(&t.id));
+        hold(p, &mut tasks).await?;
     }
     let starts: Vec<(usize, TaskEvent, &str)> = (0..tasks.len())
         .map(|i| (i, TaskEvent::Start, "started"))
@@ -310,7 +311,7 @@ async fn start_tasks<P: Primitives>(
         let roots = p.steps_unblocked(&started).await?;
         settle_all(p, &mut tasks, roots).await?
     };
-    let exists = |id: TaskId| locked.iter().find(|r| r.0 == id);
+    let exists = |id: TaskId| locked.iter().find(|r| r.id == id);
     let done: Vec<i64> = requests
         .iter()
         .filter(|r| exists(r.0).is_some())
@@ -334,11 +335,68 @@ async fn start_tasks<P: Primitives>(
                 None => TaskStarted {
                     started: false,
                     enqueued: 0,
-                    state: row.1,
+                    state: row.state,
                 },
             })
         })
         .collect())
+}
+
+/// Leaves pending, out of `tasks` (pending, about to start), those that must wait: a
+/// paused template's (its resumption requests their starts again) and those whose
+/// concurrency key has no free slot (a slot's release requests the start of the
+/// oldest). Under the lock of their key groups, only the oldest pending tasks of a
+/// group, one per free slot, start; one of those whose request is not in this batch
+/// (it was held before) is asked to start.
+async fn hold<P: Primitives>(p: &mut P, tasks: &mut Vec<Task>) -> StoreResult<()> {
+    let pending: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    let holds = p.tasks_held(&pending).await?;
+    if holds.is_empty() {
+        return Ok(());
+    }
+    tasks.retain(|t| !holds.iter().any(|h| h.task_id == t.id && h.paused));
+    let keyed: Vec<&crate::primitives::Hold> = holds
+        .iter()
+        .filter(|h| !h.paused && h.group.is_some())
+        .collect();
+    let mut groups: Vec<KeyGroup> = keyed.iter().filter_map(|h| h.group.clone()).collect();
+    if groups.is_empty() {
+        return Ok(());
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    p.groups_lock(&groups).await?;
+    let mut in_line = Vec::new();
+    for group in &groups {
+        in_line.extend(p.tasks_in_line(group).await?);
+    }
+    tasks.retain(|t| in_line.contains(&t.id) || !keyed.iter().any(|h| h.task_id == t.id));
+    for &task_id in in_line.iter().filter(|id| !pending.contains(id)) {
+        request_start(p, task_id).await?;
+    }
+    Ok(())
+}
+
+/// Asks the orchestrators to start a pending task; a request for a task that has
+/// started meanwhile is read and dropped.
+async fn request_start<P: Primitives>(p: &mut P, task_id: TaskId) -> StoreResult<()> {
+    let start = TaskStart {
+        task_id,
+        expire_wait: None,
+    };
+    p.queue_send(TASK_QUEUE, &start, Duration::ZERO).await?;
+    Ok(())
+}
+
+/// Requests the start of the tasks next in line for the slots that the ending of
+/// `ended` (tasks with a concurrency key, no longer in progress) frees.
+async fn release_slots<P: Primitives>(p: &mut P, ended: &[TaskId]) -> StoreResult<()> {
+    for group in p.tasks_groups(ended).await? {
+        for task_id in p.tasks_in_line(&group).await? {
+            request_start(p, task_id).await?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn template_pause<P: Primitives>(
@@ -350,11 +408,7 @@ pub(crate) async fn template_pause<P: Primitives>(
     let changed = p.template_set_paused(namespace, name, paused).await?;
     if changed && !paused {
         for task_id in p.tasks_pending_of(namespace, name).await? {
-            let start = TaskStart {
-                task_id,
-                expire_wait: None,
-            };
-            p.queue_send(TASK_QUEUE, &start, Duration::ZERO).await?;
+            request_start(p, task_id).await?;
         }
     }
     Ok(changed)
@@ -1490,8 +1544,15 @@ async fn move_tasks<P: Primitives>(
             _ => "a task of the batch changed while it was moved".into(),
         }));
     }
+    let mut ended = Vec::new();
     for (&(i, ..), m) in events.iter().zip(&moves) {
         tasks[i].state = m.to;
+        if tasks[i].keyed && m.from == TaskState::InProgress && m.to != TaskState::InProgress {
+            ended.push(m.task_id);
+        }
+    }
+    if !ended.is_empty() {
+        release_slots(p, &ended).await?;
     }
     Ok(())
 }

@@ -118,6 +118,35 @@ pub(crate) struct TaskMove<'a> {
     pub reason: &'a str,
 }
 
+/// A task as [`TaskRows::tasks_lock`] returns it, locked.
+#[derive(Clone, Copy)]
+pub(crate) struct LockedTask {
+    pub id: TaskId,
+    pub state: TaskState,
+    pub progress: Progress,
+    /// Whether it has a concurrency key: ending it frees a slot of that key.
+    pub keyed: bool,
+}
+
+/// The tasks of one template and one value of its concurrency key, of which at most
+/// `limit` are in progress at once.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct KeyGroup {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+    pub limit: u32,
+}
+
+/// Why a task of a start batch may have to stay pending.
+pub(crate) struct Hold {
+    pub task_id: TaskId,
+    /// Its template is paused.
+    pub paused: bool,
+    /// Its concurrency key, if it has one.
+    pub group: Option<KeyGroup>,
+}
+
 /// The outcome columns written with a step's new state.
 pub(crate) struct Outcome<'a> {
     /// Replaces the results when set.
@@ -183,12 +212,6 @@ pub(crate) trait TemplateRows {
         paused: bool,
     ) -> impl Future<Output = StoreResult<bool>>;
 
-    /// The tasks of `tasks` whose template is paused.
-    fn tasks_of_paused_templates(
-        &mut self,
-        tasks: &[TaskId],
-    ) -> impl Future<Output = StoreResult<Vec<TaskId>>>;
-
     /// The pending tasks of the template `namespace/name`, every version.
     fn tasks_pending_of(
         &mut self,
@@ -212,7 +235,25 @@ pub(crate) trait TaskRows {
     fn tasks_lock(
         &mut self,
         tasks: &[TaskId],
-    ) -> impl Future<Output = StoreResult<Vec<(TaskId, TaskState, Progress)>>>;
+    ) -> impl Future<Output = StoreResult<Vec<LockedTask>>>;
+
+    /// The tasks of `tasks` whose template is paused or that have a concurrency key
+    /// (the others may start at once).
+    fn tasks_held(&mut self, tasks: &[TaskId]) -> impl Future<Output = StoreResult<Vec<Hold>>>;
+
+    /// The key groups of the tasks of `tasks` that have one, without repeats.
+    fn tasks_groups(
+        &mut self,
+        tasks: &[TaskId],
+    ) -> impl Future<Output = StoreResult<Vec<KeyGroup>>>;
+
+    /// Serializes the transaction with every other that starts tasks of these groups
+    /// (sorted, without repeats), until it ends.
+    fn groups_lock(&mut self, groups: &[KeyGroup]) -> impl Future<Output = StoreResult<()>>;
+
+    /// The oldest pending tasks of `group`, as many as it has free slots.
+    fn tasks_in_line(&mut self, group: &KeyGroup)
+    -> impl Future<Output = StoreResult<Vec<TaskId>>>;
 
     /// Writes each task's counters.
     fn tasks_set_progress(
@@ -222,13 +263,14 @@ pub(crate) trait TaskRows {
 
     fn task_by_key(&mut self, key: &str) -> impl Future<Output = StoreResult<Option<TaskId>>>;
 
-    /// Inserts a pending task with its steps, edges and counters.
+    /// Inserts a pending task with its steps, edges, counters and concurrency key.
     fn task_insert(
         &mut self,
         task_id: TaskId,
         template: &TaskTemplate,
         context: &RawValue,
         idempotency_key: Option<&str>,
+        concurrency_key: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>>;
 
     /// Moves each task of `moves`, recording why.

@@ -55,7 +55,7 @@ fn null(i: usize) -> StoreError {
 }
 
 /// `id, namespace, name, version, state, context, idempotency_key, created_at,
-/// updated_at`.
+/// updated_at, concurrency_key`.
 pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
     Ok(TaskRecord {
         id: TaskId(r.uuid(0)?),
@@ -67,6 +67,7 @@ pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
         idempotency_key: r.opt_str(6)?.map(str::to_owned),
         created_at: Timestamp(r.int(7)?),
         updated_at: Timestamp(r.int(8)?),
+        concurrency_key: r.opt_str(9)?.map(str::to_owned),
     })
 }
 
@@ -379,6 +380,7 @@ mod tests {
             None,
             created,
             Some("2"),
+            None,
         ])
     }
 

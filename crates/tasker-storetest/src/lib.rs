@@ -74,6 +74,7 @@ macro_rules! conformance_tests {
             prune_removes_old_finished_tasks_in_batches,
             a_paused_queue_delivers_nothing_until_resumed,
             a_paused_templates_tasks_wait_until_it_is_resumed,
+            a_concurrency_key_holds_tasks_beyond_its_limit,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [
             linear_passes_values_along_the_chain,
@@ -106,6 +107,7 @@ macro_rules! conformance_tests {
             cancel_succeeds_while_workers_are_busy,
             a_busy_queue_does_not_starve_another,
             pausing_a_queue_holds_its_steps_until_resumed,
+            tasks_of_one_concurrency_key_never_overlap,
         ]);
         $crate::conformance_tests!(@cases $fresh, signal_cases: [
             a_signal_completes_the_step_that_waits_for_it,

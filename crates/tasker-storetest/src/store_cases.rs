@@ -1228,3 +1228,85 @@ pub async fn a_paused_templates_tasks_wait_until_it_is_resumed<S: Store>(store: 
         assert_eq!(d.detail(id).await.task.state, TaskState::Complete);
     }
 }
+
+pub async fn a_concurrency_key_holds_tasks_beyond_its_limit<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let keyed = template(
+        "namespace: conf\nname: keyed_t\nversion: 1.0.0\n\
+         concurrency: {key: context.customer, limit: 1}\n\
+         steps:\n  - {name: a, handler: noop, queue: conf_keyed}\n",
+    );
+    let customer = |c: &str| format!(r#"{{"customer": "{c}"}}"#);
+    let first = d.create(&keyed, &customer("ada")).await;
+    let second = d.create(&keyed, &customer("ada")).await;
+    let other = d.create(&keyed, &customer("bob")).await;
+    let third = d.create(&keyed, &customer("ada")).await;
+    assert_eq!(
+        d.detail(first).await.task.concurrency_key.as_deref(),
+        Some("ada")
+    );
+    assert_eq!(d.start_tasks().await, 2, "one task per key starts");
+    let state = |id| {
+        let d = &d;
+        async move { d.detail(id).await.task.state }
+    };
+    assert_eq!(state(first).await, TaskState::InProgress);
+    assert_eq!(state(other).await, TaskState::InProgress);
+    assert_eq!(state(second).await, TaskState::Pending);
+    assert_eq!(state(third).await, TaskState::Pending);
+    assert_eq!(
+        d.start_tasks().await,
+        0,
+        "no request is left for the held tasks"
+    );
+
+    assert_eq!(d.run_queue("conf_keyed").await.len(), 2);
+    assert_eq!(state(first).await, TaskState::Complete);
+    assert_eq!(
+        d.start_tasks().await,
+        1,
+        "the end of the first frees its slot"
+    );
+    assert_eq!(state(second).await, TaskState::InProgress, "oldest first");
+    assert_eq!(state(third).await, TaskState::Pending);
+
+    store.task_cancel(second, "test").await.unwrap();
+    assert_eq!(d.start_tasks().await, 1, "a cancel frees the slot too");
+    assert_eq!(state(third).await, TaskState::InProgress);
+    // The cancelled task's message is read and skipped first.
+    let c = loop {
+        let c = d.claim("conf_keyed").await.expect("the third task's step");
+        if matches!(c.start, StepStart::Run(_)) {
+            break c;
+        }
+    };
+    d.finish(&c, StepOutcome::Failed { error: "no" }).await;
+    assert_eq!(state(third).await, TaskState::Error);
+    let fourth = d.create(&keyed, &customer("ada")).await;
+    assert_eq!(d.start_tasks().await, 1, "a task in error holds no slot");
+    assert_eq!(state(fourth).await, TaskState::InProgress);
+
+    let two = template(
+        "namespace: conf\nname: keyed_two\nversion: 1.0.0\n\
+         concurrency: {key: context.customer, limit: 2}\n\
+         steps:\n  - {name: a, handler: noop, queue: conf_keyed}\n",
+    );
+    for _ in 0..3 {
+        d.create(&two, &customer("ada")).await;
+    }
+    assert_eq!(d.start_tasks().await, 2, "a limit of two starts two");
+
+    let context = raw("{}");
+    let missing = store
+        .task_create(TaskCreateParams {
+            template: &keyed,
+            context: &context,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, StoreError::Invalid(why) if why.contains("concurrency key `context.customer` names nothing")),
+        "{missing}"
+    );
+}

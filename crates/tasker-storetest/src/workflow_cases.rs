@@ -892,6 +892,53 @@ pub async fn an_orchestrator_prunes_tasks_past_their_retention<S: Store>(store: 
     running.shutdown().await;
 }
 
+/// Tasks of one concurrency key run at most `limit` at a time, though the worker has
+/// slots for more; every task completes.
+pub async fn tasks_of_one_concurrency_key_never_overlap<S: Store>(store: Arc<S>) {
+    for limit in [1, 2] {
+        let peak = Arc::new(AtomicUsize::new(0));
+        let gauge = Gauge {
+            now: Arc::new(AtomicUsize::new(0)),
+            peak: peak.clone(),
+        };
+        let engine = engine(store.clone(), 4, |r| {
+            r.register("gauge", gauge);
+        });
+        let running = engine.start();
+        let t = template(&format!(
+            "namespace: conf\nname: keyed_{limit}\nversion: 1.0.0\n\
+             concurrency: {{key: context.account.id, limit: {limit}}}\n\
+             steps:\n  - {{name: work, handler: gauge}}\n"
+        ));
+        let mut ids = Vec::new();
+        for _ in 0..6 {
+            let context = r#"{"account": {"id": 7}}"#;
+            ids.push(engine.submit(&t, context, None).await.unwrap().task_id);
+        }
+        let refused = engine.submit(&t, r#"{"account": {}}"#, None).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e
+                .to_string()
+                .contains("concurrency key `context.account.id` names nothing")),
+            "{refused:?}"
+        );
+        for id in ids {
+            let detail = tokio::time::timeout(Duration::from_secs(60), engine.wait(id, |_| {}))
+                .await
+                .expect("the tasks finish")
+                .unwrap();
+            assert_eq!(detail.task.state, TaskState::Complete);
+            assert_eq!(detail.task.concurrency_key.as_deref(), Some("7"));
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert_eq!(
+            peak, limit,
+            "tasks of one key running at once, limit {limit}"
+        );
+        running.shutdown().await;
+    }
+}
+
 /// Running workers take nothing from a paused queue; resuming wakes them.
 pub async fn pausing_a_queue_holds_its_steps_until_resumed<S: Store>(store: Arc<S>) {
     let t = template(

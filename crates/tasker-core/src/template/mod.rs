@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::backoff::RetryPolicy;
 use crate::duration::serde_human;
+use crate::json_path;
 
 pub use error::{ContextError, TemplateError, TemplateErrors};
 
@@ -35,7 +37,18 @@ pub struct TaskTemplate {
     pub description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_schema: Option<ContextSchema>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
     pub steps: Vec<StepTemplate>,
+}
+
+/// At most `limit` tasks of a template with the same value at `key` (`context.<path>`)
+/// are in progress at once; the others stay pending and start, oldest first, as slots
+/// free.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Concurrency {
+    pub key: String,
+    pub limit: u32,
 }
 
 /// One step of a template, with its defaults resolved.
@@ -201,6 +214,31 @@ impl TaskTemplate {
             }
         }
         edges
+    }
+
+    /// The value of the task's concurrency key in `context` as text (a string as
+    /// itself, a number or boolean as written); `None` for a template without
+    /// `concurrency`. A key that names nothing, or an object, array or null, is refused.
+    pub fn concurrency_value(&self, context: &RawValue) -> Result<Option<String>, ContextError> {
+        let Some(c) = &self.concurrency else {
+            return Ok(None);
+        };
+        let path: Vec<&str> = c.key.split('.').skip(1).collect();
+        let refuse = |why: String| ContextError {
+            template: self.key().to_string(),
+            problems: vec![format!("concurrency key `{}` {why}", c.key)],
+        };
+        let value =
+            json_path::at(context, &path).map_err(|e| refuse(format!("names nothing: {e}")))?;
+        match json_path::kind(value) {
+            "a string" => serde_json::from_str(value.get())
+                .map(Some)
+                .map_err(|e| refuse(e.to_string())),
+            "a number" | "a boolean" => Ok(Some(value.get().trim().to_owned())),
+            other => Err(refuse(format!(
+                "is {other}: it must be a string, a number or a boolean"
+            ))),
+        }
     }
 
     /// Checks a submitted context against the template's `context_schema`, if any.

@@ -29,8 +29,19 @@ pub(super) struct RawTemplate {
     pub retry: Option<RawRetry>,
     #[serde(default, with = "serde_human_opt")]
     pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_mapping")]
+    pub concurrency: Option<RawConcurrency>,
     #[serde(default, deserialize_with = "mappings")]
     pub steps: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConcurrency {
+    #[serde(deserialize_with = "text")]
+    pub key: String,
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
 
 #[derive(Deserialize)]

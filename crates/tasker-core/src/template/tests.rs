@@ -432,3 +432,88 @@ fn a_fan_out_reads_from_the_context_or_a_parent_and_is_bounded() {
         ]
     );
 }
+
+#[test]
+fn a_concurrency_key_is_read_from_the_context_as_text() {
+    let yaml = "namespace: demo\nname: t\nversion: 1.0.0\n\
+                concurrency: {key: context.customer.id, limit: 2}\n\
+                steps:\n  - {name: a, handler: noop}\n";
+    let t = parse_template(yaml, "t.yaml").unwrap();
+    assert_eq!(
+        t.concurrency,
+        Some(Concurrency {
+            key: "context.customer.id".into(),
+            limit: 2
+        })
+    );
+    let value = |context: &str| {
+        let raw = RawValue::from_string(context.to_owned()).unwrap();
+        t.concurrency_value(&raw)
+    };
+    assert_eq!(
+        value(r#"{"customer": {"id": "ada"}}"#).unwrap().as_deref(),
+        Some("ada")
+    );
+    assert_eq!(
+        value(r#"{"customer": {"id": 42}}"#).unwrap().as_deref(),
+        Some("42")
+    );
+    assert_eq!(
+        value(r#"{"customer": {}}"#).unwrap_err().problems,
+        ["concurrency key `context.customer.id` names nothing: no `id` in an object"]
+    );
+    assert_eq!(
+        value(r#"{"customer": {"id": null}}"#).unwrap_err().problems,
+        [
+            "concurrency key `context.customer.id` is null: it must be a string, a number or a boolean"
+        ]
+    );
+    let canonical = t.canonical_json();
+    assert!(
+        canonical.contains(r#""concurrency":{"key":"context.customer.id","limit":2}"#),
+        "{canonical}"
+    );
+    assert_eq!(
+        parse_template(&canonical, "stored").unwrap().concurrency,
+        t.concurrency
+    );
+    let plain = parse_template(&with_steps("  - {name: a, handler: noop}\n"), "t.yaml").unwrap();
+    assert!(!plain.canonical_json().contains("concurrency"));
+    assert_eq!(
+        plain
+            .concurrency_value(&RawValue::from_string("{}".into()).unwrap())
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn a_concurrency_key_is_a_context_path_with_a_limit() {
+    let bad = |c: &str| {
+        errors(&format!(
+            "namespace: demo\nname: t\nversion: 1.0.0\nconcurrency: {c}\nsteps:\n  - {{name: a, handler: noop}}\n"
+        ))
+    };
+    assert_eq!(
+        bad("{key: customer_id, limit: 1}"),
+        [
+            "t.yaml:4:1: concurrency key `customer_id` must be a path into the task's context, `context.<path>` (e.g. `context.customer_id`)"
+        ]
+    );
+    assert_eq!(
+        bad("{key: 'context..id', limit: 1}"),
+        ["t.yaml:4:1: concurrency key `context..id`: the path has an empty key"]
+    );
+    assert_eq!(
+        bad("{key: context.id}"),
+        [
+            "t.yaml:4:1: concurrency needs a limit: how many tasks of one key may run at once, e.g. `limit: 1`"
+        ]
+    );
+    assert_eq!(
+        bad("{key: context.id, limit: 0}"),
+        ["t.yaml:4:1: concurrency limit must be between 1 and 10000, got 0"]
+    );
+    let unknown = bad("{key: context.id, limit: 1, per: 3}");
+    assert!(unknown[0].contains("unknown field `per`"), "{unknown:?}");
+}

@@ -2,16 +2,19 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::raw::{RawRetry, RawStep, RawTemplate, RawWait};
+use super::raw::{RawConcurrency, RawRetry, RawStep, RawTemplate, RawWait};
 use super::{
-    ContextSchema, DEFAULT_MAX_ITEMS, DEFAULT_TIMEOUT, ForEach, StepTemplate, TaskTemplate,
-    TemplateError, TemplateErrors, WaitFor,
+    Concurrency, ContextSchema, DEFAULT_MAX_ITEMS, DEFAULT_TIMEOUT, ForEach, StepTemplate,
+    TaskTemplate, TemplateError, TemplateErrors, WaitFor,
 };
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::names;
 
 /// Limits on retry settings; beyond them a value is almost surely a typo.
 const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+
+/// The most tasks of one concurrency key a template may let run at once.
+const CONCURRENCY_LIMIT: u32 = 10_000;
 
 /// The most instances a `for_each` step may be allowed: one task's rows stay in the
 /// hundreds of thousands.
@@ -140,6 +143,9 @@ pub(super) fn validate(
         p.field("timeout", "timeout must be longer than 0ms".into());
     }
 
+    if let Some(c) = &raw.concurrency {
+        check_concurrency(&mut p, c);
+    }
     if raw.steps.is_empty() {
         p.field("steps", "the template has no steps".into());
     }
@@ -285,8 +291,43 @@ pub(super) fn validate(
         version: raw.version,
         description: raw.description,
         context_schema,
+        concurrency: raw.concurrency.map(|c| Concurrency {
+            key: c.key,
+            limit: c.limit.unwrap_or_default(),
+        }),
         steps,
     })
+}
+
+/// A concurrency key is a path into the context, and its limit is set and sensible.
+fn check_concurrency(p: &mut Problems, c: &RawConcurrency) {
+    let mut parts = c.key.split('.');
+    if parts.next() != Some("context") || c.key == "context" {
+        p.field(
+            "concurrency",
+            format!(
+                "concurrency key `{}` must be a path into the task's context, `context.<path>` (e.g. `context.customer_id`)",
+                c.key
+            ),
+        );
+    } else if parts.any(str::is_empty) {
+        p.field(
+            "concurrency",
+            format!("concurrency key `{}`: the path has an empty key", c.key),
+        );
+    }
+    match c.limit {
+        None => p.field(
+            "concurrency",
+            "concurrency needs a limit: how many tasks of one key may run at once, e.g. `limit: 1`"
+                .into(),
+        ),
+        Some(n) if n == 0 || n > CONCURRENCY_LIMIT => p.field(
+            "concurrency",
+            format!("concurrency limit must be between 1 and {CONCURRENCY_LIMIT}, got {n}"),
+        ),
+        Some(_) => {}
+    }
 }
 
 /// A step that waits for a signal: a valid signal name and timeout, and none of the

@@ -3,13 +3,12 @@
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::readiness::Progress;
-use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db, steps};
-use crate::primitives::{TaskMove, TaskRows};
+use crate::primitives::{Hold, KeyGroup, LockedTask, TaskMove, TaskRows};
 use crate::rows::{
     counters, decides_column, for_each_column, parent_counts, parse, task_progress, task_record,
 };
@@ -67,21 +66,34 @@ pub(crate) async fn list_unfinished(conn: &mut Conn) -> StoreResult<Vec<TaskId>>
     Ok(ids.into_iter().map(TaskId).collect())
 }
 
+pub(crate) async fn held(conn: &mut Conn) -> StoreResult<HeldSteps> {
+    let (paused, keyed): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(t.step_count) FILTER (WHERE p.name IS NOT NULL), 0)::bigint,
+                coalesce(sum(t.step_count) FILTER (WHERE p.name IS NULL AND t.concurrency_key IS NOT NULL), 0)::bigint
+         FROM tasker.tasks t
+         LEFT JOIN tasker.paused_templates p ON p.namespace = t.namespace AND p.name = t.name
+         WHERE t.state = 'pending'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(HeldSteps {
+        paused_template: paused.max(0) as u64,
+        concurrency_key: keyed.max(0) as u64,
+    })
+}
+
 /// The columns of [`task_record`].
-const TASK_COLUMNS: &str =
-    "id, namespace, name, version, state, context::text, idempotency_key, created_at, updated_at";
+const TASK_COLUMNS: &str = "id, namespace, name, version, state, context::text, idempotency_key, created_at, updated_at, concurrency_key";
 
 impl TaskRows for PgTx<'_> {
     /// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that
     /// serialize every change to one task.
-    async fn tasks_lock(
-        &mut self,
-        tasks: &[TaskId],
-    ) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
+    async fn tasks_lock(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<LockedTask>> {
         let conn = &mut *self.conn;
         let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
-        let rows: Vec<(uuid::Uuid, String, i32, i32)> = sqlx::query_as(
-            "SELECT id, state, steps_left, steps_active FROM tasker.tasks
+        let rows: Vec<(uuid::Uuid, String, i32, i32, bool)> = sqlx::query_as(
+            "SELECT id, state, steps_left, steps_active, concurrency_key IS NOT NULL FROM tasker.tasks
              WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind(&ids)
@@ -89,14 +101,109 @@ impl TaskRows for PgTx<'_> {
         .await
         .map_err(db)?;
         rows.into_iter()
-            .map(|(id, state, left, active)| {
-                Ok((
-                    TaskId(id),
-                    parse(&state)?,
-                    counters(left.into(), active.into()),
-                ))
+            .map(|(id, state, left, active, keyed)| {
+                Ok(LockedTask {
+                    id: TaskId(id),
+                    state: parse(&state)?,
+                    progress: counters(left.into(), active.into()),
+                    keyed,
+                })
             })
             .collect()
+    }
+
+    async fn tasks_held(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<Hold>> {
+        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
+        type Row = (
+            uuid::Uuid,
+            bool,
+            String,
+            String,
+            Option<String>,
+            Option<i32>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT t.id, p.name IS NOT NULL, t.namespace, t.name, t.concurrency_key, t.concurrency_limit
+             FROM tasker.tasks t
+             LEFT JOIN tasker.paused_templates p ON p.namespace = t.namespace AND p.name = t.name
+             WHERE t.id = ANY($1) AND (p.name IS NOT NULL OR t.concurrency_key IS NOT NULL)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, paused, namespace, name, key, limit)| Hold {
+                task_id: TaskId(id),
+                paused,
+                group: key.map(|key| KeyGroup {
+                    namespace,
+                    name,
+                    key,
+                    limit: limit.unwrap_or(1).max(0) as u32,
+                }),
+            })
+            .collect())
+    }
+
+    async fn tasks_groups(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<KeyGroup>> {
+        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
+        let rows: Vec<(String, String, String, i32)> = sqlx::query_as(
+            "SELECT DISTINCT namespace, name, concurrency_key, concurrency_limit FROM tasker.tasks
+             WHERE id = ANY($1) AND concurrency_key IS NOT NULL",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|(namespace, name, key, limit)| KeyGroup {
+                namespace,
+                name,
+                key,
+                limit: limit.max(0) as u32,
+            })
+            .collect())
+    }
+
+    /// A transaction-scoped advisory lock per group, taken in the order given: a
+    /// group with no row of its own still has one lock for every process.
+    async fn groups_lock(&mut self, groups: &[KeyGroup]) -> StoreResult<()> {
+        let keys: Vec<String> = groups
+            .iter()
+            .map(|g| format!("{}/{}\u{1f}{}", g.namespace, g.name, g.key))
+            .collect();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(h)
+             FROM (SELECT hashtextextended(k, 7) AS h FROM UNNEST($1::text[]) WITH ORDINALITY AS u(k, n)
+                   ORDER BY n) AS ordered",
+        )
+        .bind(&keys)
+        .execute(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn tasks_in_line(&mut self, g: &KeyGroup) -> StoreResult<Vec<TaskId>> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM tasker.tasks
+             WHERE namespace = $1 AND name = $2 AND concurrency_key = $3 AND state = 'pending'
+             ORDER BY id
+             LIMIT greatest(0, $4 - (SELECT count(*) FROM tasker.tasks
+                                     WHERE namespace = $1 AND name = $2 AND concurrency_key = $3
+                                       AND state = 'in_progress'))",
+        )
+        .bind(&g.namespace)
+        .bind(&g.name)
+        .bind(&g.key)
+        .bind(g.limit as i64)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(db)?;
+        Ok(ids.into_iter().map(TaskId).collect())
     }
 
     async fn tasks_set_progress(&mut self, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
@@ -135,13 +242,17 @@ impl TaskRows for PgTx<'_> {
         t: &TaskTemplate,
         context: &RawValue,
         key: Option<&str>,
+        concurrency_key: Option<&str>,
     ) -> StoreResult<()> {
         let conn = &mut *self.conn;
         let now = self.now;
+        let limit = concurrency_key
+            .and(t.concurrency.as_ref())
+            .map(|c| c.limit as i32);
         sqlx::query(
             "INSERT INTO tasker.tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
-                                       step_count, steps_left, steps_active)
-             VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0)",
+                                       step_count, steps_left, steps_active, concurrency_key, concurrency_limit)
+             VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0, $9, $10)",
         )
         .bind(task_id.0)
         .bind(&t.namespace)
@@ -151,6 +262,8 @@ impl TaskRows for PgTx<'_> {
         .bind(key)
         .bind(now.0)
         .bind(t.steps.len() as i32)
+        .bind(concurrency_key)
+        .bind(limit)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

@@ -61,20 +61,6 @@ impl TemplateRows for PgTx<'_> {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn tasks_of_paused_templates(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<TaskId>> {
-        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
-        let held: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT t.id FROM tasker.tasks t
-             JOIN tasker.paused_templates p ON p.namespace = t.namespace AND p.name = t.name
-             WHERE t.id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *self.conn)
-        .await
-        .map_err(db)?;
-        Ok(held.into_iter().map(TaskId).collect())
-    }
-
     async fn tasks_pending_of(&mut self, namespace: &str, name: &str) -> StoreResult<Vec<TaskId>> {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
             "SELECT id FROM tasker.tasks WHERE namespace = $1 AND name = $2 AND state = 'pending'

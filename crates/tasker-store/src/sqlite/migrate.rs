@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "paused templates",
         include_str!("../../migrations/sqlite/0008_paused_templates.sql"),
     ),
+    (
+        9,
+        "concurrency",
+        include_str!("../../migrations/sqlite/0009_concurrency.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

@@ -8,13 +8,12 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::readiness::Progress;
-use tasker_core::state::TaskState;
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, SqliteTx, db, decode_all, steps, transitions};
-use crate::primitives::{TaskMove, TaskRows, Transition};
+use crate::primitives::{Hold, KeyGroup, LockedTask, TaskMove, TaskRows, Transition};
 use crate::rows::{
     counters, decides_column, for_each_column, parent_counts, parse, task_progress, task_record,
 };
@@ -74,34 +73,146 @@ pub(crate) fn list_unfinished(conn: &Conn) -> StoreResult<Vec<TaskId>> {
     rows.map(|r| r.map_err(db)).collect()
 }
 
+pub(crate) fn held(conn: &Conn) -> StoreResult<HeldSteps> {
+    let (paused, keyed): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(CASE WHEN p.name IS NOT NULL THEN t.step_count END), 0),
+                    coalesce(sum(CASE WHEN p.name IS NULL AND t.concurrency_key IS NOT NULL THEN t.step_count END), 0)
+             FROM tasks t
+             LEFT JOIN paused_templates p ON p.namespace = t.namespace AND p.name = t.name
+             WHERE t.state = 'pending'",
+        )
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(db)?;
+    Ok(HeldSteps {
+        paused_template: paused.max(0) as u64,
+        concurrency_key: keyed.max(0) as u64,
+    })
+}
+
 /// The columns of [`task_record`].
-const TASK_COLUMNS: &str =
-    "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at";
+const TASK_COLUMNS: &str = "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at, concurrency_key";
+
+/// A key group from its columns; `None` for a task without a concurrency key.
+fn group(
+    namespace: String,
+    name: String,
+    key: Option<String>,
+    limit: Option<u32>,
+) -> Option<KeyGroup> {
+    Some(KeyGroup {
+        namespace,
+        name,
+        key: key?,
+        limit: limit.unwrap_or(1),
+    })
+}
 
 impl TaskRows for SqliteTx<'_> {
     /// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
-    async fn tasks_lock(
-        &mut self,
-        tasks: &[TaskId],
-    ) -> StoreResult<Vec<(TaskId, TaskState, Progress)>> {
+    async fn tasks_lock(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<LockedTask>> {
         let conn = self.conn;
         let mut ids = tasks.to_vec();
         ids.sort_unstable();
         ids.dedup();
         let mut s = conn
-            .prepare_cached("SELECT state, steps_left, steps_active FROM tasks WHERE id = ?")
+            .prepare_cached(
+                "SELECT state, steps_left, steps_active, concurrency_key IS NOT NULL FROM tasks WHERE id = ?",
+            )
             .map_err(db)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let row: Option<(String, i64, i64)> = s
-                .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            let row: Option<(String, i64, i64, bool)> = s
+                .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()
                 .map_err(db)?;
-            if let Some((state, left, active)) = row {
-                out.push((id, parse(&state)?, counters(left, active)));
+            if let Some((state, left, active, keyed)) = row {
+                out.push(LockedTask {
+                    id,
+                    state: parse(&state)?,
+                    progress: counters(left, active),
+                    keyed,
+                });
             }
         }
         Ok(out)
+    }
+
+    async fn tasks_held(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<Hold>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT p.name IS NOT NULL, t.namespace, t.name, t.concurrency_key, t.concurrency_limit
+                 FROM tasks t
+                 LEFT JOIN paused_templates p ON p.namespace = t.namespace AND p.name = t.name
+                 WHERE t.id = ? AND (p.name IS NOT NULL OR t.concurrency_key IS NOT NULL)",
+            )
+            .map_err(db)?;
+        let mut held = Vec::new();
+        for &task_id in tasks {
+            let row = s
+                .query_row([task_id.0], |r| {
+                    Ok(Hold {
+                        task_id,
+                        paused: r.get(0)?,
+                        group: group(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+                    })
+                })
+                .optional()
+                .map_err(db)?;
+            held.extend(row);
+        }
+        Ok(held)
+    }
+
+    async fn tasks_groups(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<KeyGroup>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT namespace, name, concurrency_key, concurrency_limit FROM tasks
+                 WHERE id = ? AND concurrency_key IS NOT NULL",
+            )
+            .map_err(db)?;
+        let mut groups = Vec::new();
+        for &task_id in tasks {
+            let row = s
+                .query_row([task_id.0], |r| {
+                    Ok(group(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
+                .map_err(db)?;
+            if let Some(Some(g)) = row
+                && !groups.contains(&g)
+            {
+                groups.push(g);
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Nothing to take: the embedded store has one writer at a time.
+    async fn groups_lock(&mut self, _groups: &[KeyGroup]) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn tasks_in_line(&mut self, g: &KeyGroup) -> StoreResult<Vec<TaskId>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM tasks
+                 WHERE namespace = ?1 AND name = ?2 AND concurrency_key = ?3 AND state = 'pending'
+                 ORDER BY id
+                 LIMIT max(0, ?4 - (SELECT count(*) FROM tasks
+                                    WHERE namespace = ?1 AND name = ?2 AND concurrency_key = ?3
+                                      AND state = 'in_progress'))",
+            )
+            .map_err(db)?;
+        let rows = s
+            .query_map(params![g.namespace, g.name, g.key, g.limit], |r| {
+                Ok(TaskId(r.get(0)?))
+            })
+            .map_err(db)?;
+        rows.map(|r| r.map_err(db)).collect()
     }
 
     async fn tasks_set_progress(&mut self, tasks: &[(TaskId, Progress)]) -> StoreResult<()> {
@@ -130,14 +241,16 @@ impl TaskRows for SqliteTx<'_> {
         t: &TaskTemplate,
         context: &RawValue,
         key: Option<&str>,
+        concurrency_key: Option<&str>,
     ) -> StoreResult<()> {
         let conn = self.conn;
         let now = self.now;
         let steps = t.steps.len() as i64;
+        let limit = concurrency_key.and(t.concurrency.as_ref()).map(|c| c.limit);
         conn.prepare_cached(
             "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
-                                step_count, steps_left, steps_active)
-             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0)",
+                                step_count, steps_left, steps_active, concurrency_key, concurrency_limit)
+             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0, ?, ?)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -150,7 +263,9 @@ impl TaskRows for SqliteTx<'_> {
                 now.0,
                 now.0,
                 steps,
-                steps
+                steps,
+                concurrency_key,
+                limit
             ])
         })
         .map_err(db)?;

@@ -71,24 +71,6 @@ impl TemplateRows for SqliteTx<'_> {
         Ok(changed == 1)
     }
 
-    async fn tasks_of_paused_templates(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<TaskId>> {
-        let mut s = self
-            .conn
-            .prepare_cached(
-                "SELECT 1 FROM tasks t
-                 JOIN paused_templates p ON p.namespace = t.namespace AND p.name = t.name
-                 WHERE t.id = ?",
-            )
-            .map_err(db)?;
-        let mut held = Vec::new();
-        for &id in tasks {
-            if s.exists([id.0]).map_err(db)? {
-                held.push(id);
-            }
-        }
-        Ok(held)
-    }
-
     async fn tasks_pending_of(&mut self, namespace: &str, name: &str) -> StoreResult<Vec<TaskId>> {
         let mut s = self
             .conn
