@@ -148,6 +148,31 @@ RSpec.describe "Tasker on PostgreSQL (distributed)" do
     expect { @client.signal(id, "late", {}) }.to raise_error(Tasker::ConflictError, /is complete/)
   end
 
+  it "creates, lists, pauses and deletes schedules" do
+    path = Specs.write_template(
+      { "namespace" => "ruby_sched", "name" => "nightly", "version" => "1.0.0",
+        "steps" => [{ "name" => "a", "handler" => "Specs::Noop", "queue" => "ruby_q" }] }, @tmp
+    )
+    created = @client.schedule_create("nightly", path, cron: "0 2 * * *", timezone: "Europe/Paris",
+                                                       context: { "region" => "eu" })
+    expect(created).to include("name" => "nightly", "cron" => "0 2 * * *", "catch_up" => "once",
+                               "context" => { "region" => "eu" }, "paused" => false)
+    expect(created["next_fire"]).to be_a(String)
+    expect(@client.schedules.map { |s| s["name"] }).to eq(["nightly"])
+    expect { @client.schedule_create("nightly", path, cron: "0 3 * * *") }
+      .to raise_error(Tasker::ConflictError, /exists/)
+    expect { @client.schedule_create("other", path, cron: "0 3 * *") }
+      .to raise_error(Tasker::Error, /has 4 fields/)
+    expect { @client.schedule_create("other", path, cron: "@every 1s", catch_up: :sometimes) }
+      .to raise_error(ArgumentError, /catch-up `sometimes`/)
+    expect(@client.schedule_pause("nightly")).to be(true)
+    expect(@client.schedules.first["paused"]).to be(true)
+    expect(@client.schedule_resume("nightly")).to be(true)
+    expect(@client.schedule_delete("nightly")).to be_nil
+    expect(@client.schedules).to eq([])
+    expect { @client.schedule_delete("nightly") }.to raise_error(Tasker::NotFoundError)
+  end
+
   it "retries the failed steps of an errored task" do
     path = Specs.write_template(
       { "namespace" => "ruby_examples", "name" => "switched", "version" => "1.0.0",

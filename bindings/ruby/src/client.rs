@@ -4,7 +4,8 @@ use magnus::prelude::*;
 use magnus::{Error, RModule, Ruby, Value, function, method};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::views::{DeadLetters, History, SignalView, TaskView};
+use tasker_core::schedule::CatchUp;
+use tasker_core::views::{DeadLetters, History, ScheduleList, ScheduleView, SignalView, TaskView};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
 use tasker_store::postgres::PgStore;
 
@@ -118,6 +119,58 @@ impl Client {
         convert::to_ruby(ruby, &view)
     }
 
+    /// Creates the schedule `name`: the template at `template` submitted with
+    /// `context` at each tick of `cron` in `timezone`. Returns the schedule's hash.
+    #[allow(clippy::too_many_arguments)]
+    fn schedule_create(
+        ruby: &Ruby,
+        rb_self: &Self,
+        name: String,
+        template: String,
+        cron: String,
+        timezone: String,
+        context: Value,
+        catch_up: String,
+    ) -> Result<Value, Error> {
+        let template = load_template(ruby, &template)?;
+        let context = convert::to_json(ruby, context, "context")?;
+        let catch_up: CatchUp = catch_up
+            .parse()
+            .map_err(|why: String| Error::new(ruby.exception_arg_error(), why))?;
+        let created = block_on(
+            ruby,
+            rb_self
+                .engine
+                .schedule_create(&name, &template, &cron, &timezone, &context, catch_up),
+        )?
+        .map_err(|e| errors::engine(ruby, e))?;
+        let view = serde_json::to_string(&ScheduleView::new(&created)).expect("serializable");
+        convert::to_ruby(ruby, &view)
+    }
+
+    /// Every schedule, as `{"schedules": [...]}`.
+    fn schedules(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+        let all =
+            block_on(ruby, rb_self.engine.schedules())?.map_err(|e| errors::engine(ruby, e))?;
+        let view = serde_json::to_string(&ScheduleList::new(&all)).expect("serializable");
+        convert::to_ruby(ruby, &view)
+    }
+
+    /// Pauses or resumes a schedule; whether that changed it.
+    fn schedule_pause(
+        ruby: &Ruby,
+        rb_self: &Self,
+        name: String,
+        paused: bool,
+    ) -> Result<bool, Error> {
+        block_on(ruby, rb_self.engine.pause_schedule(&name, paused))?
+            .map_err(|e| errors::engine(ruby, e))
+    }
+
+    fn schedule_delete(ruby: &Ruby, rb_self: &Self, name: String) -> Result<(), Error> {
+        block_on(ruby, rb_self.engine.delete_schedule(&name))?.map_err(|e| errors::engine(ruby, e))
+    }
+
     /// Marks a failed step done with `results`; returns its task's state.
     fn resolve(
         ruby: &Ruby,
@@ -146,5 +199,9 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("signal", method!(Client::signal, 3))?;
     class.define_method("history", method!(Client::history, 1))?;
     class.define_method("dead_letters", method!(Client::dead_letters, 1))?;
+    class.define_method("schedule_create", method!(Client::schedule_create, 6))?;
+    class.define_method("schedules", method!(Client::schedules, 0))?;
+    class.define_method("schedule_pause", method!(Client::schedule_pause, 2))?;
+    class.define_method("schedule_delete", method!(Client::schedule_delete, 1))?;
     Ok(())
 }

@@ -13,6 +13,7 @@ mod edge;
 mod error;
 mod probes;
 mod query;
+mod schedules;
 mod server;
 mod tasks;
 mod templates;
@@ -25,7 +26,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Serialize;
 use tasker_core::store::Store;
 use tasker_core::template::TaskTemplate;
@@ -58,6 +59,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/templates"),
     ("POST", "/v1/templates/{namespace}/{name}/pause"),
     ("POST", "/v1/templates/{namespace}/{name}/resume"),
+    ("GET", "/v1/schedules"),
+    ("POST", "/v1/schedules"),
+    ("POST", "/v1/schedules/{name}/pause"),
+    ("POST", "/v1/schedules/{name}/resume"),
+    ("DELETE", "/v1/schedules/{name}"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -143,6 +149,13 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
             "/v1/templates",
             get(templates::list::<S>).post(templates::register::<S>),
         )
+        .route(
+            "/v1/schedules",
+            get(schedules::list::<S>).post(schedules::create::<S>),
+        )
+        .route("/v1/schedules/{name}", delete(schedules::delete::<S>))
+        .route("/v1/schedules/{name}/pause", post(schedules::pause::<S>))
+        .route("/v1/schedules/{name}/resume", post(schedules::resume::<S>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token::<S>,

@@ -64,7 +64,7 @@ pub async fn create<S: Store>(
 
 /// The registered template, the newest version if none is named. A named version is
 /// parsed once and then served from the state's cache.
-async fn find_template<S: Store>(
+pub(crate) async fn find_template<S: Store>(
     state: &AppState<S>,
     namespace: &str,
     name: &str,

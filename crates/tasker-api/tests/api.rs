@@ -876,6 +876,107 @@ async fn a_paused_queue_holds_its_steps_until_resumed() {
     assert_eq!(status, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_created_fires_and_is_paused_and_deleted() {
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    let body = r#"{"name": "beat", "namespace": "api", "template": "chain", "cron": "@every 1s", "context": {"start": 5}}"#;
+    let (status, created) = call(&s, "POST", "/v1/schedules", Some(body), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        (
+            &created["name"],
+            &created["version"],
+            &created["catch_up"],
+            &created["timezone"]
+        ),
+        (
+            &json!("beat"),
+            &json!("1.0.0"),
+            &json!("once"),
+            &json!("UTC")
+        )
+    );
+    let (status, again) = call(&s, "POST", "/v1/schedules", Some(body), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    for (bad, says) in [
+        (
+            r#"{"name": "b", "namespace": "api", "template": "chain", "cron": "1 2 3"}"#,
+            "has 3 fields",
+        ),
+        (
+            r#"{"name": "b", "namespace": "api", "template": "chain", "cron": "@every 1s", "catch_up": "twice"}"#,
+            "catch-up `twice`",
+        ),
+        (
+            r#"{"name": "b", "namespace": "api", "template": "chain", "cron": "@every 1s", "context": {"start": "x"}}"#,
+            "schema",
+        ),
+        (
+            r#"{"name": "b", "namespace": "api", "template": "chain", "cron": "@every 1s", "timezone": "Moon/Base"}"#,
+            "time zone",
+        ),
+    ] {
+        let (status, error) = call(&s, "POST", "/v1/schedules", Some(bad), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {error}");
+        assert!(
+            error["message"].as_str().unwrap_or_default().contains(says),
+            "{bad}: {error}"
+        );
+    }
+    let missing = r#"{"name": "b", "namespace": "api", "template": "nope", "cron": "@every 1s"}"#;
+    let (status, _) = call(&s, "POST", "/v1/schedules", Some(missing), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The engine's orchestrator fires it: a task of the chain, with the context.
+    let mut fired = Value::Null;
+    for _ in 0..200 {
+        let (_, list) = call(
+            &s,
+            "GET",
+            "/v1/tasks?namespace=api&state=complete",
+            None,
+            None,
+        )
+        .await;
+        if let Some(task) = list["tasks"].as_array().and_then(|t| t.first()) {
+            fired = task.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let id = fired["task_id"]
+        .as_str()
+        .expect("a task of the schedule completed");
+    let (_, task) = call(&s, "GET", &format!("/v1/tasks/{id}"), None, None).await;
+    assert_eq!(task["context"], json!({"start": 5}));
+    let (_, list) = call(&s, "GET", "/v1/schedules", None, None).await;
+    assert!(list["schedules"][0]["last_fire"].is_string(), "{list}");
+    let (_, metrics) = call(&s, "GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        !metrics.contains("tasker_schedule_ticks_fired_total 0\n"),
+        "{metrics}"
+    );
+
+    let (status, paused) = call(&s, "POST", "/v1/schedules/beat/pause", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        paused,
+        json!({"schedule": "beat", "paused": true, "changed": true})
+    );
+    let (_, list) = call(&s, "GET", "/v1/schedules", None, None).await;
+    assert_eq!(list["schedules"][0]["paused"], true);
+    let (status, _) = call(&s, "DELETE", "/v1/schedules/beat", None, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(&s, "DELETE", "/v1/schedules/beat", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&s, "POST", "/v1/schedules/beat/resume", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = call(&s, "GET", "/v1/schedules", None, None).await;
+    assert_eq!(list, json!({"schedules": []}));
+}
+
 const KEYED: &str = "namespace: api\nname: keyed\nversion: 1.0.0\n\
     concurrency: {key: context.account, limit: 1}\n\
     steps:\n  - {name: approve, wait_for: {signal: go, timeout: 1h}}\n";
@@ -1125,9 +1226,18 @@ async fn run_chain(s: &Server) {
 async fn metrics_show_work_memory_and_queues() {
     let s = server(&[]).await;
     run_chain(&s).await;
-    let (status, text) = call(&s, "GET", "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
-    let text = text.as_str().unwrap();
+    // The worker counts a step after the commit that the task's state shows: read
+    // until the counts have caught up.
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (status, body) = call(&s, "GET", "/metrics", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        text = body.as_str().unwrap().to_owned();
+        if text.contains("tasker_tasks_finished_total{state=\"complete\"} 1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for expected in [
         "tasker_tasks_finished_total{state=\"complete\"} 1\n",
         "tasker_steps_finished_total{state=\"complete\"} 2\n",

@@ -140,6 +140,11 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Run a template on a cron schedule: create, list, pause, resume, delete.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Pause, resume and list the step queues.
     Queue {
         #[command(subcommand)]
@@ -271,6 +276,58 @@ pub enum TemplateCommand {
     /// Start the tasks a paused template held, and its new ones again.
     Resume {
         template: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Submit the template with the context at each tick of EXPR, fired once per tick
+    /// by whichever orchestrator (or `tasker serve`) reads it.
+    Create {
+        /// The template file (registered with the schedule).
+        template: PathBuf,
+        /// 5 fields (minute hour day month weekday), 6 with seconds first, or
+        /// `@every 30s`.
+        #[arg(long)]
+        cron: String,
+        /// The IANA time zone the expression is read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        #[command(flatten)]
+        context: ContextArgs,
+        /// The schedule's name (the template's name by default).
+        #[arg(long)]
+        name: Option<String>,
+        /// What becomes of ticks missed while no orchestrator ran: skip, once, all.
+        #[arg(long, default_value = "once")]
+        catch_up: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The schedules, with their next and last ticks.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Fire nothing until resumed.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Fire again, from the next tick after now.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a schedule; the tasks it created stay.
+    Delete {
+        name: String,
         #[command(flatten)]
         store: StoreArgs,
     },

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tasker_core::store::Store;
 use tasker_store::sqlite::SqliteStore;
 
@@ -626,6 +626,118 @@ fn a_queue_stays_paused_across_commands_until_resumed() {
     assert_eq!(
         json(&run(&["queue", "list", "--db", db, "--json"])),
         json!({"queues": []})
+    );
+}
+
+#[test]
+fn schedules_are_created_listed_paused_and_deleted_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let linear = examples().join("linear.yaml");
+    let linear = linear.to_str().unwrap();
+    let create = |args: &[&str]| {
+        let mut all = vec!["schedule", "create", linear, "--db", db];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    let created = create(&[
+        "--cron",
+        "0 6 * * 1-5",
+        "--timezone",
+        "Europe/Paris",
+        "--context",
+        r#"{"start": 2}"#,
+        "--name",
+        "weekday_mornings",
+    ]);
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    assert!(
+        stdout(&created).starts_with("schedule weekday_mornings created; it fires next at "),
+        "{}",
+        stdout(&created)
+    );
+    let listed = json(&run(&["schedule", "list", "--db", db, "--json"]));
+    let s = &listed["schedules"][0];
+    assert_eq!(
+        (
+            &s["name"],
+            &s["cron"],
+            &s["timezone"],
+            &s["catch_up"],
+            &s["paused"]
+        ),
+        (
+            &json!("weekday_mornings"),
+            &json!("0 6 * * 1-5"),
+            &json!("Europe/Paris"),
+            &json!("once"),
+            &json!(false)
+        )
+    );
+    assert_eq!(s["context"], json!({"start": 2}));
+    assert_eq!(s["last_fire"], Value::Null);
+    assert!(
+        s["next_fire"]
+            .as_str()
+            .is_some_and(|t| t.contains("T05:00:00") || t.contains("T04:00:00")),
+        "{s}"
+    );
+
+    for (args, says) in [
+        (vec!["--cron", "0 6 * *"], "has 4 fields"),
+        (
+            vec!["--cron", "@every 1s", "--catch-up", "sometimes"],
+            "catch-up `sometimes`",
+        ),
+        (
+            vec!["--cron", "@every 1s", "--timezone", "Nowhere/Town"],
+            "time zone `Nowhere/Town`",
+        ),
+        (
+            vec![
+                "--cron",
+                "0 6 * * *",
+                "--name",
+                "weekday_mornings",
+                "--context",
+                r#"{"start": 1}"#,
+            ],
+            "exists",
+        ),
+        (vec!["--cron", "0 6 * * *", "--context", "[1]"], "context"),
+    ] {
+        let refused = create(&args);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+        assert_eq!(stderr(&refused).lines().count(), 1, "{}", stderr(&refused));
+        assert!(
+            stderr(&refused).contains(says),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+    }
+
+    let paused = run(&["schedule", "pause", "weekday_mornings", "--db", db]);
+    assert_eq!(stdout(&paused), "schedule weekday_mornings is paused\n");
+    assert!(stdout(&run(&["schedule", "list", "--db", db])).contains("paused"));
+    let resumed = run(&["schedule", "resume", "weekday_mornings", "--db", db]);
+    assert_eq!(
+        stdout(&resumed),
+        "schedule weekday_mornings is not paused\n"
+    );
+    let deleted = run(&["schedule", "delete", "weekday_mornings", "--db", db]);
+    assert_eq!(stdout(&deleted), "schedule weekday_mornings deleted\n");
+    let missing = run(&["schedule", "delete", "weekday_mornings", "--db", db]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(stderr(&missing).lines().count(), 1, "{}", stderr(&missing));
+    assert_eq!(
+        stdout(&run(&["schedule", "list", "--db", db])),
+        "no schedules\n"
     );
 }
 

@@ -9,7 +9,9 @@
 //!   database drops their connections; every task completes, every step once;
 //! - `cli_*`: submit with an idempotency key, wait, retry, resolve, cancel, templates;
 //! - `concurrency_*`: tasks of one concurrency key never overlap across processes, and
-//!   a worker killed -9 holding the slot frees it once its step is recovered.
+//!   a worker killed -9 holding the slot frees it once its step is recovered;
+//! - `schedules_*`: two orchestrators fire each tick of a schedule once, and catch up
+//!   once on the ticks missed while neither ran.
 
 mod support;
 
@@ -186,6 +188,93 @@ async fn many_processes_complete_500_mixed_dags_each_step_once() {
 }
 
 const SLEEPY: &str = "namespace: crash\nname: sleepy\nversion: 1.0.0\nsteps:\n  - name: nap\n    handler: sleep\n    config: {ms: 1500}\n    timeout: 3s\n  - name: after\n    handler: sum\n    depends_on: [nap]\n";
+
+/// The schedule's ticks that fired: (fire time, fired at), microseconds, oldest first.
+async fn fired_ticks(store: &PgStore) -> Vec<(i64, i64)> {
+    sqlx::query_as("SELECT fire_at, fired_at FROM tasker.schedule_ticks ORDER BY fire_at")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_fire_each_tick_once_across_orchestrators_and_catch_up_once() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let linear = examples().join("linear.yaml");
+    let mut orchestrators = [
+        Proc::spawn(url, &["orchestrator"]),
+        Proc::spawn(url, &["orchestrator"]),
+    ];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let created = run(
+        url,
+        &[
+            "schedule",
+            "create",
+            linear.to_str().unwrap(),
+            "--cron",
+            "@every 1s",
+            "--context",
+            r#"{"start": 1}"#,
+            "--name",
+            "heartbeat",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(10_300)).await;
+    for o in &mut orchestrators {
+        o.terminate();
+    }
+    let before = fired_ticks(&store).await;
+    assert!(
+        (9..=11).contains(&before.len()),
+        "{} ticks in 10 s: {before:?}",
+        before.len()
+    );
+    for pair in before.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, 1_000_000, "every tick, each once");
+    }
+    let tasks = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker.tasks")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        n as usize
+    };
+    assert_eq!(tasks().await, before.len(), "one task per tick");
+
+    // Neither runs for five ticks; restarted, they fire one task for the missed ticks.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut orchestrators = [
+        Proc::spawn(url, &["orchestrator"]),
+        Proc::spawn(url, &["orchestrator"]),
+    ];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for o in &mut orchestrators {
+        o.terminate();
+    }
+    let all = fired_ticks(&store).await;
+    let after: Vec<(i64, i64)> = all[before.len()..].to_vec();
+    let late: Vec<&(i64, i64)> = after
+        .iter()
+        .filter(|(fire_at, fired_at)| fired_at - fire_at > 1_000_000)
+        .collect();
+    assert_eq!(late.len(), 1, "one catch-up tick: {after:?}");
+    assert_eq!(
+        late[0].0 - before.last().unwrap().0,
+        1_000_000,
+        "the first missed tick stands for the others"
+    );
+    assert!(after.len() >= 2, "then on time again: {after:?}");
+    assert_eq!(tasks().await, all.len(), "one task per tick");
+}
 
 const KEYED: &str = "namespace: keyed\nname: per_account\nversion: 1.0.0\n\
     concurrency: {key: context.account, limit: 1}\n\

@@ -29,6 +29,7 @@ pub mod memory;
 pub mod message;
 pub mod names;
 pub mod readiness;
+pub mod schedule;
 pub mod state;
 pub mod store;
 pub mod template;

@@ -54,6 +54,15 @@ pub struct TaskStart {
     pub expire_wait: Option<StepId>,
 }
 
+/// A schedule's tick, sent to the task queue delayed until `at` (microseconds since the
+/// epoch): the orchestrator that reads it when due fires the schedule's ticks that have
+/// come, in that transaction, and sends the next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleTick {
+    pub schedule: String,
+    pub at: i64,
+}
+
 /// A step for a worker to run: the worker claims the step and loads the rest in one
 /// query, so the message names it and nothing else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

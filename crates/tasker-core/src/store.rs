@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use crate::backoff::RetryPolicy;
 use crate::id::{StepId, TaskId};
 use crate::message::{ExecutionMessage, Parents, TASK_QUEUE};
+use crate::schedule::CatchUp;
 use crate::state::{IllegalTransition, StepState, TaskState};
 use crate::template::TaskTemplate;
 use crate::time::Timestamp;
@@ -239,6 +240,10 @@ pub struct TasksStarted {
     pub tasks: Vec<StartedTask>,
     /// Waits whose timeout came due before their signal.
     pub expired: Vec<WaitExpired>,
+    /// Schedule ticks that created their task.
+    pub ticks: Vec<TickFired>,
+    /// Missed schedule ticks that the catch-up policy left without a task.
+    pub ticks_skipped: u64,
     /// Requests that did not parse or named no task, moved to the dead letters.
     pub invalid: usize,
     /// As [`QueueBatch::next_visible`].
@@ -364,6 +369,48 @@ pub struct TaskRecord {
     pub updated_at: Timestamp,
     /// The value of its template's concurrency key, for a template with `concurrency`.
     pub concurrency_key: Option<String>,
+}
+
+/// A schedule to create: `template` submitted with `context` at each tick of `cron` (a
+/// cron expression or `@every DURATION`) in `timezone`.
+#[derive(Clone, Copy, Debug)]
+pub struct ScheduleCreate<'a> {
+    pub name: &'a str,
+    pub template: &'a TaskTemplate,
+    pub cron: &'a str,
+    pub timezone: &'a str,
+    /// Checked against the template already.
+    pub context: &'a RawValue,
+    pub catch_up: CatchUp,
+}
+
+/// A schedule as stored.
+#[derive(Clone, Debug)]
+pub struct ScheduleRecord {
+    pub name: String,
+    pub namespace: String,
+    pub template: String,
+    pub version: String,
+    pub cron: String,
+    pub timezone: String,
+    pub context: Box<RawValue>,
+    pub catch_up: CatchUp,
+    pub paused: bool,
+    /// The tick it waits for; `None` once a cron expression has no more.
+    pub next_fire: Option<Timestamp>,
+    /// The latest tick that created a task.
+    pub last_fire: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// A schedule's tick that created its task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TickFired {
+    pub schedule: String,
+    pub fire_at: Timestamp,
+    pub task_id: TaskId,
+    /// From the tick's time to the commit that created its task (about).
+    pub lag: Duration,
 }
 
 /// Steps of pending tasks that wait for their task to start, by why.
@@ -719,6 +766,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// The steps of pending tasks held back, by why: for metrics.
     fn tasks_held(&self) -> impl Future<Output = StoreResult<HeldSteps>> + Send;
+
+    /// Creates a schedule (registering its template) and sends its first tick. A name
+    /// in use is a [`StoreError::Conflict`]; an expression or time zone that does not
+    /// parse, [`StoreError::Invalid`].
+    fn schedule_create(
+        &self,
+        params: ScheduleCreate<'_>,
+    ) -> impl Future<Output = StoreResult<ScheduleRecord>> + Send;
+
+    /// Every schedule, by name.
+    fn schedule_list(&self) -> impl Future<Output = StoreResult<Vec<ScheduleRecord>>> + Send;
+
+    /// Pauses a schedule (its ticks fire nothing) or resumes it from its next tick after
+    /// now; true if that changed it.
+    fn schedule_pause(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Deletes a schedule; the tasks it created stay.
+    fn schedule_delete(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Wake-ups for this process's readers.
     fn wakeups(&self) -> &Wakeups;

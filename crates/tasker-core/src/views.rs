@@ -5,7 +5,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::id::{StepId, TaskId};
-use crate::store::{DeadLetter, QueueDepth, Signalled, TaskDetail, TransitionRecord};
+use crate::store::{
+    DeadLetter, QueueDepth, ScheduleRecord, Signalled, TaskDetail, TransitionRecord,
+};
 
 /// A task with every step, in template order: `GET /v1/tasks/{id}`, `tasker status
 /// --json` and Ruby's `TaskResult`.
@@ -232,5 +234,56 @@ impl QueueList {
         self.queues
             .iter()
             .map(|q| (q.queue.as_str(), q.messages, q.paused))
+    }
+}
+
+/// A schedule: `GET /v1/schedules` (in `schedules`), `POST /v1/schedules` and `tasker
+/// schedule list --json`.
+#[derive(Serialize)]
+pub struct ScheduleView<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    template: &'a str,
+    version: &'a str,
+    cron: &'a str,
+    timezone: &'a str,
+    context: &'a RawValue,
+    catch_up: &'a str,
+    paused: bool,
+    next_fire: Option<String>,
+    last_fire: Option<String>,
+    created_at: String,
+}
+
+impl<'a> ScheduleView<'a> {
+    pub fn new(s: &'a ScheduleRecord) -> Self {
+        Self {
+            name: &s.name,
+            namespace: &s.namespace,
+            template: &s.template,
+            version: &s.version,
+            cron: &s.cron,
+            timezone: &s.timezone,
+            context: &s.context,
+            catch_up: s.catch_up.as_str(),
+            paused: s.paused,
+            next_fire: s.next_fire.map(|t| t.to_string()),
+            last_fire: s.last_fire.map(|t| t.to_string()),
+            created_at: s.created_at.to_string(),
+        }
+    }
+}
+
+/// Every schedule, by name.
+#[derive(Serialize)]
+pub struct ScheduleList<'a> {
+    schedules: Vec<ScheduleView<'a>>,
+}
+
+impl<'a> ScheduleList<'a> {
+    pub fn new(schedules: &'a [ScheduleRecord]) -> Self {
+        Self {
+            schedules: schedules.iter().map(ScheduleView::new).collect(),
+        }
     }
 }

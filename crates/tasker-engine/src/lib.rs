@@ -58,8 +58,9 @@ use tasker_core::message::TASK_QUEUE;
 use tasker_core::names;
 use tasker_core::state::StepState;
 use tasker_core::store::{
-    DeadLetter, Registration, Signalled, StepResolved, Store, StoreError, TaskCreated, TaskDetail,
-    TaskListParams, TaskProgress, TaskRecord, TemplateListParams, TemplateRecord, TransitionRecord,
+    DeadLetter, Registration, ScheduleCreate, ScheduleRecord, Signalled, StepResolved, Store,
+    StoreError, TaskCreated, TaskDetail, TaskListParams, TaskProgress, TaskRecord,
+    TemplateListParams, TemplateRecord, TransitionRecord,
 };
 use tasker_core::template::{ContextError, TaskTemplate};
 use tasker_core::time::Timestamp;
@@ -287,24 +288,10 @@ impl<S: Store> Engine<S> {
         context: &str,
         idempotency_key: Option<&str>,
     ) -> Result<TaskCreated, EngineError> {
-        let value: serde_json::Value =
-            serde_json::from_str(context).map_err(|e| EngineError::ContextJson(e.to_string()))?;
-        if !value.is_object() {
-            return Err(EngineError::ContextNotObject(json_kind(&value)));
-        }
-        if has_nul(&value) {
-            return Err(EngineError::Input(
-                "the context holds a NUL character (\\u0000), which the database cannot store"
-                    .into(),
-            ));
-        }
         if let Some(key) = idempotency_key {
             check_text("the idempotency key", key, MAX_KEY)?;
         }
-        template.check_context(&value)?;
-        let context = RawValue::from_string(context.to_owned())
-            .map_err(|e| EngineError::ContextJson(e.to_string()))?;
-        template.concurrency_value(&context)?;
+        let context = checked_context(template, context)?;
         let definition = template.canonical_json();
         let known = self
             .shared
@@ -362,6 +349,66 @@ impl<S: Store> Engine<S> {
     /// The paused queues, by name.
     pub async fn paused_queues(&self) -> Result<Vec<String>, EngineError> {
         Ok(self.shared.store.queue_paused().await?)
+    }
+
+    /// Creates a schedule that submits `template` with `context` at each tick of `cron`
+    /// (see [`tasker_core::schedule::Cadence`]), after checking both as a submission is
+    /// checked and registering the template.
+    pub async fn schedule_create(
+        &self,
+        name: &str,
+        template: &TaskTemplate,
+        cron: &str,
+        timezone: &str,
+        context: &str,
+        catch_up: tasker_core::schedule::CatchUp,
+    ) -> Result<ScheduleRecord, EngineError> {
+        let context = checked_context(template, context)?;
+        self.shared
+            .handlers
+            .check_template(template)
+            .map_err(EngineError::Template)?;
+        let params = ScheduleCreate {
+            name,
+            template,
+            cron,
+            timezone,
+            context: &context,
+            catch_up,
+        };
+        let created = self.shared.store.schedule_create(params).await?;
+        tracing::info!(schedule = name, cron, "schedule created");
+        Ok(created)
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRecord>, EngineError> {
+        Ok(self.shared.store.schedule_list().await?)
+    }
+
+    /// Pauses a schedule or resumes it from its next tick; whether that changed it.
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<bool, EngineError> {
+        let changed = self.shared.store.schedule_pause(name, paused).await?;
+        let action = if paused {
+            OperatorAction::Pause
+        } else {
+            OperatorAction::Resume
+        };
+        self.shared.metrics.operator_acted(action);
+        tracing::info!(
+            schedule = name,
+            paused,
+            changed,
+            "schedule paused or resumed"
+        );
+        Ok(changed)
+    }
+
+    /// Deletes a schedule; the tasks it created stay.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), EngineError> {
+        self.shared.store.schedule_delete(name).await?;
+        tracing::info!(schedule = name, "schedule deleted");
+        Ok(())
     }
 
     /// Pauses the template `namespace/name` (`paused`: its new tasks stay pending, every
@@ -671,6 +718,26 @@ impl<S: Store> Engine<S> {
 const MAX_KEY: usize = 255;
 
 /// Refuses text a database cannot store or index: a NUL, or more than `max` characters.
+/// `context` (JSON text) as a task of `template` may be given it: an object the
+/// database can store, matching the template's schema, with its concurrency key.
+fn checked_context(template: &TaskTemplate, context: &str) -> Result<Box<RawValue>, EngineError> {
+    let value: serde_json::Value =
+        serde_json::from_str(context).map_err(|e| EngineError::ContextJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(EngineError::ContextNotObject(json_kind(&value)));
+    }
+    if has_nul(&value) {
+        return Err(EngineError::Input(
+            "the context holds a NUL character (\\u0000), which the database cannot store".into(),
+        ));
+    }
+    template.check_context(&value)?;
+    let context = RawValue::from_string(context.to_owned())
+        .map_err(|e| EngineError::ContextJson(e.to_string()))?;
+    template.concurrency_value(&context)?;
+    Ok(context)
+}
+
 fn check_text(what: &str, text: &str, max: usize) -> Result<(), EngineError> {
     if text.contains('\0') {
         return Err(EngineError::Input(format!(

@@ -105,6 +105,9 @@ pub struct Metrics {
     operator_actions: [AtomicU64; OperatorAction::ALL.len()],
     dispatch_latency: Histogram,
     step_durations: Mutex<BTreeMap<HandlerKey, Arc<Histogram>>>,
+    ticks_fired: AtomicU64,
+    ticks_skipped: AtomicU64,
+    tick_lag: Histogram,
 }
 
 impl Metrics {
@@ -158,6 +161,17 @@ impl Metrics {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A schedule's tick created its task `lag` after its time.
+    pub(crate) fn tick_fired(&self, lag: Duration) {
+        self.ticks_fired.fetch_add(1, Ordering::Relaxed);
+        self.tick_lag.observe(lag);
+    }
+
+    /// Missed ticks that their schedule's catch-up policy left without a task.
+    pub(crate) fn ticks_skipped(&self, n: u64) {
+        self.ticks_skipped.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// From a step's message becoming available to a worker starting it.
     pub(crate) fn dispatched(&self, latency: Duration) {
         self.dispatch_latency.observe(latency);
@@ -203,6 +217,21 @@ impl Metrics {
             "Step messages moved to the dead letters.",
             &self.dead_letters,
         );
+        counter(
+            out,
+            "tasker_schedule_ticks_fired_total",
+            "Schedule ticks this process fired, each creating its task.",
+            &self.ticks_fired,
+        );
+        counter(
+            out,
+            "tasker_schedule_ticks_skipped_total",
+            "Missed schedule ticks that their catch-up policy left without a task.",
+            &self.ticks_skipped,
+        );
+        out.push_str("# HELP tasker_schedule_lag_seconds From a schedule tick's time to the creation of its task.\n");
+        out.push_str("# TYPE tasker_schedule_lag_seconds histogram\n");
+        self.tick_lag.render(out, "tasker_schedule_lag_seconds", "");
         out.push_str(
             "# HELP tasker_operator_actions_total Operator actions this process carried out.\n",
         );
@@ -265,6 +294,8 @@ mod tests {
         );
         m.task_finished(TaskState::Complete);
         m.dispatched(Duration::from_micros(500));
+        m.tick_fired(Duration::from_millis(20));
+        m.ticks_skipped(3);
         let mut out = String::new();
         m.render(&mut out);
         assert!(
@@ -291,5 +322,8 @@ mod tests {
         )));
         assert!(out.contains("tasker_step_dispatch_latency_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(out.contains("tasker_step_dispatch_latency_seconds_sum 0.0005\n"));
+        assert!(out.contains("tasker_schedule_ticks_fired_total 1\n"));
+        assert!(out.contains("tasker_schedule_ticks_skipped_total 3\n"));
+        assert!(out.contains("tasker_schedule_lag_seconds_bucket{le=\"0.025\"} 1\n"));
     }
 }

@@ -29,6 +29,15 @@ pub(crate) async fn start_tasks<S: Store>(
             "task requests that do not parse or name no task moved to the dead letters"
         );
     }
+    for tick in &batch.ticks {
+        tracing::info!(schedule = %tick.schedule, fire_at = %tick.fire_at, task_id = %tick.task_id, "schedule fired");
+        shared.metrics.tick_fired(tick.lag);
+        shared.publish(EventKind::TaskCreated, tick.task_id, None);
+    }
+    if batch.ticks_skipped > 0 {
+        tracing::info!(ticks = batch.ticks_skipped, "missed schedule ticks skipped");
+        shared.metrics.ticks_skipped(batch.ticks_skipped);
+    }
     for wait in &batch.expired {
         tracing::info!(task_id = %wait.task_id, step_id = %wait.step_id, "a wait for a signal timed out");
         shared.metrics.steps_ended(StepState::Error, 1);

@@ -217,6 +217,25 @@ macro_rules! store_impl {
                 read!(self, |c| tasks::held(c))
             }
 
+            async fn schedule_create(
+                &self,
+                params: ScheduleCreate<'_>,
+            ) -> StoreResult<ScheduleRecord> {
+                write!(self, |p| $crate::operations::schedule_create(p, params))
+            }
+
+            async fn schedule_list(&self) -> StoreResult<Vec<ScheduleRecord>> {
+                read!(self, |c| schedules::list(c))
+            }
+
+            async fn schedule_pause(&self, name: &str, paused: bool) -> StoreResult<bool> {
+                write!(self, |p| $crate::operations::schedule_pause(p, name, paused))
+            }
+
+            async fn schedule_delete(&self, name: &str) -> StoreResult<()> {
+                write!(self, |p| $crate::operations::schedule_delete(p, name))
+            }
+
             fn wakeups(&self) -> &Wakeups {
                 &self.wakeups
             }

@@ -8,11 +8,13 @@ use serde_json::value::RawValue;
 use tasker_core::duration::HumanDuration;
 use tasker_core::fan_out;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{StepMessage, TASK_QUEUE, TaskStart, by_queue};
+use tasker_core::message::{ScheduleTick, StepMessage, TASK_QUEUE, TaskStart, by_queue};
 use tasker_core::readiness::{self, Outcome as Readiness, Progress, Release};
+use tasker_core::schedule::{self, Cadence};
 use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
 use tasker_core::store::*;
 use tasker_core::template::TaskTemplate;
+use tasker_core::time::Timestamp;
 
 use crate::primitives::{
     EvalStep, InstanceView, KeyGroup, LockedTask, Move, Outcome, Primitives, StepRow, TaskMove,
@@ -24,13 +26,20 @@ pub(crate) async fn template_register<P: Primitives>(
     template: &TaskTemplate,
 ) -> StoreResult<Registration> {
     let definition = template.canonical_json();
-    let existing = match p.template_definition(template).await? {
+    let key = template.key();
+    let existing = match p
+        .template_definition_of(key.namespace, key.name, key.version)
+        .await?
+    {
         None if p.template_insert(template, &definition).await? => {
             ensure_queues(p, template).await?;
             return Ok(Registration::Registered);
         }
         // Registered by someone else since we looked: compare with theirs.
-        None => p.template_definition(template).await?,
+        None => {
+            p.template_definition_of(key.namespace, key.name, key.version)
+                .await?
+        }
         found => found,
     };
     if existing.as_deref() == Some(definition.as_str()) {
@@ -178,6 +187,7 @@ pub(crate) async fn task_start_batch<P: Primitives>(
     };
     let mut requests = Vec::with_capacity(batch.messages.len());
     let mut expiries = Vec::new();
+    let mut ticks = Vec::new();
     for m in &batch.messages {
         match serde_json::from_str::<TaskStart>(&m.body) {
             Ok(TaskStart {
@@ -185,11 +195,15 @@ pub(crate) async fn task_start_batch<P: Primitives>(
                 expire_wait: Some(step_id),
             }) => expiries.push((task_id, step_id, m.msg_id)),
             Ok(r) => requests.push((r.task_id, m.msg_id)),
-            Err(e) => {
-                let reason = format!("unparseable task request: {e}");
-                p.queue_dead_letter(TASK_QUEUE, m.msg_id, &reason).await?;
-                out.invalid += 1;
-            }
+            // Not a task's: a schedule's tick, or nothing that parses.
+            Err(e) => match serde_json::from_str::<ScheduleTick>(&m.body) {
+                Ok(tick) => ticks.push((tick, m.msg_id)),
+                Err(_) => {
+                    let reason = format!("unparseable task request: {e}");
+                    p.queue_dead_letter(TASK_QUEUE, m.msg_id, &reason).await?;
+                    out.invalid += 1;
+                }
+            },
         }
     }
     requests.sort_unstable();
@@ -214,7 +228,153 @@ pub(crate) async fn task_start_batch<P: Primitives>(
         }
     }
     out.expired = expire_waits(p, &expiries).await?;
+    for (tick, msg_id) in &ticks {
+        fire(p, tick, *msg_id, &mut out).await?;
+    }
     Ok(out)
+}
+
+/// Fires the ticks of a schedule that have come, if `tick` is the one it waits for (a
+/// paused or deleted schedule's, or a stale one, fires nothing), and sends the next.
+/// Each tick's task has a key made of the schedule and the tick, so a tick never
+/// creates two tasks, whatever reads its message.
+async fn fire<P: Primitives>(
+    p: &mut P,
+    tick: &ScheduleTick,
+    msg_id: i64,
+    out: &mut TasksStarted,
+) -> StoreResult<()> {
+    p.queue_delete(TASK_QUEUE, &[msg_id]).await?;
+    let Some(s) = p.schedule_lock(&tick.schedule).await? else {
+        return Ok(());
+    };
+    if s.paused || s.next_fire != Some(Timestamp(tick.at)) {
+        return Ok(());
+    }
+    let corrupt = |e: String| StoreError::Corrupt(format!("schedule `{}`: {e}", s.name));
+    let cadence = Cadence::parse(&s.cron, &s.timezone, s.created_at).map_err(corrupt)?;
+    let definition = p
+        .template_definition_of(&s.namespace, &s.template, &s.version)
+        .await?
+        .ok_or_else(|| {
+            corrupt(format!(
+                "template {}/{}@{} is gone",
+                s.namespace, s.template, s.version
+            ))
+        })?;
+    let template = tasker_core::template::parse_json_template(&definition, &s.name)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let now = Timestamp::now();
+    let plan = schedule::plan(&cadence, Timestamp(tick.at), now, s.catch_up);
+    for &fire_at in &plan.fire {
+        let key = format!("schedule:{}:{}:{}", s.name, s.created_at.0, fire_at.0);
+        let params = TaskCreateParams {
+            template: &template,
+            context: &s.context,
+            idempotency_key: Some(&key),
+        };
+        let created = task_create(p, params).await?;
+        p.tick_insert(&s.name, fire_at, created.task_id).await?;
+        out.ticks.push(TickFired {
+            schedule: s.name.clone(),
+            fire_at,
+            task_id: created.task_id,
+            lag: now.since(fire_at),
+        });
+    }
+    out.ticks_skipped += plan.skipped;
+    p.schedule_set(&s.name, false, plan.next).await?;
+    if let Some(next) = plan.next {
+        send_tick(p, &s.name, next, now).await?;
+    }
+    Ok(())
+}
+
+/// Sends the message of a schedule's tick at `at`, delayed until then.
+async fn send_tick<P: Primitives>(
+    p: &mut P,
+    schedule: &str,
+    at: Timestamp,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let tick = ScheduleTick {
+        schedule: schedule.to_owned(),
+        at: at.0,
+    };
+    let delay = Duration::from_micros(at.0.saturating_sub(now.0).max(0) as u64);
+    p.queue_send(TASK_QUEUE, &tick, delay).await
+}
+
+pub(crate) async fn schedule_create<P: Primitives>(
+    p: &mut P,
+    params: ScheduleCreate<'_>,
+) -> StoreResult<ScheduleRecord> {
+    let now = Timestamp::now();
+    let cadence = Cadence::parse(params.cron, params.timezone, now).map_err(StoreError::Invalid)?;
+    tasker_core::names::check_name(params.name)
+        .map_err(|why| StoreError::Invalid(format!("schedule name `{}` {why}", params.name)))?;
+    template_register(p, params.template).await?;
+    let key = params.template.key();
+    let record = ScheduleRecord {
+        name: params.name.to_owned(),
+        namespace: key.namespace.to_owned(),
+        template: key.name.to_owned(),
+        version: key.version.to_owned(),
+        cron: params.cron.to_owned(),
+        timezone: params.timezone.to_owned(),
+        context: params.context.to_owned(),
+        catch_up: params.catch_up,
+        paused: false,
+        next_fire: cadence.next_after(now),
+        last_fire: None,
+        created_at: now,
+    };
+    if !p.schedule_insert(&record).await? {
+        return Err(StoreError::Conflict(format!(
+            "schedule `{}` exists; delete it first or choose another name",
+            params.name
+        )));
+    }
+    if let Some(next) = record.next_fire {
+        send_tick(p, &record.name, next, now).await?;
+    }
+    Ok(record)
+}
+
+pub(crate) async fn schedule_pause<P: Primitives>(
+    p: &mut P,
+    name: &str,
+    paused: bool,
+) -> StoreResult<bool> {
+    let s = p
+        .schedule_lock(name)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("schedule `{name}`")))?;
+    if s.paused == paused {
+        return Ok(false);
+    }
+    if paused {
+        p.schedule_set(name, true, s.next_fire).await?;
+        return Ok(true);
+    }
+    // Resumed: from its next tick after now; what fell due while paused is not missed.
+    let now = Timestamp::now();
+    let cadence = Cadence::parse(&s.cron, &s.timezone, s.created_at)
+        .map_err(|e| StoreError::Corrupt(format!("schedule `{name}`: {e}")))?;
+    let next = cadence.next_after(now);
+    p.schedule_set(name, false, next).await?;
+    if let Some(next) = next {
+        send_tick(p, name, next, now).await?;
+    }
+    Ok(true)
+}
+
+pub(crate) async fn schedule_delete<P: Primitives>(p: &mut P, name: &str) -> StoreResult<()> {
+    if p.schedule_delete(name).await? {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("schedule `{name}`")))
+    }
 }
 
 /// Fails each step of `expiries` (task, step, the message of its timeout) that still

@@ -23,7 +23,7 @@ use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::StepMessage;
 use tasker_core::readiness::Progress;
 use tasker_core::state::{StepState, TaskState};
-use tasker_core::store::{Pruned, QueueBatch, StepExecution, StoreResult, Wakeups};
+use tasker_core::store::{Pruned, QueueBatch, ScheduleRecord, StepExecution, StoreResult, Wakeups};
 use tasker_core::template::{ForEach, TaskTemplate};
 use tasker_core::time::Timestamp;
 
@@ -187,20 +187,23 @@ impl Sent {
 /// is a compare-and-set on it (`from`) that also appends the transition, and returns
 /// the number of rows changed.
 pub(crate) trait Primitives:
-    TemplateRows + TaskRows + StepRows + SignalRows + TransitionRows + QueueOps
+    TemplateRows + TaskRows + StepRows + SignalRows + ScheduleRows + TransitionRows + QueueOps
 {
 }
 
-impl<T: TemplateRows + TaskRows + StepRows + SignalRows + TransitionRows + QueueOps> Primitives
-    for T
+impl<T: TemplateRows + TaskRows + StepRows + SignalRows + ScheduleRows + TransitionRows + QueueOps>
+    Primitives for T
 {
 }
 
 /// The `templates` table.
 pub(crate) trait TemplateRows {
-    fn template_definition(
+    /// The definition registered as `namespace/name@version`.
+    fn template_definition_of(
         &mut self,
-        template: &TaskTemplate,
+        namespace: &str,
+        name: &str,
+        version: &str,
     ) -> impl Future<Output = StoreResult<Option<String>>>;
 
     /// Pauses the template `namespace/name` (every version) or resumes it; true if that
@@ -480,5 +483,36 @@ pub(crate) trait QueueOps {
         queue: &str,
         msg_id: i64,
         reason: &str,
+    ) -> impl Future<Output = StoreResult<()>>;
+}
+
+/// The `schedules` and `schedule_ticks` tables.
+pub(crate) trait ScheduleRows {
+    /// Inserts a schedule unless its name is taken; true if it did.
+    fn schedule_insert(&mut self, s: &ScheduleRecord) -> impl Future<Output = StoreResult<bool>>;
+
+    /// The schedule of that name, locked until the transaction ends.
+    fn schedule_lock(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<ScheduleRecord>>>;
+
+    /// Writes whether it is paused and the tick it waits for.
+    fn schedule_set(
+        &mut self,
+        name: &str,
+        paused: bool,
+        next_fire: Option<Timestamp>,
+    ) -> impl Future<Output = StoreResult<()>>;
+
+    /// Deletes a schedule and its ticks; true if it existed.
+    fn schedule_delete(&mut self, name: &str) -> impl Future<Output = StoreResult<bool>>;
+
+    /// Records that the tick at `fire_at` created `task_id` (nothing if it is recorded).
+    fn tick_insert(
+        &mut self,
+        schedule: &str,
+        fire_at: Timestamp,
+        task_id: TaskId,
     ) -> impl Future<Output = StoreResult<()>>;
 }

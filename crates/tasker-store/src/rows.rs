@@ -12,8 +12,8 @@ use tasker_core::id::{StepId, TaskId};
 use tasker_core::intern::Interner;
 use tasker_core::readiness::Progress;
 use tasker_core::store::{
-    DeadLetter, QueueDepth, StepExecution, StepRecord, StoreError, StoreResult, TaskRecord,
-    TemplateRecord, TransitionRecord,
+    DeadLetter, QueueDepth, ScheduleRecord, StepExecution, StepRecord, StoreError, StoreResult,
+    TaskRecord, TemplateRecord, TransitionRecord,
 };
 use tasker_core::time::Timestamp;
 
@@ -68,6 +68,25 @@ pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
         created_at: Timestamp(r.int(7)?),
         updated_at: Timestamp(r.int(8)?),
         concurrency_key: r.opt_str(9)?.map(str::to_owned),
+    })
+}
+
+/// `name, namespace, template, version, cron, timezone, context, catch_up, paused,
+/// next_fire, last_fire, created_at`.
+pub(crate) fn schedule_record(r: &impl Columns) -> StoreResult<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        name: r.owned(0)?,
+        namespace: r.owned(1)?,
+        template: r.owned(2)?,
+        version: r.owned(3)?,
+        cron: r.owned(4)?,
+        timezone: r.owned(5)?,
+        context: r.json(6)?,
+        catch_up: r.str(7)?.parse().map_err(StoreError::Corrupt)?,
+        paused: r.int(8)? != 0,
+        next_fire: r.opt_int(9)?.map(Timestamp),
+        last_fire: r.opt_int(10)?.map(Timestamp),
+        created_at: Timestamp(r.int(11)?),
     })
 }
 

@@ -8,6 +8,7 @@
 //!   of `examples/`, retries, timeouts, failures, cancellation, operator actions.
 //! - [`signal_cases`]: steps that wait for a signal.
 //! - [`fan_out_cases`]: steps that fan out over data (`for_each`).
+//! - [`schedule_cases`]: schedules, their ticks and catch-up.
 //!
 //! A backend runs the suite with [`conformance_tests!`], giving an async function
 //! that returns a fresh, isolated store (or `None`, after printing why, to skip):
@@ -18,6 +19,7 @@
 //! ```
 
 pub mod fan_out_cases;
+pub mod schedule_cases;
 pub mod signal_cases;
 pub mod store_cases;
 pub mod support;
@@ -125,6 +127,11 @@ macro_rules! conformance_tests {
             ten_thousand_items_fan_out_and_in,
             cancelling_a_fan_out_cancels_its_instances,
             instances_retry_and_time_out_on_their_own,
+        ]);
+        $crate::conformance_tests!(@cases $fresh, schedule_cases: [
+            a_schedule_fires_each_tick_once,
+            a_schedule_refuses_bad_input,
+            missed_ticks_follow_the_catch_up_policy,
         ]);
     };
     (@cases $fresh:path, $module:ident: [$($case:ident),* $(,)?]) => {

@@ -66,6 +66,37 @@ module Tasker
       @native.signal(task_id.to_s, name.to_s, payload)
     end
 
+    # Submits the template at `template_path` with `context` at each tick of `cron`
+    # (5 fields, 6 with seconds first, or "@every 30s") read in `timezone`; each tick
+    # creates one task, whichever orchestrator fires it. `catch_up` says what becomes
+    # of ticks missed while no orchestrator ran: :skip, :once or :all. Returns the
+    # schedule as a hash (its "next_fire" among the keys).
+    def schedule_create(name, template_path, cron:, timezone: "UTC", context: {}, catch_up: :once)
+      @native.schedule_create(name.to_s, template_path.to_s, cron.to_s, timezone.to_s, context,
+                              catch_up.to_s)
+    end
+
+    # Every schedule, by name, as hashes.
+    def schedules
+      @native.schedules["schedules"]
+    end
+
+    # Fires nothing until resumed; true if that changed it.
+    def schedule_pause(name)
+      @native.schedule_pause(name.to_s, true)
+    end
+
+    # Fires again from the next tick after now; true if that changed it.
+    def schedule_resume(name)
+      @native.schedule_pause(name.to_s, false)
+    end
+
+    # Deletes a schedule; the tasks it created stay.
+    def schedule_delete(name)
+      @native.schedule_delete(name.to_s)
+      nil
+    end
+
     # Marks a failed step done with `results` so its children run; returns the task's
     # state.
     def resolve(step_id, results)

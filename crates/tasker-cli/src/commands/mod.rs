@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use tasker_core::template::TaskTemplate;
 
 use crate::backend::{Access, Backend, with_store};
-use crate::cli::{Command, ConfigCommand, ContextArgs, QueueCommand, TemplateCommand};
+use crate::cli::{
+    Command, ConfigCommand, ContextArgs, QueueCommand, ScheduleCommand, TemplateCommand,
+};
 use crate::config::Config;
 use crate::{CliError, Outcome};
 
@@ -112,6 +114,46 @@ pub async fn dispatch(
             &finished_before,
             batch
         )),
+        Command::Schedule { command } => match command {
+            ScheduleCommand::Create {
+                template,
+                cron,
+                timezone,
+                context,
+                name,
+                catch_up,
+                store,
+            } => {
+                let template = load_one(&template)?;
+                let context = read_context(&context)?;
+                let catch_up = catch_up.parse().map_err(CliError::BadInput)?;
+                let name = name.unwrap_or_else(|| template.name.clone());
+                let handlers = config.handlers();
+                let schedule = operate::ScheduleArgs {
+                    name: &name,
+                    template: &template,
+                    cron: &cron,
+                    timezone: &timezone,
+                    context: &context,
+                    catch_up,
+                };
+                with_store!(write(&store)?, |s| operate::schedule_create(
+                    s, schedule, &handlers
+                ))
+            }
+            ScheduleCommand::List { json, store } => {
+                with_store!(read(&store)?, |s| operate::schedules(s, json))
+            }
+            ScheduleCommand::Pause { name, store } => {
+                with_store!(write(&store)?, |s| operate::pause_schedule(s, &name, true))
+            }
+            ScheduleCommand::Resume { name, store } => {
+                with_store!(write(&store)?, |s| operate::pause_schedule(s, &name, false))
+            }
+            ScheduleCommand::Delete { name, store } => {
+                with_store!(write(&store)?, |s| operate::delete_schedule(s, &name))
+            }
+        },
         Command::Queue { command } => match command {
             QueueCommand::Pause { queue, store } => {
                 with_store!(write(&store)?, |s| operate::pause(s, &queue, true))

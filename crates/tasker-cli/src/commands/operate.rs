@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tasker_core::duration::{HumanDuration, parse_duration};
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::schedule::CatchUp;
 use tasker_core::state::TaskState;
 use tasker_core::store::{Registration, Store, StoreError};
 use tasker_core::template::TaskTemplate;
@@ -28,9 +29,10 @@ fn task_id(id: &str) -> Result<TaskId, CliError> {
 /// Store errors caused by what the user asked (no such task, a refused transition).
 fn store_error(e: StoreError) -> CliError {
     match e {
-        StoreError::NotFound(_) | StoreError::Conflict(_) | StoreError::IllegalTransition(_) => {
-            CliError::bad(e)
-        }
+        StoreError::NotFound(_)
+        | StoreError::Conflict(_)
+        | StoreError::Invalid(_)
+        | StoreError::IllegalTransition(_) => CliError::bad(e),
         other => CliError::failed(other),
     }
 }
@@ -227,6 +229,84 @@ pub async fn pause_template<S: Store>(
         .await
         .map_err(engine_error)?;
     say_paused(&format!("template {template}"), paused, changed);
+    Ok(Outcome::Success)
+}
+
+/// What `tasker schedule create` was given.
+pub struct ScheduleArgs<'a> {
+    pub name: &'a str,
+    pub template: &'a TaskTemplate,
+    pub cron: &'a str,
+    pub timezone: &'a str,
+    pub context: &'a str,
+    pub catch_up: CatchUp,
+}
+
+pub async fn schedule_create<S: Store>(
+    store: S,
+    a: ScheduleArgs<'_>,
+    handlers: &HandlerRegistry,
+) -> Result<Outcome, CliError> {
+    let created = operator(store, handlers.clone())
+        .schedule_create(
+            a.name, a.template, a.cron, a.timezone, a.context, a.catch_up,
+        )
+        .await
+        .map_err(engine_error)?;
+    let next = created
+        .next_fire
+        .map_or("never".to_owned(), |t| t.to_string());
+    println!("schedule {} created; it fires next at {next}", created.name);
+    Ok(Outcome::Success)
+}
+
+pub async fn schedules<S: Store>(store: S, json: bool) -> Result<Outcome, CliError> {
+    let schedules = operator(store, HandlerRegistry::with_builtins())
+        .schedules()
+        .await
+        .map_err(engine_error)?;
+    if json {
+        let list = tasker_core::views::ScheduleList::new(&schedules);
+        println!("{}", serde_json::to_string(&list).expect("serializable"));
+        return Ok(Outcome::Success);
+    }
+    if schedules.is_empty() {
+        println!("no schedules");
+    }
+    for s in &schedules {
+        let when = match (s.paused, s.next_fire) {
+            (true, _) => "paused".to_owned(),
+            (false, Some(t)) => format!("next {t}"),
+            (false, None) => "no more ticks".to_owned(),
+        };
+        let last = s.last_fire.map_or("never".to_owned(), |t| t.to_string());
+        println!(
+            "{:<24} {}/{}@{}  `{}` {} (catch-up {})  {when}  last {last}",
+            s.name, s.namespace, s.template, s.version, s.cron, s.timezone, s.catch_up
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn pause_schedule<S: Store>(
+    store: S,
+    name: &str,
+    paused: bool,
+) -> Result<Outcome, CliError> {
+    let changed = operator(store, HandlerRegistry::with_builtins())
+        .pause_schedule(name, paused)
+        .await
+        .map_err(engine_error)?;
+    say_paused(&format!("schedule {name}"), paused, changed);
+    Ok(Outcome::Success)
+}
+
+pub async fn delete_schedule<S: Store>(store: S, name: &str) -> Result<Outcome, CliError> {
+    operator(store, HandlerRegistry::with_builtins())
+        .delete_schedule(name)
+        .await
+        .map_err(engine_error)?;
+    println!("schedule {name} deleted");
     Ok(Outcome::Success)
 }
 

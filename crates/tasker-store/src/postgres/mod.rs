@@ -16,6 +16,7 @@ pub mod ceiling;
 #[cfg(feature = "bench")]
 mod preload;
 mod queue;
+mod schedules;
 mod signals;
 mod steps;
 mod tasks;

@@ -38,6 +38,23 @@ pub(crate) async fn paused(conn: &mut Conn) -> StoreResult<Vec<(String, String)>
 }
 
 impl TemplateRows for PgTx<'_> {
+    async fn template_definition_of(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> StoreResult<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT definition FROM tasker.templates WHERE namespace = $1 AND name = $2 AND version = $3",
+        )
+        .bind(namespace)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *self.conn)
+        .await
+        .map_err(db)
+    }
+
     async fn template_set_paused(
         &mut self,
         namespace: &str,
@@ -72,17 +89,6 @@ impl TemplateRows for PgTx<'_> {
         .await
         .map_err(db)?;
         Ok(ids.into_iter().map(TaskId).collect())
-    }
-
-    async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
-        let conn = &mut *self.conn;
-        sqlx::query_scalar("SELECT definition FROM tasker.templates WHERE namespace = $1 AND name = $2 AND version = $3")
-            .bind(&t.namespace)
-            .bind(&t.name)
-            .bind(&t.version)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)
     }
 
     /// Inserts the definition unless the version exists; true if it did.

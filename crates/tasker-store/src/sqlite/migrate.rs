@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "concurrency",
         include_str!("../../migrations/sqlite/0009_concurrency.sql"),
     ),
+    (
+        10,
+        "schedules",
+        include_str!("../../migrations/sqlite/0010_schedules.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

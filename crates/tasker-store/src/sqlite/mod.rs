@@ -23,6 +23,7 @@ mod migrate;
 #[cfg(feature = "bench")]
 mod preload;
 mod queue;
+mod schedules;
 mod signals;
 mod steps;
 mod tasks;

@@ -49,6 +49,23 @@ pub(crate) fn paused(conn: &Conn) -> StoreResult<Vec<(String, String)>> {
 }
 
 impl TemplateRows for SqliteTx<'_> {
+    async fn template_definition_of(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> StoreResult<Option<String>> {
+        self.conn
+            .prepare_cached(
+                "SELECT definition FROM templates WHERE namespace = ? AND name = ? AND version = ?",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![namespace, name, version], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(db)
+    }
+
     async fn template_set_paused(
         &mut self,
         namespace: &str,
@@ -82,18 +99,6 @@ impl TemplateRows for SqliteTx<'_> {
             .query_map(params![namespace, name], |r| Ok(TaskId(r.get(0)?)))
             .map_err(db)?;
         rows.map(|r| r.map_err(db)).collect()
-    }
-
-    async fn template_definition(&mut self, t: &TaskTemplate) -> StoreResult<Option<String>> {
-        let conn = self.conn;
-        conn.prepare_cached(
-            "SELECT definition FROM templates WHERE namespace = ? AND name = ? AND version = ?",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![t.namespace, t.name, t.version], |r| r.get(0))
-                .optional()
-        })
-        .map_err(db)
     }
 
     /// Inserts the definition unless the version exists; true if it did.
