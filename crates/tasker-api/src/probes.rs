@@ -86,6 +86,7 @@ pub async fn render<S: Store>(engine: &Engine<S>) -> String {
         Ok(held) => {
             waiting.push(("paused_template", held.paused_template));
             waiting.push(("concurrency_key", held.concurrency_key));
+            waiting.push(("rate_limit", held.rate_limit));
         }
         Err(e) => tracing::warn!(error = %e, "cannot read held tasks for /metrics"),
     }

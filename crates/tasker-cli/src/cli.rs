@@ -242,6 +242,14 @@ pub struct BenchArgs {
     /// Steps each worker runs at the same time.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Give the template a concurrency key (one value for every task) with this limit:
+    /// what holding and releasing slots costs.
+    #[arg(long)]
+    pub key_limit: Option<u32>,
+    /// Give every step a rate limit of this many starts a second (one key; the burst
+    /// as large): what taking tokens costs, or, set low, the limit at work.
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
     /// Fill the database with this many finished steps (of finished tasks of the same
     /// shape) before measuring: throughput as the tables grow.
     #[arg(long, default_value_t = 0)]

@@ -119,6 +119,15 @@ pub fn held(detail: &TaskDetail, paused: &[String], templates: &[(String, String
                 s.name, s.queue, s.queue
             );
         }
+        if let (StepState::Enqueued, Some(limit), Some(at)) =
+            (s.state, &s.rate_limit, s.rate_booked)
+        {
+            let _ = writeln!(
+                out,
+                "\nheld: {} waits for a token of rate limit `{}` ({}/s): it has the one of {at}",
+                s.name, limit.key, limit.per_second
+            );
+        }
     }
     out
 }
@@ -162,6 +171,8 @@ mod tests {
             started_at: None,
             completed_at: None,
             waits_for: None,
+            rate_limit: None,
+            rate_booked: None,
         }
     }
 
@@ -215,6 +226,23 @@ mod tests {
             },
             steps: Vec::new(),
         };
+        let booked = StepRecord {
+            rate_limit: Some(Box::new(tasker_core::rate::RateLimit {
+                key: "partner".into(),
+                per_second: 2.0,
+                burst: 2,
+            })),
+            rate_booked: Some(Timestamp(1_000_000)),
+            ..step("call", "free", StepState::Enqueued)
+        };
+        let limited = TaskDetail {
+            task: detail.task.clone(),
+            steps: vec![booked],
+        };
+        assert_eq!(
+            held(&limited, &[], &[]),
+            "\nheld: call waits for a token of rate limit `partner` (2/s): it has the one of 1970-01-01T00:00:01.000Z\n"
+        );
         assert_eq!(
             held(&keyed, &[], &[]),
             "\nheld: concurrency key `ada` of ns/t is at its limit; the task starts when one of that key's tasks ends\n"

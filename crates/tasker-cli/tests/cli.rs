@@ -1014,9 +1014,13 @@ fn a_damaged_database_is_reported_not_used() {
     }
     let len = std::fs::metadata(db).unwrap().len();
     assert!(len > 64 * 1024, "{len} bytes");
+    // Garbage over pages at three places: wherever the tables and indexes lie, some of
+    // their pages are hit.
     let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
-    file.seek(SeekFrom::Start(len / 2)).unwrap();
-    file.write_all(&[0xA5; 2048]).unwrap();
+    for at in [len / 4, len / 2, len * 3 / 4] {
+        file.seek(SeekFrom::Start(at)).unwrap();
+        file.write_all(&[0xA5; 2048]).unwrap();
+    }
     drop(file);
     for command in ["resume", "status"] {
         let o = run(&[command, "--db", db]);

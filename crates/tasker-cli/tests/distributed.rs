@@ -11,7 +11,9 @@
 //! - `concurrency_*`: tasks of one concurrency key never overlap across processes, and
 //!   a worker killed -9 holding the slot frees it once its step is recovered;
 //! - `schedules_*`: two orchestrators fire each tick of a schedule once, and catch up
-//!   once on the ticks missed while neither ran.
+//!   once on the ticks missed while neither ran;
+//! - `rate_limit_*`: 50 steps under 10 a second across two workers start over ≥ 4.5 s,
+//!   none failed, each on its first attempt.
 
 mod support;
 
@@ -274,6 +276,61 @@ async fn schedules_fire_each_tick_once_across_orchestrators_and_catch_up_once() 
     );
     assert!(after.len() >= 2, "then on time again: {after:?}");
     assert_eq!(tasks().await, all.len(), "one task per tick");
+}
+
+const RATED: &str = "namespace: rated\nname: partner_calls\nversion: 1.0.0\nsteps:\n  \
+    - {name: call, handler: noop, for_each: context.items, rate_limit: {key: partner_api, per_second: 10}}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_across_workers_without_failing_or_spending_attempts() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let url = db.url.as_str();
+    let _processes = [
+        Proc::spawn(url, &["orchestrator"]),
+        Proc::spawn(url, &["worker"]),
+        Proc::spawn(url, &["worker"]),
+    ];
+    let template = tasker_core::template::parse_template(RATED, "rated.yaml").unwrap();
+    let items: Vec<u32> = (0..50).collect();
+    let context = format!(r#"{{"items": {items:?}}}"#);
+    let task = submitter(store.clone())
+        .submit(&template, &context, None)
+        .await
+        .unwrap()
+        .task_id;
+    until_all_finished(&store, Duration::from_secs(60)).await;
+    let detail = store.task_get(task).await.unwrap();
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let mut started: Vec<i64> = detail
+        .steps
+        .iter()
+        .filter(|s| s.name.starts_with("call["))
+        .map(|s| {
+            assert_eq!(
+                (s.state, s.attempts),
+                (StepState::Complete, 1),
+                "{}",
+                s.name
+            );
+            s.started_at.expect("started").0
+        })
+        .collect();
+    assert_eq!(started.len(), 50);
+    started.sort_unstable();
+    let spread = Duration::from_micros((started[49] - started[0]) as u64);
+    assert!(
+        spread >= Duration::from_millis(4500),
+        "50 starts over {spread:?}"
+    );
+    for (i, from) in started.iter().enumerate() {
+        let within = started[i..]
+            .iter()
+            .filter(|t| **t - from < 1_000_000)
+            .count();
+        assert!(within <= 10 + 10, "{within} starts within one second");
+    }
 }
 
 const KEYED: &str = "namespace: keyed\nname: per_account\nversion: 1.0.0\n\

@@ -28,6 +28,7 @@ pub mod json_path;
 pub mod memory;
 pub mod message;
 pub mod names;
+pub mod rate;
 pub mod readiness;
 pub mod schedule;
 pub mod state;

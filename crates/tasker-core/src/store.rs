@@ -190,6 +190,9 @@ pub enum StepStart {
     },
     /// The message does not parse, or names no step: it is in the dead letters.
     Invalid { reason: String },
+    /// The step's rate limit has no token now: it stays as it was, takes no attempt,
+    /// and its message shows again `until`, when a token will be there for it.
+    RateLimited { key: String, until: Timestamp },
 }
 
 /// One message of a [`Store::step_claim`], and what claiming its step did.
@@ -420,6 +423,8 @@ pub struct HeldSteps {
     pub paused_template: u64,
     /// Of tasks that wait for a slot of their concurrency key (or are about to start).
     pub concurrency_key: u64,
+    /// Enqueued steps with a rate limit: held back by it, or about to start.
+    pub rate_limit: u64,
 }
 
 /// A step row.
@@ -441,6 +446,10 @@ pub struct StepRecord {
     pub completed_at: Option<Timestamp>,
     /// The signal it waits for, for a step that runs no handler (`wait_for`).
     pub waits_for: Option<String>,
+    /// The rate its starts are limited by (`rate_limit`).
+    pub rate_limit: Option<Box<crate::rate::RateLimit>>,
+    /// When it found no token: the time of the one it booked, until it starts.
+    pub rate_booked: Option<Timestamp>,
 }
 
 /// A task with its steps in template order.

@@ -105,6 +105,7 @@ pub struct Metrics {
     operator_actions: [AtomicU64; OperatorAction::ALL.len()],
     dispatch_latency: Histogram,
     step_durations: Mutex<BTreeMap<HandlerKey, Arc<Histogram>>>,
+    rate_limited: AtomicU64,
     ticks_fired: AtomicU64,
     ticks_skipped: AtomicU64,
     tick_lag: Histogram,
@@ -159,6 +160,11 @@ impl Metrics {
 
     pub(crate) fn dead_lettered(&self) {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A claim held a step back for its rate limit.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A schedule's tick created its task `lag` after its time.
@@ -216,6 +222,12 @@ impl Metrics {
             "tasker_dead_letters_total",
             "Step messages moved to the dead letters.",
             &self.dead_letters,
+        );
+        counter(
+            out,
+            "tasker_steps_rate_limited_total",
+            "Claims that held a step back for its rate limit (it starts when a token is free).",
+            &self.rate_limited,
         );
         counter(
             out,

@@ -102,6 +102,11 @@ async fn run_step<S: Store>(
             tracing::error!(queue = %queue, msg_id = claim.msg_id, %reason, "message moved to the dead letters");
             return None;
         }
+        StepStart::RateLimited { key, until } => {
+            tracing::debug!(msg_id = claim.msg_id, %key, %until, "rate limited: back when a token is free");
+            shared.metrics.rate_limited();
+            return None;
+        }
     };
     if exec.attempt == 1 {
         // Sent when its last parent finished: the dispatch latency of the DAG.

@@ -775,6 +775,7 @@ async fn claim_steps<P: Primitives>(
     if !gone.is_empty() {
         p.queue_delete(queue, &gone).await?;
     }
+    limit_rates(p, queue, messages, &mut begin, &mut starts).await?;
     if !begin.is_empty() {
         let reasons: Vec<String> = begin
             .iter()
@@ -830,6 +831,73 @@ async fn claim_steps<P: Primitives>(
         .zip(messages)
         .map(|(start, &(_, step_id))| start.ok_or_else(|| step_not_found(step_id)))
         .collect()
+}
+
+/// Holds back the claims of `begin` (index into `messages`, step row, state) whose rate
+/// limit has no token now. Such a step books the next token of its key and stays as it
+/// is, taking no attempt; its message is hidden until that token's time — a timed
+/// wake-up for the readers, not a poll — and then it starts on its booking. Buckets
+/// are locked in key order, the same in every claim.
+async fn limit_rates<P: Primitives>(
+    p: &mut P,
+    queue: &str,
+    messages: &[(i64, StepId)],
+    begin: &mut Vec<(usize, &StepRow, StepState)>,
+    starts: &mut [Option<StepStart>],
+) -> StoreResult<()> {
+    if begin.iter().all(|(_, row, _)| row.rate_limit.is_none()) {
+        return Ok(());
+    }
+    let now = Timestamp::now();
+    let mut held = Vec::new();
+    let mut hidden = Vec::new();
+    let mut bookings = Vec::new();
+    let mut hold = |b: usize, i: usize, key: &str, until: Timestamp| {
+        let wait = Duration::from_micros(until.0.saturating_sub(now.0).max(0) as u64);
+        hidden.push((messages[i].0, wait));
+        starts[i] = Some(StepStart::RateLimited {
+            key: key.to_owned(),
+            until,
+        });
+        held.push(b);
+    };
+    // (key, index into `begin`) of the steps that take a token now.
+    let mut taking: Vec<(&str, usize)> = Vec::new();
+    for (b, &(i, row, _)) in begin.iter().enumerate() {
+        let Some(limit) = row.rate_limit.as_deref() else {
+            continue;
+        };
+        match row.rate_booked {
+            Some(at) if at.0 <= now.0 => bookings.push((messages[i].1, None)),
+            Some(at) => hold(b, i, &limit.key, at),
+            None => taking.push((&limit.key, b)),
+        }
+    }
+    taking.sort_unstable();
+    for group in taking.chunk_by(|x, y| x.0 == y.0) {
+        let key = group[0].0;
+        let limit = begin[group[0].1].1.rate_limit.as_deref().expect("limited");
+        let bucket = p.bucket_lock(key).await?;
+        let taken = limit.take(Some(bucket), now, group.len());
+        p.bucket_set(key, taken.bucket).await?;
+        for (&(_, b), &until) in group[taken.granted..].iter().zip(&taken.booked) {
+            let i = begin[b].0;
+            bookings.push((messages[i].1, Some(until)));
+            hold(b, i, key, until);
+        }
+    }
+    if !bookings.is_empty() {
+        p.steps_book(&bookings).await?;
+    }
+    if !hidden.is_empty() {
+        p.queue_set_vt(queue, &hidden).await?;
+    }
+    let mut b = 0;
+    begin.retain(|_| {
+        b += 1;
+        !held.contains(&(b - 1))
+    });
+    Ok(())
 }
 
 async fn invalid<P: Primitives>(

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::message::StepMessage;
+use tasker_core::rate::{Bucket, RateLimit};
 use tasker_core::readiness::Progress;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::{Pruned, QueueBatch, ScheduleRecord, StepExecution, StoreResult, Wakeups};
@@ -81,6 +82,10 @@ pub(crate) struct StepRow {
     pub instance_of: Option<u32>,
     /// A `for_each` step that has created its instances.
     pub expanded: bool,
+    /// The rate its starts are limited by.
+    pub rate_limit: Option<Box<RateLimit>>,
+    /// The time of the token it booked, if it found none when it was last claimed.
+    pub rate_booked: Option<Timestamp>,
 }
 
 impl StepRow {
@@ -187,12 +192,27 @@ impl Sent {
 /// is a compare-and-set on it (`from`) that also appends the transition, and returns
 /// the number of rows changed.
 pub(crate) trait Primitives:
-    TemplateRows + TaskRows + StepRows + SignalRows + ScheduleRows + TransitionRows + QueueOps
+    TemplateRows
+    + TaskRows
+    + StepRows
+    + SignalRows
+    + ScheduleRows
+    + RateRows
+    + TransitionRows
+    + QueueOps
 {
 }
 
-impl<T: TemplateRows + TaskRows + StepRows + SignalRows + ScheduleRows + TransitionRows + QueueOps>
-    Primitives for T
+impl<
+    T: TemplateRows
+        + TaskRows
+        + StepRows
+        + SignalRows
+        + ScheduleRows
+        + RateRows
+        + TransitionRows
+        + QueueOps,
+> Primitives for T
 {
 }
 
@@ -514,5 +534,20 @@ pub(crate) trait ScheduleRows {
         schedule: &str,
         fire_at: Timestamp,
         task_id: TaskId,
+    ) -> impl Future<Output = StoreResult<()>>;
+}
+
+/// The `rate_limits` table: a token bucket per key.
+pub(crate) trait RateRows {
+    /// The bucket of `key` (an empty one, created now, for a key never used), locked
+    /// until the transaction ends.
+    fn bucket_lock(&mut self, key: &str) -> impl Future<Output = StoreResult<Bucket>>;
+
+    fn bucket_set(&mut self, key: &str, bucket: Bucket) -> impl Future<Output = StoreResult<()>>;
+
+    /// Records (or, with `None`, clears) the token each step booked.
+    fn steps_book(
+        &mut self,
+        bookings: &[(StepId, Option<Timestamp>)],
     ) -> impl Future<Output = StoreResult<()>>;
 }

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::intern::Interner;
+use tasker_core::rate::RateLimit;
 use tasker_core::readiness::Progress;
 use tasker_core::store::{
     DeadLetter, QueueDepth, ScheduleRecord, StepExecution, StepRecord, StoreError, StoreResult,
@@ -91,8 +92,8 @@ pub(crate) fn schedule_record(r: &impl Columns) -> StoreResult<ScheduleRecord> {
 }
 
 /// `id, position, name, handler, queue, state, attempts, max_attempts, results, error,
-/// started_at, completed_at, wait_signal` of a step of `task_id`; `depends_on` is left empty (see
-/// [`link_parents`]).
+/// started_at, completed_at, wait_signal, rate_limit, rate_booked` of a step of `task_id`;
+/// `depends_on` is left empty (see [`link_parents`]).
 pub(crate) fn step_record(r: &impl Columns, task_id: TaskId) -> StoreResult<StepRecord> {
     Ok(StepRecord {
         id: StepId(r.uuid(0)?),
@@ -110,7 +111,19 @@ pub(crate) fn step_record(r: &impl Columns, task_id: TaskId) -> StoreResult<Step
         started_at: r.opt_int(10)?.map(Timestamp),
         completed_at: r.opt_int(11)?.map(Timestamp),
         waits_for: r.opt_str(12)?.map(str::to_owned),
+        rate_limit: r.opt_str(13)?.map(rate_limit).transpose()?,
+        rate_booked: r.opt_int(14)?.map(Timestamp),
     })
+}
+
+fn rate_limit(text: &str) -> StoreResult<Box<RateLimit>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("rate_limit: {e}")))
+}
+
+/// A step's `rate_limit` as stored (NULL for a step without one).
+pub(crate) fn rate_limit_column(step: &tasker_core::template::StepTemplate) -> Option<String> {
+    let limit = step.rate_limit.as_ref()?;
+    Some(serde_json::to_string(limit).expect("a string and numbers serialize"))
 }
 
 /// A step's `for_each` as stored (NULL for a step that does not fan out).
@@ -230,9 +243,11 @@ pub(crate) fn eval_step(r: &impl Columns) -> StoreResult<EvalStep> {
 }
 
 /// `task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-/// wait_signal, instance_of, instances_left`.
+/// wait_signal, instance_of, instances_left, rate_limit, rate_booked`.
 pub(crate) fn step_row(r: &impl Columns) -> StoreResult<StepRow> {
     Ok(StepRow {
+        rate_booked: r.opt_int(13)?.map(Timestamp),
+        rate_limit: r.opt_str(12)?.map(rate_limit).transpose()?,
         instance_of: r.opt_int(10)?.map(|p| p.clamp(0, u32::MAX.into()) as u32),
         expanded: r.opt_int(11)?.is_some(),
         wait: r.opt_str(9)?.map(str::to_owned),

@@ -8,6 +8,7 @@ use tasker_core::id::TaskId;
 use tasker_core::message::TASK_QUEUE;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::*;
+use tasker_core::time::Timestamp;
 
 use crate::support::*;
 
@@ -1309,4 +1310,72 @@ pub async fn a_concurrency_key_holds_tasks_beyond_its_limit<S: Store>(store: Arc
         matches!(&missing, StoreError::Invalid(why) if why.contains("concurrency key `context.customer` names nothing")),
         "{missing}"
     );
+}
+
+pub async fn a_rate_limit_books_tokens_and_holds_back_the_rest<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let limited = template(
+        "namespace: conf\nname: limited\nversion: 1.0.0\nsteps:\n  \
+         - {name: call, handler: noop, queue: conf_rate, rate_limit: {key: conf_partner, per_second: 20, burst: 1}}\n",
+    );
+    let tasks = [
+        d.create(&limited, "{}").await,
+        d.create(&limited, "{}").await,
+        d.create(&limited, "{}").await,
+    ];
+    assert_eq!(d.start_tasks().await, 3);
+    // A key's bucket starts empty: each claim books the next token, 50 ms apart.
+    let mut until = Vec::new();
+    for _ in 0..3 {
+        let c = d.claim("conf_rate").await.expect("a message");
+        match &c.start {
+            StepStart::RateLimited { key, until: at } => {
+                assert_eq!(key, "conf_partner");
+                until.push(*at);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for pair in until.windows(2) {
+        assert_eq!(
+            pair[1].since(pair[0]),
+            Duration::from_millis(50),
+            "{until:?}"
+        );
+    }
+    assert!(
+        d.claim("conf_rate").await.is_none(),
+        "hidden until their tokens"
+    );
+    for id in tasks {
+        let detail = d.detail(id).await;
+        assert_eq!(
+            (detail.steps[0].state, detail.steps[0].attempts),
+            (StepState::Enqueued, 0),
+            "held back without an attempt"
+        );
+    }
+    let mut ran = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ran < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the booked steps never ran"
+        );
+        match d.claim("conf_rate").await {
+            Some(c) => {
+                let StepStart::Run(exec) = &c.start else {
+                    panic!("a booked step starts on its token: {:?}", c.start);
+                };
+                assert_eq!(exec.attempt, 1);
+                assert!(Timestamp::now().0 >= until[ran].0, "not before its token");
+                d.succeed(&c, "{}").await;
+                ran += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    for id in tasks {
+        assert_eq!(d.detail(id).await.task.state, TaskState::Complete);
+    }
 }

@@ -939,6 +939,41 @@ pub async fn tasks_of_one_concurrency_key_never_overlap<S: Store>(store: Arc<S>)
     }
 }
 
+/// Instances of a `for_each` step under a rate limit start at its rate, spread over
+/// time, none failed and each on its first attempt, though the worker has idle slots.
+pub async fn rate_limited_instances_start_no_faster_than_their_rate<S: Store>(store: Arc<S>) {
+    let engine = engine(store.clone(), 4, |_| {});
+    let t = template(
+        "namespace: conf\nname: rated\nversion: 1.0.0\nsteps:\n  \
+         - {name: call, handler: noop, for_each: context.items, rate_limit: {key: conf_rated, per_second: 20}}\n",
+    );
+    let items: Vec<u32> = (0..12).collect();
+    let context = serde_json::json!({ "items": items }).to_string();
+    let detail = run(&engine, &t, &context).await;
+    assert_eq!(detail.task.state, TaskState::Complete);
+    let mut started: Vec<_> = detail
+        .steps
+        .iter()
+        .filter(|s| s.name.starts_with("call["))
+        .map(|s| {
+            assert_eq!(s.attempts, 1, "{}: held back without an attempt", s.name);
+            s.started_at.expect("started")
+        })
+        .collect();
+    assert_eq!(started.len(), 12);
+    started.sort_unstable();
+    // An empty bucket of 20 a second: the twelfth token comes at 0.6 s.
+    let spread = started[11].since(started[0]);
+    assert!(spread >= Duration::from_millis(500), "{spread:?}");
+    for (i, from) in started.iter().enumerate() {
+        let within = started[i..]
+            .iter()
+            .filter(|t| t.since(*from) < Duration::from_secs(1))
+            .count();
+        assert!(within <= 20 + 20, "{within} starts within a second");
+    }
+}
+
 /// Running workers take nothing from a paused queue; resuming wakes them.
 pub async fn pausing_a_queue_holds_its_steps_until_resumed<S: Store>(store: Arc<S>) {
     let t = template(

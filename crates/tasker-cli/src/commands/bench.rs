@@ -32,7 +32,8 @@ pub struct Shape {
 /// The workflow shapes the harness knows; `chain`, `fanout` and `foreach` (a fan-out
 /// over the context's items: the `fanout` of `for_each` instances) take their size from
 /// `steps`, and the others have theirs.
-pub fn shape(shape: &str, steps: Option<usize>) -> Result<Shape, CliError> {
+pub fn shape(args: &BenchArgs) -> Result<Shape, CliError> {
+    let (shape, steps) = (args.shape.as_str(), args.steps);
     let sized = matches!(shape, "chain" | "fanout" | "foreach");
     let n = match (sized, steps) {
         (true, Some(n)) if n >= 3 => n,
@@ -53,10 +54,25 @@ pub fn shape(shape: &str, steps: Option<usize>) -> Result<Shape, CliError> {
     } else {
         shape.to_owned()
     };
-    let mut yaml = format!("namespace: bench\nname: {name}\nversion: 1.0.0\nsteps:\n");
+    let mut yaml = format!("namespace: bench\nname: {name}\nversion: 1.0.0\n");
+    let mut context = "{}".to_owned();
+    if let Some(limit) = args.key_limit {
+        yaml.push_str(&format!(
+            "concurrency: {{key: context.key, limit: {limit}}}\n"
+        ));
+        context = r#"{"key": "bench"}"#.to_owned();
+    }
+    yaml.push_str("steps:\n");
+    let rate = match args.rate_limit {
+        Some(r) => format!(
+            ", rate_limit: {{key: bench, per_second: {r}, burst: {}}}",
+            r.ceil().max(1.0)
+        ),
+        None => String::new(),
+    };
     let mut step = |name: &str, deps: &[String]| {
         yaml.push_str(&format!(
-            "  - {{name: {name}, handler: noop, depends_on: [{}]}}\n",
+            "  - {{name: {name}, handler: noop, depends_on: [{}]{rate}}}\n",
             deps.join(", ")
         ));
     };
@@ -78,7 +94,6 @@ pub fn shape(shape: &str, steps: Option<usize>) -> Result<Shape, CliError> {
         }
         step("join", &leaves);
     };
-    let mut context = "{}".to_owned();
     match shape {
         "linear4" => chain(4, &mut step),
         "chain50" => chain(50, &mut step),
@@ -94,10 +109,12 @@ pub fn shape(shape: &str, steps: Option<usize>) -> Result<Shape, CliError> {
         "foreach" => {
             let items = n - 2;
             yaml.push_str(&format!(
-                "  - {{name: each, handler: noop, for_each: context.items, max_items: {items}}}\n  \
+                "  - {{name: each, handler: noop, for_each: context.items, max_items: {items}{rate}}}\n  \
                  - {{name: join, handler: noop, depends_on: [each]}}\n"
             ));
-            context = serde_json::json!({ "items": (0..items).collect::<Vec<_>>() }).to_string();
+            context =
+                serde_json::json!({ "items": (0..items).collect::<Vec<_>>(), "key": "bench" })
+                    .to_string();
         }
         other => {
             return Err(CliError::BadInput(format!(
@@ -396,7 +413,7 @@ async fn measure<S: Store>(
 }
 
 pub async fn bench(args: BenchArgs) -> Result<Outcome, CliError> {
-    let shape = shape(&args.shape, args.steps)?;
+    let shape = shape(&args)?;
     let template = &shape.template;
     let report = match Backend::from_args(&args.store)? {
         Backend::Sqlite(path) => {

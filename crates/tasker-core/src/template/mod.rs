@@ -22,6 +22,7 @@ use serde_json::value::RawValue;
 use crate::backoff::RetryPolicy;
 use crate::duration::serde_human;
 use crate::json_path;
+use crate::rate::RateLimit;
 
 pub use error::{ContextError, TemplateError, TemplateErrors};
 
@@ -71,6 +72,9 @@ pub struct StepTemplate {
     pub wait_for: Option<WaitFor>,
     /// Set for a step that runs its handler once per element of an array.
     pub for_each: Option<ForEach>,
+    /// Set for a step whose starts are limited by a shared rate (each instance's, for a
+    /// `for_each` step).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The most instances a `for_each` step creates unless its `max_items` says otherwise.
@@ -110,7 +114,7 @@ pub struct WaitFor {
 impl Serialize for StepTemplate {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut m = s.serialize_struct("StepTemplate", 10)?;
+        let mut m = s.serialize_struct("StepTemplate", 11)?;
         m.serialize_field("name", &self.name)?;
         if self.wait_for.is_none() {
             m.serialize_field("handler", &self.handler)?;
@@ -122,6 +126,9 @@ impl Serialize for StepTemplate {
         if let Some(each) = &self.for_each {
             m.serialize_field("for_each", &each.source)?;
             m.serialize_field("max_items", &each.max_items)?;
+        }
+        if let Some(limit) = &self.rate_limit {
+            m.serialize_field("rate_limit", limit)?;
         }
         match &self.wait_for {
             Some(wait) => m.serialize_field("wait_for", wait)?,

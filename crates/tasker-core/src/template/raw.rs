@@ -57,6 +57,8 @@ pub(super) struct RawStep {
     pub for_each: Option<String>,
     #[serde(default)]
     pub max_items: Option<u32>,
+    #[serde(default, deserialize_with = "optional_mapping")]
+    pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub depends_on: Vec<String>,
     #[serde(default)]
@@ -69,6 +71,15 @@ pub(super) struct RawStep {
     pub retry: Option<RawRetry>,
     #[serde(default, with = "serde_human_opt")]
     pub timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    #[serde(deserialize_with = "text")]
+    pub key: String,
+    pub per_second: Option<f64>,
+    pub burst: Option<u32>,
 }
 
 #[derive(Deserialize)]

@@ -517,3 +517,47 @@ fn a_concurrency_key_is_a_context_path_with_a_limit() {
     let unknown = bad("{key: context.id, limit: 1, per: 3}");
     assert!(unknown[0].contains("unknown field `per`"), "{unknown:?}");
 }
+
+#[test]
+fn a_rate_limit_names_a_key_a_rate_and_a_burst() {
+    let t = parse_template(
+        &with_steps(
+            "  - {name: a, handler: noop, rate_limit: {key: partner_api, per_second: 2.5}}\n  \
+             - {name: b, handler: noop, rate_limit: {key: partner_api, per_second: 10, burst: 1}}\n",
+        ),
+        "t.yaml",
+    )
+    .unwrap();
+    let a = t.steps[0].rate_limit.as_ref().expect("a limit");
+    assert_eq!(
+        (a.key.as_str(), a.per_second, a.burst),
+        ("partner_api", 2.5, 3),
+        "the burst is the rate, rounded up, by default"
+    );
+    assert_eq!(t.steps[1].rate_limit.as_ref().unwrap().burst, 1);
+    let canonical = t.canonical_json();
+    assert!(
+        canonical.contains(r#""rate_limit":{"key":"partner_api","per_second":2.5,"burst":3}"#),
+        "{canonical}"
+    );
+    assert_eq!(parse_template(&canonical, "stored").unwrap().steps, t.steps);
+    let plain = parse_template(&with_steps("  - {name: a, handler: noop}\n"), "t.yaml").unwrap();
+    assert!(!plain.canonical_json().contains("rate_limit"));
+
+    let e = errors(&with_steps(
+        "  - {name: a, handler: noop, rate_limit: {key: 'bad key', per_second: 1}}\n  \
+         - {name: b, handler: noop, rate_limit: {key: k}}\n  \
+         - {name: c, handler: noop, rate_limit: {key: k, per_second: 0, burst: 0}}\n  \
+         - {name: d, wait_for: {signal: go, timeout: 1h}, rate_limit: {key: k, per_second: 1}}\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.yaml:5:6: step `a`: rate_limit key `bad key` is not allowed: use letters, digits, `_` and `-`, starting with a letter or digit",
+            "t.yaml:6:6: step `b`: rate_limit needs per_second: how many starts a second, e.g. `per_second: 10`",
+            "t.yaml:7:6: step `c`: rate_limit per_second must be above 0 and at most 1000000, got 0",
+            "t.yaml:7:6: step `c`: rate_limit burst must be between 1 and 1000000, got 0",
+            "t.yaml:8:6: step `d`: a step that waits for a signal starts no handler: it takes no rate_limit",
+        ]
+    );
+}

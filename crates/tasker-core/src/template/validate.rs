@@ -2,16 +2,20 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::raw::{RawConcurrency, RawRetry, RawStep, RawTemplate, RawWait};
+use super::raw::{RawConcurrency, RawRateLimit, RawRetry, RawStep, RawTemplate, RawWait};
 use super::{
     Concurrency, ContextSchema, DEFAULT_MAX_ITEMS, DEFAULT_TIMEOUT, ForEach, StepTemplate,
     TaskTemplate, TemplateError, TemplateErrors, WaitFor,
 };
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::names;
+use crate::rate::RateLimit;
 
 /// Limits on retry settings; beyond them a value is almost surely a typo.
 const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+
+/// The highest rate and burst a rate limit may name.
+const RATE_LIMIT: f64 = 1_000_000.0;
 
 /// The most tasks of one concurrency key a template may let run at once.
 const CONCURRENCY_LIMIT: u32 = 10_000;
@@ -203,6 +207,9 @@ pub(super) fn validate(
                 p.step(name, format!("lists `{dep}` twice in depends_on"));
             }
         }
+        if let Some(limit) = &step.rate_limit {
+            check_rate_limit(&mut p, step, limit);
+        }
         match &step.for_each {
             Some(source) => check_for_each(&mut p, step, source),
             None if step.max_items.is_some() => {
@@ -282,6 +289,14 @@ pub(super) fn validate(
                     source,
                     max_items: s.max_items.unwrap_or(DEFAULT_MAX_ITEMS),
                 }),
+                rate_limit: s.rate_limit.map(|r| {
+                    let per_second = r.per_second.unwrap_or_default();
+                    RateLimit {
+                        key: r.key,
+                        per_second,
+                        burst: r.burst.unwrap_or((per_second.ceil() as u32).max(1)),
+                    }
+                }),
             }
         })
         .collect();
@@ -297,6 +312,40 @@ pub(super) fn validate(
         }),
         steps,
     })
+}
+
+/// A rate limit names a key, a rate above zero and a burst of at least one start; a
+/// step that waits for a signal starts nothing to limit.
+fn check_rate_limit(p: &mut Problems, step: &RawStep, limit: &RawRateLimit) {
+    let name = step.name.as_str();
+    if let Err(why) = names::check_name(&limit.key) {
+        p.step(name, format!("rate_limit key `{}` {why}", limit.key));
+    }
+    match limit.per_second {
+        None => p.step(
+            name,
+            "rate_limit needs per_second: how many starts a second, e.g. `per_second: 10`".into(),
+        ),
+        Some(r) if !(r > 0.0 && r <= RATE_LIMIT) => p.step(
+            name,
+            format!("rate_limit per_second must be above 0 and at most {RATE_LIMIT}, got {r}"),
+        ),
+        Some(_) => {}
+    }
+    if let Some(b) = limit.burst
+        && !(1.0..=RATE_LIMIT).contains(&f64::from(b))
+    {
+        p.step(
+            name,
+            format!("rate_limit burst must be between 1 and {RATE_LIMIT}, got {b}"),
+        );
+    }
+    if step.wait_for.is_some() {
+        p.step(
+            name,
+            "a step that waits for a signal starts no handler: it takes no rate_limit".into(),
+        );
+    }
 }
 
 /// A concurrency key is a path into the context, and its limit is set and sensible.

@@ -16,6 +16,7 @@ pub mod ceiling;
 #[cfg(feature = "bench")]
 mod preload;
 mod queue;
+mod rate_limits;
 mod schedules;
 mod signals;
 mod steps;

@@ -138,7 +138,7 @@ pub(crate) async fn ancestors(
 pub(crate) async fn list(conn: &mut Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>> {
     let rows = sqlx::query(
         "SELECT id, position, name, handler, queue, state, attempts, max_attempts, results::text, error,
-                started_at, completed_at, wait_signal
+                started_at, completed_at, wait_signal, rate_limit, rate_booked
          FROM tasker.steps WHERE task_id = $1 ORDER BY position",
     )
     .bind(task_id.0)
@@ -234,7 +234,7 @@ impl StepRows for PgTx<'_> {
             ($lock:literal) => {
                 concat!(
                     "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-                            wait_signal, instance_of, instances_left, id
+                            wait_signal, instance_of, instances_left, rate_limit, rate_booked, id
                      FROM tasker.steps WHERE id = ANY($1) ORDER BY id",
                     $lock
                 )
@@ -252,7 +252,7 @@ impl StepRows for PgTx<'_> {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(|r| Ok((StepId(r.uuid(12)?), step_row(r)?)))
+            .map(|r| Ok((StepId(r.uuid(14)?), step_row(r)?)))
             .collect()
     }
 
@@ -387,10 +387,10 @@ impl StepRows for PgTx<'_> {
                   made AS (
                       INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry,
                                                 max_attempts, timeout_ms, state, waiting_on, instance_of,
-                                                item_index, item)
+                                                item_index, item, rate_limit)
                       SELECT u.id, s.task_id, first.at + u.n - 1, s.name || '[' || (u.n - 1) || ']', s.handler,
                              s.queue, s.config, s.retry, s.max_attempts, s.timeout_ms, 'enqueued', 0, s.position,
-                             u.n - 1, u.item::json
+                             u.n - 1, u.item::json, s.rate_limit
                       FROM UNNEST($2::uuid[], $3::text[]) WITH ORDINALITY AS u(id, item, n)
                       CROSS JOIN first JOIN tasker.steps s ON s.id = $4
                       RETURNING id)

@@ -10,7 +10,8 @@ use tasker_core::time::Timestamp;
 use super::{Conn, PgTx, db, steps};
 use crate::primitives::{Hold, KeyGroup, LockedTask, TaskMove, TaskRows};
 use crate::rows::{
-    counters, decides_column, for_each_column, parent_counts, parse, task_progress, task_record,
+    counters, decides_column, for_each_column, parent_counts, parse, rate_limit_column,
+    task_progress, task_record,
 };
 
 pub(crate) async fn progress(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
@@ -77,9 +78,16 @@ pub(crate) async fn held(conn: &mut Conn) -> StoreResult<HeldSteps> {
     .fetch_one(&mut *conn)
     .await
     .map_err(db)?;
+    let limited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasker.steps WHERE rate_limit IS NOT NULL AND state = 'enqueued'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
     Ok(HeldSteps {
         paused_template: paused.max(0) as u64,
         concurrency_key: keyed.max(0) as u64,
+        rate_limit: limited.max(0) as u64,
     })
 }
 
@@ -283,6 +291,7 @@ impl TaskRows for PgTx<'_> {
         let mut decides = Vec::with_capacity(n);
         let mut waits = Vec::with_capacity(n);
         let mut fans = Vec::with_capacity(n);
+        let mut limits = Vec::with_capacity(n);
         let (mut configs, mut retries, mut max_attempts, mut timeouts) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -305,15 +314,16 @@ impl TaskRows for PgTx<'_> {
             decides.push(decides_column(t, step));
             waits.push(step.wait_for.as_ref().map(|w| w.signal.as_str()));
             fans.push(for_each_column(step));
+            limits.push(rate_limit_column(step));
         }
         sqlx::query(
             "INSERT INTO tasker.steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides,
-                                      wait_signal, for_each)
+                                      wait_signal, for_each, rate_limit)
              SELECT u.id, $1, u.position, u.name, u.handler, u.queue, u.config::json, u.retry, u.max_attempts, u.timeout_ms, 'pending', u.waiting_on, u.decides,
-                    u.wait_signal, u.for_each
+                    u.wait_signal, u.for_each, u.rate_limit
              FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::int[], $12::text[],
-                         $13::text[], $14::text[])
-                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on, decides, wait_signal, for_each)",
+                         $13::text[], $14::text[], $15::text[])
+                  AS u(id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, waiting_on, decides, wait_signal, for_each, rate_limit)",
         )
         .bind(task_id.0)
         .bind(&ids)
@@ -329,6 +339,7 @@ impl TaskRows for PgTx<'_> {
         .bind(&decides)
         .bind(&waits)
         .bind(&fans)
+        .bind(&limits)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules",
         include_str!("../../migrations/sqlite/0010_schedules.sql"),
     ),
+    (
+        11,
+        "rate limits",
+        include_str!("../../migrations/sqlite/0011_rate_limits.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

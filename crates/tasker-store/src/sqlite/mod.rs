@@ -23,6 +23,7 @@ mod migrate;
 #[cfg(feature = "bench")]
 mod preload;
 mod queue;
+mod rate_limits;
 mod schedules;
 mod signals;
 mod steps;

@@ -46,7 +46,7 @@ fn get(conn: &Conn, step_id: StepId) -> StoreResult<Option<StepRow>> {
     let mut s = conn
         .prepare_cached(
             "SELECT task_id, name, queue, state, attempts, max_attempts, timeout_ms, position, decides,
-                    wait_signal, instance_of, instances_left
+                    wait_signal, instance_of, instances_left, rate_limit, rate_booked
              FROM steps WHERE id = ?",
         )
         .map_err(db)?;
@@ -116,7 +116,7 @@ pub(crate) fn list(conn: &Conn, task_id: TaskId) -> StoreResult<Vec<StepRecord>>
     let mut s = conn
         .prepare_cached(
             "SELECT id, position, name, handler, queue, state, attempts, max_attempts, results, error,
-                    started_at, completed_at, wait_signal
+                    started_at, completed_at, wait_signal, rate_limit, rate_booked
              FROM steps WHERE task_id = ? ORDER BY position",
         )
         .map_err(db)?;
@@ -316,9 +316,9 @@ impl StepRows for SqliteTx<'_> {
         let mut insert = conn
             .prepare_cached(
                 "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts,
-                                    timeout_ms, state, waiting_on, instance_of, item_index, item)
+                                    timeout_ms, state, waiting_on, instance_of, item_index, item, rate_limit)
                  SELECT ?, task_id, ?, name || '[' || ? || ']', handler, queue, config, retry, max_attempts,
-                        timeout_ms, 'enqueued', 0, position, ?, ?
+                        timeout_ms, 'enqueued', 0, position, ?, ?, rate_limit
                  FROM steps WHERE id = ?",
             )
             .map_err(db)?;

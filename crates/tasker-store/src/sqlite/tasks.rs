@@ -15,7 +15,8 @@ use tasker_core::time::Timestamp;
 use super::{Conn, SqliteTx, db, decode_all, steps, transitions};
 use crate::primitives::{Hold, KeyGroup, LockedTask, TaskMove, TaskRows, Transition};
 use crate::rows::{
-    counters, decides_column, for_each_column, parent_counts, parse, task_progress, task_record,
+    counters, decides_column, for_each_column, parent_counts, parse, rate_limit_column,
+    task_progress, task_record,
 };
 
 pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
@@ -84,9 +85,16 @@ pub(crate) fn held(conn: &Conn) -> StoreResult<HeldSteps> {
         )
         .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
         .map_err(db)?;
+    let limited: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM steps WHERE rate_limit IS NOT NULL AND state = 'enqueued'",
+        )
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db)?;
     Ok(HeldSteps {
         paused_template: paused.max(0) as u64,
         concurrency_key: keyed.max(0) as u64,
+        rate_limit: limited.max(0) as u64,
     })
 }
 
@@ -274,8 +282,8 @@ impl TaskRows for SqliteTx<'_> {
         let mut insert_step = conn
             .prepare_cached(
                 "INSERT INTO steps (id, task_id, position, name, handler, queue, config, retry, max_attempts, timeout_ms, state, waiting_on, decides,
-                                    wait_signal, for_each)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                                    wait_signal, for_each, rate_limit)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
             )
             .map_err(db)?;
         for (position, step) in t.steps.iter().enumerate() {
@@ -297,6 +305,7 @@ impl TaskRows for SqliteTx<'_> {
                     decides_column(t, step),
                     step.wait_for.as_ref().map(|w| &w.signal),
                     for_each_column(step),
+                    rate_limit_column(step),
                 ])
                 .map_err(db)?;
         }
