@@ -47,14 +47,18 @@ impl Client {
         template: String,
         context: Value,
         idempotency_key: Option<String>,
+        priority: Option<i32>,
     ) -> Result<(String, bool), Error> {
         let template = load_template(ruby, &template)?;
         let context = convert::to_json(ruby, context, "context")?;
         let created = block_on(
             ruby,
-            rb_self
-                .engine
-                .submit(&template, &context, idempotency_key.as_deref()),
+            rb_self.engine.submit_with_priority(
+                &template,
+                &context,
+                idempotency_key.as_deref(),
+                priority,
+            ),
         )?
         .map_err(|e| errors::engine(ruby, e))?;
         Ok((created.task_id.to_string(), created.created))
@@ -191,7 +195,7 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let class = native.define_class("Client", ruby.class_object())?;
     class.undef_default_alloc_func();
     class.define_singleton_method("new", function!(Client::new, 1))?;
-    class.define_method("submit", method!(Client::submit, 3))?;
+    class.define_method("submit", method!(Client::submit, 4))?;
     class.define_method("status", method!(Client::status, 1))?;
     class.define_method("cancel", method!(Client::cancel, 1))?;
     class.define_method("retry", method!(Client::retry, 1))?;

@@ -30,6 +30,8 @@ pub struct CreateTask {
     version: Option<String>,
     context: Option<Box<RawValue>>,
     idempotency_key: Option<String>,
+    /// The template's when absent.
+    priority: Option<i32>,
 }
 
 #[derive(Serialize)]
@@ -46,7 +48,12 @@ pub async fn create<S: Store>(
     let context = req.context.as_deref().map_or("{}", RawValue::get);
     let created = state
         .engine
-        .submit(&template, context, req.idempotency_key.as_deref())
+        .submit_with_priority(
+            &template,
+            context,
+            req.idempotency_key.as_deref(),
+            req.priority,
+        )
         .await?;
     let status = if created.created {
         StatusCode::CREATED

@@ -82,6 +82,9 @@ pub enum Command {
         /// Submitting again with the same key returns the same task.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Its steps are taken before those of lower priority (the template's, else 0).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
         #[command(flatten)]
         store: StoreArgs,
     },

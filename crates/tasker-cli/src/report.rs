@@ -190,6 +190,7 @@ mod tests {
                 created_at: Timestamp::now(),
                 updated_at: Timestamp::now(),
                 concurrency_key: None,
+                priority: 0,
             },
             steps: vec![
                 step("a", "held", StepState::Enqueued),

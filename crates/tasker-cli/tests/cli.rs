@@ -394,6 +394,7 @@ async fn dead_letters_are_listed_with_why() {
                 template: &template,
                 context: &context,
                 idempotency_key: None,
+                priority: None,
             })
             .await
             .unwrap();

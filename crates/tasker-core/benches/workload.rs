@@ -76,6 +76,7 @@ impl Inputs {
         StepMessage {
             task_id: self.task_id,
             step_id: self.step_id,
+            priority: 0,
         }
     }
 

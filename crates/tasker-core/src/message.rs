@@ -64,11 +64,18 @@ pub struct ScheduleTick {
 }
 
 /// A step for a worker to run: the worker claims the step and loads the rest in one
-/// query, so the message names it and nothing else.
+/// query, so the message names it and nothing else — but its task's priority, which
+/// orders the queue (written only when it is not 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepMessage {
     pub task_id: TaskId,
     pub step_id: StepId,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// Everything a handler is given, for handlers that run outside the worker's Rust
@@ -166,8 +173,16 @@ mod tests {
         let m = StepMessage {
             task_id: TaskId::new(),
             step_id: StepId::new(),
+            priority: 0,
         };
         let text = json(&m);
+        assert!(!text.contains("priority"), "written only when set: {text}");
+        let urgent = StepMessage { priority: 7, ..m };
+        assert!(json(&urgent).ends_with(r#","priority":7}"#));
+        assert_eq!(
+            serde_json::from_str::<StepMessage>(&json(&urgent)).unwrap(),
+            urgent
+        );
         assert_eq!(serde_json::from_str::<StepMessage>(&text).unwrap(), m);
         // Messages sent before they were reduced to ids also named the handler and the
         // attempt: still in a queue after an upgrade, they decode.

@@ -63,6 +63,8 @@ pub struct TaskCreateParams<'a> {
     pub context: &'a RawValue,
     /// Submitting twice with the same key returns the first task.
     pub idempotency_key: Option<&'a str>,
+    /// Overrides the template's priority.
+    pub priority: Option<i32>,
 }
 
 /// The outcome of [`Store::task_create`].
@@ -372,6 +374,8 @@ pub struct TaskRecord {
     pub updated_at: Timestamp,
     /// The value of its template's concurrency key, for a template with `concurrency`.
     pub concurrency_key: Option<String>,
+    /// Its steps are taken from their queues before those of lower priority.
+    pub priority: i32,
 }
 
 /// A schedule to create: `template` submitted with `context` at each tick of `cron` (a

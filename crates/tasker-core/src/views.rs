@@ -23,6 +23,9 @@ pub struct TaskView<'a> {
     /// The value of the template's concurrency key, for a template with `concurrency`.
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrency_key: Option<&'a str>,
+    /// Written when it is not 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    priority: i32,
     created_at: String,
     updated_at: String,
     steps: Vec<StepView<'a>>,
@@ -84,6 +87,7 @@ impl<'a> TaskView<'a> {
             context: &t.context,
             idempotency_key: t.idempotency_key.as_deref(),
             concurrency_key: t.concurrency_key.as_deref(),
+            priority: t.priority,
             created_at: t.created_at.to_string(),
             updated_at: t.updated_at.to_string(),
             steps,
@@ -94,6 +98,10 @@ impl<'a> TaskView<'a> {
     pub fn json(detail: &TaskDetail) -> String {
         serde_json::to_string(&TaskView::new(detail)).expect("a task always serializes")
     }
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// A task's transitions, oldest first.

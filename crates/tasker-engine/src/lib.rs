@@ -288,8 +288,23 @@ impl<S: Store> Engine<S> {
         context: &str,
         idempotency_key: Option<&str>,
     ) -> Result<TaskCreated, EngineError> {
+        self.submit_with_priority(template, context, idempotency_key, None)
+            .await
+    }
+
+    /// [`Engine::submit`], with `priority` in place of the template's when given.
+    pub async fn submit_with_priority(
+        &self,
+        template: &TaskTemplate,
+        context: &str,
+        idempotency_key: Option<&str>,
+        priority: Option<i32>,
+    ) -> Result<TaskCreated, EngineError> {
         if let Some(key) = idempotency_key {
             check_text("the idempotency key", key, MAX_KEY)?;
+        }
+        if let Some(Err(why)) = priority.map(tasker_core::template::check_priority) {
+            return Err(EngineError::Input(why));
         }
         let context = checked_context(template, context)?;
         let definition = template.canonical_json();
@@ -321,6 +336,7 @@ impl<S: Store> Engine<S> {
                 template,
                 context,
                 idempotency_key.map(str::to_owned),
+                priority,
             )
             .await?;
         if created.created {

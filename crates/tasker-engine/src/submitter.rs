@@ -26,6 +26,7 @@ struct Submission {
     template: Arc<TaskTemplate>,
     context: Box<RawValue>,
     idempotency_key: Option<String>,
+    priority: Option<i32>,
     reply: oneshot::Sender<StoreResult<TaskCreated>>,
 }
 
@@ -35,6 +36,7 @@ impl Submission {
             template: &self.template,
             context: &self.context,
             idempotency_key: self.idempotency_key.as_deref(),
+            priority: self.priority,
         }
     }
 }
@@ -53,12 +55,14 @@ impl Submitter {
         template: Arc<TaskTemplate>,
         context: Box<RawValue>,
         idempotency_key: Option<String>,
+        priority: Option<i32>,
     ) -> StoreResult<TaskCreated> {
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             template,
             context,
             idempotency_key,
+            priority,
             reply,
         };
         self.send(store, submission);

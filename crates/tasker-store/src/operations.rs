@@ -77,6 +77,8 @@ pub(crate) async fn task_create<P: Primitives>(
         .template
         .concurrency_value(params.context)
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let priority = params.priority.unwrap_or(params.template.priority);
+    tasker_core::template::check_priority(priority).map_err(StoreError::Invalid)?;
     ensure_queues(p, params.template).await?;
     let task_id = TaskId::new();
     p.task_insert(
@@ -85,6 +87,7 @@ pub(crate) async fn task_create<P: Primitives>(
         params.context,
         params.idempotency_key,
         concurrency_key.as_deref(),
+        priority,
     )
     .await?;
     let created = Transition {
@@ -126,6 +129,8 @@ struct Task {
     skipped: usize,
     /// Whether it holds a slot of a concurrency key while in progress.
     keyed: bool,
+    /// The priority of its step messages.
+    priority: i32,
 }
 
 impl Task {
@@ -139,6 +144,7 @@ impl Task {
             stored: t.progress,
             skipped: 0,
             keyed: t.keyed,
+            priority: t.priority,
         }
     }
 
@@ -272,6 +278,7 @@ async fn fire<P: Primitives>(
             template: &template,
             context: &s.context,
             idempotency_key: Some(&key),
+            priority: None,
         };
         let created = task_create(p, params).await?;
         p.tick_insert(&s.name, fire_at, created.task_id).await?;
@@ -629,6 +636,7 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
             let message = StepMessage {
                 task_id,
                 step_id: step.id,
+                priority: task.priority,
             };
             p.queue_send(&step.queue, &message, Duration::ZERO).await?;
             enqueued += 1;
@@ -1051,6 +1059,7 @@ async fn finish<P: Primitives>(
             let message = StepMessage {
                 task_id: step.task_id,
                 step_id: batch[i].step_id,
+                priority: task_of(&mut tasks, step.task_id).priority,
             };
             p.queue_send(&step.queue, &message, delay).await?;
         }
@@ -1453,6 +1462,7 @@ async fn expand<P: Primitives>(
             .map(|&step_id| StepMessage {
                 task_id: step.task_id,
                 step_id,
+                priority: tasks[t].priority,
             })
             .collect();
         p.queue_send_batch(&step.queue, &messages).await?;
@@ -1689,10 +1699,17 @@ async fn settle_all<P: Primitives>(
             enqueued[t] += 1;
         }
         // One batch per queue, in the order the steps were made ready.
+        let priority = |task_id: TaskId| {
+            tasks
+                .iter()
+                .find(|t| t.id == task_id)
+                .map_or(0, |t| t.priority)
+        };
         let messages = ready.iter().map(|s| {
             let message = StepMessage {
                 task_id: s.task_id,
                 step_id: s.id,
+                priority: priority(s.task_id),
             };
             (&*s.queue, message)
         });

@@ -131,6 +131,8 @@ pub(crate) struct LockedTask {
     pub progress: Progress,
     /// Whether it has a concurrency key: ending it frees a slot of that key.
     pub keyed: bool,
+    /// The priority its step messages carry.
+    pub priority: i32,
 }
 
 /// The tasks of one template and one value of its concurrency key, of which at most
@@ -294,6 +296,7 @@ pub(crate) trait TaskRows {
         context: &RawValue,
         idempotency_key: Option<&str>,
         concurrency_key: Option<&str>,
+        priority: i32,
     ) -> impl Future<Output = StoreResult<()>>;
 
     /// Moves each task of `moves`, recording why.

@@ -56,7 +56,7 @@ fn null(i: usize) -> StoreError {
 }
 
 /// `id, namespace, name, version, state, context, idempotency_key, created_at,
-/// updated_at, concurrency_key`.
+/// updated_at, concurrency_key, priority`.
 pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
     Ok(TaskRecord {
         id: TaskId(r.uuid(0)?),
@@ -69,6 +69,7 @@ pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
         created_at: Timestamp(r.int(7)?),
         updated_at: Timestamp(r.int(8)?),
         concurrency_key: r.opt_str(9)?.map(str::to_owned),
+        priority: r.int(10)?.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
     })
 }
 
@@ -415,6 +416,7 @@ mod tests {
             created,
             Some("2"),
             None,
+            Some("0"),
         ])
     }
 

@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             a_paused_templates_tasks_wait_until_it_is_resumed,
             a_concurrency_key_holds_tasks_beyond_its_limit,
             a_rate_limit_books_tokens_and_holds_back_the_rest,
+            a_queue_hands_out_higher_priorities_first,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [
             linear_passes_values_along_the_chain,
@@ -112,6 +113,7 @@ macro_rules! conformance_tests {
             pausing_a_queue_holds_its_steps_until_resumed,
             tasks_of_one_concurrency_key_never_overlap,
             rate_limited_instances_start_no_faster_than_their_rate,
+            a_high_priority_task_submitted_last_starts_first,
         ]);
         $crate::conformance_tests!(@cases $fresh, signal_cases: [
             a_signal_completes_the_step_that_waits_for_it,

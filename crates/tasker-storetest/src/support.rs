@@ -74,6 +74,7 @@ impl<S: Store> Driver<S> {
                 template,
                 context: &context,
                 idempotency_key: None,
+                priority: None,
             })
             .await
             .expect("task_create")

@@ -974,6 +974,48 @@ pub async fn rate_limited_instances_start_no_faster_than_their_rate<S: Store>(st
     }
 }
 
+/// With one worker slot and a backlog, the task of the highest priority starts first,
+/// though it was submitted last.
+pub async fn a_high_priority_task_submitted_last_starts_first<S: Store>(store: Arc<S>) {
+    let engine = engine(store.clone(), 1, |_| {});
+    let t = template(
+        "namespace: conf\nname: backlog\nversion: 1.0.0\nsteps:\n  - {name: work, handler: sleep, config: {ms: 20}}\n",
+    );
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(engine.submit(&t, "{}", None).await.unwrap().task_id);
+    }
+    let urgent = engine
+        .submit_with_priority(&t, "{}", None, Some(10))
+        .await
+        .unwrap()
+        .task_id;
+    let refused = engine
+        .submit_with_priority(&t, "{}", None, Some(-5000))
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("priority must be between")),
+        "{refused:?}"
+    );
+    let running = engine.start();
+    let mut started = Vec::new();
+    for id in ids.iter().chain([&urgent]) {
+        let detail = tokio::time::timeout(Duration::from_secs(60), engine.wait(*id, |_| {}))
+            .await
+            .expect("the backlog runs")
+            .unwrap();
+        assert_eq!(detail.task.state, TaskState::Complete);
+        started.push((detail.steps[0].started_at.expect("started"), *id));
+    }
+    started.sort_unstable();
+    assert_eq!(started[0].1, urgent, "{started:?}");
+    let rest: Vec<_> = started[1..].iter().map(|s| s.1).collect();
+    assert_eq!(rest, ids, "the others in the order they came");
+    running.shutdown().await;
+}
+
 /// Running workers take nothing from a paused queue; resuming wakes them.
 pub async fn pausing_a_queue_holds_its_steps_until_resumed<S: Store>(store: Arc<S>) {
     let t = template(

@@ -37,6 +37,7 @@ async fn one_started_task() -> Option<(
         template: &template,
         context: &context,
         idempotency_key: None,
+        priority: None,
     };
     let task = store.task_create(params).await.unwrap().task_id;
     store

@@ -9,9 +9,12 @@ module Tasker
     end
 
     # Creates a task of the template at `template_path` (registering the template if it
-    # is new) and returns its id. The same `idempotency_key` returns the same task.
-    def submit(template_path, context: {}, idempotency_key: nil)
-      task_id, _created = @native.submit(template_path.to_s, context, idempotency_key&.to_s)
+    # is new) and returns its id. The same `idempotency_key` returns the same task;
+    # `priority` (higher first) overrides the template's for the order its steps are
+    # taken from their queues.
+    def submit(template_path, context: {}, idempotency_key: nil, priority: nil)
+      task_id, _created = @native.submit(template_path.to_s, context, idempotency_key&.to_s,
+                                         priority&.to_i)
       task_id
     end
 

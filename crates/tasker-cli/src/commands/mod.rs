@@ -54,6 +54,7 @@ pub async fn dispatch(
             template,
             context,
             idempotency_key,
+            priority,
             store,
         } => {
             let template = load_one(&template)?;
@@ -61,7 +62,7 @@ pub async fn dispatch(
             let key = idempotency_key.as_deref();
             let handlers = config.handlers();
             with_store!(write(&store)?, |s| operate::submit(
-                s, &template, &context, key, &handlers
+                s, &template, &context, key, priority, &handlers
             ))
         }
         Command::Wait {

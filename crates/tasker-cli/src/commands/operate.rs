@@ -44,6 +44,7 @@ pub async fn submit<S: Store>(
     template: &TaskTemplate,
     context: &str,
     idempotency_key: Option<&str>,
+    priority: Option<i32>,
     handlers: &HandlerRegistry,
 ) -> Result<Outcome, CliError> {
     let engine = operator(store, handlers.clone());
@@ -58,7 +59,7 @@ pub async fn submit<S: Store>(
         }
     };
     let created = retry_unavailable(SUBMIT_PAUSES, || {
-        engine.submit(template, context, Some(key))
+        engine.submit_with_priority(template, context, Some(key), priority)
     })
     .await
     .map_err(engine_error)?;

@@ -25,6 +25,7 @@ use crate::json_path;
 use crate::rate::RateLimit;
 
 pub use error::{ContextError, TemplateError, TemplateErrors};
+pub use validate::check_priority;
 
 /// A step timeout when neither the step nor its template sets one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,7 +41,15 @@ pub struct TaskTemplate {
     pub context_schema: Option<ContextSchema>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// Its tasks' steps are taken from their queues before those of lower priority
+    /// (higher first; 0 by default; a submission may override it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: i32,
     pub steps: Vec<StepTemplate>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// At most `limit` tasks of a template with the same value at `key` (`context.<path>`)

@@ -31,6 +31,8 @@ pub(super) struct RawTemplate {
     pub timeout: Option<Duration>,
     #[serde(default, deserialize_with = "optional_mapping")]
     pub concurrency: Option<RawConcurrency>,
+    #[serde(default)]
+    pub priority: Option<i32>,
     #[serde(default, deserialize_with = "mappings")]
     pub steps: Vec<RawStep>,
 }

@@ -561,3 +561,25 @@ fn a_rate_limit_names_a_key_a_rate_and_a_burst() {
         ]
     );
 }
+
+#[test]
+fn a_template_may_give_its_tasks_a_priority() {
+    let t = parse_template(
+        "namespace: demo\nname: t\nversion: 1.0.0\npriority: 5\nsteps:\n  - {name: a, handler: noop}\n",
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(t.priority, 5);
+    let canonical = t.canonical_json();
+    assert!(canonical.contains(r#""priority":5"#), "{canonical}");
+    assert_eq!(parse_template(&canonical, "stored").unwrap().priority, 5);
+    let plain = parse_template(&with_steps("  - {name: a, handler: noop}\n"), "t.yaml").unwrap();
+    assert_eq!(plain.priority, 0);
+    assert!(!plain.canonical_json().contains("priority"));
+    assert_eq!(
+        errors(
+            "namespace: demo\nname: t\nversion: 1.0.0\npriority: 5000\nsteps:\n  - {name: a, handler: noop}\n"
+        ),
+        ["t.yaml:4:1: priority must be between -1000 and 1000 (higher runs first), got 5000"]
+    );
+}

@@ -150,6 +150,9 @@ pub(super) fn validate(
     if let Some(c) = &raw.concurrency {
         check_concurrency(&mut p, c);
     }
+    if let Some(Err(why)) = raw.priority.map(check_priority) {
+        p.field("priority", why);
+    }
     if raw.steps.is_empty() {
         p.field("steps", "the template has no steps".into());
     }
@@ -310,6 +313,7 @@ pub(super) fn validate(
             key: c.key,
             limit: c.limit.unwrap_or_default(),
         }),
+        priority: raw.priority.unwrap_or_default(),
         steps,
     })
 }
@@ -345,6 +349,22 @@ fn check_rate_limit(p: &mut Problems, step: &RawStep, limit: &RawRateLimit) {
             name,
             "a step that waits for a signal starts no handler: it takes no rate_limit".into(),
         );
+    }
+}
+
+/// The priorities a template or a submission may give.
+pub const PRIORITIES: std::ops::RangeInclusive<i32> = -1000..=1000;
+
+/// A priority within [`PRIORITIES`].
+pub fn check_priority(priority: i32) -> Result<(), String> {
+    if PRIORITIES.contains(&priority) {
+        Ok(())
+    } else {
+        Err(format!(
+            "priority must be between {} and {} (higher runs first), got {priority}",
+            PRIORITIES.start(),
+            PRIORITIES.end()
+        ))
     }
 }
 

@@ -58,10 +58,12 @@ pub(crate) async fn depths(conn: &mut Conn) -> StoreResult<Vec<QueueDepth>> {
 }
 
 /// Reads as `pgmq.read` does (the oldest visible messages, skipping those another
-/// transaction holds, hidden for `visibility`) and, in the same statement, the time the
-/// earliest of the queue's other messages becomes visible — only when fewer than
-/// `limit` were read: a full batch is read again at once, and the search through the
-/// queue's index is the statement's largest cost.
+/// transaction holds, hidden for `visibility`) — but those of a positive priority
+/// first, highest first, and those of a negative one last, each through its index
+/// (a partial one holds only messages with a priority) — and, in the same statement,
+/// the time the earliest of the queue's other messages becomes visible — only when
+/// fewer than `limit` were read: a full batch is read again at once, and the search
+/// through the queue's index is the statement's largest cost.
 pub(crate) async fn read(
     conn: &mut Conn,
     queue: &str,
@@ -74,8 +76,19 @@ pub(crate) async fn read(
     // A paused queue reads as empty, with nothing to wake for until it is resumed.
     let sql = format!(
         "WITH p AS (SELECT EXISTS (SELECT 1 FROM tasker.paused_queues WHERE queue = $3) AS paused),
-              c AS (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() AND NOT (SELECT paused FROM p)
-                    ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED),
+              hi AS (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() AND NOT (SELECT paused FROM p)
+                       AND message ? 'priority' AND (message->>'priority')::int > 0
+                     ORDER BY (message->>'priority')::int DESC, msg_id LIMIT $1 FOR UPDATE SKIP LOCKED),
+              mid AS (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() AND NOT (SELECT paused FROM p)
+                        AND NOT message ? 'priority'
+                      ORDER BY msg_id LIMIT greatest(0, $1 - (SELECT count(*) FROM hi))
+                      FOR UPDATE SKIP LOCKED),
+              lo AS (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() AND NOT (SELECT paused FROM p)
+                       AND message ? 'priority' AND (message->>'priority')::int < 0
+                     ORDER BY (message->>'priority')::int DESC, msg_id
+                     LIMIT greatest(0, $1 - (SELECT count(*) FROM hi) - (SELECT count(*) FROM mid))
+                     FOR UPDATE SKIP LOCKED),
+              c AS (SELECT msg_id FROM hi UNION ALL SELECT msg_id FROM mid UNION ALL SELECT msg_id FROM lo),
               r AS (UPDATE {q} m SET last_read_at = clock_timestamp(),
                            vt = clock_timestamp() + make_interval(secs => $2), read_ct = read_ct + 1
                     WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM c))
@@ -241,12 +254,30 @@ impl QueueOps for PgTx<'_> {
         if self.known.lock().expect("queue cache lock").contains(queue) {
             return Ok(());
         }
-        table("q", queue)?;
-        sqlx::query("SELECT pgmq.create($1)")
-            .bind(queue)
+        let q = table("q", queue)?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)")
+                .bind(queue)
+                .fetch_one(&mut *self.conn)
+                .await
+                .map_err(db)?;
+        if !exists {
+            sqlx::query("SELECT pgmq.create($1)")
+                .bind(queue)
+                .execute(&mut *self.conn)
+                .await
+                .map_err(db)?;
+            // The messages that carry a priority, in the order a read takes them. Made
+            // with the queue, not later: building an index locks out its writers.
+            let index = format!("\"q_{queue}_priority\"");
+            sqlx::query(&format!(
+                "CREATE INDEX IF NOT EXISTS {index} ON {q} (((message->>'priority')::int) DESC, msg_id)
+                 WHERE message ? 'priority'"
+            ))
             .execute(&mut *self.conn)
             .await
             .map_err(db)?;
+        }
         self.created.push(queue.to_owned());
         Ok(())
     }

@@ -92,7 +92,7 @@ pub(crate) async fn held(conn: &mut Conn) -> StoreResult<HeldSteps> {
 }
 
 /// The columns of [`task_record`].
-const TASK_COLUMNS: &str = "id, namespace, name, version, state, context::text, idempotency_key, created_at, updated_at, concurrency_key";
+const TASK_COLUMNS: &str = "id, namespace, name, version, state, context::text, idempotency_key, created_at, updated_at, concurrency_key, priority";
 
 impl TaskRows for PgTx<'_> {
     /// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that
@@ -100,8 +100,8 @@ impl TaskRows for PgTx<'_> {
     async fn tasks_lock(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<LockedTask>> {
         let conn = &mut *self.conn;
         let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
-        let rows: Vec<(uuid::Uuid, String, i32, i32, bool)> = sqlx::query_as(
-            "SELECT id, state, steps_left, steps_active, concurrency_key IS NOT NULL FROM tasker.tasks
+        let rows: Vec<(uuid::Uuid, String, i32, i32, bool, i32)> = sqlx::query_as(
+            "SELECT id, state, steps_left, steps_active, concurrency_key IS NOT NULL, priority FROM tasker.tasks
              WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind(&ids)
@@ -109,12 +109,13 @@ impl TaskRows for PgTx<'_> {
         .await
         .map_err(db)?;
         rows.into_iter()
-            .map(|(id, state, left, active, keyed)| {
+            .map(|(id, state, left, active, keyed, priority)| {
                 Ok(LockedTask {
                     id: TaskId(id),
                     state: parse(&state)?,
                     progress: counters(left.into(), active.into()),
                     keyed,
+                    priority,
                 })
             })
             .collect()
@@ -251,6 +252,7 @@ impl TaskRows for PgTx<'_> {
         context: &RawValue,
         key: Option<&str>,
         concurrency_key: Option<&str>,
+        priority: i32,
     ) -> StoreResult<()> {
         let conn = &mut *self.conn;
         let now = self.now;
@@ -259,8 +261,8 @@ impl TaskRows for PgTx<'_> {
             .map(|c| c.limit as i32);
         sqlx::query(
             "INSERT INTO tasker.tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
-                                       step_count, steps_left, steps_active, concurrency_key, concurrency_limit)
-             VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0, $9, $10)",
+                                       step_count, steps_left, steps_active, concurrency_key, concurrency_limit, priority)
+             VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0, $9, $10, $11)",
         )
         .bind(task_id.0)
         .bind(&t.namespace)
@@ -272,6 +274,7 @@ impl TaskRows for PgTx<'_> {
         .bind(t.steps.len() as i32)
         .bind(concurrency_key)
         .bind(limit)
+        .bind(priority)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

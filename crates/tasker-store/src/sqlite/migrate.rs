@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rate limits",
         include_str!("../../migrations/sqlite/0011_rate_limits.sql"),
     ),
+    (
+        12,
+        "priorities",
+        include_str!("../../migrations/sqlite/0012_priorities.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

@@ -62,10 +62,21 @@ pub(crate) fn read(
     let mut s = conn
         .prepare_cached(
             "UPDATE queue_messages SET vt = ?1, read_ct = read_ct + 1
-             WHERE msg_id IN (SELECT msg_id FROM queue_messages
-                              WHERE queue = ?2 AND vt <= ?3
-                                AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = ?2)
-                              ORDER BY vt, msg_id LIMIT ?4)
+             WHERE msg_id IN (
+                 SELECT msg_id FROM (
+                     SELECT * FROM (SELECT msg_id, 0 AS band, -priority AS rank, vt FROM queue_messages
+                                    WHERE queue = ?2 AND vt <= ?3 AND priority > 0
+                                    ORDER BY priority DESC, vt LIMIT ?4)
+                     UNION ALL
+                     SELECT * FROM (SELECT msg_id, 1, 0, vt FROM queue_messages
+                                    WHERE queue = ?2 AND vt <= ?3 AND priority = 0
+                                    ORDER BY vt, msg_id LIMIT ?4)
+                     UNION ALL
+                     SELECT * FROM (SELECT msg_id, 2, -priority, vt FROM queue_messages
+                                    WHERE queue = ?2 AND vt <= ?3 AND priority < 0
+                                    ORDER BY priority DESC, vt LIMIT ?4))
+                 WHERE NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = ?2)
+                 ORDER BY band, rank, vt, msg_id LIMIT ?4)
              RETURNING msg_id, read_ct, enqueued_at, message",
         )
         .map_err(db)?;
@@ -151,8 +162,9 @@ impl SqliteTx<'_> {
         let (now, visible) = (self.now, self.now.after(delay));
         self.conn
             .prepare_cached(
-                "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message)
-                 SELECT ?1, 0, ?2, ?3, value FROM json_each(?4)",
+                "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message, priority)
+                 SELECT ?1, 0, ?2, ?3, value, coalesce(json_extract(value, '$.priority'), 0)
+                 FROM json_each(?4)",
             )
             .and_then(|mut s| {
                 s.execute(params![

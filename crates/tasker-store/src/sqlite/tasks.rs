@@ -99,7 +99,7 @@ pub(crate) fn held(conn: &Conn) -> StoreResult<HeldSteps> {
 }
 
 /// The columns of [`task_record`].
-const TASK_COLUMNS: &str = "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at, concurrency_key";
+const TASK_COLUMNS: &str = "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at, concurrency_key, priority";
 
 /// A key group from its columns; `None` for a task without a concurrency key.
 fn group(
@@ -125,21 +125,24 @@ impl TaskRows for SqliteTx<'_> {
         ids.dedup();
         let mut s = conn
             .prepare_cached(
-                "SELECT state, steps_left, steps_active, concurrency_key IS NOT NULL FROM tasks WHERE id = ?",
+                "SELECT state, steps_left, steps_active, concurrency_key IS NOT NULL, priority FROM tasks WHERE id = ?",
             )
             .map_err(db)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let row: Option<(String, i64, i64, bool)> = s
-                .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            let row: Option<(String, i64, i64, bool, i32)> = s
+                .query_row([id.0], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .optional()
                 .map_err(db)?;
-            if let Some((state, left, active, keyed)) = row {
+            if let Some((state, left, active, keyed, priority)) = row {
                 out.push(LockedTask {
                     id,
                     state: parse(&state)?,
                     progress: counters(left, active),
                     keyed,
+                    priority,
                 });
             }
         }
@@ -250,6 +253,7 @@ impl TaskRows for SqliteTx<'_> {
         context: &RawValue,
         key: Option<&str>,
         concurrency_key: Option<&str>,
+        priority: i32,
     ) -> StoreResult<()> {
         let conn = self.conn;
         let now = self.now;
@@ -257,8 +261,8 @@ impl TaskRows for SqliteTx<'_> {
         let limit = concurrency_key.and(t.concurrency.as_ref()).map(|c| c.limit);
         conn.prepare_cached(
             "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
-                                step_count, steps_left, steps_active, concurrency_key, concurrency_limit)
-             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                                step_count, steps_left, steps_active, concurrency_key, concurrency_limit, priority)
+             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -273,7 +277,8 @@ impl TaskRows for SqliteTx<'_> {
                 steps,
                 steps,
                 concurrency_key,
-                limit
+                limit,
+                priority
             ])
         })
         .map_err(db)?;
