@@ -15,7 +15,15 @@ pub fn template_of(task: &TaskRecord) -> String {
 pub fn table(detail: &TaskDetail) -> String {
     let t = &detail.task;
     let mut out = String::new();
-    let _ = writeln!(out, "task {} ({}): {}", t.id, template_of(t), t.state);
+    let _ = write!(out, "task {} ({}): {}", t.id, template_of(t), t.state);
+    if t.priority != 0 {
+        let _ = write!(
+            out,
+            ", priority {} (its steps go before lower ones)",
+            t.priority
+        );
+    }
+    out.push('\n');
     let width = detail
         .steps
         .iter()
@@ -176,22 +184,41 @@ mod tests {
         }
     }
 
+    fn task() -> TaskRecord {
+        TaskRecord {
+            id: TaskId::new(),
+            namespace: "ns".into(),
+            name: "t".into(),
+            version: "1.0.0".into(),
+            state: TaskState::InProgress,
+            context: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            idempotency_key: None,
+            created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
+            concurrency_key: None,
+            priority: 0,
+        }
+    }
+
+    #[test]
+    fn the_table_names_a_priority_other_than_0() {
+        let mut detail = TaskDetail {
+            task: task(),
+            steps: vec![step("a", "q", StepState::Enqueued)],
+        };
+        assert!(!table(&detail).lines().next().unwrap().contains("priority"));
+        detail.task.priority = 7;
+        let first = table(&detail).lines().next().unwrap().to_owned();
+        assert!(
+            first.ends_with("in_progress, priority 7 (its steps go before lower ones)"),
+            "{first}"
+        );
+    }
+
     #[test]
     fn a_step_on_a_paused_queue_is_shown_held_with_the_way_out() {
         let detail = TaskDetail {
-            task: TaskRecord {
-                id: TaskId::new(),
-                namespace: "ns".into(),
-                name: "t".into(),
-                version: "1.0.0".into(),
-                state: TaskState::InProgress,
-                context: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-                idempotency_key: None,
-                created_at: Timestamp::now(),
-                updated_at: Timestamp::now(),
-                concurrency_key: None,
-                priority: 0,
-            },
+            task: task(),
             steps: vec![
                 step("a", "held", StepState::Enqueued),
                 step("b", "held", StepState::Complete),

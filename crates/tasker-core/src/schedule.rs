@@ -1,14 +1,16 @@
 //! When a schedule fires: a cron expression (5 fields, or 6 with seconds first) read in
 //! a time zone, or `@every DURATION` counted from the schedule's creation; and which of
 //! the ticks that fell due to fire, by the schedule's catch-up policy. Cron expressions
-//! are parsed by `croner`, time zones come from `chrono-tz`.
+//! are parsed by `croner`; time zones are read from the system's tz database
+//! (`/usr/share/zoneinfo`, by `tzfile`) — not compiled into the binary, whose tables
+//! of every zone cost each process megabytes of relocated pages at start.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::TimeZone;
-use chrono_tz::Tz;
+use tzfile::ArcTz;
 
 use crate::duration::parse_duration;
 use crate::time::Timestamp;
@@ -73,7 +75,7 @@ pub struct Cadence {
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Cron(Box<croner::Cron>, Tz),
+    Cron(Box<croner::Cron>, ArcTz),
     Every { period: i64, anchor: i64 },
 }
 
@@ -81,11 +83,23 @@ impl Cadence {
     /// Reads `expr` in `timezone` (an IANA name such as `Europe/Paris`; `UTC` for
     /// none); `@every` periods count from `anchor`, the schedule's creation.
     pub fn parse(expr: &str, timezone: &str, anchor: Timestamp) -> Result<Self, String> {
-        let tz: Tz = timezone.parse().map_err(|_| {
+        let unknown = || {
             format!(
                 "time zone `{timezone}` is not an IANA time zone name such as UTC or Europe/Paris"
             )
-        })?;
+        };
+        let named = timezone.len() <= 64
+            && timezone.split('/').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
+            });
+        if !named {
+            return Err(unknown());
+        }
+        // Read when the schedule is: a zone this system's database lacks is unknown.
+        let tz = ArcTz::named(timezone).map_err(|_| unknown())?;
         if let Some(period) = expr.trim().strip_prefix("@every") {
             let period = parse_duration(period.trim()).map_err(|e| format!("`{expr}`: {e}"))?;
             if period < MIN_PERIOD {
@@ -233,8 +247,16 @@ mod tests {
             let e = Cadence::parse(expr, "UTC", new_year).unwrap_err();
             assert!(e.contains(says), "{expr}: {e}");
         }
-        let e = Cadence::parse("0 * * * *", "Mars/Olympus", new_year).unwrap_err();
-        assert!(e.contains("time zone `Mars/Olympus`"), "{e}");
+        for zone in [
+            "Mars/Olympus",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "Europe//Paris",
+            "",
+        ] {
+            let e = Cadence::parse("0 * * * *", zone, new_year).unwrap_err();
+            assert!(e.contains(&format!("time zone `{zone}`")), "{e}");
+        }
     }
 
     #[test]

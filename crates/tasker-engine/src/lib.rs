@@ -352,12 +352,9 @@ impl<S: Store> Engine<S> {
         names::check_queue_name(queue)
             .map_err(|why| EngineError::Input(format!("queue `{queue}` {why}")))?;
         let changed = self.shared.store.queue_pause(queue, paused).await?;
-        let action = if paused {
-            OperatorAction::Pause
-        } else {
-            OperatorAction::Resume
-        };
-        self.shared.metrics.operator_acted(action);
+        self.shared
+            .metrics
+            .operator_acted(OperatorAction::pausing(paused));
         tracing::info!(queue, paused, changed, "queue paused or resumed");
         Ok(changed)
     }
@@ -405,12 +402,9 @@ impl<S: Store> Engine<S> {
     /// Pauses a schedule or resumes it from its next tick; whether that changed it.
     pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<bool, EngineError> {
         let changed = self.shared.store.schedule_pause(name, paused).await?;
-        let action = if paused {
-            OperatorAction::Pause
-        } else {
-            OperatorAction::Resume
-        };
-        self.shared.metrics.operator_acted(action);
+        self.shared
+            .metrics
+            .operator_acted(OperatorAction::pausing(paused));
         tracing::info!(
             schedule = name,
             paused,
@@ -446,12 +440,9 @@ impl<S: Store> Engine<S> {
             .store
             .template_pause(namespace, name, paused)
             .await?;
-        let action = if paused {
-            OperatorAction::Pause
-        } else {
-            OperatorAction::Resume
-        };
-        self.shared.metrics.operator_acted(action);
+        self.shared
+            .metrics
+            .operator_acted(OperatorAction::pausing(paused));
         tracing::info!(
             namespace,
             name,

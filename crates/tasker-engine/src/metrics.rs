@@ -80,6 +80,11 @@ impl OperatorAction {
         Self::Resume,
     ];
 
+    /// Pausing something, or resuming it.
+    pub(crate) fn pausing(paused: bool) -> Self {
+        if paused { Self::Pause } else { Self::Resume }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Cancel => "cancel",

@@ -145,6 +145,23 @@ pub(crate) struct KeyGroup {
     pub limit: u32,
 }
 
+impl KeyGroup {
+    /// The group of a task's columns; `None` for a task without a concurrency key.
+    pub fn of(
+        namespace: String,
+        name: String,
+        key: Option<String>,
+        limit: Option<i64>,
+    ) -> Option<Self> {
+        Some(KeyGroup {
+            namespace,
+            name,
+            key: key?,
+            limit: limit.unwrap_or(1).clamp(0, u32::MAX.into()) as u32,
+        })
+    }
+}
+
 /// Why a task of a start batch may have to stay pending.
 pub(crate) struct Hold {
     pub task_id: TaskId,

@@ -146,19 +146,14 @@ impl TaskRows for PgTx<'_> {
             .map(|(id, paused, namespace, name, key, limit)| Hold {
                 task_id: TaskId(id),
                 paused,
-                group: key.map(|key| KeyGroup {
-                    namespace,
-                    name,
-                    key,
-                    limit: limit.unwrap_or(1).max(0) as u32,
-                }),
+                group: KeyGroup::of(namespace, name, key, limit.map(i64::from)),
             })
             .collect())
     }
 
     async fn tasks_groups(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<KeyGroup>> {
         let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
-        let rows: Vec<(String, String, String, i32)> = sqlx::query_as(
+        let rows: Vec<(String, String, Option<String>, Option<i32>)> = sqlx::query_as(
             "SELECT DISTINCT namespace, name, concurrency_key, concurrency_limit FROM tasker.tasks
              WHERE id = ANY($1) AND concurrency_key IS NOT NULL",
         )
@@ -168,11 +163,8 @@ impl TaskRows for PgTx<'_> {
         .map_err(db)?;
         Ok(rows
             .into_iter()
-            .map(|(namespace, name, key, limit)| KeyGroup {
-                namespace,
-                name,
-                key,
-                limit: limit.max(0) as u32,
+            .filter_map(|(namespace, name, key, limit)| {
+                KeyGroup::of(namespace, name, key, limit.map(i64::from))
             })
             .collect())
     }

@@ -49,6 +49,35 @@ pub(crate) fn depths(conn: &Conn) -> StoreResult<Vec<QueueDepth>> {
     rows.map(|r| r.map_err(db)).collect()
 }
 
+/// A read of a queue none of whose messages has a priority: the visible messages,
+/// oldest visibility first.
+const READ: &str = "UPDATE queue_messages SET vt = ?1, read_ct = read_ct + 1
+     WHERE msg_id IN (SELECT msg_id FROM queue_messages
+                      WHERE queue = ?2 AND vt <= ?3
+                        AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = ?2)
+                      ORDER BY vt, msg_id LIMIT ?4)
+     RETURNING msg_id, read_ct, enqueued_at, message";
+
+/// A read of a queue with messages that have a priority: the positive ones first,
+/// highest first, then those of priority 0, then the negative, each by visibility.
+const PRIORITIZED_READ: &str = "UPDATE queue_messages SET vt = ?1, read_ct = read_ct + 1
+     WHERE msg_id IN (
+         SELECT msg_id FROM (
+             SELECT * FROM (SELECT msg_id, 0 AS band, -priority AS rank, vt FROM queue_messages
+                            WHERE queue = ?2 AND vt <= ?3 AND priority > 0
+                            ORDER BY priority DESC, vt LIMIT ?4)
+             UNION ALL
+             SELECT * FROM (SELECT msg_id, 1, 0, vt FROM queue_messages
+                            WHERE queue = ?2 AND vt <= ?3 AND priority = 0
+                            ORDER BY vt, msg_id LIMIT ?4)
+             UNION ALL
+             SELECT * FROM (SELECT msg_id, 2, -priority, vt FROM queue_messages
+                            WHERE queue = ?2 AND vt <= ?3 AND priority < 0
+                            ORDER BY priority DESC, vt LIMIT ?4))
+         WHERE NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = ?2)
+         ORDER BY band, rank, vt, msg_id LIMIT ?4)
+     RETURNING msg_id, read_ct, enqueued_at, message";
+
 /// Reads visible messages, oldest visibility first (the index's order: a read costs
 /// what it takes, not the queue's length), and, when fewer than `limit` were read, when
 /// the earliest of the queue's other messages shows.
@@ -59,26 +88,17 @@ pub(crate) fn read(
     limit: u32,
 ) -> StoreResult<QueueBatch> {
     let now = Timestamp::now();
-    let mut s = conn
+    // Most queues hold no message with a priority: then the read is one walk of the
+    // visible messages in order, and the probe of the (empty) partial index is all
+    // that priorities cost.
+    let prioritized: bool = conn
         .prepare_cached(
-            "UPDATE queue_messages SET vt = ?1, read_ct = read_ct + 1
-             WHERE msg_id IN (
-                 SELECT msg_id FROM (
-                     SELECT * FROM (SELECT msg_id, 0 AS band, -priority AS rank, vt FROM queue_messages
-                                    WHERE queue = ?2 AND vt <= ?3 AND priority > 0
-                                    ORDER BY priority DESC, vt LIMIT ?4)
-                     UNION ALL
-                     SELECT * FROM (SELECT msg_id, 1, 0, vt FROM queue_messages
-                                    WHERE queue = ?2 AND vt <= ?3 AND priority = 0
-                                    ORDER BY vt, msg_id LIMIT ?4)
-                     UNION ALL
-                     SELECT * FROM (SELECT msg_id, 2, -priority, vt FROM queue_messages
-                                    WHERE queue = ?2 AND vt <= ?3 AND priority < 0
-                                    ORDER BY priority DESC, vt LIMIT ?4))
-                 WHERE NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = ?2)
-                 ORDER BY band, rank, vt, msg_id LIMIT ?4)
-             RETURNING msg_id, read_ct, enqueued_at, message",
+            "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE queue = ? AND priority <> 0)",
         )
+        .and_then(|mut s| s.query_row([queue], |r| r.get(0)))
+        .map_err(db)?;
+    let mut s = conn
+        .prepare_cached(if prioritized { PRIORITIZED_READ } else { READ })
         .map_err(db)?;
     let rows = s
         .query_map(params![now.after(visibility).0, queue, now.0, limit], |r| {
@@ -163,7 +183,8 @@ impl SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message, priority)
-                 SELECT ?1, 0, ?2, ?3, value, coalesce(json_extract(value, '$.priority'), 0)
+                 SELECT ?1, 0, ?2, ?3, value,
+                        CASE WHEN instr(value, '\"priority\"') > 0 THEN json_extract(value, '$.priority') ELSE 0 END
                  FROM json_each(?4)",
             )
             .and_then(|mut s| {

@@ -101,21 +101,6 @@ pub(crate) fn held(conn: &Conn) -> StoreResult<HeldSteps> {
 /// The columns of [`task_record`].
 const TASK_COLUMNS: &str = "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at, concurrency_key, priority";
 
-/// A key group from its columns; `None` for a task without a concurrency key.
-fn group(
-    namespace: String,
-    name: String,
-    key: Option<String>,
-    limit: Option<u32>,
-) -> Option<KeyGroup> {
-    Some(KeyGroup {
-        namespace,
-        name,
-        key: key?,
-        limit: limit.unwrap_or(1),
-    })
-}
-
 impl TaskRows for SqliteTx<'_> {
     /// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
     async fn tasks_lock(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<LockedTask>> {
@@ -166,7 +151,7 @@ impl TaskRows for SqliteTx<'_> {
                     Ok(Hold {
                         task_id,
                         paused: r.get(0)?,
-                        group: group(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+                        group: KeyGroup::of(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
                     })
                 })
                 .optional()
@@ -188,7 +173,7 @@ impl TaskRows for SqliteTx<'_> {
         for &task_id in tasks {
             let row = s
                 .query_row([task_id.0], |r| {
-                    Ok(group(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok(KeyGroup::of(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()
                 .map_err(db)?;
