@@ -924,6 +924,13 @@ async fn a_schedule_is_created_fires_and_is_paused_and_deleted() {
             "{bad}: {error}"
         );
     }
+    let taken = r#"{"namespace": "api", "name": "chain", "idempotency_key": "schedule:beat:1:2"}"#;
+    let (status, error) = call(&s, "POST", "/v1/tasks", Some(taken), None).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a client cannot take a tick's key: {error}"
+    );
     let missing = r#"{"name": "b", "namespace": "api", "template": "nope", "cron": "@every 1s"}"#;
     let (status, _) = call(&s, "POST", "/v1/schedules", Some(missing), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

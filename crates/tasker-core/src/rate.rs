@@ -53,14 +53,16 @@ impl RateLimit {
             .map(|_| {
                 left -= 1.0;
                 let wait = -left / self.per_second;
-                Timestamp(now.0 + (wait * 1e6).ceil() as i64)
+                Timestamp(now.0.saturating_add((wait * 1e6).ceil() as i64))
             })
             .collect();
         Taken {
             granted,
             bucket: Bucket {
                 tokens: left,
-                at: now,
+                // Never back: a process whose clock is behind must not hand the next
+                // one the difference as tokens.
+                at: Timestamp(now.0.max(bucket.at.0)),
             },
             booked,
         }
@@ -100,6 +102,18 @@ mod tests {
         assert_eq!(later.granted, 2);
         assert!((later.bucket.tokens + 0.5).abs() < 1e-9, "{later:?}");
         assert_eq!(later.booked, [Timestamp(SECOND * 55 / 100 + SECOND / 20)]);
+    }
+
+    #[test]
+    fn a_clock_behind_never_moves_the_bucket_back() {
+        let l = limit(10.0, 10);
+        let ahead = Bucket {
+            tokens: 0.0,
+            at: Timestamp(5 * SECOND),
+        };
+        let behind = l.take(Some(ahead), Timestamp(4 * SECOND), 1);
+        assert_eq!(behind.bucket.at, Timestamp(5 * SECOND));
+        assert_eq!(behind.granted, 0, "no tokens from a clock that runs behind");
     }
 
     #[test]

@@ -73,9 +73,16 @@ pub struct Cadence {
     kind: Kind,
 }
 
+/// UTC needs no file; any other zone is read from the system's database.
+#[derive(Clone, Debug)]
+enum Zone {
+    Utc,
+    Named(ArcTz),
+}
+
 #[derive(Clone, Debug)]
 enum Kind {
-    Cron(Box<croner::Cron>, ArcTz),
+    Cron(Box<croner::Cron>, Zone),
     Every { period: i64, anchor: i64 },
 }
 
@@ -99,7 +106,10 @@ impl Cadence {
             return Err(unknown());
         }
         // Read when the schedule is: a zone this system's database lacks is unknown.
-        let tz = ArcTz::named(timezone).map_err(|_| unknown())?;
+        let tz = match timezone {
+            "UTC" => Zone::Utc,
+            _ => Zone::Named(ArcTz::named(timezone).map_err(|_| unknown())?),
+        };
         if let Some(period) = expr.trim().strip_prefix("@every") {
             let period = parse_duration(period.trim()).map_err(|e| format!("`{expr}`: {e}"))?;
             if period < MIN_PERIOD {
@@ -138,13 +148,17 @@ impl Cadence {
                 let periods = (t.0 - anchor).div_euclid(*period) + 1;
                 Some(Timestamp(anchor + periods * period))
             }
-            Kind::Cron(cron, tz) => {
-                let at = tz.timestamp_micros(t.0).single()?;
-                let next = cron.find_next_occurrence(&at, false).ok()?;
-                Some(Timestamp(next.timestamp_micros()))
-            }
+            Kind::Cron(cron, Zone::Utc) => next_in(cron, &chrono::Utc, t),
+            Kind::Cron(cron, Zone::Named(tz)) => next_in(cron, tz, t),
         }
     }
+}
+
+/// The first time after `t` that `cron` matches, read in `tz`.
+fn next_in<Z: TimeZone>(cron: &croner::Cron, tz: &Z, t: Timestamp) -> Option<Timestamp> {
+    let at = tz.timestamp_micros(t.0).single()?;
+    let next = cron.find_next_occurrence(&at, false).ok()?;
+    Some(Timestamp(next.timestamp_micros()))
 }
 
 /// What one round fires of a schedule whose next tick, `due`, has come.
@@ -239,6 +253,9 @@ mod tests {
             paris.next_after(new_year),
             Some(at(1_767_225_600 + 8 * 3600))
         );
+        // And seven in summer (2026-07-01T00:00:00Z), daylight saving time.
+        let july = at(1_782_864_000);
+        assert_eq!(paris.next_after(july), Some(at(1_782_864_000 + 7 * 3600)));
         for (expr, says) in [
             ("* * *", "has 3 fields"),
             ("61 * * * *", "cron expression `61 * * * *`"),

@@ -302,6 +302,11 @@ impl<S: Store> Engine<S> {
     ) -> Result<TaskCreated, EngineError> {
         if let Some(key) = idempotency_key {
             check_text("the idempotency key", key, MAX_KEY)?;
+            if key.starts_with("schedule:") {
+                return Err(EngineError::Input(
+                    "idempotency keys that start with `schedule:` are the schedules' own".into(),
+                ));
+            }
         }
         if let Some(Err(why)) = priority.map(tasker_core::template::check_priority) {
             return Err(EngineError::Input(why));

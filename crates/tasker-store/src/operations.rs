@@ -250,26 +250,37 @@ async fn fire<P: Primitives>(
     msg_id: i64,
     out: &mut TasksStarted,
 ) -> StoreResult<()> {
-    p.queue_delete(TASK_QUEUE, &[msg_id]).await?;
     let Some(s) = p.schedule_lock(&tick.schedule).await? else {
-        return Ok(());
+        return p.queue_delete(TASK_QUEUE, &[msg_id]).await;
     };
     if s.paused || s.next_fire != Some(Timestamp(tick.at)) {
-        return Ok(());
+        return p.queue_delete(TASK_QUEUE, &[msg_id]).await;
     }
-    let corrupt = |e: String| StoreError::Corrupt(format!("schedule `{}`: {e}", s.name));
-    let cadence = Cadence::parse(&s.cron, &s.timezone, s.created_at).map_err(corrupt)?;
+    // A schedule this process cannot read (its zone gone from the system, its template
+    // unreadable) must not stop every other start: its tick goes to the dead letters,
+    // saying why, and the schedule waits for an operator.
+    let cadence = Cadence::parse(&s.cron, &s.timezone, s.created_at);
     let definition = p
         .template_definition_of(&s.namespace, &s.template, &s.version)
-        .await?
+        .await?;
+    let template = definition
         .ok_or_else(|| {
-            corrupt(format!(
-                "template {}/{}@{} is gone",
-                s.namespace, s.template, s.version
-            ))
-        })?;
-    let template = tasker_core::template::parse_json_template(&definition, &s.name)
-        .map_err(|e| corrupt(e.to_string()))?;
+            let (ns, name, version) = (&s.namespace, &s.template, &s.version);
+            format!("template {ns}/{name}@{version} is not registered")
+        })
+        .and_then(|d| {
+            tasker_core::template::parse_json_template(&d, &s.name).map_err(|e| e.to_string())
+        });
+    let (cadence, template) = match (cadence, template) {
+        (Ok(c), Ok(t)) => (c, t),
+        (Err(why), _) | (_, Err(why)) => {
+            let reason = format!("schedule `{}` cannot fire: {why}", s.name);
+            p.queue_dead_letter(TASK_QUEUE, msg_id, &reason).await?;
+            out.invalid += 1;
+            return Ok(());
+        }
+    };
+    p.queue_delete(TASK_QUEUE, &[msg_id]).await?;
     let now = Timestamp::now();
     let plan = schedule::plan(&cadence, Timestamp(tick.at), now, s.catch_up);
     for &fire_at in &plan.fire {
@@ -556,10 +567,15 @@ async fn request_start<P: Primitives>(p: &mut P, task_id: TaskId) -> StoreResult
 }
 
 /// Requests the start of the tasks next in line for the slots that the ending of
-/// `ended` (tasks with a concurrency key, no longer in progress) frees.
+/// `ended` (tasks with a concurrency key, no longer in progress) frees. Under the
+/// groups' locks, as a start batch decides: a batch that counted the ended task as
+/// running has committed, so the line read here holds what it left pending.
 async fn release_slots<P: Primitives>(p: &mut P, ended: &[TaskId]) -> StoreResult<()> {
-    for group in p.tasks_groups(ended).await? {
-        for task_id in p.tasks_in_line(&group).await? {
+    let mut groups = p.tasks_groups(ended).await?;
+    groups.sort_unstable();
+    p.groups_lock(&groups).await?;
+    for group in &groups {
+        for task_id in p.tasks_in_line(group).await? {
             request_start(p, task_id).await?;
         }
     }
@@ -875,10 +891,13 @@ async fn limit_rates<P: Primitives>(
         let Some(limit) = row.rate_limit.as_deref() else {
             continue;
         };
+        // A booking read long after its time (a paused queue, a backlog) is given up:
+        // starting on it with the tokens that came meanwhile could exceed the rate.
+        let late = |at: Timestamp| now.0 - at.0 > (1e6 / limit.per_second) as i64;
         match row.rate_booked {
-            Some(at) if at.0 <= now.0 => bookings.push((messages[i].1, None)),
-            Some(at) => hold(b, i, &limit.key, at),
-            None => taking.push((&limit.key, b)),
+            Some(at) if at.0 <= now.0 && !late(at) => bookings.push((messages[i].1, None)),
+            Some(at) if at.0 > now.0 => hold(b, i, &limit.key, at),
+            _ => taking.push((&limit.key, b)),
         }
     }
     taking.sort_unstable();
@@ -1792,7 +1811,10 @@ async fn move_tasks<P: Primitives>(
     let mut ended = Vec::new();
     for (&(i, ..), m) in events.iter().zip(&moves) {
         tasks[i].state = m.to;
-        if tasks[i].keyed && m.from == TaskState::InProgress && m.to != TaskState::InProgress {
+        // A task leaving its slot frees it; a pending one cancelled may have been the
+        // one next in line, asked to start: the line moves on either way.
+        let left = matches!(m.from, TaskState::InProgress | TaskState::Pending) && m.to.is_final();
+        if tasks[i].keyed && left {
             ended.push(m.task_id);
         }
     }

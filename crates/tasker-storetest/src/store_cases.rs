@@ -1290,6 +1290,17 @@ pub async fn a_concurrency_key_holds_tasks_beyond_its_limit<S: Store>(store: Arc
     assert_eq!(d.start_tasks().await, 1, "a task in error holds no slot");
     assert_eq!(state(fourth).await, TaskState::InProgress);
 
+    // The next in line, asked to start, is cancelled first: the line moves on.
+    let (next, after) = (
+        d.create(&keyed, &customer("ada")).await,
+        d.create(&keyed, &customer("ada")).await,
+    );
+    assert_eq!(d.start_tasks().await, 0, "the fourth holds the slot");
+    store.task_cancel(fourth, "test").await.unwrap();
+    store.task_cancel(next, "test").await.unwrap();
+    assert_eq!(d.start_tasks().await, 1);
+    assert_eq!(state(after).await, TaskState::InProgress);
+
     let two = template(
         "namespace: conf\nname: keyed_two\nversion: 1.0.0\n\
          concurrency: {key: context.customer, limit: 2}\n\

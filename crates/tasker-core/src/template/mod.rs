@@ -52,6 +52,9 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
+/// The longest value a concurrency key may have.
+const MAX_KEY_VALUE: usize = 255;
+
 /// At most `limit` tasks of a template with the same value at `key` (`context.<path>`)
 /// are in progress at once; the others stay pending and start, oldest first, as slots
 /// free.
@@ -246,15 +249,22 @@ impl TaskTemplate {
         };
         let value =
             json_path::at(context, &path).map_err(|e| refuse(format!("names nothing: {e}")))?;
-        match json_path::kind(value) {
-            "a string" => serde_json::from_str(value.get())
-                .map(Some)
-                .map_err(|e| refuse(e.to_string())),
-            "a number" | "a boolean" => Ok(Some(value.get().trim().to_owned())),
-            other => Err(refuse(format!(
-                "is {other}: it must be a string, a number or a boolean"
-            ))),
+        let text: String = match json_path::kind(value) {
+            "a string" => serde_json::from_str(value.get()).map_err(|e| refuse(e.to_string()))?,
+            "a number" | "a boolean" => value.get().trim().to_owned(),
+            other => {
+                return Err(refuse(format!(
+                    "is {other}: it must be a string, a number or a boolean"
+                )));
+            }
+        };
+        if text.len() > MAX_KEY_VALUE {
+            return Err(refuse(format!(
+                "is {} bytes long: at most {MAX_KEY_VALUE}",
+                text.len()
+            )));
         }
+        Ok(Some(text))
     }
 
     /// Checks a submitted context against the template's `context_schema`, if any.

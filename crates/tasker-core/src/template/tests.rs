@@ -462,6 +462,11 @@ fn a_concurrency_key_is_read_from_the_context_as_text() {
         value(r#"{"customer": {}}"#).unwrap_err().problems,
         ["concurrency key `context.customer.id` names nothing: no `id` in an object"]
     );
+    let long = format!(r#"{{"customer": {{"id": "{}"}}}}"#, "x".repeat(300));
+    assert_eq!(
+        value(&long).unwrap_err().problems,
+        ["concurrency key `context.customer.id` is 300 bytes long: at most 255"]
+    );
     assert_eq!(
         value(r#"{"customer": {"id": null}}"#).unwrap_err().problems,
         [
@@ -555,7 +560,7 @@ fn a_rate_limit_names_a_key_a_rate_and_a_burst() {
         [
             "t.yaml:5:6: step `a`: rate_limit key `bad key` is not allowed: use letters, digits, `_` and `-`, starting with a letter or digit",
             "t.yaml:6:6: step `b`: rate_limit needs per_second: how many starts a second, e.g. `per_second: 10`",
-            "t.yaml:7:6: step `c`: rate_limit per_second must be above 0 and at most 1000000, got 0",
+            "t.yaml:7:6: step `c`: rate_limit per_second must be between 0.0001 (one start in about 3 hours) and 1000000, got 0",
             "t.yaml:7:6: step `c`: rate_limit burst must be between 1 and 1000000, got 0",
             "t.yaml:8:6: step `d`: a step that waits for a signal starts no handler: it takes no rate_limit",
         ]

@@ -17,6 +17,9 @@ const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 /// The highest rate and burst a rate limit may name.
 const RATE_LIMIT: f64 = 1_000_000.0;
 
+/// The lowest rate: a step's wait for its token stays within hours.
+const MIN_RATE: f64 = 0.0001;
+
 /// The most tasks of one concurrency key a template may let run at once.
 const CONCURRENCY_LIMIT: u32 = 10_000;
 
@@ -330,9 +333,11 @@ fn check_rate_limit(p: &mut Problems, step: &RawStep, limit: &RawRateLimit) {
             name,
             "rate_limit needs per_second: how many starts a second, e.g. `per_second: 10`".into(),
         ),
-        Some(r) if !(r > 0.0 && r <= RATE_LIMIT) => p.step(
+        Some(r) if !(MIN_RATE..=RATE_LIMIT).contains(&r) => p.step(
             name,
-            format!("rate_limit per_second must be above 0 and at most {RATE_LIMIT}, got {r}"),
+            format!(
+                "rate_limit per_second must be between {MIN_RATE} (one start in about 3 hours) and {RATE_LIMIT}, got {r}"
+            ),
         ),
         Some(_) => {}
     }

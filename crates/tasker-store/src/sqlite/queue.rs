@@ -184,7 +184,8 @@ impl SqliteTx<'_> {
             .prepare_cached(
                 "INSERT INTO queue_messages (queue, read_ct, enqueued_at, vt, message, priority)
                  SELECT ?1, 0, ?2, ?3, value,
-                        CASE WHEN instr(value, '\"priority\"') > 0 THEN json_extract(value, '$.priority') ELSE 0 END
+                        CASE WHEN instr(value, '\"priority\"') > 0
+                             THEN coalesce(json_extract(value, '$.priority'), 0) ELSE 0 END
                  FROM json_each(?4)",
             )
             .and_then(|mut s| {
