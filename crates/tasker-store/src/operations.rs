@@ -524,7 +524,7 @@ async fn start_tasks<P: Primitives>(
 /// paused template's (its resumption requests their starts again) and those whose
 /// concurrency key has no free slot (a slot's release requests the start of the
 /// oldest). Under the lock of their key groups, only the oldest pending tasks of a
-/// group, one per free slot, start; one of those whose request is not in this batch
+/// group, one per free slot, start; each of those whose request is not in this batch
 /// (it was held before) is asked to start.
 async fn hold<P: Primitives>(p: &mut P, tasks: &mut Vec<Task>) -> StoreResult<()> {
     let pending: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
@@ -978,14 +978,9 @@ async fn dead_letter<P: Primitives>(
     };
     check_moved(p.steps_set_outcome(&[(m, outcome)]).await?, &m)?;
     task.moved(&m);
-    let instance: Vec<InstanceMove<'_>> = step
-        .instance_of
-        .map(|parent| (m, parent, step.name.as_str()))
-        .into_iter()
-        .collect();
+    let instance: Vec<InstanceMove<'_>> = instance_move(m, &step).into_iter().collect();
     let tasks = std::slice::from_mut(&mut task);
-    let fans_done = instances_settled(p, tasks, &instance).await?;
-    let ready = release(p, tasks, fans_done, &[]).await?;
+    let ready = release_moved(p, tasks, &[], &instance, &[]).await?;
     settle(p, &mut task, ready).await?;
     Ok(StepStart::DeadLettered {
         task_id,
@@ -1093,11 +1088,9 @@ async fn finish<P: Primitives>(
     let instances: Vec<InstanceMove<'_>> = changes
         .iter()
         .zip(&rows)
-        .filter_map(|((m, _), row)| Some((*m, row.instance_of?, row.name.as_str())))
+        .filter_map(|((m, _), row)| instance_move(*m, row))
         .collect();
-    let mut done = became_done(&moved);
-    done.extend(instances_settled(p, &mut tasks, &instances).await?);
-    let ready = release(p, &mut tasks, done, &away).await?;
+    let ready = release_moved(p, &mut tasks, &moved, &instances, &away).await?;
     let enqueued = settle_all(p, &mut tasks, ready).await?;
     for (k, &(i, step)) in live.iter().enumerate() {
         let t = tasks
@@ -1203,14 +1196,8 @@ pub(crate) async fn step_resolve<P: Primitives>(
         move_task(p, &mut task, TaskEvent::Resume, &reason).await?;
     }
     let tasks = std::slice::from_mut(&mut task);
-    let instance: Vec<InstanceMove<'_>> = step
-        .instance_of
-        .map(|parent| (m, parent, step.name.as_str()))
-        .into_iter()
-        .collect();
-    let mut done = became_done(&[(m, step.position)]);
-    done.extend(instances_settled(p, tasks, &instance).await?);
-    let ready = release(p, tasks, done, &away).await?;
+    let instance: Vec<InstanceMove<'_>> = instance_move(m, &step).into_iter().collect();
+    let ready = release_moved(p, tasks, &[(m, step.position)], &instance, &away).await?;
     settle(p, &mut task, ready).await?;
     Ok(StepResolved {
         task_id,
@@ -1218,6 +1205,20 @@ pub(crate) async fn step_resolve<P: Primitives>(
         resumed,
         skipped: task.skipped,
     })
+}
+
+/// Releases the children of the steps `moved` made done, and of the `for_each` steps
+/// that the moves of their instances (`instances`) completed, after skipping `away`.
+async fn release_moved<P: Primitives>(
+    p: &mut P,
+    tasks: &mut [Task],
+    moved: &[(Move<'_>, u32)],
+    instances: &[InstanceMove<'_>],
+    away: &[(TaskId, u32)],
+) -> StoreResult<Vec<EvalStep>> {
+    let mut done = became_done(moved);
+    done.extend(instances_settled(p, tasks, instances).await?);
+    release(p, tasks, done, away).await
 }
 
 /// The steps of `moved` that became done, as (task, position, live) for [`release`].
@@ -1520,6 +1521,11 @@ async fn complete_fan_out<P: Primitives>(
 /// of its `for_each` step, and its name.
 type InstanceMove<'a> = (Move<'a>, u32, &'a str);
 
+/// `m`, a move of the step `row`, as an instance's, if the step is an instance.
+fn instance_move<'a>(m: Move<'a>, row: &'a StepRow) -> Option<InstanceMove<'a>> {
+    Some((m, row.instance_of?, row.name.as_str()))
+}
+
 /// What the instances of `moved` did to their `for_each` steps: those done count down
 /// their step's instances left, and the step completes with their results, in item
 /// order, when none is left; one that failed fails its step; an operator's resolution
@@ -1709,6 +1715,7 @@ async fn settle_all<P: Primitives>(
                 "a ready step was no longer pending".into(),
             ));
         }
+        let mut messages = Vec::with_capacity(ready.len());
         for s in &ready {
             let t = tasks
                 .iter()
@@ -1716,22 +1723,14 @@ async fn settle_all<P: Primitives>(
                 .expect("ready steps are of these tasks");
             tasks[t].progress.shift(StepState::Pending, to);
             enqueued[t] += 1;
-        }
-        // One batch per queue, in the order the steps were made ready.
-        let priority = |task_id: TaskId| {
-            tasks
-                .iter()
-                .find(|t| t.id == task_id)
-                .map_or(0, |t| t.priority)
-        };
-        let messages = ready.iter().map(|s| {
             let message = StepMessage {
                 task_id: s.task_id,
                 step_id: s.id,
-                priority: priority(s.task_id),
+                priority: tasks[t].priority,
             };
-            (&*s.queue, message)
-        });
+            messages.push((&*s.queue, message));
+        }
+        // One batch per queue, in the order the steps were made ready.
         for (queue, messages) in by_queue(messages) {
             p.queue_send_batch(queue, &messages).await?;
         }
