@@ -44,6 +44,16 @@ module Tasker
       nil
     end
 
+    # Exports OpenTelemetry traces over OTLP/HTTP to the collector at `endpoint` (its
+    # base URL, http://host:4318): a span per task this process submits and finishes,
+    # and per step attempt it runs, Ruby handlers' included, in the task's trace
+    # whichever process submitted it. Call once, before starting work; the spans left
+    # are sent when Ruby exits.
+    def export_traces(endpoint: ENV.fetch("TASKER_OTEL_ENDPOINT"), service_name: "tasker-ruby")
+      Native.export_traces(endpoint.to_s, service_name.to_s)
+      at_exit { Native.flush_traces }
+    end
+
     # Runs one task of the template at `template_path` in this process on the embedded
     # store (SQLite; in memory unless `db` names a file) and returns its TaskResult.
     # Handlers run on `concurrency` Ruby threads.

@@ -57,6 +57,7 @@ fn execution(context: String, config: String, parents: Vec<(String, String)>) ->
         retry: tasker_core::backoff::RetryPolicy::default(),
         timeout: Duration::from_secs(30),
         item: None,
+        traceparent: None,
     }
 }
 

@@ -11,12 +11,14 @@ mod auth;
 mod body;
 mod edge;
 mod error;
+mod live;
 mod probes;
 mod query;
 mod schedules;
 mod server;
 mod tasks;
 mod templates;
+mod ui;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,7 @@ use tasker_engine::Engine;
 pub use auth::{Scope, Token};
 pub use axum::Router;
 pub use error::ApiError;
+pub use live::Closing;
 pub use probes::render as render_metrics;
 pub use server::serve;
 
@@ -45,7 +48,9 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tasks"),
     ("GET", "/v1/tasks"),
+    ("GET", "/v1/tasks/counts"),
     ("GET", "/v1/tasks/{id}"),
+    ("GET", "/v1/tasks/{id}/stream"),
     ("GET", "/v1/tasks/{id}/history"),
     ("POST", "/v1/tasks/{id}/cancel"),
     ("POST", "/v1/tasks/{id}/retry"),
@@ -82,6 +87,8 @@ pub struct ApiConfig {
     /// Without tokens, answer requests for any host name, not only loopback ones (the
     /// operator chose to serve without authentication on a non-loopback address).
     pub any_host: bool,
+    /// Ends the live streams at shutdown.
+    pub closing: Closing,
 }
 
 pub struct AppState<S> {
@@ -90,6 +97,7 @@ pub struct AppState<S> {
     body_limit: usize,
     read_timeout: Duration,
     any_host: bool,
+    closing: Closing,
     /// Registered templates parsed once, by `namespace/name@version`: versions are
     /// immutable, so a parsed one never goes stale.
     templates: Arc<Mutex<HashMap<String, Arc<TaskTemplate>>>>,
@@ -103,6 +111,7 @@ impl<S> AppState<S> {
             body_limit: config.body_limit,
             read_timeout: config.read_timeout,
             any_host: config.any_host,
+            closing: config.closing,
             templates: Arc::default(),
         }
     }
@@ -116,6 +125,7 @@ impl<S> Clone for AppState<S> {
             body_limit: self.body_limit,
             read_timeout: self.read_timeout,
             any_host: self.any_host,
+            closing: self.closing.clone(),
             templates: self.templates.clone(),
         }
     }
@@ -127,7 +137,9 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
     let state = AppState::new(engine, config);
     let v1 = Router::new()
         .route("/v1/tasks", post(tasks::create::<S>).get(tasks::list::<S>))
+        .route("/v1/tasks/counts", get(tasks::counts::<S>))
         .route("/v1/tasks/{id}", get(tasks::get::<S>))
+        .route("/v1/tasks/{id}/stream", get(live::stream::<S>))
         .route("/v1/tasks/{id}/history", get(tasks::history::<S>))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel::<S>))
         .route("/v1/tasks/{id}/retry", post(tasks::retry::<S>))
@@ -163,6 +175,7 @@ pub fn router<S: Store>(engine: Engine<S>, config: ApiConfig) -> Router {
     Router::new()
         .merge(v1)
         .merge(probes())
+        .merge(ui::routes())
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -184,6 +197,7 @@ pub fn probes_router<S: Store>(engine: Engine<S>) -> Router {
         body_limit: 0,
         read_timeout: PROBE_READ_TIMEOUT,
         any_host: true,
+        closing: Closing::default(),
     };
     probes()
         .fallback(no_route)

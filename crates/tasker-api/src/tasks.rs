@@ -1,5 +1,6 @@
 //! `/v1/tasks` and `/v1/steps`: create, inspect, list, cancel, retry, resolve.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -9,7 +10,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::store::{Store, TaskListParams, TaskRecord, TemplateListParams};
+use tasker_core::store::{Store, TaskFilter, TaskListParams, TaskRecord, TemplateListParams};
 use tasker_core::template::{TaskTemplate, parse_template};
 use tasker_core::views::{DeadLetters, History, SignalView, TaskView};
 use tasker_core::{TaskState, names};
@@ -155,7 +156,7 @@ fn newest(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-fn task_id(id: &str) -> Result<TaskId, ApiError> {
+pub(crate) fn task_id(id: &str) -> Result<TaskId, ApiError> {
     id.parse()
         .map_err(|e| ApiError::bad_request("invalid_id", format!("`{id}` is not a task id: {e}")))
 }
@@ -198,9 +199,33 @@ pub async fn dead_letters<S: Store>(
 #[derive(Deserialize)]
 pub struct ListQuery {
     state: Option<String>,
-    namespace: Option<String>,
+    #[serde(flatten)]
+    filter: FilterQuery,
     limit: Option<String>,
     cursor: Option<String>,
+}
+
+/// Which tasks `GET /v1/tasks` lists and `GET /v1/tasks/counts` counts.
+#[derive(Deserialize)]
+pub struct FilterQuery {
+    namespace: Option<String>,
+    /// The template's name.
+    name: Option<String>,
+    /// RFC 3339: tasks created at or after it.
+    created_after: Option<String>,
+    /// RFC 3339: tasks created before it.
+    created_before: Option<String>,
+}
+
+impl FilterQuery {
+    fn filter(&self) -> Result<TaskFilter<'_>, ApiError> {
+        Ok(TaskFilter {
+            namespace: query::namespace(self.namespace.as_deref())?,
+            name: query::name(self.name.as_deref())?,
+            created_from: query::timestamp("created_after", self.created_after.as_deref())?,
+            created_to: query::timestamp("created_before", self.created_before.as_deref())?,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -244,7 +269,7 @@ pub async fn list<S: Store>(
         .engine
         .tasks(TaskListParams {
             state: task_state,
-            namespace: query::namespace(q.namespace.as_deref())?,
+            filter: q.filter.filter()?,
             before,
             limit: limit + 1,
         })
@@ -259,6 +284,27 @@ pub async fn list<S: Store>(
         next_cursor,
     };
     Ok(json(StatusCode::OK, &page))
+}
+
+/// How many tasks are in each task state, every state named (0 when none).
+#[derive(Serialize)]
+pub struct Counts {
+    counts: BTreeMap<&'static str, u64>,
+}
+
+/// `GET /v1/tasks/counts`.
+pub async fn counts<S: Store>(
+    State(state): State<AppState<S>>,
+    params: Result<Query<FilterQuery>, QueryRejection>,
+) -> Result<Json<Counts>, ApiError> {
+    let Query(q) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let found = state.engine.task_counts(q.filter()?).await?;
+    let mut counts: BTreeMap<&'static str, u64> =
+        TaskState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for (s, n) in found {
+        counts.insert(s.as_str(), n);
+    }
+    Ok(Json(Counts { counts }))
 }
 
 fn summary(t: &TaskRecord) -> TaskSummary<'_> {

@@ -34,6 +34,8 @@ struct TemplatePage<'a> {
 #[derive(Deserialize)]
 pub struct ListQuery {
     namespace: Option<String>,
+    /// One template's versions (with `namespace`).
+    name: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -53,7 +55,7 @@ pub async fn list<S: Store>(
         .engine
         .templates(TemplateListParams {
             namespace: query::namespace(q.namespace.as_deref())?,
-            name: None,
+            name: query::name(q.name.as_deref())?,
             after,
             limit: limit + 1,
         })

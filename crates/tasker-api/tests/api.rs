@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use tasker_api::{ApiConfig, OPENAPI, ROUTES, Token, router};
+use tasker_api::{ApiConfig, Closing, OPENAPI, ROUTES, Token, router};
 use tasker_core::event::{EventBus, EventKind};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Running};
 use tasker_store::sqlite::SqliteStore;
@@ -21,6 +21,8 @@ struct Server {
     router: Router,
     /// The engine's own bus: the events of this server alone.
     events: EventBus,
+    /// Ends this server's live streams.
+    closing: Closing,
     _running: Running,
 }
 
@@ -38,8 +40,10 @@ async fn server(tokens: &[&str]) -> Server {
         body_limit: 64 * 1024,
         read_timeout: Duration::from_secs(30),
         any_host: false,
+        closing: Closing::default(),
     };
     Server {
+        closing: config.closing.clone(),
         router: router(engine, config),
         events,
         _running: running,
@@ -99,6 +103,13 @@ async fn send(
 async fn register(s: &Server, yaml: &str) {
     let (status, _) = call(s, "POST", "/v1/templates", Some(yaml), None).await;
     assert!(status.is_success(), "{status}");
+}
+
+/// Submits the task `body` names; its id.
+async fn create(s: &Server, body: &str) -> String {
+    let (status, created) = call(s, "POST", "/v1/tasks", Some(body), None).await;
+    assert!(status.is_success(), "{status}: {created}");
+    created["task_id"].as_str().unwrap().to_owned()
 }
 
 async fn wait_final(s: &Server, id: &str) -> Value {
@@ -638,6 +649,7 @@ async fn slow_clients_are_cut_off() {
         body_limit: 64 * 1024,
         read_timeout: timeout,
         any_host: false,
+        closing: Closing::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -711,6 +723,227 @@ async fn tasks_are_listed_newest_first_with_a_cursor() {
     );
     let (_, none) = call(&s, "GET", "/v1/tasks?namespace=other", None, None).await;
     assert_eq!(none, json!({"tasks": [], "next_cursor": null}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_counted_by_state_and_filtered_by_template_and_creation() {
+    let s = server(&[]).await;
+    register(&s, CHAIN).await;
+    register(&s, FAILING).await;
+    let mut ids = Vec::new();
+    for body in [
+        r#"{"namespace": "api", "name": "chain"}"#,
+        r#"{"namespace": "api", "name": "chain"}"#,
+        r#"{"namespace": "api", "name": "failing"}"#,
+    ] {
+        ids.push(create(&s, body).await);
+    }
+    for id in &ids {
+        wait_final(&s, id).await;
+    }
+    let zeros = json!({"pending": 0, "in_progress": 0, "complete": 0, "error": 0, "cancelled": 0});
+    let counts = |q: &'static str| {
+        let s = &s;
+        async move {
+            let (status, body) = call(s, "GET", &format!("/v1/tasks/counts{q}"), None, None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["counts"].clone()
+        }
+    };
+    let mut all = zeros.clone();
+    all["complete"] = json!(2);
+    all["error"] = json!(1);
+    assert_eq!(counts("").await, all);
+    let mut chain = zeros.clone();
+    chain["complete"] = json!(2);
+    assert_eq!(counts("?namespace=api&name=chain").await, chain);
+    assert_eq!(counts("?name=nothing").await, zeros);
+
+    let listed = |q: &'static str| {
+        let s = &s;
+        async move {
+            let (status, page) = call(s, "GET", &format!("/v1/tasks{q}"), None, None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["task_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("?name=failing").await, [ids[2].clone()]);
+    assert_eq!(
+        listed("?name=chain&created_after=2000-01-01T00:00:00Z").await,
+        [ids[1].clone(), ids[0].clone()]
+    );
+    assert!(
+        listed("?created_before=2000-01-01T00:00:00%2B02:00")
+            .await
+            .is_empty()
+    );
+    let mut none = zeros.clone();
+    assert_eq!(counts("?created_after=2999-01-01T00:00:00Z").await, none);
+    none["complete"] = json!(2);
+    assert_eq!(
+        counts("?name=chain&created_after=2000-01-01T00:00:00Z").await,
+        none
+    );
+    let (status, error) = call(&s, "GET", "/v1/tasks?created_after=yesterday", None, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("created_after: `yesterday` is not an RFC 3339 timestamp"),
+        "{error}"
+    );
+    let (status, error) = call(&s, "GET", "/v1/tasks/counts?name=no%20good", None, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+}
+
+/// The `task` events of a stream: each one's task state and its JSON.
+fn task_events(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: task"))
+        .map(|block| {
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            serde_json::from_str(data).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_streams_its_changes_until_it_is_final() {
+    let s = server(&[]).await;
+    register(
+        &s,
+        "namespace: api\nname: slow\nversion: 1.0.0\nsteps:\n  - {name: a, handler: sleep, config: {ms: 600}}\n  - {name: b, handler: sleep, config: {ms: 1500}, depends_on: [a]}\n",
+    )
+    .await;
+    let id = create(&s, r#"{"namespace": "api", "name": "slow"}"#).await;
+    // The whole body: the stream ends by itself when the task completes.
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(30),
+        call(&s, "GET", &format!("/v1/tasks/{id}/stream"), None, None),
+    )
+    .await
+    .expect("the stream ends when the task completes");
+    assert_eq!(status, StatusCode::OK);
+    let events = task_events(body.as_str().unwrap());
+    let states: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["state"].as_str().unwrap(),
+                e["steps"][0]["state"].as_str().unwrap(),
+                e["steps"][1]["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(states.len() >= 3, "{states:?}");
+    assert_eq!(
+        states.last().unwrap(),
+        &("complete", "complete", "complete")
+    );
+    assert!(
+        states.contains(&("in_progress", "complete", "in_progress")),
+        "b's start is seen: {states:?}"
+    );
+    for pair in events.windows(2) {
+        assert_ne!(
+            pair[0], pair[1],
+            "an event is sent only when the task changed"
+        );
+    }
+    // A finished task's stream is its view once.
+    let (_, again) = call(&s, "GET", &format!("/v1/tasks/{id}/stream"), None, None).await;
+    assert_eq!(
+        task_events(again.as_str().unwrap()),
+        [events.last().unwrap().clone()]
+    );
+
+    let unknown = "/v1/tasks/01a21b7e-8efb-7081-ae3f-03e03d380a55/stream";
+    assert_eq!(
+        call(&s, "GET", unknown, None, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&s, "GET", "/v1/tasks/nope/stream", None, None).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_ends_the_streams_of_unfinished_tasks() {
+    use futures_util::StreamExt;
+    let s = server(&[]).await;
+    register(&s, APPROVAL).await;
+    let id = create(&s, r#"{"namespace": "api", "name": "approval"}"#).await;
+    wait_step(&s, &id, "approve", "waiting").await;
+    let req = Request::get(format!("/v1/tasks/{id}/stream"))
+        .body(Body::empty())
+        .unwrap();
+    let response = s.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let mut body = response.into_body().into_data_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("event: task\n"));
+    // The stream waits for its next read when the shutdown comes.
+    let rest = tokio::spawn(async move {
+        let mut n = 0;
+        while body.next().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.closing.close();
+    let rest = tokio::time::timeout(Duration::from_secs(5), rest)
+        .await
+        .expect("the stream ends at shutdown")
+        .unwrap();
+    assert_eq!(rest, 0, "nothing changed before the shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_with_a_strict_content_policy() {
+    let s = server(&["read:r-secret"]).await;
+    for (path, media) in [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+        ("/ui/dagre.min.js", "text/javascript"),
+    ] {
+        // Without a token: the files hold no data; the page asks for one.
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        let response = s.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers["content-type"], media, "{path}");
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(!policy.contains("unsafe"), "{policy}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    let (_, page) = call(&s, "GET", "/ui", None, None).await;
+    assert!(
+        page.as_str()
+            .unwrap()
+            .contains(r#"<script src="/ui/app.js""#)
+    );
+    let (status, _) = call(&s, "GET", "/v1/tasks", None, None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the data still needs a token"
+    );
 }
 
 /// Polls the task until `step` is in `state`.
@@ -1032,6 +1265,38 @@ async fn a_concurrency_key_holds_a_second_task_until_the_first_ends() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(wait_final(&s, &first).await["state"], "complete");
     wait_step(&s, &second, "approve", "waiting").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_its_start_ends_is_announced_and_counted() {
+    let s = server(&[]).await;
+    let mut events = s.events.subscribe();
+    register(
+        &s,
+        "namespace: api\nname: lines\nversion: 1.0.0\nsteps:\n  - {name: line, handler: noop, for_each: context.lines}\n",
+    )
+    .await;
+    // Not an array: the fan-out fails in the start's own transaction.
+    let body = r#"{"namespace": "api", "name": "lines", "context": {"lines": "none"}}"#;
+    let id = create(&s, body).await;
+    assert_eq!(wait_final(&s, &id).await["state"], "error");
+    let failed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.kind == EventKind::TaskFailed {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the task's failure is announced");
+    assert_eq!(failed.task_id.unwrap().to_string(), id);
+    let (_, metrics) = call(&s, "GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains(r#"tasker_tasks_finished_total{state="error"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

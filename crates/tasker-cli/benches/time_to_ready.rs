@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tasker_api::ApiConfig;
+use tasker_api::{ApiConfig, Closing};
 use tasker_core::store::{Store, TaskListParams};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
 use tasker_store::postgres::PgStore;
@@ -50,6 +50,7 @@ fn api() -> ApiConfig {
         body_limit: 1 << 20,
         read_timeout: std::time::Duration::from_secs(30),
         any_host: false,
+        closing: Closing::default(),
     }
 }
 

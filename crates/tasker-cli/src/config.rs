@@ -27,7 +27,20 @@ pub struct Config {
     pub metrics: Metrics,
     pub memory: Memory,
     pub log: Log,
+    pub otel: Otel,
     pub handlers: Handlers,
+}
+
+/// Traces (docs/traces.md): exported over OTLP/HTTP when `endpoint` is set, off when not.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otel {
+    /// The collector's OTLP/HTTP base URL (`http://localhost:4318`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The `service.name` of this process's spans; `tasker-<command>` if unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -292,6 +305,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TASKER_MEMORY_SAMPLE_INTERVAL", "memory.sample_interval"),
     ("TASKER_LOG_FORMAT", "log.format"),
     ("TASKER_LOG_LEVEL", "log.level"),
+    ("TASKER_OTEL_ENDPOINT", "otel.endpoint"),
+    ("TASKER_OTEL_SERVICE_NAME", "otel.service_name"),
     ("TASKER_HANDLERS_SHELL_ALLOW", "handlers.shell.allow"),
 ];
 
@@ -409,6 +424,8 @@ impl Config {
             "memory.sample_interval" => self.memory.sample_interval = duration()?,
             "log.format" => self.log.format = value.parse().map_err(bad)?,
             "log.level" => self.log.level = value.to_owned(),
+            "otel.endpoint" => self.otel.endpoint = Some(value.to_owned()),
+            "otel.service_name" => self.otel.service_name = Some(value.to_owned()),
             "handlers.shell.allow" => self.handlers.shell.allow = list(),
             other => unreachable!("ENV_KEYS names {other}, which is not handled"),
         }
@@ -470,6 +487,14 @@ impl Config {
         }
         if self.memory.sample_interval.is_zero() {
             return bad("memory.sample_interval", "must be more than 0".into());
+        }
+        if let Some(endpoint) = &self.otel.endpoint
+            && let Err(e) = tasker_engine::trace::traces_url(endpoint)
+        {
+            return bad("otel.endpoint", e.to_string());
+        }
+        if self.otel.service_name.as_deref().is_some_and(str::is_empty) {
+            return bad("otel.service_name", "must not be empty".into());
         }
         Ok(())
     }
@@ -550,6 +575,7 @@ mod tests {
         assert_eq!(c.worker.concurrency, 3);
         assert_eq!(c.engine.poll_interval, Duration::from_secs(5));
         assert_eq!(c.engine.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(c.otel.endpoint, None, "traces are off unless configured");
         let limits = c.memory_limits().unwrap();
         assert_eq!(
             (limits.high_watermark, limits.low_watermark),
@@ -614,6 +640,13 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("log.format") && e.contains("xml"), "{e}");
+        let e = Config::load(None, env(&[("TASKER_OTEL_ENDPOINT", "localhost:4318")]))
+            .unwrap_err()
+            .0;
+        assert!(
+            e.starts_with("otel.endpoint: `localhost:4318`: use an http:// URL"),
+            "{e}"
+        );
     }
 
     #[test]

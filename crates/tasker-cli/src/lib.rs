@@ -45,13 +45,18 @@ pub enum Outcome {
 pub fn run() -> ExitCode {
     let args = cli::Cli::parse();
     // The long-running processes read the configuration, and so do the commands that
-    // check templates against it (which `shell` programs it allows); a bad one stops
-    // them here.
+    // check templates against it (which `shell` programs it allows) and those that run,
+    // submit or end tasks (where to export traces); a bad one stops them here.
     let config = match &args.command {
         cli::Command::Serve { .. }
         | cli::Command::Orchestrator { .. }
         | cli::Command::Worker { .. }
         | cli::Command::Submit { .. }
+        | cli::Command::Run(_)
+        | cli::Command::Cancel { .. }
+        | cli::Command::Retry { .. }
+        | cli::Command::Signal { .. }
+        | cli::Command::Resolve { .. }
         | cli::Command::Template {
             command: cli::TemplateCommand::Register { .. },
         } => match config::Config::load(args.config.as_deref(), std::env::vars()) {
@@ -63,12 +68,39 @@ pub fn run() -> ExitCode {
         },
         _ => config::Config::default(),
     };
+    // The processes that run, submit or end work export traces, when configured: an
+    // operator's cancel, signal or resolution can end a task, whose span it then sends.
+    let role = match &args.command {
+        cli::Command::Serve { .. } => Some("tasker-serve"),
+        cli::Command::Orchestrator { .. } => Some("tasker-orchestrator"),
+        cli::Command::Worker { .. } => Some("tasker-worker"),
+        cli::Command::Submit { .. } => Some("tasker-submit"),
+        cli::Command::Run(_) => Some("tasker-run"),
+        cli::Command::Cancel { .. }
+        | cli::Command::Retry { .. }
+        | cli::Command::Signal { .. }
+        | cli::Command::Resolve { .. } => Some("tasker-operator"),
+        _ => None,
+    };
+    let traces = match (role, &config.otel.endpoint) {
+        (Some(role), Some(endpoint)) => {
+            let service = config.otel.service_name.as_deref().unwrap_or(role);
+            match tasker_engine::Traces::install(endpoint, service) {
+                Ok(traces) => Some(traces),
+                Err(e) => {
+                    eprintln!("tasker: error: otel.endpoint: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
     let format = match args.log_format.as_deref() {
         Some("json") => config::LogFormat::Json,
         Some(_) => config::LogFormat::Pretty,
         None => config.log.format,
     };
-    init_logging(format, &config.log.level);
+    init_logging(format, &config.log.level, traces);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,7 +111,12 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::dispatch(args.command, &config, args.config)) {
+    let outcome = runtime.block_on(commands::dispatch(args.command, &config, args.config));
+    // The spans of the last steps and tasks go out before the process ends.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    match outcome {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Unsuccessful) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
@@ -96,17 +133,38 @@ pub fn run() -> ExitCode {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG`, else by `level`. In JSON every line is
-/// one object, with the fields of its span (a step's task id, step id, namespace and
-/// attempt).
-fn init_logging(format: config::LogFormat, level: &str) {
+/// one object, with the fields of its span (a step's task id, step id, namespace,
+/// handler and attempt). With traces on, spans of level info and above are exported
+/// too, whatever the logs' filter.
+fn init_logging(
+    format: config::LogFormat,
+    level: &str,
+    traces: Option<&'static tasker_engine::Traces>,
+) {
+    use tracing_subscriber::prelude::*;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        config::LogFormat::Json => logs.json().with_current_span(true).init(),
-        config::LogFormat::Pretty => logs.init(),
-    }
+    let Some(traces) = traces else {
+        // One global filter: spans the logs do not show are not even created.
+        let logs = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter);
+        match format {
+            config::LogFormat::Json => logs.json().with_current_span(true).init(),
+            config::LogFormat::Pretty => logs.init(),
+        }
+        return;
+    };
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        config::LogFormat::Json => logs.json().with_current_span(true).boxed(),
+        config::LogFormat::Pretty => logs.boxed(),
+    };
+    let spans = tracing_subscriber::filter::LevelFilter::INFO;
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces.layer().with_filter(spans))
+        .init();
 }

@@ -197,6 +197,7 @@ mod tests {
             updated_at: Timestamp::now(),
             concurrency_key: None,
             priority: 0,
+            traceparent: None,
         }
     }
 

@@ -395,6 +395,7 @@ async fn dead_letters_are_listed_with_why() {
                 context: &context,
                 idempotency_key: None,
                 priority: None,
+                traceparent: None,
             })
             .await
             .unwrap();

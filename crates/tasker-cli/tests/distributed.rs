@@ -18,10 +18,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::Proc;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::{Store, TaskListParams};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry};
@@ -41,8 +42,6 @@ fn tasker(url: &str) -> Command {
 }
 
 /// A `tasker` process, killed when dropped if it is still running.
-struct Proc(Child);
-
 impl Proc {
     fn spawn(url: &str, args: &[&str]) -> Self {
         let child = tasker(url)
@@ -57,23 +56,6 @@ impl Proc {
     fn kill_9(&mut self) {
         self.0.kill().expect("kill -9");
         self.0.wait().expect("reaped");
-    }
-
-    /// SIGTERM, then the exit code once it stopped.
-    fn terminate(&mut self) -> Option<i32> {
-        let pid = self.0.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        self.0.wait().expect("exits").code()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

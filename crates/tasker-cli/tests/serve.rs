@@ -3,10 +3,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{address, http};
+use support::{Proc, address, http};
 
 fn tasker() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
@@ -14,8 +14,8 @@ fn tasker() -> Command {
     c
 }
 
-fn serve(db: &Path, env: &[(&str, &str)]) -> Child {
-    tasker()
+fn serve(db: &Path, env: &[(&str, &str)]) -> Proc {
+    let child = tasker()
         .args([
             "serve",
             "--db",
@@ -27,15 +27,8 @@ fn serve(db: &Path, env: &[(&str, &str)]) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("tasker serve starts")
-}
-
-fn terminate(child: &mut Child) -> Option<i32> {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap().code()
+        .expect("tasker serve starts");
+    Proc(child)
 }
 
 const LINEAR: &str = include_str!("../../../examples/linear.yaml");
@@ -45,7 +38,7 @@ fn serve_runs_tasks_over_http_behind_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let mut server = serve(&db, &[("TASKER_API_TOKENS", "t0k3n")]);
-    let (addr, log) = address(&mut server, "listening on");
+    let (addr, log) = address(&mut server.0, "listening on");
     let token = Some("t0k3n");
 
     assert_eq!(http(&addr, "GET", "/health", "", None).0, 200);
@@ -89,7 +82,7 @@ fn serve_runs_tasks_over_http_behind_tokens() {
         metrics.contains("tasker_tasks_finished_total{state=\"complete\"} 1\n"),
         "{metrics}"
     );
-    assert_eq!(terminate(&mut server), Some(0), "{}", log.text());
+    assert_eq!(server.terminate(), Some(0), "{}", log.text());
 }
 
 #[test]
@@ -104,7 +97,7 @@ fn serve_holds_work_back_above_the_memory_watermark_and_loses_nothing() {
             ("TASKER_MEMORY_SAMPLE_INTERVAL", "20ms"),
         ],
     );
-    let (addr, log) = address(&mut held, "listening on");
+    let (addr, log) = address(&mut held.0, "listening on");
     assert_eq!(http(&addr, "POST", "/v1/templates", LINEAR, None).0, 201);
     let (_, body) = http(
         &addr,
@@ -122,7 +115,7 @@ fn serve_holds_work_back_above_the_memory_watermark_and_loses_nothing() {
     assert!(task.contains("\"state\":\"pending\""), "{task}");
     let (_, metrics) = http(&addr, "GET", "/metrics", "", None);
     assert!(metrics.contains("tasker_memory_paused 1\n"), "{metrics}");
-    assert_eq!(terminate(&mut held), Some(0));
+    assert_eq!(held.terminate(), Some(0));
     assert!(
         log.text().contains("memory above the high watermark"),
         "{}",
@@ -131,7 +124,7 @@ fn serve_holds_work_back_above_the_memory_watermark_and_loses_nothing() {
 
     // Without the limit, the held task runs.
     let mut free = serve(&db, &[]);
-    let (addr, _) = address(&mut free, "listening on");
+    let (addr, _) = address(&mut free.0, "listening on");
     let task = poll(&addr, &format!("/v1/tasks/{id}"), None, |t| {
         t["state"] == "complete"
     });
@@ -142,7 +135,7 @@ fn serve_holds_work_back_above_the_memory_watermark_and_loses_nothing() {
             .iter()
             .all(|s| s["attempts"] == 1)
     );
-    terminate(&mut free);
+    free.terminate();
 }
 
 #[test]
@@ -256,20 +249,22 @@ fn serve_without_tokens_stays_on_loopback_unless_told() {
         err.contains("refusing to serve on 0.0.0.0:0 without API tokens"),
         "{err}"
     );
-    let mut open = tasker()
-        .args([
-            "serve",
-            "--db",
-            db,
-            "--listen",
-            "0.0.0.0:0",
-            "--insecure-no-auth",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, log) = address(&mut open, "listening on");
+    let mut open = Proc(
+        tasker()
+            .args([
+                "serve",
+                "--db",
+                db,
+                "--listen",
+                "0.0.0.0:0",
+                "--insecure-no-auth",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (addr, log) = address(&mut open.0, "listening on");
     assert!(
         log.text()
             .contains("without API tokens on a non-loopback address")
@@ -279,5 +274,5 @@ fn serve_without_tokens_stays_on_loopback_unless_told() {
         http(&format!("127.0.0.1:{port}"), "GET", "/v1/tasks", "", None).0,
         200
     );
-    assert_eq!(terminate(&mut open), Some(0));
+    assert_eq!(open.terminate(), Some(0));
 }

@@ -63,6 +63,7 @@ impl Inputs {
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
             item: None,
+            traceparent: None,
         };
         Self {
             task_id: execution.task_id,
@@ -77,6 +78,7 @@ impl Inputs {
             task_id: self.task_id,
             step_id: self.step_id,
             priority: 0,
+            traceparent: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! | type | carries | from → to |
 //! |---|---|---|
 //! | [`TaskStart`] | a created task to start, or (with `expire_wait`) a wait whose timeout is due | the transaction that creates the task, or that begins the wait, delayed by the timeout → orchestrators (queue `_tasks`) |
-//! | [`StepMessage`] | a step to run: its ids | the transaction that makes it ready → workers (the step's queue) |
+//! | [`StepMessage`] | a step to run: its ids (and its task's [`TraceParent`], when traced) | the transaction that makes it ready → workers (the step's queue) |
 //! | [`ExecutionMessage`] | everything a handler is given | a worker → handlers outside Rust (the `shell` handler's stdin) |
 //!
 //! Nothing else is a message: a client's request is the API's body (or a call in the
@@ -19,7 +19,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{MapAccess, Visitor};
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -65,13 +65,106 @@ pub struct ScheduleTick {
 
 /// A step for a worker to run: the worker claims the step and loads the rest in one
 /// query, so the message names it and nothing else — but its task's priority, which
-/// orders the queue (written only when it is not 0).
+/// orders the queue (written only when it is not 0), and its task's trace context
+/// (written only for a task submitted with traces on), which the step's span joins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepMessage {
     pub task_id: TaskId,
     pub step_id: StepId,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i32,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_trace"
+    )]
+    pub traceparent: Option<TraceParent>,
+}
+
+/// A W3C trace context (`traceparent`, version `00`): the trace a task belongs to and
+/// its task span, which the spans of its steps are children of. Held as bytes, so a
+/// message that carries one stays `Copy` and costs no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// Bit 0: sampled.
+    pub flags: u8,
+}
+
+/// Why a `traceparent` does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a traceparent (00-<32 hex>-<16 hex>-<2 hex>, ids not all zero)")]
+pub struct BadTraceParent(pub String);
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("00-")?;
+        self.trace_id
+            .iter()
+            .try_for_each(|b| write!(f, "{b:02x}"))?;
+        f.write_str("-")?;
+        self.span_id.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+        write!(f, "-{:02x}", self.flags)
+    }
+}
+
+impl std::str::FromStr for TraceParent {
+    type Err = BadTraceParent;
+
+    fn from_str(s: &str) -> Result<Self, BadTraceParent> {
+        let bad = || BadTraceParent(s.to_owned());
+        /// Lowercase hex only, as the W3C format requires.
+        fn hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+            if text.len() != 2 * N || !text.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                return None;
+            }
+            let mut out = [0; N];
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+            }
+            Some(out)
+        }
+        let mut parts = s.split('-');
+        let (Some("00"), Some(trace), Some(span), Some(flags), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad());
+        };
+        let parent = TraceParent {
+            trace_id: hex(trace).ok_or_else(bad)?,
+            span_id: hex(span).ok_or_else(bad)?,
+            flags: hex::<1>(flags).ok_or_else(bad)?[0],
+        };
+        if parent.trace_id == [0; 16] || parent.span_id == [0; 8] {
+            return Err(bad());
+        }
+        Ok(parent)
+    }
+}
+
+impl Serialize for TraceParent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TraceParent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = CowStr.deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A step message's trace context, dropped when it does not parse: the step still runs
+/// (outside its trace) rather than its message going to the dead letters.
+fn lenient_trace<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TraceParent>, D::Error> {
+    Ok(CowStr.deserialize(d)?.parse().ok())
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -174,6 +267,7 @@ mod tests {
             task_id: TaskId::new(),
             step_id: StepId::new(),
             priority: 0,
+            traceparent: None,
         };
         let text = json(&m);
         assert!(!text.contains("priority"), "written only when set: {text}");
@@ -188,6 +282,53 @@ mod tests {
         // attempt: still in a queue after an upgrade, they decode.
         let older = text.replace('}', r#","attempt":2,"handler":"sum"}"#);
         assert_eq!(serde_json::from_str::<StepMessage>(&older).unwrap(), m);
+    }
+
+    #[test]
+    fn a_traced_step_message_carries_its_trace_context() {
+        let traceparent: TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            traceparent.to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let m = StepMessage {
+            task_id: TaskId::new(),
+            step_id: StepId::new(),
+            priority: 0,
+            traceparent: Some(traceparent),
+        };
+        let text = json(&m);
+        assert!(
+            text.ends_with(
+                r#","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<StepMessage>(&text).unwrap(), m);
+        for bad in [
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473é-00f067aa0ba902b7-01",
+        ] {
+            assert!(bad.parse::<TraceParent>().is_err(), "{bad}");
+        }
+        let corrupt = text.replace("-01\"", "-zz\"");
+        let decoded = serde_json::from_str::<StepMessage>(&corrupt).unwrap();
+        assert_eq!(
+            decoded,
+            StepMessage {
+                traceparent: None,
+                ..m
+            },
+            "the step, untraced"
+        );
     }
 
     #[test]

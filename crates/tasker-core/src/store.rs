@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::backoff::RetryPolicy;
 use crate::id::{StepId, TaskId};
-use crate::message::{ExecutionMessage, Parents, TASK_QUEUE};
+use crate::message::{ExecutionMessage, Parents, TASK_QUEUE, TraceParent};
 use crate::schedule::CatchUp;
 use crate::state::{IllegalTransition, StepState, TaskState};
 use crate::template::TaskTemplate;
@@ -65,6 +65,9 @@ pub struct TaskCreateParams<'a> {
     pub idempotency_key: Option<&'a str>,
     /// Overrides the template's priority.
     pub priority: Option<i32>,
+    /// The task's trace context, for a submitter with traces on: kept on the task and
+    /// carried by its step messages.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// The outcome of [`Store::task_create`].
@@ -279,6 +282,8 @@ pub struct StepExecution {
     pub timeout: Duration,
     /// For an instance of a `for_each` step: its element and index.
     pub item: Option<(u32, Box<RawValue>)>,
+    /// Its task's trace context, from the message it was claimed by.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl StepExecution {
@@ -376,6 +381,8 @@ pub struct TaskRecord {
     pub concurrency_key: Option<String>,
     /// Its steps are taken from their queues before those of lower priority.
     pub priority: i32,
+    /// Its trace context, when it was submitted with traces on.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// A schedule to create: `template` submitted with `context` at each tick of `cron` (a
@@ -500,11 +507,23 @@ pub struct QueueDepth {
     pub messages: u64,
 }
 
+/// Which tasks a listing or a count covers; each field left `None` takes any.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskFilter<'a> {
+    pub namespace: Option<&'a str>,
+    /// Tasks of templates of this name (in any namespace unless `namespace` is set).
+    pub name: Option<&'a str>,
+    /// Tasks created at or after this instant.
+    pub created_from: Option<Timestamp>,
+    /// Tasks created before this instant.
+    pub created_to: Option<Timestamp>,
+}
+
 /// Which tasks [`Store::task_list`] returns, newest first.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskListParams<'a> {
     pub state: Option<TaskState>,
-    pub namespace: Option<&'a str>,
+    pub filter: TaskFilter<'a>,
     /// Tasks older than this one (cursor pagination).
     pub before: Option<TaskId>,
     pub limit: u32,
@@ -646,6 +665,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         params: TaskListParams<'_>,
     ) -> impl Future<Output = StoreResult<Vec<TaskRecord>>> + Send;
+
+    /// How many tasks `filter` covers in each state (states with none left out).
+    fn task_counts(
+        &self,
+        filter: TaskFilter<'_>,
+    ) -> impl Future<Output = StoreResult<Vec<(TaskState, u64)>>> + Send;
 
     /// Tasks that are pending or in progress, oldest first.
     fn task_list_unfinished(&self) -> impl Future<Output = StoreResult<Vec<TaskId>>> + Send;

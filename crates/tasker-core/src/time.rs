@@ -60,6 +60,27 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Text that is not an RFC 3339 timestamp.
+#[derive(Debug, thiserror::Error)]
+#[error("`{text}` is not an RFC 3339 timestamp (like 2026-11-27T02:46:16Z): {why}")]
+pub struct BadTimestamp {
+    text: String,
+    why: chrono::ParseError,
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = BadTimestamp;
+
+    /// RFC 3339, any offset: what `Display` writes, and what browsers' `toISOString` do.
+    fn from_str(text: &str) -> Result<Self, BadTimestamp> {
+        let t = chrono::DateTime::parse_from_rfc3339(text).map_err(|why| BadTimestamp {
+            text: text.to_owned(),
+            why,
+        })?;
+        Ok(Self(t.timestamp_micros()))
+    }
+}
+
 /// Days since the epoch to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -88,6 +109,23 @@ mod tests {
         assert_eq!(
             Timestamp(951_782_400_000_000).to_string(),
             "2000-02-29T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_other_offsets() {
+        let t = Timestamp(1_795_660_000_123_000);
+        assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
+        assert_eq!(
+            "2026-11-26T04:26:40.123+02:00"
+                .parse::<Timestamp>()
+                .unwrap(),
+            t
+        );
+        let err = "yesterday".parse::<Timestamp>().unwrap_err().to_string();
+        assert!(
+            err.contains("`yesterday` is not an RFC 3339 timestamp"),
+            "{err}"
         );
     }
 

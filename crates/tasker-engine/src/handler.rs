@@ -335,6 +335,7 @@ pub(crate) fn test_step(handler: &str, config: &str, timeout: Duration) -> StepC
         retry: tasker_core::backoff::RetryPolicy::default(),
         timeout,
         item: None,
+        traceparent: None,
     })
 }
 

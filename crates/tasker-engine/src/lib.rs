@@ -44,6 +44,7 @@ pub mod pressure;
 pub mod process_memory;
 pub mod retention;
 mod submitter;
+pub mod trace;
 mod worker;
 
 use std::collections::HashMap;
@@ -74,6 +75,7 @@ pub use handler::{
     FnHandler, Handler, HandlerError, HandlerFuture, HandlerRegistry, HandlerResult, StepContext,
     to_result,
 };
+pub use trace::{TraceError, Traces};
 
 /// What the engine refuses, or what went wrong underneath it.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,9 @@ pub struct EngineConfig {
     pub retention: Option<Duration>,
     /// Where the engine publishes its events: the process's bus unless set.
     pub events: EventBus,
+    /// Where spans go: the process's export ([`Traces::install`]) unless set; none:
+    /// traces are off.
+    pub traces: Option<Traces>,
 }
 
 impl EngineConfig {
@@ -136,6 +141,7 @@ impl EngineConfig {
             memory: None,
             retention: None,
             events: EventBus::process(),
+            traces: Traces::installed().cloned(),
         }
     }
 
@@ -182,6 +188,26 @@ impl<S> Shared<S> {
             attempt: step.map_or(0, |s| s.2),
             at: Timestamp::now(),
         });
+    }
+}
+
+impl<S: Store> Shared<S> {
+    /// Exports the span of a task that reached the final `state`, when this process
+    /// exports traces and the task was submitted with them.
+    pub(crate) async fn trace_task(&self, task_id: TaskId, state: tasker_core::TaskState) {
+        let Some(traces) = &self.config.traces else {
+            return;
+        };
+        match self.store.task_get(task_id).await {
+            Ok(detail) => {
+                if let Some(parent) = detail.task.traceparent {
+                    traces.task_ended(&detail.task, parent, state);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%task_id, error = %e, "cannot read the task to export its span")
+            }
+        }
     }
 }
 
@@ -312,6 +338,7 @@ impl<S: Store> Engine<S> {
             return Err(EngineError::Input(why));
         }
         let context = checked_context(template, context)?;
+        let traceparent = self.shared.config.traces.as_ref().map(Traces::begin_task);
         let definition = template.canonical_json();
         let known = self
             .shared
@@ -338,10 +365,13 @@ impl<S: Store> Engine<S> {
             .submitter
             .create(
                 &self.shared.store,
-                template,
-                context,
-                idempotency_key.map(str::to_owned),
-                priority,
+                submitter::Request {
+                    template,
+                    context,
+                    idempotency_key: idempotency_key.map(str::to_owned),
+                    priority,
+                    traceparent,
+                },
             )
             .await?;
         if created.created {
@@ -482,6 +512,7 @@ impl<S: Store> Engine<S> {
         self.shared.publish(EventKind::TaskCancelled, task_id, None);
         if state == tasker_core::TaskState::Cancelled {
             self.shared.metrics.task_finished(state);
+            self.shared.trace_task(task_id, state).await;
         }
         Ok(state)
     }
@@ -512,7 +543,7 @@ impl<S: Store> Engine<S> {
         if resolved.resumed {
             self.shared.publish(EventKind::TaskResumed, task_id, None);
         }
-        worker::task_settled(&self.shared, task_id, resolved.task_state);
+        worker::task_settled(&self.shared, task_id, resolved.task_state).await;
         Ok(resolved)
     }
 
@@ -551,7 +582,7 @@ impl<S: Store> Engine<S> {
             self.shared
                 .publish(EventKind::StepCompleted, task_id, Some((step_id, None, 1)));
         }
-        worker::task_settled(&self.shared, task_id, signalled.task_state);
+        worker::task_settled(&self.shared, task_id, signalled.task_state).await;
         Ok(signalled)
     }
 
@@ -573,6 +604,14 @@ impl<S: Store> Engine<S> {
     /// Tasks, newest first.
     pub async fn tasks(&self, params: TaskListParams<'_>) -> Result<Vec<TaskRecord>, EngineError> {
         Ok(self.shared.store.task_list(params).await?)
+    }
+
+    /// How many tasks `filter` covers in each state.
+    pub async fn task_counts(
+        &self,
+        filter: tasker_core::store::TaskFilter<'_>,
+    ) -> Result<Vec<(tasker_core::TaskState, u64)>, EngineError> {
+        Ok(self.shared.store.task_counts(filter).await?)
     }
 
     /// Registered templates, by namespace, name and version.
@@ -636,8 +675,8 @@ impl<S: Store> Engine<S> {
                     async move { orchestrator::start_tasks(&shared, limit).await }
                 };
                 let publish = |_queue, started| {
-                    orchestrator::started(&shared, started);
-                    std::future::ready(())
+                    let shared = shared.clone();
+                    async move { orchestrator::started(&shared, started).await }
                 };
                 consumer.run(rx, take, publish).await
             }));

@@ -46,7 +46,7 @@ pub(crate) async fn start_tasks<S: Store>(
             wait.task_id,
             Some((wait.step_id, None, 1)),
         );
-        crate::worker::task_settled(shared, wait.task_id, wait.task_state);
+        crate::worker::task_settled(shared, wait.task_id, wait.task_state).await;
     }
     Ok(Taken {
         items: batch.tasks,
@@ -54,10 +54,14 @@ pub(crate) async fn start_tasks<S: Store>(
     })
 }
 
-pub(crate) fn started<S>(shared: &Arc<Shared<S>>, task: StartedTask) {
+pub(crate) async fn started<S: Store>(shared: &Arc<Shared<S>>, task: StartedTask) {
     if task.started.started {
         tracing::info!(task_id = %task.task_id, enqueued = task.started.enqueued, "task started");
         shared.publish(EventKind::TaskStarted, task.task_id, None);
+        // Its start can end it: an empty fan-out, a source that is not an array.
+        if task.started.state.is_final() {
+            crate::worker::task_settled(shared, task.task_id, task.started.state).await;
+        }
     } else {
         tracing::debug!(task_id = %task.task_id, state = %task.started.state, "task was not pending");
     }

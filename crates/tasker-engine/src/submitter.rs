@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::value::RawValue;
+use tasker_core::message::TraceParent;
 use tasker_core::store::{Store, StoreError, StoreResult, TaskCreateParams, TaskCreated};
 use tasker_core::template::TaskTemplate;
 use tokio::sync::{mpsc, oneshot};
@@ -21,22 +22,30 @@ use tokio::sync::{mpsc, oneshot};
 /// The most tasks one transaction creates.
 const MAX_BATCH: usize = 64;
 
-/// One task to create, owned while it waits for its commit, and where to answer.
+/// One task to create, owned while it waits for its commit.
+pub(crate) struct Request {
+    pub template: Arc<TaskTemplate>,
+    pub context: Box<RawValue>,
+    pub idempotency_key: Option<String>,
+    pub priority: Option<i32>,
+    pub traceparent: Option<TraceParent>,
+}
+
+/// A request and where to answer it.
 struct Submission {
-    template: Arc<TaskTemplate>,
-    context: Box<RawValue>,
-    idempotency_key: Option<String>,
-    priority: Option<i32>,
+    request: Request,
     reply: oneshot::Sender<StoreResult<TaskCreated>>,
 }
 
 impl Submission {
     fn params(&self) -> TaskCreateParams<'_> {
+        let r = &self.request;
         TaskCreateParams {
-            template: &self.template,
-            context: &self.context,
-            idempotency_key: self.idempotency_key.as_deref(),
-            priority: self.priority,
+            template: &r.template,
+            context: &r.context,
+            idempotency_key: r.idempotency_key.as_deref(),
+            priority: r.priority,
+            traceparent: r.traceparent,
         }
     }
 }
@@ -52,19 +61,10 @@ impl Submitter {
     pub(crate) async fn create<S: Store>(
         &self,
         store: &Arc<S>,
-        template: Arc<TaskTemplate>,
-        context: Box<RawValue>,
-        idempotency_key: Option<String>,
-        priority: Option<i32>,
+        request: Request,
     ) -> StoreResult<TaskCreated> {
         let (reply, answer) = oneshot::channel();
-        let submission = Submission {
-            template,
-            context,
-            idempotency_key,
-            priority,
-            reply,
-        };
+        let submission = Submission { request, reply };
         self.send(store, submission);
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(

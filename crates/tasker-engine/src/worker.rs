@@ -95,7 +95,7 @@ async fn run_step<S: Store>(
                 task_id,
                 Some((step_id, None, attempts)),
             );
-            task_settled(shared, task_id, task_state);
+            task_settled(shared, task_id, task_state).await;
             return None;
         }
         StepStart::Invalid { reason } => {
@@ -114,14 +114,21 @@ async fn run_step<S: Store>(
             .metrics
             .dispatched(Timestamp::now().since(claim.enqueued_at));
     }
+    // The attempt's span: the fields of its log lines and, with traces on, the span
+    // exported as a child of its task's (its outcome recorded when it is known).
     let span = tracing::info_span!(
         "step",
         task_id = %exec.task_id,
         step_id = %exec.step_id,
         namespace = %exec.namespace,
         step = %exec.step_name,
+        handler = %exec.handler,
         attempt = exec.attempt,
+        outcome = tracing::field::Empty,
     );
+    if let (Some(traces), Some(parent)) = (&shared.config.traces, exec.traceparent) {
+        traces.join(&span, parent);
+    }
     execute(shared, outcomes, queue, claim.msg_id, *exec, refill)
         .instrument(span)
         .await
@@ -189,6 +196,7 @@ async fn execute<S: Store>(
             enqueued,
             skipped,
         }) => {
+            record_outcome(shared, step_state.as_str());
             tracing::info!(state = %step_state, ?elapsed, enqueued, skipped, "step finished");
             shared
                 .metrics
@@ -204,12 +212,16 @@ async fn execute<S: Store>(
                 task_id,
                 Some((step_id, Some(step.step_name_shared()), attempt)),
             );
-            task_settled(shared, task_id, task_state);
+            task_settled(shared, task_id, task_state).await;
         }
         Ok(StepFinished::Stale { state }) => {
+            record_outcome(shared, "stale");
             tracing::warn!(%state, "step changed while it ran (cancelled or reclaimed); result discarded");
         }
-        Err(e) => tracing::error!(error = %e, "cannot record step outcome; it will run again"),
+        Err(e) => {
+            record_outcome(shared, "unrecorded");
+            tracing::error!(error = %e, "cannot record step outcome; it will run again");
+        }
     }
     recorded.next
 }
@@ -226,10 +238,20 @@ fn check_decision(step: &StepContext, results: Box<RawValue>) -> HandlerResult {
     }
 }
 
-/// Counts and announces a task that a step's outcome finished.
-pub(crate) fn task_settled<S>(shared: &Shared<S>, task_id: TaskId, state: TaskState) {
+/// Writes the attempt's outcome on its exported span; only with traces on, as the logs
+/// have it from the event that ends the attempt (and a log layer would reformat every
+/// field of the span for it).
+fn record_outcome<S>(shared: &Shared<S>, outcome: &str) {
+    if shared.config.traces.is_some() {
+        tracing::Span::current().record("outcome", outcome);
+    }
+}
+
+/// Counts, announces and traces a task that a step's outcome finished.
+pub(crate) async fn task_settled<S: Store>(shared: &Shared<S>, task_id: TaskId, state: TaskState) {
     if state.is_final() {
         shared.metrics.task_finished(state);
+        shared.trace_task(task_id, state).await;
     }
     match state {
         TaskState::Complete => shared.publish(EventKind::TaskCompleted, task_id, None),

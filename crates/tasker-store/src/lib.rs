@@ -97,6 +97,13 @@ macro_rules! store_impl {
                 read!(self, |c| tasks::list(c, params))
             }
 
+            async fn task_counts(
+                &self,
+                filter: TaskFilter<'_>,
+            ) -> StoreResult<Vec<(tasker_core::state::TaskState, u64)>> {
+                read!(self, |c| tasks::counts(c, filter))
+            }
+
             async fn task_list_unfinished(&self) -> StoreResult<Vec<tasker_core::id::TaskId>> {
                 read!(self, |c| tasks::list_unfinished(c))
             }

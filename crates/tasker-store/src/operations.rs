@@ -8,7 +8,9 @@ use serde_json::value::RawValue;
 use tasker_core::duration::HumanDuration;
 use tasker_core::fan_out;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::{ScheduleTick, StepMessage, TASK_QUEUE, TaskStart, by_queue};
+use tasker_core::message::{
+    ScheduleTick, StepMessage, TASK_QUEUE, TaskStart, TraceParent, by_queue,
+};
 use tasker_core::readiness::{self, Outcome as Readiness, Progress, Release};
 use tasker_core::schedule::{self, Cadence};
 use tasker_core::state::{StepEvent, StepState, TaskEvent, TaskState};
@@ -17,8 +19,8 @@ use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use crate::primitives::{
-    EvalStep, InstanceView, KeyGroup, LockedTask, Move, Outcome, Primitives, StepRow, TaskMove,
-    Transition,
+    EvalStep, InstanceView, KeyGroup, LockedTask, Move, NewTask, Outcome, Primitives, StepRow,
+    TaskMove, Transition,
 };
 
 pub(crate) async fn template_register<P: Primitives>(
@@ -81,14 +83,15 @@ pub(crate) async fn task_create<P: Primitives>(
     tasker_core::template::check_priority(priority).map_err(StoreError::Invalid)?;
     ensure_queues(p, params.template).await?;
     let task_id = TaskId::new();
-    p.task_insert(
-        task_id,
-        params.template,
-        params.context,
-        params.idempotency_key,
-        concurrency_key.as_deref(),
+    p.task_insert(NewTask {
+        id: task_id,
+        template: params.template,
+        context: params.context,
+        idempotency_key: params.idempotency_key,
+        concurrency_key: concurrency_key.as_deref(),
         priority,
-    )
+        traceparent: params.traceparent,
+    })
     .await?;
     let created = Transition {
         task_id,
@@ -131,6 +134,8 @@ struct Task {
     keyed: bool,
     /// The priority of its step messages.
     priority: i32,
+    /// The trace context of its step messages.
+    traceparent: Option<TraceParent>,
 }
 
 impl Task {
@@ -145,6 +150,7 @@ impl Task {
             skipped: 0,
             keyed: t.keyed,
             priority: t.priority,
+            traceparent: t.traceparent,
         }
     }
 
@@ -290,6 +296,7 @@ async fn fire<P: Primitives>(
             context: &s.context,
             idempotency_key: Some(&key),
             priority: None,
+            traceparent: None,
         };
         let created = task_create(p, params).await?;
         p.tick_insert(&s.name, fire_at, created.task_id).await?;
@@ -653,6 +660,7 @@ pub(crate) async fn task_retry<P: Primitives>(p: &mut P, task_id: TaskId) -> Sto
                 task_id,
                 step_id: step.id,
                 priority: task.priority,
+                traceparent: task.traceparent,
             };
             p.queue_send(&step.queue, &message, Duration::ZERO).await?;
             enqueued += 1;
@@ -710,16 +718,19 @@ pub(crate) async fn step_claim<P: Primitives>(
     let mut parsed = Vec::with_capacity(batch.messages.len());
     for (i, m) in batch.messages.iter().enumerate() {
         match serde_json::from_str::<StepMessage>(&m.body) {
-            Ok(message) => parsed.push((i, (m.msg_id, message.step_id))),
+            Ok(message) => parsed.push((i, message.traceparent, (m.msg_id, message.step_id))),
             Err(e) => {
                 let reason = format!("unparseable step message: {e}");
                 starts[i] = Some(invalid(p, queue, m.msg_id, reason).await?);
             }
         }
     }
-    let messages: Vec<(i64, StepId)> = parsed.iter().map(|&(_, m)| m).collect();
+    let messages: Vec<(i64, StepId)> = parsed.iter().map(|&(_, _, m)| m).collect();
     let claimed = claim_steps(p, queue, params.grace, &messages).await?;
-    for ((i, _), start) in parsed.into_iter().zip(claimed) {
+    for ((i, traceparent, _), mut start) in parsed.into_iter().zip(claimed) {
+        if let StepStart::Run(exec) = &mut start {
+            exec.traceparent = traceparent;
+        }
         starts[i] = Some(start);
     }
     let claims = batch
@@ -1070,10 +1081,12 @@ async fn finish<P: Primitives>(
     }
     for &(i, step) in &live {
         if let StepOutcome::Retry { delay, .. } = batch[i].outcome {
+            let task = task_of(&mut tasks, step.task_id);
             let message = StepMessage {
                 task_id: step.task_id,
                 step_id: batch[i].step_id,
-                priority: task_of(&mut tasks, step.task_id).priority,
+                priority: task.priority,
+                traceparent: task.traceparent,
             };
             p.queue_send(&step.queue, &message, delay).await?;
         }
@@ -1483,6 +1496,7 @@ async fn expand<P: Primitives>(
                 task_id: step.task_id,
                 step_id,
                 priority: tasks[t].priority,
+                traceparent: tasks[t].traceparent,
             })
             .collect();
         p.queue_send_batch(&step.queue, &messages).await?;
@@ -1727,6 +1741,7 @@ async fn settle_all<P: Primitives>(
                 task_id: s.task_id,
                 step_id: s.id,
                 priority: tasks[t].priority,
+                traceparent: tasks[t].traceparent,
             };
             messages.push((&*s.queue, message));
         }

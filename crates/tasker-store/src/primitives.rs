@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
-use tasker_core::message::StepMessage;
+use tasker_core::message::{StepMessage, TraceParent};
 use tasker_core::rate::{Bucket, RateLimit};
 use tasker_core::readiness::Progress;
 use tasker_core::state::{StepState, TaskState};
@@ -124,6 +124,20 @@ pub(crate) struct TaskMove<'a> {
 }
 
 /// A task as [`TaskRows::tasks_lock`] returns it, locked.
+/// A task to insert, as a submission resolved it.
+#[derive(Clone, Copy)]
+pub(crate) struct NewTask<'a> {
+    pub id: TaskId,
+    pub template: &'a TaskTemplate,
+    pub context: &'a RawValue,
+    pub idempotency_key: Option<&'a str>,
+    /// Its template's concurrency key's value, for a template with `concurrency`.
+    pub concurrency_key: Option<&'a str>,
+    /// The submission's, else the template's.
+    pub priority: i32,
+    pub traceparent: Option<TraceParent>,
+}
+
 #[derive(Clone, Copy)]
 pub(crate) struct LockedTask {
     pub id: TaskId,
@@ -133,6 +147,8 @@ pub(crate) struct LockedTask {
     pub keyed: bool,
     /// The priority its step messages carry.
     pub priority: i32,
+    /// The trace context its step messages carry.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// The tasks of one template and one value of its concurrency key, of which at most
@@ -306,15 +322,7 @@ pub(crate) trait TaskRows {
     fn task_by_key(&mut self, key: &str) -> impl Future<Output = StoreResult<Option<TaskId>>>;
 
     /// Inserts a pending task with its steps, edges, counters and concurrency key.
-    fn task_insert(
-        &mut self,
-        task_id: TaskId,
-        template: &TaskTemplate,
-        context: &RawValue,
-        idempotency_key: Option<&str>,
-        concurrency_key: Option<&str>,
-        priority: i32,
-    ) -> impl Future<Output = StoreResult<()>>;
+    fn task_insert(&mut self, task: NewTask<'_>) -> impl Future<Output = StoreResult<()>>;
 
     /// Moves each task of `moves`, recording why.
     fn tasks_move(&mut self, moves: &[TaskMove<'_>]) -> impl Future<Output = StoreResult<u64>>;

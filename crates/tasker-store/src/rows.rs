@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use tasker_core::backoff::RetryPolicy;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::intern::Interner;
+use tasker_core::message::TraceParent;
 use tasker_core::rate::RateLimit;
 use tasker_core::readiness::Progress;
 use tasker_core::store::{
@@ -56,7 +57,7 @@ fn null(i: usize) -> StoreError {
 }
 
 /// `id, namespace, name, version, state, context, idempotency_key, created_at,
-/// updated_at, concurrency_key, priority`.
+/// updated_at, concurrency_key, priority, traceparent`.
 pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
     Ok(TaskRecord {
         id: TaskId(r.uuid(0)?),
@@ -70,7 +71,13 @@ pub(crate) fn task_record(r: &impl Columns) -> StoreResult<TaskRecord> {
         updated_at: Timestamp(r.int(8)?),
         concurrency_key: r.opt_str(9)?.map(str::to_owned),
         priority: r.int(10)?.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+        traceparent: trace_context(r.opt_str(11)?),
     })
+}
+
+/// A stored trace context; one that does not parse only loses the task's trace.
+pub(crate) fn trace_context(text: Option<&str>) -> Option<TraceParent> {
+    text.and_then(|t| t.parse().ok())
 }
 
 /// `name, namespace, template, version, cron, timezone, context, catch_up, paused,
@@ -215,6 +222,7 @@ pub(crate) fn execution(r: &impl Columns, step_id: StepId) -> StoreResult<StepEx
             Some(index) => Some((index.clamp(0, u32::MAX.into()) as u32, r.json(14)?)),
             None => None,
         },
+        traceparent: None,
     })
 }
 
@@ -417,6 +425,7 @@ mod tests {
             Some("2"),
             None,
             Some("0"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         ])
     }
 
@@ -426,6 +435,18 @@ mod tests {
         assert_eq!(t.state, tasker_core::TaskState::InProgress);
         assert_eq!(t.context.get(), r#"{"a":1}"#, "kept as written");
         assert_eq!((t.created_at, t.idempotency_key), (Timestamp(1), None));
+        let traceparent = t.traceparent.expect("a trace context").to_string();
+        assert_eq!(
+            traceparent,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let mut garbled = task("in_progress", "{}", Some("1"));
+        garbled.0[11] = Some("00-nonsense");
+        assert_eq!(
+            garbled.decoded().traceparent,
+            None,
+            "loses its trace, not its task"
+        );
     }
 
     #[test]

@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             a_concurrency_key_holds_tasks_beyond_its_limit,
             a_rate_limit_books_tokens_and_holds_back_the_rest,
             a_queue_hands_out_higher_priorities_first,
+            step_messages_carry_their_tasks_trace_context,
         ]);
         $crate::conformance_tests!(@cases $fresh, workflow_cases: [
             linear_passes_values_along_the_chain,

@@ -197,10 +197,12 @@ pub async fn missed_ticks_follow_the_catch_up_policy<S: Store>(store: Arc<S>) {
     assert!(batch.ticks_skipped >= 3, "{}", batch.ticks_skipped);
     let tasks = store
         .task_list(TaskListParams {
-            state: None,
-            namespace: Some("sched"),
-            before: None,
+            filter: TaskFilter {
+                namespace: Some("sched"),
+                ..Default::default()
+            },
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap();

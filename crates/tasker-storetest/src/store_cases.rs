@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tasker_core::id::TaskId;
-use tasker_core::message::TASK_QUEUE;
+use tasker_core::message::{TASK_QUEUE, TraceParent};
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::store::*;
 use tasker_core::time::Timestamp;
@@ -62,6 +62,7 @@ pub async fn idempotency_key_returns_the_same_task<S: Store>(store: Arc<S>) {
         context: &ctx,
         idempotency_key: Some("order-7"),
         priority: None,
+        traceparent: None,
     };
     let first = store.task_create(params).await.unwrap();
     let again = store.task_create(params).await.unwrap();
@@ -705,14 +706,25 @@ pub async fn task_listing_filters_and_pages<S: Store>(store: Arc<S>) {
         next.iter().map(|t| t.id).collect::<Vec<_>>(),
         [ids[1], ids[0]]
     );
-    let ns = store
-        .task_list(TaskListParams {
-            limit: 10,
-            namespace: Some("other"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let filtered = |filter| {
+        let store = &store;
+        async move {
+            let listed = store
+                .task_list(TaskListParams {
+                    limit: 10,
+                    filter,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            listed.iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    let ns = filtered(TaskFilter {
+        namespace: Some("other"),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(ns.len(), 1);
     d.start_tasks().await;
     let in_state = |state| {
@@ -724,6 +736,64 @@ pub async fn task_listing_filters_and_pages<S: Store>(store: Arc<S>) {
     };
     assert_eq!(in_state(TaskState::InProgress).await.unwrap().len(), 4);
     assert!(in_state(TaskState::Pending).await.unwrap().is_empty());
+    let named = filtered(TaskFilter {
+        name: Some("two_steps"),
+        namespace: Some("other"),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(named, [ids[3]]);
+    let none = filtered(TaskFilter {
+        name: Some("unknown"),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.is_empty());
+    // A created range holds the tasks created at or after its start and before its end.
+    let created = all.iter().rev().map(|t| t.created_at).collect::<Vec<_>>();
+    let range = TaskFilter {
+        created_from: Some(created[1]),
+        created_to: Some(created[3]),
+        ..Default::default()
+    };
+    let in_range = filtered(range).await;
+    let expected: Vec<_> = (0..4)
+        .filter(|&i| created[i] >= created[1] && created[i] < created[3])
+        .map(|i| ids[i])
+        .rev()
+        .collect();
+    assert_eq!(in_range, expected);
+    assert!(expected.contains(&ids[1]) && !expected.contains(&ids[3]));
+    assert_eq!(
+        store.task_counts(TaskFilter::default()).await.unwrap(),
+        [(TaskState::InProgress, 4)]
+    );
+    store.task_cancel(ids[0], "not needed").await.unwrap();
+    let template = |name| TaskFilter {
+        namespace: Some("conf"),
+        name: Some(name),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.task_counts(template("two_steps")).await.unwrap(),
+        [(TaskState::Cancelled, 1), (TaskState::InProgress, 2)]
+    );
+    assert!(
+        store
+            .task_counts(template("unknown"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Counts cover the created range as the listing does.
+    let counted: u64 = store
+        .task_counts(range)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(counted, expected.len() as u64);
 }
 
 pub async fn parents_finishing_together_enqueue_their_child_once<S: Store>(store: Arc<S>) {
@@ -847,6 +917,7 @@ pub async fn queue_depths_count_messages<S: Store>(store: Arc<S>) {
                 context: &ctx,
                 idempotency_key: Some(key),
                 priority: None,
+                traceparent: None,
             })
             .await
             .unwrap();
@@ -934,6 +1005,7 @@ pub async fn tasks_created_together_share_a_transaction<S: Store>(store: Arc<S>)
         context: &context,
         idempotency_key: key,
         priority: None,
+        traceparent: None,
     };
     let before = store.write_transactions();
     let created = store
@@ -1318,6 +1390,7 @@ pub async fn a_concurrency_key_holds_tasks_beyond_its_limit<S: Store>(store: Arc
             context: &context,
             idempotency_key: None,
             priority: None,
+            traceparent: None,
         })
         .await
         .unwrap_err();
@@ -1412,6 +1485,7 @@ pub async fn a_queue_hands_out_higher_priorities_first<S: Store>(store: Arc<S>) 
                     context,
                     idempotency_key: None,
                     priority,
+                    traceparent: None,
                 })
                 .await
                 .unwrap()
@@ -1442,10 +1516,123 @@ pub async fn a_queue_hands_out_higher_priorities_first<S: Store>(store: Arc<S>) 
             context: &context,
             idempotency_key: None,
             priority: Some(5000),
+            traceparent: None,
         })
         .await;
     assert!(
         matches!(&refused, Err(StoreError::Invalid(why)) if why.contains("priority must be between -1000 and 1000")),
         "{refused:?}"
     );
+}
+
+/// A task created with a trace context keeps it, and every step message of the task
+/// carries it to the claim of its step — the first steps, the children a completion
+/// enqueues, a retry, a fan-out's instances; a task without one has none.
+pub async fn step_messages_carry_their_tasks_trace_context<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let diamond = example("diamond.yaml");
+    let traceparent: TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        .parse()
+        .unwrap();
+    let context = raw(r#"{"start":0}"#);
+    let traced = store
+        .task_create(TaskCreateParams {
+            template: &diamond,
+            context: &context,
+            idempotency_key: None,
+            priority: None,
+            traceparent: Some(traceparent),
+        })
+        .await
+        .unwrap()
+        .task_id;
+    let plain = d.create(&diamond, r#"{"start":0}"#).await;
+    assert_eq!(d.detail(traced).await.task.traceparent, Some(traceparent));
+    assert_eq!(d.detail(plain).await.task.traceparent, None);
+    assert_eq!(d.start_tasks().await, 2);
+    let results = raw(r#"{"value":1}"#);
+    let (mut claimed, mut retried, mut traced_again) = (0, false, false);
+    loop {
+        let claims = store
+            .step_claim(ClaimParams {
+                queue: "examples",
+                limit: 10,
+                visibility: Duration::from_secs(30),
+                grace: d.grace,
+            })
+            .await
+            .unwrap()
+            .claims;
+        if claims.is_empty() {
+            break;
+        }
+        for claim in claims {
+            let StepStart::Run(exec) = claim.start else {
+                panic!("{:?}", claim.start);
+            };
+            let expected = (exec.task_id == traced).then_some(traceparent);
+            assert_eq!(exec.traceparent, expected, "attempt {}", exec.attempt);
+            claimed += 1;
+            traced_again |= exec.task_id == traced && exec.attempt == 2;
+            // The traced task's first step is retried: its new message must carry it too.
+            let outcome = if retried || exec.task_id != traced {
+                StepOutcome::Succeeded { results: &results }
+            } else {
+                retried = true;
+                StepOutcome::Retry {
+                    error: "once more",
+                    delay: Duration::ZERO,
+                }
+            };
+            let params = StepFinishParams {
+                queue: "examples",
+                msg_id: claim.msg_id,
+                task_id: exec.task_id,
+                step_id: exec.step_id,
+                attempt: exec.attempt,
+                outcome,
+            };
+            let finished = store.step_finish(params).await.unwrap();
+            assert!(
+                matches!(finished, StepFinished::Applied { .. }),
+                "{finished:?}"
+            );
+        }
+    }
+    assert_eq!(claimed, 9, "eight steps, one of them twice");
+    assert!(traced_again, "the traced task's retry was claimed");
+    for task in [traced, plain] {
+        assert_eq!(d.detail(task).await.task.state, TaskState::Complete);
+    }
+    // A fan-out's instances are sent by its expansion: they carry it too.
+    let lines = example("order_lines.yaml");
+    let context = raw(r#"{"order_id": 1, "line_amounts": [1, 2, 3]}"#);
+    store
+        .task_create(TaskCreateParams {
+            template: &lines,
+            context: &context,
+            idempotency_key: None,
+            priority: None,
+            traceparent: Some(traceparent),
+        })
+        .await
+        .unwrap();
+    d.start_tasks().await;
+    let claims = store
+        .step_claim(ClaimParams {
+            queue: "examples",
+            limit: 10,
+            visibility: Duration::from_secs(30),
+            grace: d.grace,
+        })
+        .await
+        .unwrap()
+        .claims;
+    assert_eq!(claims.len(), 3, "one claim per instance");
+    for claim in claims {
+        let StepStart::Run(exec) = claim.start else {
+            panic!("{:?}", claim.start);
+        };
+        assert_eq!(exec.traceparent, Some(traceparent), "{}", exec.step_name);
+    }
 }

@@ -75,6 +75,7 @@ impl<S: Store> Driver<S> {
                 context: &context,
                 idempotency_key: None,
                 priority: None,
+                traceparent: None,
             })
             .await
             .expect("task_create")

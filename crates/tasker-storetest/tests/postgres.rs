@@ -38,6 +38,7 @@ async fn one_started_task() -> Option<(
         context: &context,
         idempotency_key: None,
         priority: None,
+        traceparent: None,
     };
     let task = store.task_create(params).await.unwrap().task_id;
     store

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tasker_api::ApiConfig;
+use tasker_api::{ApiConfig, Closing};
 use tasker_core::store::Store;
 use tasker_engine::{Engine, EngineConfig, Queues, WorkerConfig};
 
@@ -40,6 +40,7 @@ pub async fn serve(
         body_limit: usize::try_from(config.api.body_limit.0).unwrap_or(usize::MAX),
         read_timeout: config.api.read_timeout,
         any_host: insecure_no_auth,
+        closing: Closing::default(),
     };
     let engine_config = EngineConfig {
         poll_interval: config.engine.poll_interval,
@@ -86,12 +87,18 @@ async fn run<S: Store>(
     let local = listener.local_addr().map_err(CliError::failed)?;
     let running = engine.start();
     let read_timeout = api.read_timeout;
+    let closing = api.closing.clone();
     let router = tasker_api::router(engine, api);
     // Tests and scripts read this line for the address.
     eprintln!(
-        "tasker serve listening on http://{local} (store: {store}, pid {})",
+        "tasker serve listening on http://{local} (store: {store}, pid {}); dashboard: http://{local}/ui",
         std::process::id()
     );
+    let stop = async move {
+        stop.await;
+        // Pages left open on a live task must not hold the shutdown.
+        closing.close();
+    };
     let served = tasker_api::serve(listener, router, read_timeout, stop).await;
     eprintln!("tasker serve stopping: finishing work in flight");
     running.shutdown().await;

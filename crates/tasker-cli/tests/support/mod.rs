@@ -1,11 +1,34 @@
-//! Talking to `tasker` processes that serve HTTP: finding the address they print and
-//! sending plain HTTP/1.1 requests.
+//! Talking to `tasker` processes: holding them (killed when a test ends, however it
+//! ends), finding the address they print, and sending plain HTTP/1.1 requests.
+
+// Each test binary uses the part it needs.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A process, killed when dropped if it is still running.
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// SIGTERM, then the exit code once it stopped.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.0.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(killed.expect("kill -TERM").success());
+        self.0.wait().expect("exits").code()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Everything the process writes to stderr, collected as it comes.
 #[derive(Clone, Default)]

@@ -1,17 +1,15 @@
 //! The `tasker.tasks` table, and the steps and edges a task is created with.
 
-use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::readiness::Progress;
 use tasker_core::store::*;
-use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, PgTx, db, steps};
-use crate::primitives::{Hold, KeyGroup, LockedTask, TaskMove, TaskRows};
+use crate::primitives::{Hold, KeyGroup, LockedTask, NewTask, TaskMove, TaskRows};
 use crate::rows::{
     counters, decides_column, for_each_column, parent_counts, parse, rate_limit_column,
-    task_progress, task_record,
+    task_progress, task_record, trace_context,
 };
 
 pub(crate) async fn progress(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
@@ -45,16 +43,42 @@ pub(crate) async fn list(conn: &mut Conn, p: TaskListParams<'_>) -> StoreResult<
     let rows = sqlx::query(&format!(
         "SELECT {TASK_COLUMNS} FROM tasker.tasks
          WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR namespace = $2) AND ($3::uuid IS NULL OR id < $3)
+           AND ($5::text IS NULL OR name = $5) AND ($6::bigint IS NULL OR created_at >= $6) AND ($7::bigint IS NULL OR created_at < $7)
          ORDER BY id DESC LIMIT $4"
     ))
     .bind(p.state.map(|s| s.as_str()))
-    .bind(p.namespace)
+    .bind(p.filter.namespace)
     .bind(p.before.map(|t| t.0))
     .bind(i64::from(p.limit))
+    .bind(p.filter.name)
+    .bind(p.filter.created_from.map(Timestamp::micros))
+    .bind(p.filter.created_to.map(Timestamp::micros))
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
     rows.iter().map(task_record).collect()
+}
+
+pub(crate) async fn counts(
+    conn: &mut Conn,
+    f: TaskFilter<'_>,
+) -> StoreResult<Vec<(tasker_core::TaskState, u64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state, count(*) FROM tasker.tasks
+         WHERE ($1::text IS NULL OR namespace = $1) AND ($2::text IS NULL OR name = $2)
+           AND ($3::bigint IS NULL OR created_at >= $3) AND ($4::bigint IS NULL OR created_at < $4)
+         GROUP BY state ORDER BY state",
+    )
+    .bind(f.namespace)
+    .bind(f.name)
+    .bind(f.created_from.map(Timestamp::micros))
+    .bind(f.created_to.map(Timestamp::micros))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|(state, n)| Ok((parse(&state)?, n as u64)))
+        .collect()
 }
 
 pub(crate) async fn list_unfinished(conn: &mut Conn) -> StoreResult<Vec<TaskId>> {
@@ -91,8 +115,12 @@ pub(crate) async fn held(conn: &mut Conn) -> StoreResult<HeldSteps> {
     })
 }
 
+/// What locking a task reads: id, state, steps left and active, whether it has a
+/// concurrency key, priority, trace context.
+type LockRow = (uuid::Uuid, String, i32, i32, bool, i32, Option<String>);
+
 /// The columns of [`task_record`].
-const TASK_COLUMNS: &str = "id, namespace, name, version, state, context::text, idempotency_key, created_at, updated_at, concurrency_key, priority";
+const TASK_COLUMNS: &str = "id, namespace, name, version, state, context::text, idempotency_key, created_at, updated_at, concurrency_key, priority, traceparent";
 
 impl TaskRows for PgTx<'_> {
     /// The tasks' states and counters, with the row locks (`FOR UPDATE`, in id order) that
@@ -100,8 +128,8 @@ impl TaskRows for PgTx<'_> {
     async fn tasks_lock(&mut self, tasks: &[TaskId]) -> StoreResult<Vec<LockedTask>> {
         let conn = &mut *self.conn;
         let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
-        let rows: Vec<(uuid::Uuid, String, i32, i32, bool, i32)> = sqlx::query_as(
-            "SELECT id, state, steps_left, steps_active, concurrency_key IS NOT NULL, priority FROM tasker.tasks
+        let rows: Vec<LockRow> = sqlx::query_as(
+            "SELECT id, state, steps_left, steps_active, concurrency_key IS NOT NULL, priority, traceparent FROM tasker.tasks
              WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind(&ids)
@@ -109,13 +137,14 @@ impl TaskRows for PgTx<'_> {
         .await
         .map_err(db)?;
         rows.into_iter()
-            .map(|(id, state, left, active, keyed, priority)| {
+            .map(|(id, state, left, active, keyed, priority, traceparent)| {
                 Ok(LockedTask {
                     id: TaskId(id),
                     state: parse(&state)?,
                     progress: counters(left.into(), active.into()),
                     keyed,
                     priority,
+                    traceparent: trace_context(traceparent.as_deref()),
                 })
             })
             .collect()
@@ -237,36 +266,31 @@ impl TaskRows for PgTx<'_> {
     }
 
     /// Inserts the task, then all its steps and all its edges with one statement each.
-    async fn task_insert(
-        &mut self,
-        task_id: TaskId,
-        t: &TaskTemplate,
-        context: &RawValue,
-        key: Option<&str>,
-        concurrency_key: Option<&str>,
-        priority: i32,
-    ) -> StoreResult<()> {
+    async fn task_insert(&mut self, task: NewTask<'_>) -> StoreResult<()> {
         let conn = &mut *self.conn;
         let now = self.now;
-        let limit = concurrency_key
+        let (task_id, t) = (task.id, task.template);
+        let limit = task
+            .concurrency_key
             .and(t.concurrency.as_ref())
             .map(|c| c.limit as i32);
         sqlx::query(
             "INSERT INTO tasker.tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
-                                       step_count, steps_left, steps_active, concurrency_key, concurrency_limit, priority)
-             VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0, $9, $10, $11)",
+                                       step_count, steps_left, steps_active, concurrency_key, concurrency_limit, priority, traceparent)
+             VALUES ($1, $2, $3, $4, 'pending', $5::json, $6, $7, $7, $8, $8, 0, $9, $10, $11, $12)",
         )
         .bind(task_id.0)
         .bind(&t.namespace)
         .bind(&t.name)
         .bind(&t.version)
-        .bind(context.get())
-        .bind(key)
+        .bind(task.context.get())
+        .bind(task.idempotency_key)
         .bind(now.0)
         .bind(t.steps.len() as i32)
-        .bind(concurrency_key)
+        .bind(task.concurrency_key)
         .bind(limit)
-        .bind(priority)
+        .bind(task.priority)
+        .bind(task.traceparent.map(|tp| tp.to_string()))
         .execute(&mut *conn)
         .await
         .map_err(db)?;

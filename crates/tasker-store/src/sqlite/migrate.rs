@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "priorities",
         include_str!("../../migrations/sqlite/0012_priorities.sql"),
     ),
+    (
+        13,
+        "trace context",
+        include_str!("../../migrations/sqlite/0013_trace_context.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &Conn) -> StoreResult<()> {

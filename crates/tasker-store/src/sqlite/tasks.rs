@@ -5,18 +5,16 @@
 //! microseconds in process) and appends each transition with `transitions::append`.
 
 use rusqlite::{OptionalExtension, params};
-use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
 use tasker_core::readiness::Progress;
 use tasker_core::store::*;
-use tasker_core::template::TaskTemplate;
 use tasker_core::time::Timestamp;
 
 use super::{Conn, SqliteTx, db, decode_all, steps, transitions};
-use crate::primitives::{Hold, KeyGroup, LockedTask, TaskMove, TaskRows, Transition};
+use crate::primitives::{Hold, KeyGroup, LockedTask, NewTask, TaskMove, TaskRows, Transition};
 use crate::rows::{
     counters, decides_column, for_each_column, parent_counts, parse, rate_limit_column,
-    task_progress, task_record,
+    task_progress, task_record, trace_context,
 };
 
 pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress> {
@@ -52,16 +50,50 @@ pub(crate) fn list(conn: &Conn, p: TaskListParams<'_>) -> StoreResult<Vec<TaskRe
         .prepare_cached(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR id < ?3)
+               AND (?5 IS NULL OR name = ?5) AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)
              ORDER BY id DESC LIMIT ?4"
         ))
         .map_err(db)?;
     let params = params![
         p.state.map(|s| s.as_str()),
-        p.namespace,
+        p.filter.namespace,
         p.before.map(|t| t.0),
-        p.limit
+        p.limit,
+        p.filter.name,
+        p.filter.created_from.map(Timestamp::micros),
+        p.filter.created_to.map(Timestamp::micros),
     ];
     decode_all(&mut s, params, |r| task_record(r))
+}
+
+pub(crate) fn counts(
+    conn: &Conn,
+    f: TaskFilter<'_>,
+) -> StoreResult<Vec<(tasker_core::TaskState, u64)>> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT state, count(*) FROM tasks
+             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR name = ?2)
+               AND (?3 IS NULL OR created_at >= ?3) AND (?4 IS NULL OR created_at < ?4)
+             GROUP BY state ORDER BY state",
+        )
+        .map_err(db)?;
+    let params = params![
+        f.namespace,
+        f.name,
+        f.created_from.map(Timestamp::micros),
+        f.created_to.map(Timestamp::micros),
+    ];
+    let rows = s
+        .query_map(params, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(db)?;
+    rows.map(|r| {
+        let (state, n) = r.map_err(db)?;
+        Ok((parse(&state)?, n as u64))
+    })
+    .collect()
 }
 
 pub(crate) fn list_unfinished(conn: &Conn) -> StoreResult<Vec<TaskId>> {
@@ -99,7 +131,7 @@ pub(crate) fn held(conn: &Conn) -> StoreResult<HeldSteps> {
 }
 
 /// The columns of [`task_record`].
-const TASK_COLUMNS: &str = "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at, concurrency_key, priority";
+const TASK_COLUMNS: &str = "id, namespace, name, version, state, context, idempotency_key, created_at, updated_at, concurrency_key, priority, traceparent";
 
 impl TaskRows for SqliteTx<'_> {
     /// The tasks' states and counters, in id order (SQLite has one writer: no lock needed).
@@ -110,24 +142,32 @@ impl TaskRows for SqliteTx<'_> {
         ids.dedup();
         let mut s = conn
             .prepare_cached(
-                "SELECT state, steps_left, steps_active, concurrency_key IS NOT NULL, priority FROM tasks WHERE id = ?",
+                "SELECT state, steps_left, steps_active, concurrency_key IS NOT NULL, priority, traceparent FROM tasks WHERE id = ?",
             )
             .map_err(db)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let row: Option<(String, i64, i64, bool, i32)> = s
+            let row: Option<(String, i64, i64, bool, i32, Option<String>)> = s
                 .query_row([id.0], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .optional()
                 .map_err(db)?;
-            if let Some((state, left, active, keyed, priority)) = row {
+            if let Some((state, left, active, keyed, priority, traceparent)) = row {
                 out.push(LockedTask {
                     id,
                     state: parse(&state)?,
                     progress: counters(left, active),
                     keyed,
                     priority,
+                    traceparent: trace_context(traceparent.as_deref()),
                 });
             }
         }
@@ -231,23 +271,19 @@ impl TaskRows for SqliteTx<'_> {
             .map_err(db)
     }
 
-    async fn task_insert(
-        &mut self,
-        task_id: TaskId,
-        t: &TaskTemplate,
-        context: &RawValue,
-        key: Option<&str>,
-        concurrency_key: Option<&str>,
-        priority: i32,
-    ) -> StoreResult<()> {
+    async fn task_insert(&mut self, task: NewTask<'_>) -> StoreResult<()> {
         let conn = self.conn;
         let now = self.now;
+        let (task_id, t) = (task.id, task.template);
         let steps = t.steps.len() as i64;
-        let limit = concurrency_key.and(t.concurrency.as_ref()).map(|c| c.limit);
+        let limit = task
+            .concurrency_key
+            .and(t.concurrency.as_ref())
+            .map(|c| c.limit);
         conn.prepare_cached(
             "INSERT INTO tasks (id, namespace, name, version, state, context, idempotency_key, created_at, updated_at,
-                                step_count, steps_left, steps_active, concurrency_key, concurrency_limit, priority)
-             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                                step_count, steps_left, steps_active, concurrency_key, concurrency_limit, priority, traceparent)
+             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -255,15 +291,16 @@ impl TaskRows for SqliteTx<'_> {
                 t.namespace,
                 t.name,
                 t.version,
-                context.get(),
-                key,
+                task.context.get(),
+                task.idempotency_key,
                 now.0,
                 now.0,
                 steps,
                 steps,
-                concurrency_key,
+                task.concurrency_key,
                 limit,
-                priority
+                task.priority,
+                task.traceparent.map(|tp| tp.to_string())
             ])
         })
         .map_err(db)?;
