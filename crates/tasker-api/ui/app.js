@@ -487,7 +487,10 @@ async function renderTask(id, current) {
   };
   const head = h("div", { class: "task-head" });
   const graph = h("div", { class: "graph", id: "graph" });
-  const details = h("aside", { class: "details", id: "details", "aria-live": "polite" });
+  const summary = h("div");
+  const actions = h("div");
+  const more = h("div");
+  const details = h("aside", { class: "details", id: "details", "aria-live": "polite" }, summary, actions, more);
   main.append(head, h("div", { class: "task-body" }, graph, details));
   page.draw = () => {
     const t = page.task;
@@ -496,7 +499,12 @@ async function renderTask(id, current) {
     redraw(graph, `${steps}|${[...page.expanded]}|${page.selected}`, () => taskGraph(page));
     const step = t.steps.find((x) => x.name === page.selected);
     const seen = page.history ? page.history.transitions.length : -1;
-    redraw(details, `${JSON.stringify(step)}|${seen}|${steps}`, () => stepDetails(page));
+    const key = `${JSON.stringify(step)}|${seen}|${steps}`;
+    redraw(summary, key, () => stepSummary(page, step));
+    // Rebuilt only when the step's state changes (when what it may do changes), so a
+    // box being typed in keeps its focus while the step's other details update.
+    redraw(actions, step ? `${step.id}:${step.state}` : "", () => step && stepActions(page, step));
+    redraw(more, key, () => step && stepMore(page, step));
   };
   page.draw();
   follow(page, 0);
@@ -801,9 +809,9 @@ function legend(nodes) {
   return h("p", { class: "legend" }, "States: ", states.map((s) => [stateBadge(s), " "]));
 }
 
-function stepDetails(page) {
+/** The selected step's name, state and facts; every step's state when none is. */
+function stepSummary(page, s) {
   const t = page.task;
-  const s = t.steps.find((x) => x.name === page.selected);
   if (!s) {
     return [
       h("h2", {}, "Steps"),
@@ -811,8 +819,7 @@ function stepDetails(page) {
       stepTable(t.steps),
     ];
   }
-  const config = stepConfig(page.definition, s.name);
-  const out = [
+  return [
     h("h2", {}, s.name, " ", stateBadge(s.state)),
     h(
       "dl",
@@ -832,8 +839,14 @@ function stepDetails(page) {
       h("dt", {}, "Depends on"),
       h("dd", {}, s.depends_on.length ? s.depends_on.join(", ") : "—"),
     ),
-    stepActions(page, s),
   ];
+}
+
+/** The selected step's error, results, config, attempts and transitions. */
+function stepMore(page, s) {
+  const t = page.task;
+  const config = stepConfig(page.definition, s.name);
+  const out = [];
   if (s.error) out.push(h("h3", {}, "Error"), h("pre", { class: "error-text" }, s.error));
   out.push(h("h3", {}, "Results"), s.results == null ? h("p", { class: "muted" }, "None yet.") : jsonBlock(s.results, "results"));
   if (config !== undefined) out.push(h("h3", {}, "Config"), jsonBlock(config, "config"));

@@ -24,7 +24,15 @@ const ADMIN: &str = "ui-admin";
 const DIAMOND: &str = include_str!("../../../examples/diamond.yaml");
 const ORDER_LINES: &str = include_str!("../../../examples/order_lines.yaml");
 const FAILURE: &str = include_str!("../../../examples/failures/permanent_failure.yaml");
-const APPROVAL: &str = include_str!("../../../examples/approval.yaml");
+/// A wait for a signal beside a step that finishes meanwhile.
+const APPROVAL: &str = "\
+namespace: ui
+name: approval
+version: 1.0.0
+steps:
+  - {name: approve, wait_for: {signal: approval, timeout: 1h}}
+  - {name: audit, handler: sleep, config: {ms: 3000}}
+";
 /// A step whose name and error, and a task whose context, hold markup.
 const MARKUP: &str = "\
 namespace: ui
@@ -433,10 +441,13 @@ async fn the_dashboard_draws_follows_and_acts_on_tasks() {
         json!({"charged": "by hand"})
     );
 
-    // A signal delivered from the page completes the step that waits for it.
-    let approval = submit(&addr, "examples", "approval", r#"{"amount": 120}"#);
+    // A signal delivered from the page completes the step that waits for it; the box
+    // its payload is typed in stays the same element, focus and all, while the task
+    // changes around it (its sibling finishing).
+    let approval = submit(&addr, "ui", "approval", "{}");
     c.goto(&format!("{ui}#/tasks/{approval}")).await.unwrap();
     live(&c).await;
+    let audit = "document.querySelector('g.node[data-step=audit]')?.dataset.state";
     until(
         &c,
         "document.querySelector('g.node[data-step=approve]')?.dataset.state",
@@ -448,15 +459,40 @@ async fn the_dashboard_draws_follows_and_acts_on_tasks() {
         v == true
     })
     .await;
-    type_into(&c, "#signal-payload", r#"{"approved_by": "ana"}"#).await;
+    let payload = c.find(Locator::Css("#signal-payload")).await.unwrap();
+    payload.click().await.unwrap();
+    let running = c
+        .execute(&format!("return {audit};"), vec![])
+        .await
+        .unwrap();
+    assert_ne!(
+        running, "complete",
+        "audit finished before the box was found"
+    );
+    until(&c, audit, |v| v == "complete").await;
+    let focused = "document.activeElement?.id";
+    assert_eq!(
+        c.execute(&format!("return {focused};"), vec![])
+            .await
+            .unwrap(),
+        "signal-payload"
+    );
+    payload.clear().await.unwrap();
+    payload
+        .send_keys(r#"{"approved_by": "ana"}"#)
+        .await
+        .unwrap();
     click(&c, "#deliver-signal").await;
     until(&c, "document.getElementById('confirm').open", |v| v == true).await;
     click(&c, "#confirm-yes").await;
     let approved = wait_state(&addr, &approval, "complete").await;
-    assert_eq!(
-        approved["steps"][1]["results"],
-        json!({"approved_by": "ana"})
-    );
+    let approve = approved["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "approve")
+        .unwrap();
+    assert_eq!(approve["results"], json!({"approved_by": "ana"}));
 
     // What a task carries is shown as text, never made markup.
     let markup = submit(&addr, "ui", "markup", r#"{"note": "<b id=bold>x</b>"}"#);
