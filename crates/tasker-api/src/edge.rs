@@ -6,13 +6,14 @@
 //! attacker controls can be made to resolve to 127.0.0.1 (DNS rebinding). So a
 //! request whose `Origin` is not the server it addresses, or (unless the operator
 //! chose to serve without tokens on any address) whose `Host` is not a loopback name,
-//! gets a 403.
+//! gets a 403. Every response, refusals included, says its type is the one to use
+//! (`nosniff`), so no browser reads a JSON body that echoes input as a page.
 
 use std::net::IpAddr;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::http::header::{CONTENT_LENGTH, HOST, ORIGIN};
+use axum::http::header::{CONTENT_LENGTH, HOST, ORIGIN, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -20,6 +21,14 @@ use crate::AppState;
 use crate::error::ApiError;
 
 pub async fn guard<S>(State(state): State<AppState<S>>, req: Request, next: Next) -> Response {
+    let mut response = admit(&state, req, next).await;
+    response
+        .headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+async fn admit<S>(state: &AppState<S>, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)

@@ -35,7 +35,6 @@ async fn file(media: &'static str, body: &'static str) -> Response {
             // The files change with the binary: always ask.
             (CACHE_CONTROL, "no-cache"),
             (HeaderName::from_static("content-security-policy"), POLICY),
-            (HeaderName::from_static("x-content-type-options"), "nosniff"),
             (HeaderName::from_static("referrer-policy"), "no-referrer"),
         ],
         body,

@@ -944,6 +944,19 @@ async fn the_dashboard_is_served_with_a_strict_content_policy() {
         StatusCode::UNAUTHORIZED,
         "the data still needs a token"
     );
+    // Every answer, a refusal or an echo of bad input too, is only what it says it is.
+    for path in ["/v1/tasks", "/v1/tasks/%3Cb%3E", "/nowhere", "/health"] {
+        let req = Request::get(path)
+            .header("authorization", "Bearer r-secret")
+            .body(Body::empty())
+            .unwrap();
+        let response = s.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{path}"
+        );
+    }
 }
 
 /// Polls the task until `step` is in `state`.
