@@ -400,7 +400,7 @@ async fn dead_letters_are_listed_with_why() {
             .await
             .unwrap();
         store
-            .task_start_batch(10, Duration::from_secs(30))
+            .task_start_batch(10, Duration::from_secs(30), None)
             .await
             .unwrap();
         let read = store.queue_read("dl", Duration::from_secs(30), 1).await;

@@ -1,7 +1,8 @@
 //! Traces across processes: a diamond task submitted by `tasker submit` and run by an
 //! `orchestrator` and a `worker` on PostgreSQL (a scratch database), every process
 //! exporting to an OTLP/HTTP receiver in this test. One task span, four step spans from
-//! the worker, all in the trace kept on the task, each step a child of the task.
+//! the worker, all in the trace kept on the task, each step a child of the task; and
+//! the same for a task a schedule fires.
 //! And a bad endpoint stops a process with one line naming the key.
 
 mod support;
@@ -12,13 +13,15 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use support::Proc;
-use tasker_core::store::Store;
+use tasker_core::TaskState;
+use tasker_core::store::{Store, TaskListParams};
 use tasker_store::postgres::PgStore;
 use tasker_store::postgres::testing::ScratchDatabase;
 
@@ -179,14 +182,45 @@ async fn a_diamond_tasks_spans_join_one_trace_across_processes() {
     );
     let task_id = String::from_utf8_lossy(&submitted.stdout).trim().to_owned();
     output(tasker(url, &endpoint).args(["wait", &task_id, "--timeout", "60s"]));
+    // A schedule's task, created by the orchestrator, begins a trace of its own.
+    output(
+        tasker(url, &endpoint)
+            .args(["schedule", "create"])
+            .arg(&diamond)
+            .args(["--cron", "@every 1s", "--name", "traced"])
+            .args(["--context", r#"{"start":0}"#]),
+    );
+    let store = PgStore::connect(url, 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let scheduled = loop {
+        let done = TaskListParams {
+            state: Some(TaskState::Complete),
+            limit: 10,
+            ..TaskListParams::default()
+        };
+        let tasks = store.task_list(done).await.unwrap();
+        if let Some(t) = tasks.iter().find(|t| t.id.to_string() != task_id) {
+            break t.id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no scheduled task completed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    output(tasker(url, &endpoint).args(["schedule", "delete", "traced"]));
     // Stopping sends what is left to send.
     assert_eq!(worker.terminate(), Some(0));
     assert_eq!(orchestrator.terminate(), Some(0));
 
-    let tasks = receiver.spans("task", &task_id);
+    assert_one_trace(&receiver, &store, &task_id).await;
+    assert_one_trace(&receiver, &store, &scheduled).await;
+}
+
+/// Diamond task `task_id` was exported as one trace, the one kept on its row: its task
+/// span (the root, sent by the worker that ran its last step) and one span per step, each
+/// a child of the task span.
+async fn assert_one_trace(receiver: &Receiver, store: &PgStore, task_id: &str) {
+    let tasks = receiver.spans("task", task_id);
     assert_eq!(tasks.len(), 1, "one task span: {tasks:#?}");
     let task = &tasks[0];
-    let store = PgStore::connect(url, 1).await.unwrap();
     let kept = store
         .task_get(task_id.parse().unwrap())
         .await
@@ -211,7 +245,7 @@ async fn a_diamond_tasks_spans_join_one_trace_across_processes() {
     assert_eq!(task.attribute("task").as_deref(), Some("diamond"));
     assert_eq!(task.attribute("outcome").as_deref(), Some("complete"));
 
-    let steps = receiver.spans("step", &task_id);
+    let steps = receiver.spans("step", task_id);
     let mut by_name: HashMap<String, &Received> = HashMap::new();
     for step in &steps {
         assert_eq!(step.service, "tasker-worker", "{step:#?}");

@@ -25,6 +25,10 @@ use crate::state::{IllegalTransition, StepState, TaskState};
 use crate::template::TaskTemplate;
 use crate::time::Timestamp;
 
+/// Makes a new trace's context, for a task the store creates itself (a schedule's):
+/// the engine's, given only when its process exports traces.
+pub type NewTrace = fn() -> TraceParent;
+
 /// Errors that mean the same on every backend; each backend maps its native errors here.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -624,11 +628,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<TaskStarted>> + Send;
 
     /// Reads up to `limit` task requests and starts their tasks, in one transaction;
-    /// fails the waits whose timeout message it read, if they still wait.
+    /// fails the waits whose timeout message it read, if they still wait; fires the
+    /// schedule ticks it read, giving each task it creates a trace context from
+    /// `new_trace` when the process exports traces.
     fn task_start_batch(
         &self,
         limit: u32,
         visibility: Duration,
+        new_trace: Option<NewTrace>,
     ) -> impl Future<Output = StoreResult<TasksStarted>> + Send;
 
     /// Cancels a task and every step that has not finished. Returns the task's state.

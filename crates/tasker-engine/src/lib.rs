@@ -191,6 +191,13 @@ impl<S> Shared<S> {
     }
 }
 
+impl<S> Shared<S> {
+    /// How tasks created here begin their traces: only when this process exports them.
+    pub(crate) fn new_trace(&self) -> Option<tasker_core::store::NewTrace> {
+        self.config.traces.as_ref().map(|_| trace::new_trace as _)
+    }
+}
+
 impl<S: Store> Shared<S> {
     /// Exports the span of a task that reached the final `state`, when this process
     /// exports traces and the task was submitted with them.
@@ -338,7 +345,7 @@ impl<S: Store> Engine<S> {
             return Err(EngineError::Input(why));
         }
         let context = checked_context(template, context)?;
-        let traceparent = self.shared.config.traces.as_ref().map(Traces::begin_task);
+        let traceparent = self.shared.new_trace().map(|new| new());
         let definition = template.canonical_json();
         let known = self
             .shared

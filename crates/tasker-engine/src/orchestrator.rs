@@ -21,7 +21,7 @@ pub(crate) async fn start_tasks<S: Store>(
 ) -> StoreResult<Taken<StartedTask>> {
     let batch = shared
         .store
-        .task_start_batch(limit, READ_VISIBILITY)
+        .task_start_batch(limit, READ_VISIBILITY, shared.new_trace())
         .await?;
     if batch.invalid > 0 {
         tracing::error!(

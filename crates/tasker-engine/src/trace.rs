@@ -1,9 +1,9 @@
 //! OpenTelemetry traces (docs/traces.md), off unless the process installs an export
 //! ([`Traces::install`]), which its engines then use. Then:
 //!
-//! - a task it submits begins a trace: its trace context (the trace id, and the span id
-//!   its task span will have) is kept on the task's row and carried by each of its step
-//!   messages;
+//! - a task it submits, or a schedule's task its orchestrator creates, begins a trace:
+//!   its trace context (the trace id, and the span id its task span will have) is kept
+//!   on the task's row and carried by each of its step messages;
 //! - each step attempt it runs is exported as the `step` span the worker runs it in (a
 //!   `tracing` span, through [`Traces::layer`]), a child of its task's span in
 //!   whichever process it runs;
@@ -147,16 +147,6 @@ impl Traces {
         }
     }
 
-    /// The trace context of a task being submitted: a new trace, sampled.
-    pub(crate) fn begin_task(&self) -> TraceParent {
-        let ids = RandomIdGenerator::default();
-        TraceParent {
-            trace_id: ids.new_trace_id().to_bytes(),
-            span_id: ids.new_span_id().to_bytes(),
-            flags: TraceFlags::SAMPLED.to_u8(),
-        }
-    }
-
     /// Makes `span` (not yet entered) a child of the task span of `parent`.
     pub(crate) fn join(&self, span: &tracing::Span, parent: TraceParent) {
         let context = Context::new().with_remote_span_context(span_context(parent, true));
@@ -194,6 +184,17 @@ impl Traces {
             status,
             instrumentation_scope: InstrumentationScope::builder(SCOPE).build(),
         });
+    }
+}
+
+/// The trace context of a task being created (submitted, or fired by a schedule): a
+/// new trace, sampled, and the span id its task span will have.
+pub(crate) fn new_trace() -> TraceParent {
+    let ids = RandomIdGenerator::default();
+    TraceParent {
+        trace_id: ids.new_trace_id().to_bytes(),
+        span_id: ids.new_span_id().to_bytes(),
+        flags: TraceFlags::SAMPLED.to_u8(),
     }
 }
 
@@ -275,7 +276,7 @@ mod tests {
         let engine = Engine::new(store.clone(), HandlerRegistry::with_builtins(), config);
         let task = engine.submit(&template, "{}", None).await.unwrap().task_id;
         let visibility = Duration::from_secs(30);
-        store.task_start_batch(10, visibility).await.unwrap();
+        store.task_start_batch(10, visibility, None).await.unwrap();
         let read = store.queue_read("off", visibility, 10).await.unwrap();
         let [message] = &read.messages[..] else {
             panic!("{:?}", read.messages);

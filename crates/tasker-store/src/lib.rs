@@ -50,8 +50,11 @@ macro_rules! store_impl {
                 &self,
                 limit: u32,
                 visibility: std::time::Duration,
+                new_trace: Option<tasker_core::store::NewTrace>,
             ) -> StoreResult<TasksStarted> {
-                write!(self, |p| $crate::operations::task_start_batch(p, limit, visibility))
+                write!(self, |p| $crate::operations::task_start_batch(
+                    p, limit, visibility, new_trace
+                ))
             }
 
             async fn task_cancel(

@@ -191,6 +191,7 @@ pub(crate) async fn task_start_batch<P: Primitives>(
     p: &mut P,
     limit: u32,
     visibility: Duration,
+    new_trace: Option<NewTrace>,
 ) -> StoreResult<TasksStarted> {
     let batch = p.queue_read(TASK_QUEUE, visibility, limit).await?;
     let mut out = TasksStarted {
@@ -241,7 +242,7 @@ pub(crate) async fn task_start_batch<P: Primitives>(
     }
     out.expired = expire_waits(p, &expiries).await?;
     for (tick, msg_id) in &ticks {
-        fire(p, tick, *msg_id, &mut out).await?;
+        fire(p, tick, *msg_id, new_trace, &mut out).await?;
     }
     Ok(out)
 }
@@ -254,6 +255,7 @@ async fn fire<P: Primitives>(
     p: &mut P,
     tick: &ScheduleTick,
     msg_id: i64,
+    new_trace: Option<NewTrace>,
     out: &mut TasksStarted,
 ) -> StoreResult<()> {
     let Some(s) = p.schedule_lock(&tick.schedule).await? else {
@@ -296,7 +298,7 @@ async fn fire<P: Primitives>(
             context: &s.context,
             idempotency_key: Some(&key),
             priority: None,
-            traceparent: None,
+            traceparent: new_trace.map(|new| new()),
         };
         let created = task_create(p, params).await?;
         p.tick_insert(&s.name, fire_at, created.task_id).await?;

@@ -135,6 +135,7 @@ macro_rules! conformance_tests {
         ]);
         $crate::conformance_tests!(@cases $fresh, schedule_cases: [
             a_schedule_fires_each_tick_once,
+            a_schedules_task_begins_a_trace_when_asked,
             a_schedule_refuses_bad_input,
             missed_ticks_follow_the_catch_up_policy,
         ]);

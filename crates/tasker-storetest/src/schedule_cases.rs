@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tasker_core::message::{StepMessage, TraceParent};
 use tasker_core::schedule::{CatchUp, ON_TIME};
 use tasker_core::state::TaskState;
 use tasker_core::store::*;
@@ -73,6 +74,7 @@ pub async fn a_schedule_fires_each_tick_once<S: Store>(store: Arc<S>) {
     assert!(tick.lag >= Duration::from_millis(100) && tick.lag < ON_TIME);
     let detail = d.detail(tick.task_id).await;
     assert_eq!(detail.task.context.get(), r#"{"report": "sales"}"#);
+    assert_eq!(detail.task.traceparent, None, "no traces asked for");
     assert_eq!(d.start_tasks().await, 1, "its task starts as any task does");
     assert_eq!(d.run_queue("sched").await, ["a"]);
     assert_eq!(d.detail(tick.task_id).await.task.state, TaskState::Complete);
@@ -118,6 +120,46 @@ pub async fn a_schedule_fires_each_tick_once<S: Store>(store: Arc<S>) {
         TaskState::Complete,
         "its tasks stay"
     );
+}
+
+/// The trace context a process exporting traces gives each task its schedules fire.
+fn fixed_trace() -> TraceParent {
+    TraceParent {
+        trace_id: [7; 16],
+        span_id: [9; 8],
+        flags: 1,
+    }
+}
+
+/// A tick read by a process that exports traces begins its task's trace: the task keeps
+/// the context, and its step messages carry it, as a submitted task's do.
+pub async fn a_schedules_task_begins_a_trace_when_asked<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let created = create(&*store, "traced", "@every 1s", CatchUp::Once)
+        .await
+        .unwrap();
+    sleep_past(created.next_fire.unwrap(), Duration::from_millis(100)).await;
+    let batch = store
+        .task_start_batch(100, Duration::from_secs(30), Some(fixed_trace))
+        .await
+        .unwrap();
+    let [tick] = &ticks_of(&batch, "traced")[..] else {
+        panic!("{batch:?}");
+    };
+    let detail = d.detail(tick.task_id).await;
+    assert_eq!(detail.task.traceparent, Some(fixed_trace()));
+    assert_eq!(d.start_tasks().await, 1);
+    let read = store
+        .queue_read("sched", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    let [message] = &read.messages[..] else {
+        panic!("{:?}", read.messages);
+    };
+    let decoded: StepMessage = serde_json::from_str(&message.body).unwrap();
+    assert_eq!(decoded.task_id, tick.task_id);
+    assert_eq!(decoded.traceparent, Some(fixed_trace()));
+    store.schedule_delete("traced").await.unwrap();
 }
 
 pub async fn a_schedule_refuses_bad_input<S: Store>(store: Arc<S>) {

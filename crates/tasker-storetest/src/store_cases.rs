@@ -1031,7 +1031,7 @@ pub async fn batches_start_claim_and_finish_many_at_once<S: Store>(store: Arc<S>
         d.create(&t, "{}").await;
     }
     let started = store
-        .task_start_batch(10, Duration::from_secs(30))
+        .task_start_batch(10, Duration::from_secs(30), None)
         .await
         .unwrap();
     assert_eq!(started.tasks.len(), 3);

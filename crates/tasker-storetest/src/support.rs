@@ -96,7 +96,7 @@ impl<S: Store> Driver<S> {
     /// Reads the task queue once, as an orchestrator does.
     pub async fn start_batch(&self) -> TasksStarted {
         self.store
-            .task_start_batch(100, Duration::from_secs(30))
+            .task_start_batch(100, Duration::from_secs(30), None)
             .await
             .expect("task_start_batch")
     }

@@ -42,7 +42,7 @@ async fn one_started_task() -> Option<(
     };
     let task = store.task_create(params).await.unwrap().task_id;
     store
-        .task_start_batch(10, std::time::Duration::from_secs(30))
+        .task_start_batch(10, std::time::Duration::from_secs(30), None)
         .await
         .unwrap();
     Some((db, store, task))
