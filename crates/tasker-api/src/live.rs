@@ -3,13 +3,15 @@
 //!
 //! The store is read every [`POLL`]: the steps may run in other processes (PostgreSQL),
 //! whose events this process never sees, and one read of an open page's task every
-//! half second costs the store little. The stream ends when the task is complete or
+//! half second costs the store little. A task that takes long to read (thousands of
+//! steps) is read less often, so that an open page keeps the store busy for at most a
+//! [`READ_SHARE`] of the time ([`pause_after`]). The stream ends when the task is complete or
 //! cancelled (nothing changes after), and when the server shuts down ([`Closing`]) so a
 //! page left open does not hold a graceful shutdown.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::HeaderName;
@@ -26,8 +28,17 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::tasks::task_id;
 
-/// How often an open stream reads its task.
+/// How often an open stream reads its task, at most.
 const POLL: Duration = Duration::from_millis(500);
+
+/// The most of its time a stream spends reading its task: 1 in 10.
+const READ_SHARE: u32 = 10;
+
+/// How long a stream waits before it reads its task again, after a read that took
+/// `read`.
+fn pause_after(read: Duration) -> Duration {
+    POLL.max(read * (READ_SHARE - 1))
+}
 
 /// Ends the live streams when the server shuts down.
 #[derive(Clone, Debug)]
@@ -57,6 +68,8 @@ struct Watch<S> {
     closing: watch::Receiver<bool>,
     /// The last view sent; a read that finds the same sends nothing.
     sent: Option<String>,
+    /// How long the last read took.
+    read: Duration,
     /// The task can no longer change, or cannot be read: the stream ends.
     over: bool,
 }
@@ -75,6 +88,7 @@ pub async fn stream<S: Store>(
         state,
         task_id,
         sent: None,
+        read: Duration::ZERO,
         over: false,
     };
     let events = Sse::new(stream::unfold(watch, next)).keep_alive(KeepAlive::default());
@@ -93,10 +107,13 @@ async fn next<S: Store>(mut w: Watch<S>) -> Option<(Result<Event, Infallible>, W
         if w.sent.is_some() {
             tokio::select! {
                 _ = w.closing.wait_for(|closed| *closed) => return None,
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(pause_after(w.read)) => {}
             }
         }
-        let detail = match w.state.engine.task(w.task_id).await {
+        let began = Instant::now();
+        let detail = w.state.engine.task(w.task_id).await;
+        w.read = began.elapsed();
+        let detail = match detail {
             Ok(detail) => detail,
             Err(e) => {
                 tracing::warn!(task_id = %w.task_id, error = %e, "a task's stream cannot read it");
@@ -115,5 +132,25 @@ async fn next<S: Store>(mut w: Watch<S>) -> Option<(Result<Event, Infallible>, W
         let event = Event::default().event("task").data(&view);
         w.sent = Some(view);
         return Some((Ok(event), w));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::pause_after;
+
+    #[test]
+    fn a_task_slow_to_read_is_read_less_often() {
+        let ms = Duration::from_millis;
+        assert_eq!(pause_after(ms(0)), ms(500));
+        assert_eq!(
+            pause_after(ms(20)),
+            ms(500),
+            "a small task: every half second"
+        );
+        assert_eq!(pause_after(ms(100)), ms(900), "reading 100 ms in 1,000");
+        assert_eq!(pause_after(ms(400)), ms(3600));
     }
 }

@@ -1226,16 +1226,7 @@ pub async fn a_paused_queue_delivers_nothing_until_resumed<S: Store>(store: Arc<
         .unwrap();
     assert!(read.messages.is_empty(), "a paused queue delivers nothing");
     assert_eq!(read.next_visible, None, "and gives no time to wake at");
-    let claimed = store
-        .step_claim(ClaimParams {
-            queue: "held",
-            limit: 10,
-            visibility: Duration::from_secs(30),
-            grace: d.grace,
-        })
-        .await
-        .unwrap();
-    assert!(claimed.claims.is_empty());
+    assert!(d.claim_batch("held").await.is_empty());
     assert_eq!(d.run_queue("free").await, ["b"], "other queues go on");
     assert_eq!(d.detail(other).await.task.state, TaskState::Complete);
     let depths = store.queue_depths().await.unwrap();
@@ -1553,16 +1544,7 @@ pub async fn step_messages_carry_their_tasks_trace_context<S: Store>(store: Arc<
     let results = raw(r#"{"value":1}"#);
     let (mut claimed, mut retried, mut traced_again) = (0, false, false);
     loop {
-        let claims = store
-            .step_claim(ClaimParams {
-                queue: "examples",
-                limit: 10,
-                visibility: Duration::from_secs(30),
-                grace: d.grace,
-            })
-            .await
-            .unwrap()
-            .claims;
+        let claims = d.claim_batch("examples").await;
         if claims.is_empty() {
             break;
         }
@@ -1618,16 +1600,7 @@ pub async fn step_messages_carry_their_tasks_trace_context<S: Store>(store: Arc<
         .await
         .unwrap();
     d.start_tasks().await;
-    let claims = store
-        .step_claim(ClaimParams {
-            queue: "examples",
-            limit: 10,
-            visibility: Duration::from_secs(30),
-            grace: d.grace,
-        })
-        .await
-        .unwrap()
-        .claims;
+    let claims = d.claim_batch("examples").await;
     assert_eq!(claims.len(), 3, "one claim per instance");
     for claim in claims {
         let StepStart::Run(exec) = claim.start else {

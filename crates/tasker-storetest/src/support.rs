@@ -129,6 +129,20 @@ impl<S: Store> Driver<S> {
         })
     }
 
+    /// Claims up to 10 steps of `queue` in one call, as a worker's batch does.
+    pub async fn claim_batch(&self, queue: &str) -> Vec<Claim> {
+        self.store
+            .step_claim(ClaimParams {
+                queue,
+                limit: 10,
+                visibility: Duration::from_secs(30),
+                grace: self.grace,
+            })
+            .await
+            .unwrap()
+            .claims
+    }
+
     pub async fn finish(&self, c: &Claimed, outcome: StepOutcome<'_>) -> StepFinished {
         self.finish_attempt(c, c.exec().attempt, outcome).await
     }
