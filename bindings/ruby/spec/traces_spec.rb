@@ -60,6 +60,41 @@ RSpec.describe "Tasker.export_traces" do
     expect(sent.scan("Specs::Sum".b).size).to eq(4)
   end
 
+  it "gives a handler the trace context of its attempt's span" do
+    template = Specs.ruby_template("diamond", @tmp) do |doc|
+      doc["steps"].each { |s| s["handler"] = "Specs::Seeing" }
+    end
+    script = <<~RUBY
+      require "json"
+      require "tasker"
+      require #{File.join(__dir__, 'support', 'handlers').inspect}
+      module Specs
+        class Seeing < Sum
+          def call(step) = super.merge("traceparent" => step.traceparent)
+        end
+      end
+      Tasker.export_traces(service_name: "ruby-spec")
+      task = Tasker.run(ARGV.fetch(0), context: { "start" => 0 })
+      puts JSON.generate(task.steps.map { |s| s.results["traceparent"] })
+    RUBY
+    out = nil
+    requests = receive_traces do |endpoint|
+      out, err, status = Open3.capture3({ "TASKER_OTEL_ENDPOINT" => endpoint },
+                                        "ruby", "-I", File.expand_path("../lib", __dir__),
+                                        "-e", script, template)
+      expect(status).to be_success, err
+    end
+    given = JSON.parse(out)
+    expect(given.size).to eq(4)
+    expect(given).to all(match(/\A00-\h{32}-\h{16}-01\z/))
+    ids = given.map { |t| t.split("-") }
+    expect(ids.map { |i| i[1] }.uniq.size).to eq(1), "one trace: #{given}"
+    expect(ids.map { |i| i[2] }.uniq.size).to eq(4), "a span each: #{given}"
+    # The ids given are those of the spans sent (protobuf keeps them as raw bytes).
+    sent = requests.map(&:last).join.b
+    ids.each { |_, trace, span, _| expect(sent).to include([trace].pack("H*"), [span].pack("H*")) }
+  end
+
   it "refuses an endpoint it cannot send to" do
     script = 'require "tasker"; Tasker.export_traces(endpoint: "localhost:4318")'
     _out, err, status = Open3.capture3("ruby", "-I", File.expand_path("../lib", __dir__), "-e", script)

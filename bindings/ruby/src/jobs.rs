@@ -208,6 +208,12 @@ impl RbStepContext {
         self.step.index()
     }
 
+    /// The W3C `traceparent` of the attempt's span when the process exports traces
+    /// (`Tasker.export_traces`); else nil.
+    fn traceparent(&self) -> Option<String> {
+        self.step.traceparent().map(|t| t.to_string())
+    }
+
     fn native_context(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
         convert::to_ruby(ruby, rb_self.step.context().get())
     }
@@ -296,6 +302,7 @@ pub fn define(ruby: &Ruby, tasker: magnus::RModule) -> Result<(), Error> {
     class.define_method("step_name", method!(RbStepContext::step_name, 0))?;
     class.define_method("handler", method!(RbStepContext::handler, 0))?;
     class.define_method("index", method!(RbStepContext::index, 0))?;
+    class.define_method("traceparent", method!(RbStepContext::traceparent, 0))?;
     class.define_private_method("native_item", method!(RbStepContext::native_item, 0))?;
     class.define_private_method("native_context", method!(RbStepContext::native_context, 0))?;
     class.define_private_method("native_config", method!(RbStepContext::native_config, 0))?;

@@ -207,6 +207,13 @@ pub struct ExecutionMessage<'a> {
     pub item: Option<&'a RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
+    /// The attempt's trace context, when its worker exports traces.
+    #[serde(
+        default,
+        deserialize_with = "lenient_trace",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub traceparent: Option<TraceParent>,
 }
 
 /// A field that is there, whatever its value: an item may be JSON `null`.
@@ -350,6 +357,7 @@ mod tests {
             ancestors: Parents::default(),
             item: None,
             index: None,
+            traceparent: None,
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(

@@ -286,7 +286,8 @@ pub struct StepExecution {
     pub timeout: Duration,
     /// For an instance of a `for_each` step: its element and index.
     pub item: Option<(u32, Box<RawValue>)>,
-    /// Its task's trace context, from the message it was claimed by.
+    /// Its task's trace context, from the message it was claimed by; once a worker that
+    /// exports traces runs it, the context of the attempt's own span.
     pub traceparent: Option<TraceParent>,
 }
 
@@ -312,6 +313,7 @@ impl StepExecution {
             ancestors: Parents::default(),
             item: self.item.as_ref().map(|(_, item)| &**item),
             index: self.item.as_ref().map(|(index, _)| *index),
+            traceparent: self.traceparent,
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tasker_core::id::{StepId, TaskId};
+use tasker_core::message::TraceParent;
 use tasker_core::store::{StepExecution, StoreResult};
 
 /// What a handler returns: its result as JSON, or an error.
@@ -182,6 +183,14 @@ impl StepContext {
     /// `None` for any other step.
     pub fn item(&self) -> Option<&RawValue> {
         self.step.exec.item.as_ref().map(|(_, item)| &**item)
+    }
+
+    /// The trace context of this attempt's span, when this process exports traces
+    /// (docs/traces.md): to put spans of the handler's own under it (those it opens
+    /// with `tracing` are already), or to pass on to a service it calls as a
+    /// `traceparent` header. `None` with traces off.
+    pub fn traceparent(&self) -> Option<TraceParent> {
+        self.step.exec.traceparent
     }
 
     /// For an instance of a `for_each` step, the index of its element.

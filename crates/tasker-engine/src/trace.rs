@@ -147,12 +147,26 @@ impl Traces {
         }
     }
 
-    /// Makes `span` (not yet entered) a child of the task span of `parent`.
-    pub(crate) fn join(&self, span: &tracing::Span, parent: TraceParent) {
-        let context = Context::new().with_remote_span_context(span_context(parent, true));
-        // Fails only where this process's subscriber has no layer of ours: then the
-        // span is not exported at all.
-        let _ = span.set_parent(context);
+    /// Makes `span` (not yet entered) a child of the task span of `parent` (a root of
+    /// its own trace without one); returns the trace context of `span` itself, none
+    /// when this process's subscriber has no layer of ours (then nothing of the span
+    /// is exported).
+    pub(crate) fn join(
+        &self,
+        span: &tracing::Span,
+        parent: Option<TraceParent>,
+    ) -> Option<TraceParent> {
+        if let Some(parent) = parent {
+            let context = Context::new().with_remote_span_context(span_context(parent, true));
+            span.set_parent(context).ok()?;
+        }
+        let context = span.context();
+        let own = context.span().span_context().clone();
+        own.is_valid().then(|| TraceParent {
+            trace_id: own.trace_id().to_bytes(),
+            span_id: own.span_id().to_bytes(),
+            flags: own.trace_flags().to_u8(),
+        })
     }
 
     /// Exports the span of `task`, which has reached `state`: from its creation to now,

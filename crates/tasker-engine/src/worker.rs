@@ -126,10 +126,13 @@ async fn run_step<S: Store>(
         attempt = exec.attempt,
         outcome = tracing::field::Empty,
     );
-    if let (Some(traces), Some(parent)) = (&shared.config.traces, exec.traceparent) {
-        traces.join(&span, parent);
+    let mut exec = *exec;
+    if let Some(traces) = &shared.config.traces {
+        // From here on the execution holds the attempt's own context, not its task's:
+        // the handler puts its spans under it, or passes it on to what it calls.
+        exec.traceparent = traces.join(&span, exec.traceparent);
     }
-    execute(shared, outcomes, queue, claim.msg_id, *exec, refill)
+    execute(shared, outcomes, queue, claim.msg_id, exec, refill)
         .instrument(span)
         .await
 }
