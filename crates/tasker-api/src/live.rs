@@ -4,10 +4,10 @@
 //! The store is read every [`POLL`]: the steps may run in other processes (PostgreSQL),
 //! whose events this process never sees, and one read of an open page's task every
 //! half second costs the store little. A task that takes long to read (thousands of
-//! steps) is read less often, so that an open page keeps the store busy for at most a
-//! [`READ_SHARE`] of the time ([`pause_after`]). The stream ends when the task is complete or
-//! cancelled (nothing changes after), and when the server shuts down ([`Closing`]) so a
-//! page left open does not hold a graceful shutdown.
+//! steps) is read less often, so that an open page keeps the store reading for one
+//! part in [`READ_SHARE`] of the time at most ([`pause_after`]). The stream ends when
+//! the task is complete or cancelled (nothing changes after), and when the server
+//! shuts down ([`Closing`]) so a page left open does not hold a graceful shutdown.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -230,12 +230,9 @@ async fn assert_one_trace(receiver: &Receiver, store: &PgStore, task_id: &str) {
         .expect("the task keeps its trace context");
     assert_eq!(
         task.span.trace_id, kept.trace_id,
-        "the trace begun at submission"
+        "the trace begun when the task was created"
     );
-    assert_eq!(
-        task.span.span_id, kept.span_id,
-        "the span id chosen at submission"
-    );
+    assert_eq!(task.span.span_id, kept.span_id, "the span id chosen then");
     assert!(task.span.parent_span_id.is_empty(), "the root of its trace");
     assert_eq!(
         task.service, "tasker-worker",

@@ -189,9 +189,7 @@ impl<S> Shared<S> {
             at: Timestamp::now(),
         });
     }
-}
 
-impl<S> Shared<S> {
     /// How tasks created here begin their traces: only when this process exports them.
     pub(crate) fn new_trace(&self) -> Option<tasker_core::store::NewTrace> {
         self.config.traces.as_ref().map(|_| trace::new_trace as _)
