@@ -37,7 +37,7 @@ use tasker_engine::Engine;
 pub use auth::{Scope, Token};
 pub use axum::Router;
 pub use error::ApiError;
-pub use live::Closing;
+pub use live::{Closing, MAX_STREAMS};
 pub use probes::render as render_metrics;
 pub use server::serve;
 
@@ -98,6 +98,8 @@ pub struct AppState<S> {
     read_timeout: Duration,
     any_host: bool,
     closing: Closing,
+    /// The live streams open now ([`live::MAX_STREAMS`] at most).
+    streams: Arc<tokio::sync::Semaphore>,
     /// Registered templates parsed once, by `namespace/name@version`: versions are
     /// immutable, so a parsed one never goes stale.
     templates: Arc<Mutex<HashMap<String, Arc<TaskTemplate>>>>,
@@ -112,6 +114,7 @@ impl<S> AppState<S> {
             read_timeout: config.read_timeout,
             any_host: config.any_host,
             closing: config.closing,
+            streams: live::stream_permits(),
             templates: Arc::default(),
         }
     }
@@ -126,6 +129,7 @@ impl<S> Clone for AppState<S> {
             read_timeout: self.read_timeout,
             any_host: self.any_host,
             closing: self.closing.clone(),
+            streams: self.streams.clone(),
             templates: self.templates.clone(),
         }
     }

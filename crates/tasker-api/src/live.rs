@@ -8,13 +8,15 @@
 //! part in [`READ_SHARE`] of the time at most ([`pause_after`]). The stream ends when
 //! the task is complete or cancelled (nothing changes after), and when the server
 //! shuts down ([`Closing`]) so a page left open does not hold a graceful shutdown.
+//! A server keeps at most [`MAX_STREAMS`] open, so clients cannot multiply those reads
+//! without bound; past it a stream is refused with 503 and the page tries again later.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream;
@@ -22,11 +24,14 @@ use tasker_core::TaskState;
 use tasker_core::id::TaskId;
 use tasker_core::store::Store;
 use tasker_core::views::TaskView;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::tasks::task_id;
+
+/// The most streams a server keeps open at once.
+pub const MAX_STREAMS: usize = 256;
 
 /// How often an open stream reads its task, at most.
 const POLL: Duration = Duration::from_millis(500);
@@ -48,6 +53,11 @@ impl Default for Closing {
     fn default() -> Self {
         Self(Arc::new(watch::Sender::new(false)))
     }
+}
+
+/// The streams open now, at most [`MAX_STREAMS`]: each holds a permit until it ends.
+pub(crate) fn stream_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_STREAMS))
 }
 
 impl Closing {
@@ -72,6 +82,8 @@ struct Watch<S> {
     read: Duration,
     /// The task can no longer change, or cannot be read: the stream ends.
     over: bool,
+    /// Its place among the server's open streams, given back when it ends.
+    _open: OwnedSemaphorePermit,
 }
 
 /// `GET /v1/tasks/{id}/stream`: `task` events, each the task's view as JSON (as `GET
@@ -83,6 +95,13 @@ pub async fn stream<S: Store>(
     let task_id = task_id(&id)?;
     // An unknown task is a 404, as its `GET` is, not a stream that fails at once.
     state.engine.progress(task_id).await?;
+    let open = state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!("this server already keeps {MAX_STREAMS} task streams open; try again when one closes"),
+        )
+    })?;
     let watch = Watch {
         closing: state.closing.subscribe(),
         state,
@@ -90,6 +109,7 @@ pub async fn stream<S: Store>(
         sent: None,
         read: Duration::ZERO,
         over: false,
+        _open: open,
     };
     let events = Sse::new(stream::unfold(watch, next)).keep_alive(KeepAlive::default());
     // A proxy in front (nginx) would otherwise hold the events back in its buffer.

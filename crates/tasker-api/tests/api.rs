@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use tasker_api::{ApiConfig, Closing, OPENAPI, ROUTES, Token, router};
+use tasker_api::{ApiConfig, Closing, MAX_STREAMS, OPENAPI, ROUTES, Token, router};
 use tasker_core::event::{EventBus, EventKind};
 use tasker_engine::{Engine, EngineConfig, HandlerRegistry, Running};
 use tasker_store::sqlite::SqliteStore;
@@ -908,6 +908,41 @@ async fn a_shutdown_ends_the_streams_of_unfinished_tasks() {
         .expect("the stream ends at shutdown")
         .unwrap();
     assert_eq!(rest, 0, "nothing changed before the shutdown");
+}
+
+/// A server keeps a bounded number of streams open (each reads its task until it ends);
+/// past it one is refused with 503 until another closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_are_bounded() {
+    let s = server(&[]).await;
+    register(
+        &s,
+        "namespace: api\nname: waits\nversion: 1.0.0\nsteps:\n  - {name: a, wait_for: {signal: go, timeout: 1h}}\n",
+    )
+    .await;
+    let id = create(&s, r#"{"namespace": "api", "name": "waits"}"#).await;
+    let open = |s: &Server| {
+        let req = Request::get(format!("/v1/tasks/{id}/stream"))
+            .body(Body::empty())
+            .unwrap();
+        s.router.clone().oneshot(req)
+    };
+    let mut streams = Vec::new();
+    for _ in 0..MAX_STREAMS {
+        let response = open(&s).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    let refused = open(&s).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(refused.into_body(), 4096)
+        .await
+        .unwrap();
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["code"], "too_many_streams", "{error}");
+    // One closed (its page left): its place is free.
+    streams.pop();
+    assert_eq!(open(&s).await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

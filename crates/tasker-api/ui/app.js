@@ -173,22 +173,29 @@ async function readStream(path, signal, onEvent) {
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
+  let event = "message";
+  let data = [];
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
     buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let event = "message";
-      const data = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-      }
-      if (data.length) onEvent(event, data.join("\n"));
+    // A line ends with \r\n, \n or \r (the server breaks data lines at a \r in the
+    // JSON too); a \r that ends what has come so far may be half of a \r\n.
+    const breaks = /\r\n|\r|\n/g;
+    let start = 0;
+    let m;
+    while ((m = breaks.exec(buffer)) !== null) {
+      if (m[0] === "\r" && m.index === buffer.length - 1) break;
+      const line = buffer.slice(start, m.index);
+      start = breaks.lastIndex;
+      if (line === "") {
+        if (data.length) onEvent(event, data.join("\n"));
+        event = "message";
+        data = [];
+      } else if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
     }
+    buffer = buffer.slice(start);
   }
 }
 
@@ -493,6 +500,8 @@ async function renderTask(id, current) {
     selected: null,
     expanded: new Set(),
     history: null,
+    /** How many times the history was asked for (the latest answer wins). */
+    historyAsked: 0,
     /** What is typed in the action boxes, by box and step, kept across redraws. */
     drafts: new Map(),
     current,
@@ -543,7 +552,13 @@ function follow(page, failures) {
   const path = `/v1/tasks/${page.task.task_id}/stream`;
   readStream(path, abort.signal, (event, data) => {
     if (page.current !== view) return;
-    if (event === "error") setNotice(data);
+    if (event === "error") {
+      // The server could not read the task and ends the stream: open it again later
+      // each time this happens in a row.
+      setNotice(data);
+      failures += 1;
+      return;
+    }
     if (event !== "task" || data === page.raw) return;
     if (page.raw === null) setNotice("");
     page.raw = data;
@@ -580,9 +595,14 @@ document.addEventListener("visibilitychange", () => {
   }
 });
 
+/** Reads the task's transitions; an answer to an older ask than the latest is dropped,
+ * so a slow one never replaces a newer one. */
 async function loadHistory(page) {
+  const asked = ++page.historyAsked;
   try {
-    page.history = await api(`/v1/tasks/${page.task.task_id}/history`);
+    const history = await api(`/v1/tasks/${page.task.task_id}/history`);
+    if (asked !== page.historyAsked) return;
+    page.history = history;
   } catch (err) {
     failed(err);
   }
@@ -731,11 +751,14 @@ function drawGraph(nodes, edges, opts) {
   const g = new dagre.graphlib.Graph();
   g.setGraph({ rankdir: "TB", nodesep: 28, ranksep: 44, marginx: 12, marginy: 12 });
   g.setDefaultEdgeLabel(() => ({}));
+  // dagre keeps nodes in plain objects: a step named `constructor` or `toString` would
+  // be taken for what every object has, so its ids are prefixed.
+  const key = (id) => `step:${id}`;
   for (const n of nodes) {
     const chars = Math.max(n.id.length, (n.sub || "").length);
-    g.setNode(n.id, { width: Math.max(130, chars * 7 + 28), height: 50 });
+    g.setNode(key(n.id), { width: Math.max(130, chars * 7 + 28), height: 50 });
   }
-  for (const e of edges) g.setEdge(e.from, e.to);
+  for (const e of edges) g.setEdge(key(e.from), key(e.to));
   dagre.layout(g);
   const { width, height } = g.graph();
   const root = svg("svg", {
@@ -758,7 +781,7 @@ function drawGraph(nodes, edges, opts) {
     ),
   );
   for (const e of edges) {
-    const pts = g.edge(e.from, e.to).points;
+    const pts = g.edge(key(e.from), key(e.to)).points;
     const d = pts.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
     const skipped = nodes.find((n) => n.id === e.to)?.step?.state === "skipped";
     root.append(
@@ -766,7 +789,7 @@ function drawGraph(nodes, edges, opts) {
     );
   }
   for (const n of nodes) {
-    const box = g.node(n.id);
+    const box = g.node(key(n.id));
     const x = box.x - box.width / 2;
     const y = box.y - box.height / 2;
     const state = n.step ? n.step.state : "definition";

@@ -33,7 +33,8 @@ steps:
   - {name: approve, wait_for: {signal: approval, timeout: 1h}}
   - {name: audit, handler: sleep, config: {ms: 3000}}
 ";
-/// A step whose name and error, and a task whose context, hold markup.
+/// A step whose error, and a task whose context, hold markup; a step named as what
+/// every JavaScript object has.
 const MARKUP: &str = "\
 namespace: ui
 name: markup
@@ -42,6 +43,7 @@ steps:
   - name: fails
     handler: fail
     config: {message: '<img id=injected src=x>'}
+  - {name: constructor, handler: noop}
 ";
 const SLOW: &str = "\
 namespace: ui
@@ -323,7 +325,9 @@ async fn the_dashboard_draws_follows_and_acts_on_tasks() {
     shoot(&c, "task-diamond.png").await;
 
     // A running task: its page follows it to complete without a reload.
-    let slow = submit(&addr, "ui", "slow", "{}");
+    // Its context is kept as sent, carriage returns and all: the stream splits its
+    // events' lines at them, as Server-Sent Events do, and the page reads them whole.
+    let slow = submit(&addr, "ui", "slow", "{\r\n\"note\": 1\r}");
     c.goto(&format!("{ui}#/tasks/{slow}")).await.unwrap();
     until(
         &c,
@@ -499,6 +503,8 @@ async fn the_dashboard_draws_follows_and_acts_on_tasks() {
     wait_state(&addr, &markup, "error").await;
     c.goto(&format!("{ui}#/tasks/{markup}")).await.unwrap();
     live(&c).await;
+    let drawn = "[...document.querySelectorAll('g.node')].map(n => n.dataset.step).sort()";
+    until(&c, drawn, |v| v == &json!(["constructor", "fails"])).await;
     click(&c, "g.node[data-step=fails]").await;
     let error = until(
         &c,

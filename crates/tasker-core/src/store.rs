@@ -242,7 +242,8 @@ pub struct StartedTask {
 pub struct WaitExpired {
     pub task_id: TaskId,
     pub step_id: StepId,
-    /// The task's state after it (in error, if nothing else can progress).
+    /// The task's state after the batch (in error, if nothing else can progress) on
+    /// the task's last expiry of the batch; its state before the batch on the others.
     pub task_state: TaskState,
 }
 

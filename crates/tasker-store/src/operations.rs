@@ -419,6 +419,7 @@ async fn expire_waits<P: Primitives>(
     ids.dedup();
     let rows = p.tasks_lock(&ids).await?;
     let mut tasks: Vec<Task> = rows.into_iter().map(Task::locked).collect();
+    let before: Vec<TaskState> = tasks.iter().map(|t| t.state).collect();
     let step_ids: Vec<StepId> = expiries.iter().map(|e| e.1).collect();
     let rows = p.steps_get(&step_ids, true).await?;
     let mut expired: Vec<(StepId, &StepRow, String)> = Vec::new();
@@ -457,12 +458,22 @@ async fn expire_waits<P: Primitives>(
     let messages: Vec<i64> = expiries.iter().map(|e| e.2).collect();
     p.queue_delete(TASK_QUEUE, &messages).await?;
     settle_all(p, &mut tasks, Vec::new()).await?;
+    // As a finish batch reports: a task's state after the batch goes with its last
+    // expiry alone, so a task two waits end together is settled once.
     Ok(changes
         .iter()
-        .map(|(m, _)| WaitExpired {
-            task_id: m.task_id,
-            step_id: m.step_id,
-            task_state: task_of(&mut tasks, m.task_id).state,
+        .enumerate()
+        .map(|(k, (m, _))| {
+            let t = tasks
+                .iter()
+                .position(|t| t.id == m.task_id)
+                .expect("locked");
+            let last = changes[k + 1..].iter().all(|(n, _)| n.task_id != m.task_id);
+            WaitExpired {
+                task_id: m.task_id,
+                step_id: m.step_id,
+                task_state: if last { tasks[t].state } else { before[t] },
+            }
         })
         .collect())
 }

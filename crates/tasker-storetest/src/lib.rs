@@ -120,6 +120,7 @@ macro_rules! conformance_tests {
             a_signal_completes_the_step_that_waits_for_it,
             a_signal_delivered_before_the_wait_is_kept_for_it,
             a_wait_times_out_and_an_operator_retry_waits_again,
+            waits_that_time_out_together_end_their_task_once,
             a_cancel_or_an_operator_ends_a_wait,
             an_approval_waits_for_its_signal_then_completes,
         ]);

@@ -187,6 +187,29 @@ pub async fn a_wait_times_out_and_an_operator_retry_waits_again<S: Store>(store:
     assert_eq!(d.detail(id).await.task.state, TaskState::Complete);
 }
 
+/// Two waits of a task whose timeouts are read in one batch: the task's final state is
+/// reported once, with the last of them, so the engine ends it once (one event, one
+/// count, one task span).
+pub async fn waits_that_time_out_together_end_their_task_once<S: Store>(store: Arc<S>) {
+    let d = Driver::new(store.clone());
+    let two = template(
+        "namespace: demo\nname: two_waits\nversion: 1.0.0\nsteps:\n  \
+         - {name: a, wait_for: {signal: one, timeout: 1s}}\n  \
+         - {name: b, wait_for: {signal: two, timeout: 1s}}\n",
+    );
+    let id = d.create(&two, "{}").await;
+    d.start_tasks().await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let expired = d.start_batch().await.expired;
+    let states: Vec<TaskState> = expired.iter().map(|e| e.task_state).collect();
+    assert_eq!(
+        states,
+        [TaskState::InProgress, TaskState::Error],
+        "{expired:?}"
+    );
+    assert_eq!(d.detail(id).await.task.state, TaskState::Error);
+}
+
 pub async fn a_cancel_or_an_operator_ends_a_wait<S: Store>(store: Arc<S>) {
     let d = Driver::new(store.clone());
     let t = approval("1s");
