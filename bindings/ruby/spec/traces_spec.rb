@@ -35,6 +35,19 @@ RSpec.describe "Tasker.export_traces" do
     server&.close
   end
 
+  # Runs `script` in a child Ruby exporting to a receiver; returns [its stdout, the
+  # requests received].
+  def run_traced(script, template)
+    out = nil
+    requests = receive_traces do |endpoint|
+      out, err, status = Open3.capture3({ "TASKER_OTEL_ENDPOINT" => endpoint },
+                                        "ruby", "-I", File.expand_path("../lib", __dir__),
+                                        "-e", script, template)
+      expect(status).to be_success, err
+    end
+    [out, requests]
+  end
+
   it "exports the task span and each Ruby handler's step span" do
     template = Specs.ruby_template("diamond", @tmp)
     script = <<~RUBY
@@ -43,12 +56,7 @@ RSpec.describe "Tasker.export_traces" do
       Tasker.export_traces(service_name: "ruby-spec")
       exit(Tasker.run(ARGV.fetch(0), context: { "start" => 0 }).complete? ? 0 : 1)
     RUBY
-    requests = receive_traces do |endpoint|
-      _out, err, status = Open3.capture3({ "TASKER_OTEL_ENDPOINT" => endpoint },
-                                         "ruby", "-I", File.expand_path("../lib", __dir__),
-                                         "-e", script, template)
-      expect(status).to be_success, err
-    end
+    _out, requests = run_traced(script, template)
     expect(requests).not_to be_empty
     requests.each do |line, type, _|
       expect([line, type]).to eq(["POST /v1/traces HTTP/1.1", "application/x-protobuf"])
@@ -77,13 +85,7 @@ RSpec.describe "Tasker.export_traces" do
       task = Tasker.run(ARGV.fetch(0), context: { "start" => 0 })
       puts JSON.generate(task.steps.map { |s| s.results["traceparent"] })
     RUBY
-    out = nil
-    requests = receive_traces do |endpoint|
-      out, err, status = Open3.capture3({ "TASKER_OTEL_ENDPOINT" => endpoint },
-                                        "ruby", "-I", File.expand_path("../lib", __dir__),
-                                        "-e", script, template)
-      expect(status).to be_success, err
-    end
+    out, requests = run_traced(script, template)
     given = JSON.parse(out)
     expect(given.size).to eq(4)
     expect(given).to all(match(/\A00-\h{32}-\h{16}-01\z/))
