@@ -55,11 +55,6 @@ impl Default for Closing {
     }
 }
 
-/// The streams open now, at most [`MAX_STREAMS`]: each holds a permit until it ends.
-pub(crate) fn stream_permits() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(MAX_STREAMS))
-}
-
 impl Closing {
     /// Ends every stream open now or opened later.
     pub fn close(&self) {
@@ -69,6 +64,11 @@ impl Closing {
     fn subscribe(&self) -> watch::Receiver<bool> {
         self.0.subscribe()
     }
+}
+
+/// The streams open now, at most [`MAX_STREAMS`]: each holds a permit until it ends.
+pub(crate) fn stream_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_STREAMS))
 }
 
 /// What a stream knows between two events.
