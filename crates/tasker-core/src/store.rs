@@ -665,6 +665,9 @@ pub trait Store: Send + Sync + 'static {
 
     fn task_get(&self, task_id: TaskId) -> impl Future<Output = StoreResult<TaskDetail>> + Send;
 
+    /// The task's row, without its steps.
+    fn task_record(&self, task_id: TaskId) -> impl Future<Output = StoreResult<TaskRecord>> + Send;
+
     /// The task's state and step counts, without reading its steps.
     fn task_progress(
         &self,

@@ -203,10 +203,10 @@ impl<S: Store> Shared<S> {
         let Some(traces) = &self.config.traces else {
             return;
         };
-        match self.store.task_get(task_id).await {
-            Ok(detail) => {
-                if let Some(parent) = detail.task.traceparent {
-                    traces.task_ended(&detail.task, parent, state);
+        match self.store.task_record(task_id).await {
+            Ok(task) => {
+                if let Some(parent) = task.traceparent {
+                    traces.task_ended(&task, parent, state);
                 }
             }
             Err(e) => {

@@ -82,6 +82,13 @@ macro_rules! store_impl {
                 read!(self, |c| tasks::get(c, task_id))
             }
 
+            async fn task_record(
+                &self,
+                task_id: tasker_core::id::TaskId,
+            ) -> StoreResult<TaskRecord> {
+                read!(self, |c| tasks::record(c, task_id))
+            }
+
             async fn task_progress(
                 &self,
                 task_id: tasker_core::id::TaskId,

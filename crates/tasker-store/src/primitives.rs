@@ -123,7 +123,6 @@ pub(crate) struct TaskMove<'a> {
     pub reason: &'a str,
 }
 
-/// A task as [`TaskRows::tasks_lock`] returns it, locked.
 /// A task to insert, as a submission resolved it.
 #[derive(Clone, Copy)]
 pub(crate) struct NewTask<'a> {
@@ -138,6 +137,7 @@ pub(crate) struct NewTask<'a> {
     pub traceparent: Option<TraceParent>,
 }
 
+/// A task as [`TaskRows::tasks_lock`] returns it, locked.
 #[derive(Clone, Copy)]
 pub(crate) struct LockedTask {
     pub id: TaskId,

@@ -1540,6 +1540,13 @@ pub async fn step_messages_carry_their_tasks_trace_context<S: Store>(store: Arc<
     let plain = d.create(&diamond, r#"{"start":0}"#).await;
     assert_eq!(d.detail(traced).await.task.traceparent, Some(traceparent));
     assert_eq!(d.detail(plain).await.task.traceparent, None);
+    // The row alone, as a task span's export reads it.
+    let row = store.task_record(traced).await.unwrap();
+    assert_eq!((row.id, row.traceparent), (traced, Some(traceparent)));
+    assert!(matches!(
+        store.task_record(TaskId::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(d.start_tasks().await, 2);
     let results = raw(r#"{"value":1}"#);
     let (mut claimed, mut retried, mut traced_again) = (0, false, false);

@@ -26,6 +26,12 @@ pub(crate) async fn progress(conn: &mut Conn, task_id: TaskId) -> StoreResult<Ta
 }
 
 pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
+    let task = record(conn, task_id).await?;
+    let steps = steps::list(conn, task_id).await?;
+    Ok(TaskDetail { task, steps })
+}
+
+pub(crate) async fn record(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskRecord> {
     let row = sqlx::query(&format!(
         "SELECT {TASK_COLUMNS} FROM tasker.tasks WHERE id = $1"
     ))
@@ -34,9 +40,7 @@ pub(crate) async fn get(conn: &mut Conn, task_id: TaskId) -> StoreResult<TaskDet
     .await
     .map_err(db)?
     .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-    let task = task_record(&row)?;
-    let steps = steps::list(conn, task_id).await?;
-    Ok(TaskDetail { task, steps })
+    task_record(&row)
 }
 
 pub(crate) async fn list(conn: &mut Conn, p: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {

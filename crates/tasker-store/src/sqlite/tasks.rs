@@ -13,7 +13,7 @@ use tasker_core::time::Timestamp;
 use super::{Conn, SqliteTx, db, decode_all, steps, transitions};
 use crate::primitives::{Hold, KeyGroup, LockedTask, NewTask, TaskMove, TaskRows, Transition};
 use crate::rows::{
-    counters, decides_column, for_each_column, parent_counts, parse, rate_limit_column,
+    Columns, counters, decides_column, for_each_column, parent_counts, parse, rate_limit_column,
     task_progress, task_record, trace_context,
 };
 
@@ -35,14 +35,18 @@ pub(crate) fn progress(conn: &Conn, task_id: TaskId) -> StoreResult<TaskProgress
 }
 
 pub(crate) fn get(conn: &Conn, task_id: TaskId) -> StoreResult<TaskDetail> {
+    let task = record(conn, task_id)?;
+    let steps = steps::list(conn, task_id)?;
+    Ok(TaskDetail { task, steps })
+}
+
+pub(crate) fn record(conn: &Conn, task_id: TaskId) -> StoreResult<TaskRecord> {
     let mut s = conn
         .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
         .map_err(db)?;
-    let task = decode_all(&mut s, [task_id.0], |r| task_record(r))?
+    decode_all(&mut s, [task_id.0], |r| task_record(r))?
         .pop()
-        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))?;
-    let steps = steps::list(conn, task_id)?;
-    Ok(TaskDetail { task, steps })
+        .ok_or_else(|| StoreError::NotFound(format!("task {task_id}")))
 }
 
 pub(crate) fn list(conn: &Conn, p: TaskListParams<'_>) -> StoreResult<Vec<TaskRecord>> {
@@ -84,16 +88,9 @@ pub(crate) fn counts(
         f.created_from.map(Timestamp::micros),
         f.created_to.map(Timestamp::micros),
     ];
-    let rows = s
-        .query_map(params, |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
-        .map_err(db)?;
-    rows.map(|r| {
-        let (state, n) = r.map_err(db)?;
-        Ok((parse(&state)?, n as u64))
+    decode_all(&mut s, params, |r| {
+        Ok((parse(r.str(0)?)?, r.int(1)? as u64))
     })
-    .collect()
 }
 
 pub(crate) fn list_unfinished(conn: &Conn) -> StoreResult<Vec<TaskId>> {
