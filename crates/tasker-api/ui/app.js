@@ -65,6 +65,16 @@ function append(el, children) {
   }
 }
 
+/** A table: a header row naming `columns`, then `rows` (its `tr` elements). */
+function table(attrs, columns, rows) {
+  return h(
+    "table",
+    attrs,
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows),
+  );
+}
+
 /** Replaces the children of `el` (null and false children are left out). */
 function fill(el, ...children) {
   el.replaceChildren();
@@ -463,23 +473,18 @@ function toLocalInput(iso) {
 
 function taskTable(tasks) {
   if (!tasks.length) return h("p", { class: "muted" }, "No tasks match.");
-  return h(
-    "table",
+  return table(
     { id: "tasks" },
-    h("thead", {}, h("tr", {}, ["Task", "Template", "State", "Created", "Updated"].map((c) => h("th", { scope: "col" }, c)))),
-    h(
-      "tbody",
-      {},
-      tasks.map((t) =>
-        h(
-          "tr",
-          { "data-task": t.task_id },
-          h("td", {}, h("a", { href: `#/tasks/${t.task_id}`, class: "mono" }, t.task_id)),
-          h("td", {}, `${t.namespace}/${t.name}@${t.version}`),
-          h("td", {}, stateBadge(t.state)),
-          h("td", {}, when(t.created_at)),
-          h("td", {}, when(t.updated_at)),
-        ),
+    ["Task", "Template", "State", "Created", "Updated"],
+    tasks.map((t) =>
+      h(
+        "tr",
+        { "data-task": t.task_id },
+        h("td", {}, h("a", { href: `#/tasks/${t.task_id}`, class: "mono" }, t.task_id)),
+        h("td", {}, `${t.namespace}/${t.name}@${t.version}`),
+        h("td", {}, stateBadge(t.state)),
+        h("td", {}, when(t.created_at)),
+        h("td", {}, when(t.updated_at)),
       ),
     ),
   );
@@ -907,14 +912,11 @@ function stepConfig(definition, name) {
 }
 
 function stepTable(steps) {
-  return h(
-    "table",
+  return table(
     { class: "compact" },
-    h("thead", {}, h("tr", {}, ["Step", "State", "Attempts"].map((c) => h("th", { scope: "col" }, c)))),
-    h(
-      "tbody",
-      {},
-      steps.map((s) => h("tr", {}, h("td", {}, s.name), h("td", {}, stateBadge(s.state)), h("td", {}, `${s.attempts}/${s.max_attempts}`))),
+    ["Step", "State", "Attempts"],
+    steps.map((s) =>
+      h("tr", {}, h("td", {}, s.name), h("td", {}, stateBadge(s.state)), h("td", {}, `${s.attempts}/${s.max_attempts}`)),
     ),
   );
 }
@@ -1009,22 +1011,17 @@ function attemptsTable(transitions) {
     }
   }
   if (!attempts.length) return h("p", { class: "muted" }, "No attempt yet.");
-  return h(
-    "table",
+  return table(
     { class: "compact", id: "attempts" },
-    h("thead", {}, h("tr", {}, ["#", "Started", "Duration", "Outcome"].map((c) => h("th", { scope: "col" }, c)))),
-    h(
-      "tbody",
-      {},
-      attempts.map((a, i) =>
-        h(
-          "tr",
-          {},
-          h("td", {}, String(i + 1)),
-          h("td", {}, when(a.started)),
-          h("td", {}, a.ended ? `${new Date(a.ended) - new Date(a.started)} ms` : "running"),
-          h("td", {}, a.outcome ? [stateBadge(a.outcome), a.reason ? ` ${a.reason}` : ""] : "—"),
-        ),
+    ["#", "Started", "Duration", "Outcome"],
+    attempts.map((a, i) =>
+      h(
+        "tr",
+        {},
+        h("td", {}, String(i + 1)),
+        h("td", {}, when(a.started)),
+        h("td", {}, a.ended ? `${new Date(a.ended) - new Date(a.started)} ms` : "running"),
+        h("td", {}, a.outcome ? [stateBadge(a.outcome), a.reason ? ` ${a.reason}` : ""] : "—"),
       ),
     ),
   );
@@ -1062,21 +1059,16 @@ async function renderTemplates(key, current) {
   const draw = () => {
     fill(list, 
       templates.length
-        ? h(
-            "table",
+        ? table(
             { class: "compact" },
-            h("thead", {}, h("tr", {}, ["Template", "Version", "Registered"].map((c) => h("th", { scope: "col" }, c)))),
-            h(
-              "tbody",
-              {},
-              templates.map((t) =>
-                h(
-                  "tr",
-                  {},
-                  h("td", {}, h("a", { href: `#/templates/${t.namespace}/${t.name}/${t.version}` }, `${t.namespace}/${t.name}`)),
-                  h("td", {}, t.version),
-                  h("td", {}, when(t.created_at)),
-                ),
+            ["Template", "Version", "Registered"],
+            templates.map((t) =>
+              h(
+                "tr",
+                {},
+                h("td", {}, h("a", { href: `#/templates/${t.namespace}/${t.name}/${t.version}` }, `${t.namespace}/${t.name}`)),
+                h("td", {}, t.version),
+                h("td", {}, when(t.created_at)),
               ),
             ),
           )
@@ -1123,24 +1115,28 @@ async function renderQueues(current) {
   main.append(
     h("h1", {}, "Queues"),
     queues.queues.length
-      ? h(
-          "table",
+      ? table(
           { id: "queues" },
-          h("thead", {}, h("tr", {}, ["Queue", "Messages", "Paused"].map((c) => h("th", { scope: "col" }, c)))),
-          h("tbody", {}, queues.queues.map((q) => h("tr", {}, h("td", {}, q.queue), h("td", {}, String(q.messages)), h("td", {}, q.paused ? "paused" : "no")))),
+          ["Queue", "Messages", "Paused"],
+          queues.queues.map((q) =>
+            h("tr", {}, h("td", {}, q.queue), h("td", {}, String(q.messages)), h("td", {}, q.paused ? "paused" : "no")),
+          ),
         )
       : h("p", { class: "muted" }, "No queue yet."),
     h("h2", {}, "Dead letters"),
     dead.dead_letters.length
-      ? h(
-          "table",
+      ? table(
           { id: "dead-letters" },
-          h("thead", {}, h("tr", {}, ["Queue", "Message", "Reads", "Reason", "Archived"].map((c) => h("th", { scope: "col" }, c)))),
-          h(
-            "tbody",
-            {},
-            dead.dead_letters.map((d) =>
-              h("tr", {}, h("td", {}, d.queue), h("td", {}, h("code", {}, d.message)), h("td", {}, String(d.read_ct)), h("td", {}, d.reason), h("td", {}, when(d.archived_at))),
+          ["Queue", "Message", "Reads", "Reason", "Archived"],
+          dead.dead_letters.map((d) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, d.queue),
+              h("td", {}, h("code", {}, d.message)),
+              h("td", {}, String(d.read_ct)),
+              h("td", {}, d.reason),
+              h("td", {}, when(d.archived_at)),
             ),
           ),
         )
@@ -1156,25 +1152,28 @@ async function renderSchedules(current) {
   main.append(
     h("h1", {}, "Schedules"),
     list.schedules.length
-      ? h(
-          "table",
+      ? table(
           { id: "schedules" },
-          h("thead", {}, h("tr", {}, ["Name", "Template", "When", "Next", "Last", "Catch-up", "Paused"].map((c) => h("th", { scope: "col" }, c)))),
-          h(
-            "tbody",
-            {},
-            list.schedules.map((s) =>
+          ["Name", "Template", "When", "Next", "Last", "Catch-up", "Paused"],
+          list.schedules.map((s) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, s.name),
               h(
-                "tr",
+                "td",
                 {},
-                h("td", {}, s.name),
-                h("td", {}, h("a", { href: `#/tasks?namespace=${encodeURIComponent(s.namespace)}&name=${encodeURIComponent(s.template)}` }, `${s.namespace}/${s.template}@${s.version}`)),
-                h("td", {}, `${s.cron} (${s.timezone})`),
-                h("td", {}, when(s.next_fire)),
-                h("td", {}, when(s.last_fire)),
-                h("td", {}, s.catch_up),
-                h("td", {}, s.paused ? "paused" : "no"),
+                h(
+                  "a",
+                  { href: `#/tasks?namespace=${encodeURIComponent(s.namespace)}&name=${encodeURIComponent(s.template)}` },
+                  `${s.namespace}/${s.template}@${s.version}`,
+                ),
               ),
+              h("td", {}, `${s.cron} (${s.timezone})`),
+              h("td", {}, when(s.next_fire)),
+              h("td", {}, when(s.last_fire)),
+              h("td", {}, s.catch_up),
+              h("td", {}, s.paused ? "paused" : "no"),
             ),
           ),
         )

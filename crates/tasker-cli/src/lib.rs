@@ -44,30 +44,6 @@ pub enum Outcome {
 /// Runs the command named by the process's arguments, and says how to exit.
 pub fn run() -> ExitCode {
     let args = cli::Cli::parse();
-    // The long-running processes read the configuration, and so do the commands that
-    // check templates against it (which `shell` programs it allows) and those that run,
-    // submit or end tasks (where to export traces); a bad one stops them here.
-    let config = match &args.command {
-        cli::Command::Serve { .. }
-        | cli::Command::Orchestrator { .. }
-        | cli::Command::Worker { .. }
-        | cli::Command::Submit { .. }
-        | cli::Command::Run(_)
-        | cli::Command::Cancel { .. }
-        | cli::Command::Retry { .. }
-        | cli::Command::Signal { .. }
-        | cli::Command::Resolve { .. }
-        | cli::Command::Template {
-            command: cli::TemplateCommand::Register { .. },
-        } => match config::Config::load(args.config.as_deref(), std::env::vars()) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("tasker: error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => config::Config::default(),
-    };
     // The processes that run, submit or end work export traces, when configured: an
     // operator's cancel, signal or resolution can end a task, whose span it then sends.
     let role = match &args.command {
@@ -81,6 +57,26 @@ pub fn run() -> ExitCode {
         | cli::Command::Signal { .. }
         | cli::Command::Resolve { .. } => Some("tasker-operator"),
         _ => None,
+    };
+    // Those read the configuration (where to export traces, and the long-running ones
+    // everything else), and so do the commands that check templates against it (which
+    // `shell` programs it allows); a bad one stops them here.
+    let registers = matches!(
+        &args.command,
+        cli::Command::Template {
+            command: cli::TemplateCommand::Register { .. },
+        }
+    );
+    let config = if role.is_some() || registers {
+        match config::Config::load(args.config.as_deref(), std::env::vars()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tasker: error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        config::Config::default()
     };
     let traces = match (role, &config.otel.endpoint) {
         (Some(role), Some(endpoint)) => {
